@@ -1,0 +1,77 @@
+// Package ingest holds what every source shares: the Event schema, the
+// Source interface, source checkpoints and the node identity map.
+package ingest
+
+import (
+	"context"
+	"time"
+)
+
+// Source names used in Event.Source.
+const (
+	SourceNomadLog   = "nomad.log"
+	SourceNomadEvent = "nomad.event"
+	SourceWinEvt     = "winevt"
+	SourceIncident   = "klaxon.incident"
+)
+
+// Normalised levels used in Event.Level.
+const (
+	LevelTrace = "trace"
+	LevelDebug = "debug"
+	LevelInfo  = "info"
+	LevelWarn  = "warn"
+	LevelError = "error"
+)
+
+// Event is one record of any source, normalised to the schema of DESIGN.md.
+// Field values from hclog are strings so that one rule matches text and JSON
+// logs alike; other sources may carry numbers and booleans.
+type Event struct {
+	// ID is stable and unique per source record; it is sent as Nats-Msg-Id.
+	ID string `json:"id"`
+	// Time is when the record happened (event time), not when it was read.
+	Time time.Time `json:"time"`
+	// Node is the canonical node name (lower-case short host name).
+	Node string `json:"node"`
+	// NodeID is the Nomad node ID when it is known.
+	NodeID string `json:"node_id,omitempty"`
+	// Source is one of the Source* constants.
+	Source string `json:"source"`
+	// Kind is the logger (nomad.log), Topic.Type (nomad.event) or
+	// Provider/EventID (winevt).
+	Kind string `json:"kind"`
+	// Level is one of the Level* constants.
+	Level string `json:"level"`
+	// Msg is the human message.
+	Msg string `json:"msg"`
+	// Fields holds everything else.
+	Fields map[string]any `json:"fields,omitempty"`
+
+	// Commit, when set, is called once the event is durably stored (JetStream
+	// acknowledged it, or replay consumed it). Commits are called in the order
+	// the events were emitted by one source. Sources use it to advance their
+	// checkpoints.
+	Commit func() `json:"-"`
+}
+
+// Field returns the named field as a string ("" when absent).
+func (e *Event) Field(name string) string {
+	v, ok := e.Fields[name]
+	if !ok {
+		return ""
+	}
+	if s, ok := v.(string); ok {
+		return s
+	}
+	return stringify(v)
+}
+
+// Source produces events. Run returns when ctx is done (or on a fatal
+// error) and never closes out.
+type Source interface {
+	// Name identifies the source instance in logs and metrics.
+	Name() string
+	// Run emits events into out until ctx is done.
+	Run(ctx context.Context, out chan<- Event) error
+}

@@ -1,0 +1,254 @@
+// Package app wires klaxon's roles (ingest, correlate, sinks) around the
+// bus: configuration loading, lifecycle and shutdown order.
+package app
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/klaxon-dev/klaxon/cmd/internal/bus"
+	"github.com/klaxon-dev/klaxon/ingest"
+)
+
+// Config is the file given to `klaxon run --config`.
+type Config struct {
+	// Node names this machine in events of sources that do not carry a node.
+	// Empty: the local Nomad agent's name (/v1/agent/self), else the host name.
+	Node string `yaml:"node"`
+	// DataDir holds the embedded NATS store and source checkpoints.
+	DataDir string `yaml:"data_dir"`
+	// RulesDir is the rules directory (rules.d).
+	RulesDir string `yaml:"rules_dir"`
+	// Nomad is the local agent, asked for the node name.
+	Nomad NomadConfig `yaml:"nomad"`
+	// NATS selects the embedded server (no url) or an external cluster.
+	NATS NATSConfig `yaml:"nats"`
+	// Sources lists the inputs.
+	Sources SourcesConfig `yaml:"sources"`
+	// Sinks lists where incidents go.
+	Sinks []SinkConfig `yaml:"sinks"`
+	// Correlator tunes the correlator.
+	Correlator CorrelatorConfig `yaml:"correlator"`
+	// ShutdownTimeout bounds the orderly shutdown (default 15s).
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+
+	// path of the file the config came from (for relative paths).
+	path string
+}
+
+// NomadConfig locates the local Nomad agent.
+type NomadConfig struct {
+	Address string        `yaml:"address"` // default $NOMAD_ADDR, else none
+	Token   ingest.Secret `yaml:"token"`   // default $NOMAD_TOKEN
+}
+
+// NATSConfig mirrors bus.Config in the file.
+type NATSConfig struct {
+	URL          string        `yaml:"url"`
+	User         string        `yaml:"user"`
+	Password     ingest.Secret `yaml:"password"`
+	Token        ingest.Secret `yaml:"token"`
+	CredsFile    string        `yaml:"creds_file"`
+	NKeySeedFile string        `yaml:"nkey_seed_file"`
+	TLS          struct {
+		CAFile             string `yaml:"ca_file"`
+		CertFile           string `yaml:"cert_file"`
+		KeyFile            string `yaml:"key_file"`
+		ServerName         string `yaml:"server_name"`
+		InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
+	} `yaml:"tls"`
+	Listen   string `yaml:"listen"`
+	Replicas int    `yaml:"replicas"`
+}
+
+// SourcesConfig lists the inputs by kind.
+type SourcesConfig struct {
+	NomadLog []NomadLogConfig `yaml:"nomad_log"`
+}
+
+// NomadLogConfig is one agent-log tailer.
+type NomadLogConfig struct {
+	Paths        []string      `yaml:"paths"`
+	ReadFrom     string        `yaml:"read_from"`
+	Node         string        `yaml:"node"`
+	MaxLineBytes int           `yaml:"max_line_bytes"`
+	PollInterval time.Duration `yaml:"poll_interval"`
+}
+
+// SinkConfig is one sink.
+type SinkConfig struct {
+	Type   string `yaml:"type"` // stdout | file
+	Name   string `yaml:"name"`
+	Format string `yaml:"format"` // stdout: text | json
+	Path   string `yaml:"path"`   // file
+}
+
+// CorrelatorConfig tunes the correlator role.
+type CorrelatorConfig struct {
+	UpdateInterval   time.Duration `yaml:"update_interval"`
+	MaxEvidence      int           `yaml:"max_evidence"`
+	SnapshotInterval time.Duration `yaml:"snapshot_interval"`
+	// Lateness is how far behind the wall clock the correlator's time runs,
+	// so that events that arrive a little late still count (default 5s).
+	Lateness time.Duration `yaml:"lateness"`
+}
+
+// LoadConfig reads and validates a config file. Unknown keys are errors
+// with their line.
+func LoadConfig(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	cfg, err := ParseConfig(path, b)
+	if err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// ParseConfig parses config text; name is used in errors and to resolve
+// relative paths.
+func ParseConfig(name string, b []byte) (*Config, error) {
+	cfg := &Config{path: name}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return cfg, nil
+}
+
+// SetDefaults fills what the file left out. Relative paths are taken
+// relative to the config file's directory.
+func (c *Config) SetDefaults() {
+	base := "."
+	if c.path != "" {
+		base = filepath.Dir(c.path)
+	}
+	rel := func(p string) string {
+		if p == "" || filepath.IsAbs(p) {
+			return p
+		}
+		return filepath.Join(base, p)
+	}
+	if c.DataDir == "" {
+		c.DataDir = "data"
+	}
+	c.DataDir = rel(c.DataDir)
+	if c.RulesDir == "" {
+		c.RulesDir = "rules.d"
+	}
+	c.RulesDir = rel(c.RulesDir)
+	if c.Nomad.Address == "" {
+		c.Nomad.Address = os.Getenv("NOMAD_ADDR")
+	}
+	if c.Nomad.Token == "" {
+		c.Nomad.Token = ingest.Secret(os.Getenv("NOMAD_TOKEN"))
+	}
+	for i := range c.Sources.NomadLog {
+		s := &c.Sources.NomadLog[i]
+		for j, p := range s.Paths {
+			s.Paths[j] = rel(p)
+		}
+		if s.ReadFrom == "" {
+			s.ReadFrom = "end"
+		}
+	}
+	if len(c.Sinks) == 0 {
+		c.Sinks = []SinkConfig{{Type: "stdout"}}
+	}
+	for i := range c.Sinks {
+		s := &c.Sinks[i]
+		if s.Name == "" {
+			s.Name = s.Type
+		}
+		if s.Type == "file" {
+			s.Path = rel(s.Path)
+		}
+	}
+	if c.Correlator.SnapshotInterval <= 0 {
+		c.Correlator.SnapshotInterval = time.Second
+	}
+	if c.Correlator.Lateness <= 0 {
+		c.Correlator.Lateness = 5 * time.Second
+	}
+	if c.ShutdownTimeout <= 0 {
+		c.ShutdownTimeout = 15 * time.Second
+	}
+}
+
+// Validate checks the config; errors name the key.
+func (c *Config) Validate() error {
+	var errs []error
+	for i, s := range c.Sources.NomadLog {
+		if len(s.Paths) == 0 {
+			errs = append(errs, fmt.Errorf("sources.nomad_log[%d].paths: at least one path or glob is required", i))
+		}
+		if s.ReadFrom != "end" && s.ReadFrom != "beginning" {
+			errs = append(errs, fmt.Errorf("sources.nomad_log[%d].read_from: %q: want end or beginning", i, s.ReadFrom))
+		}
+		if s.MaxLineBytes < 0 {
+			errs = append(errs, fmt.Errorf("sources.nomad_log[%d].max_line_bytes: must not be negative", i))
+		}
+	}
+	names := map[string]bool{}
+	for i, s := range c.Sinks {
+		switch s.Type {
+		case "stdout":
+			if s.Format != "" && s.Format != "text" && s.Format != "json" {
+				errs = append(errs, fmt.Errorf("sinks[%d].format: %q: want text or json", i, s.Format))
+			}
+		case "file":
+			if s.Path == "" {
+				errs = append(errs, fmt.Errorf("sinks[%d].path: required for a file sink", i))
+			}
+		default:
+			errs = append(errs, fmt.Errorf("sinks[%d].type: %q: want stdout or file", i, s.Type))
+		}
+		if names[s.Name] {
+			errs = append(errs, fmt.Errorf("sinks[%d].name: %q is used twice", i, s.Name))
+		}
+		names[s.Name] = true
+	}
+	bc := c.BusConfig()
+	if err := bc.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// BusConfig returns the bus configuration.
+func (c *Config) BusConfig() bus.Config {
+	n := c.NATS
+	bc := bus.Config{
+		URL:          n.URL,
+		DataDir:      c.DataDir,
+		Name:         "klaxon",
+		User:         n.User,
+		Password:     n.Password,
+		Token:        n.Token,
+		CredsFile:    n.CredsFile,
+		NKeySeedFile: n.NKeySeedFile,
+		Listen:       n.Listen,
+		Replicas:     n.Replicas,
+	}
+	bc.TLS.CAFile = n.TLS.CAFile
+	bc.TLS.CertFile = n.TLS.CertFile
+	bc.TLS.KeyFile = n.TLS.KeyFile
+	bc.TLS.ServerName = n.TLS.ServerName
+	bc.TLS.InsecureSkipVerify = n.TLS.InsecureSkipVerify
+	bc.SetDefaults()
+	return bc
+}

@@ -1,0 +1,259 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/klaxon-dev/klaxon/cmd/internal/bus"
+	"github.com/klaxon-dev/klaxon/correlate"
+	"github.com/klaxon-dev/klaxon/ingest"
+	"github.com/klaxon-dev/klaxon/rules"
+)
+
+const (
+	correlatorConsumer = "correlator"
+	snapshotKey        = "correlator"
+	snapshotEvery      = 1000 // messages
+)
+
+// stateRecord is what the correlator keeps in the state bucket: its
+// windows and incidents, and the last stream sequence they cover.
+type stateRecord struct {
+	Seq   uint64          `json:"seq"`
+	State json.RawMessage `json:"state"`
+}
+
+// correlatorRole consumes KLAXON_EVENTS with a durable consumer, runs the
+// correlator and publishes incident changes to KLAXON_INCIDENTS. It acks
+// (AckAll) only after a snapshot covering the acked sequence is stored, so
+// a crash loses no window and re-fires no incident: it restores the
+// snapshot and skips what it covers; re-published changes carry the same
+// Nats-Msg-Id and are dropped by JetStream, and sinks skip change ids they
+// already delivered.
+type correlatorRole struct {
+	js       jetstream.JetStream
+	kv       jetstream.KeyValue
+	corr     *correlate.Correlator
+	log      *slog.Logger
+	cfg      CorrelatorConfig
+	now      func() time.Time
+	setRules chan *rules.Set
+
+	snapSeq uint64 // covered by the stored snapshot
+	lastSeq uint64 // last processed
+	lastMsg jetstream.Msg
+	since   int  // messages since the last snapshot
+	dirty   bool // incident changes since the last snapshot
+}
+
+func newCorrelatorRole(ctx context.Context, b *bus.Bus, set *rules.Set, cfg CorrelatorConfig, now func() time.Time, log *slog.Logger) (*correlatorRole, error) {
+	kv, err := b.JS.KeyValue(ctx, bus.StateBucket)
+	if err != nil {
+		return nil, fmt.Errorf("correlator: state bucket: %w", err)
+	}
+	r := &correlatorRole{
+		js:   b.JS,
+		kv:   kv,
+		corr: correlate.New(set, correlate.Options{MaxEvidence: cfg.MaxEvidence, UpdateInterval: cfg.UpdateInterval}),
+		log:  log.With("role", "correlator"),
+		cfg:  cfg, now: now,
+		setRules: make(chan *rules.Set, 1),
+	}
+	entry, err := kv.Get(ctx, snapshotKey)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+	case err != nil:
+		return nil, fmt.Errorf("correlator: read snapshot: %w", err)
+	default:
+		var rec stateRecord
+		if err := json.Unmarshal(entry.Value(), &rec); err != nil {
+			r.log.Error("snapshot unreadable; starting with empty state", "err", err)
+			break
+		}
+		if err := r.corr.Restore(rec.State); err != nil {
+			r.log.Error("snapshot unreadable; starting with empty state", "err", err)
+			break
+		}
+		r.snapSeq, r.lastSeq = rec.Seq, rec.Seq
+		r.log.Info("state restored", "seq", rec.Seq, "open_incidents", len(r.corr.Open()))
+	}
+	return r, nil
+}
+
+// SetRules hands a reloaded rule set to the running correlator.
+func (r *correlatorRole) SetRules(set *rules.Set) {
+	select {
+	case <-r.setRules:
+	default:
+	}
+	r.setRules <- set
+}
+
+// run consumes until ctx is done, then snapshots.
+func (r *correlatorRole) run(ctx context.Context) error {
+	cons, err := r.js.CreateOrUpdateConsumer(ctx, bus.EventsStream, jetstream.ConsumerConfig{
+		Durable:       correlatorConsumer,
+		FilterSubject: "klaxon.events.>",
+		AckPolicy:     jetstream.AckAllPolicy,
+		AckWait:       2 * time.Minute,
+		MaxAckPending: 4 * snapshotEvery,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return fmt.Errorf("correlator: consumer: %w", err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(512))
+	if err != nil {
+		return fmt.Errorf("correlator: consume: %w", err)
+	}
+	msgs := make(chan jetstream.Msg, 512)
+	go func() {
+		defer close(msgs)
+		for {
+			m, err := it.Next()
+			if err != nil {
+				return // iterator stopped
+			}
+			msgs <- m
+		}
+	}()
+	defer it.Stop()
+	tick := time.NewTicker(r.cfg.SnapshotInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			it.Stop()
+			r.drain(msgs)
+			r.snapshot(context.Background())
+			return nil
+		case set := <-r.setRules:
+			r.corr.SetRules(set)
+			r.log.Info("rules reloaded", "rules", len(set.Rules))
+		case m, ok := <-msgs:
+			if !ok {
+				r.snapshot(context.Background())
+				return ctx.Err()
+			}
+			r.handle(ctx, m)
+			if r.since >= snapshotEvery {
+				r.snapshot(ctx)
+			}
+		case <-tick.C:
+			r.corr.Advance(r.now().Add(-r.cfg.Lateness), r.publishFunc(ctx))
+			r.snapshot(ctx)
+		}
+	}
+}
+
+// drain processes what was already delivered before a shutdown.
+func (r *correlatorRole) drain(msgs <-chan jetstream.Msg) {
+	for {
+		select {
+		case m, ok := <-msgs:
+			if !ok {
+				return
+			}
+			r.handle(context.Background(), m)
+		default:
+			return
+		}
+	}
+}
+
+func (r *correlatorRole) handle(ctx context.Context, m jetstream.Msg) {
+	md, err := m.Metadata()
+	if err != nil {
+		r.log.Error("message without metadata", "err", err)
+		return
+	}
+	seq := md.Sequence.Stream
+	r.lastMsg = m
+	if seq <= r.snapSeq {
+		return // covered by the restored snapshot
+	}
+	r.lastSeq = seq
+	r.since++
+	var ev ingest.Event
+	if err := json.Unmarshal(m.Data(), &ev); err != nil {
+		r.log.Error("undecodable event skipped", "subject", m.Subject(), "seq", seq, "err", err)
+		return
+	}
+	r.corr.Process(&ev, r.publishFunc(ctx))
+}
+
+// publishFunc publishes incident changes, retrying until stored: an
+// incident change is never dropped.
+func (r *correlatorRole) publishFunc(ctx context.Context) func(correlate.Incident) {
+	return func(in correlate.Incident) {
+		r.dirty = true
+		b, err := json.Marshal(in)
+		if err != nil {
+			r.log.Error("incident not encodable", "incident", in.ID, "err", err)
+			return
+		}
+		msg := nats.NewMsg(bus.IncidentSubject(in.Severity, in.Rule))
+		msg.Data = b
+		msg.Header.Set(nats.MsgIdHdr, in.ChangeID())
+		for attempt := 0; ; attempt++ {
+			pctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_, err := r.js.PublishMsg(pctx, msg)
+			cancel()
+			if err == nil {
+				return
+			}
+			r.log.Warn("incident publish failed; retrying", "incident", in.ID, "attempt", attempt+1, "err", err)
+			if attempt >= 5 && ctx.Err() != nil {
+				r.log.Error("incident publish abandoned at shutdown; it is re-derived from the events after restart", "incident", in.ID)
+				return
+			}
+			time.Sleep(min(time.Duration(attempt+1)*200*time.Millisecond, 2*time.Second))
+		}
+	}
+}
+
+// snapshot stores the state and acks everything it covers.
+func (r *correlatorRole) snapshot(ctx context.Context) {
+	if r.lastSeq == r.snapSeq && r.since == 0 && !r.dirty {
+		if r.lastMsg != nil {
+			_ = r.lastMsg.Ack()
+			r.lastMsg = nil
+		}
+		return
+	}
+	state, err := r.corr.Snapshot()
+	if err != nil {
+		r.log.Error("snapshot failed", "err", err)
+		return
+	}
+	b, err := json.Marshal(stateRecord{Seq: r.lastSeq, State: state})
+	if err != nil {
+		r.log.Error("snapshot failed", "err", err)
+		return
+	}
+	if ctx.Err() != nil {
+		ctx = context.Background()
+	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := r.kv.Put(pctx, snapshotKey, b); err != nil {
+		r.log.Error("snapshot not stored; events stay unacked", "err", err)
+		return
+	}
+	r.snapSeq = r.lastSeq
+	r.since = 0
+	r.dirty = false
+	if r.lastMsg != nil {
+		if err := r.lastMsg.Ack(); err != nil {
+			r.log.Warn("ack failed", "seq", r.lastSeq, "err", err)
+		}
+		r.lastMsg = nil
+	}
+}

@@ -1,0 +1,265 @@
+package app
+
+import (
+	"bufio"
+	"container/heap"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/klaxon-dev/klaxon/correlate"
+	"github.com/klaxon-dev/klaxon/ingest"
+	"github.com/klaxon-dev/klaxon/ingest/nomadlog"
+	"github.com/klaxon-dev/klaxon/rules"
+	"github.com/klaxon-dev/klaxon/sinks/stdout"
+)
+
+// ReplayOptions configure Replay.
+type ReplayOptions struct {
+	// Rules is the rule set to run (required unless Events is set).
+	Rules *rules.Set
+	// Format is stdout.FormatText or stdout.FormatJSON.
+	Format string
+	// Node names the node for inputs that do not carry one.
+	Node string
+	// Events prints the normalised events as JSON lines instead of incidents.
+	Events bool
+	// Out receives the output.
+	Out io.Writer
+	// Log receives diagnostics.
+	Log *slog.Logger
+	// MaxLineBytes caps one input line (default 1 MiB).
+	MaxLineBytes int
+}
+
+// ReplayStats sums up a replay.
+type ReplayStats struct {
+	Files     int
+	Lines     uint64
+	Events    uint64
+	Oversize  uint64
+	Unparsed  uint64
+	Incidents uint64
+}
+
+// batchSize is how many events a reader hands over at once.
+const batchSize = 256
+
+// Replay pushes recorded inputs through the rules and the correlator (the
+// same code the live pipeline runs) and writes incident changes, or the
+// normalised events, to opts.Out. Inputs are merged in event time.
+func Replay(ctx context.Context, files []string, opts ReplayOptions) (ReplayStats, error) {
+	var st ReplayStats
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	if opts.Rules == nil && !opts.Events {
+		return st, errors.New("replay: no rules")
+	}
+	if opts.Format == "" {
+		opts.Format = stdout.FormatText
+	}
+	ident := ingest.NewIdentity()
+	inputs := make([]*replayInput, 0, len(files))
+	for _, f := range files {
+		in, err := openInput(f)
+		if err != nil {
+			for _, o := range inputs {
+				o.f.Close()
+			}
+			return st, err
+		}
+		inputs = append(inputs, in)
+	}
+	st.Files = len(inputs)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for _, in := range inputs {
+		in.start(ctx, opts, ident)
+	}
+
+	w := bufio.NewWriterSize(opts.Out, 64<<10)
+	var writeErr error
+	write := func(b []byte) {
+		if writeErr == nil {
+			_, writeErr = w.Write(b)
+		}
+	}
+	var corr *correlate.Correlator
+	emit := func(in correlate.Incident) {
+		st.Incidents++
+		b, err := stdout.Format(in, opts.Format)
+		if err != nil {
+			writeErr = err
+			return
+		}
+		write(b)
+	}
+	if !opts.Events {
+		corr = correlate.New(opts.Rules, correlate.Options{})
+	}
+	var nextAdvance time.Time
+	h := &inputHeap{}
+	for _, in := range inputs {
+		if in.next() {
+			heap.Push(h, in)
+		}
+	}
+	enc := json.NewEncoder(w)
+	for h.Len() > 0 && writeErr == nil {
+		in := (*h)[0]
+		ev := in.head()
+		st.Events++
+		if opts.Events {
+			if err := enc.Encode(ev); err != nil {
+				writeErr = err
+			}
+		} else {
+			if !ev.Time.Before(nextAdvance) {
+				corr.Advance(ev.Time, emit)
+				nextAdvance = ev.Time.Add(time.Second)
+			}
+			corr.Process(ev, emit)
+		}
+		if in.next() {
+			heap.Fix(h, 0)
+		} else {
+			heap.Pop(h)
+		}
+	}
+	if err := w.Flush(); err != nil && writeErr == nil {
+		writeErr = err
+	}
+	cancel()
+	var errs []error
+	for _, in := range inputs {
+		in.wait()
+		st.Lines += in.stats.Lines
+		st.Oversize += in.stats.Oversize
+		st.Unparsed += in.stats.Unparsed
+		if in.err != nil && !errors.Is(in.err, context.Canceled) {
+			errs = append(errs, in.err)
+		}
+	}
+	if writeErr != nil {
+		errs = append(errs, writeErr)
+	}
+	return st, errors.Join(errs...)
+}
+
+// replayInput is one input file decoded in its own goroutine.
+type replayInput struct {
+	name    string
+	f       *os.File
+	kind    string
+	batches chan []ingest.Event
+	cur     []ingest.Event
+	pos     int
+	done    chan struct{}
+	stats   nomadlog.Stats
+	err     error
+}
+
+func openInput(name string) (*replayInput, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, fmt.Errorf("replay: %w", err)
+	}
+	head := make([]byte, 4096)
+	n, err := io.ReadFull(f, head)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+		f.Close()
+		return nil, fmt.Errorf("replay: %s: %w", name, err)
+	}
+	head = head[:n]
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("replay: %s: %w", name, err)
+	}
+	in := &replayInput{name: name, f: f, batches: make(chan []ingest.Event, 16), done: make(chan struct{})}
+	switch {
+	case n == 0 || nomadlog.Detect(head):
+		in.kind = "nomad.log"
+	default:
+		f.Close()
+		return nil, fmt.Errorf("replay: %s: unknown input format (expected a Nomad agent log, text or JSON)", name)
+	}
+	return in, nil
+}
+
+func (in *replayInput) start(ctx context.Context, opts ReplayOptions, ident *ingest.Identity) {
+	go func() {
+		defer close(in.done)
+		defer close(in.batches)
+		defer in.f.Close()
+		batch := make([]ingest.Event, 0, batchSize)
+		emit := func(ev ingest.Event) {
+			batch = append(batch, ev)
+			if len(batch) == batchSize {
+				select {
+				case in.batches <- batch:
+				case <-ctx.Done():
+				}
+				batch = make([]ingest.Event, 0, batchSize)
+			}
+		}
+		cfg := nomadlog.DecoderConfig{
+			IDPrefix:     in.name,
+			DefaultNode:  opts.Node,
+			Identity:     ident,
+			MaxLineBytes: opts.MaxLineBytes,
+		}
+		in.stats, in.err = nomadlog.ReadAll(ctx, in.f, cfg, emit)
+		if in.err != nil {
+			in.err = fmt.Errorf("replay: %s: %w", in.name, in.err)
+		}
+		if len(batch) > 0 {
+			select {
+			case in.batches <- batch:
+			case <-ctx.Done():
+			}
+		}
+	}()
+}
+
+// next advances to the next event; false at the end of the input.
+func (in *replayInput) next() bool {
+	in.pos++
+	for in.pos >= len(in.cur) {
+		b, ok := <-in.batches
+		if !ok {
+			return false
+		}
+		in.cur, in.pos = b, 0
+	}
+	return true
+}
+
+func (in *replayInput) head() *ingest.Event { return &in.cur[in.pos] }
+
+func (in *replayInput) wait() {
+	for range in.batches {
+	}
+	<-in.done
+}
+
+// inputHeap orders inputs by the time of their next event (file order on ties).
+type inputHeap []*replayInput
+
+func (h inputHeap) Len() int { return len(h) }
+func (h inputHeap) Less(i, j int) bool {
+	return h[i].head().Time.Before(h[j].head().Time)
+}
+func (h inputHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *inputHeap) Push(x any)   { *h = append(*h, x.(*replayInput)) }
+func (h *inputHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}

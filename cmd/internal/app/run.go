@@ -1,0 +1,283 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	nomad "github.com/hashicorp/nomad/api"
+
+	"github.com/klaxon-dev/klaxon/cmd/internal/bus"
+	"github.com/klaxon-dev/klaxon/ingest"
+	"github.com/klaxon-dev/klaxon/ingest/nomadlog"
+	"github.com/klaxon-dev/klaxon/rules"
+	"github.com/klaxon-dev/klaxon/sinks"
+	"github.com/klaxon-dev/klaxon/sinks/file"
+	"github.com/klaxon-dev/klaxon/sinks/stdout"
+)
+
+// Options are the process-level inputs of Run.
+type Options struct {
+	Log *slog.Logger
+	// Stdout receives the stdout sink's lines (default os.Stdout).
+	Stdout io.Writer
+	// Reload delivers reload requests (SIGHUP in main).
+	Reload <-chan struct{}
+	// Now is the wall clock (default time.Now).
+	Now func() time.Time
+	// Ready, when set, is closed once every role runs.
+	Ready chan<- struct{}
+}
+
+// Run runs every role in one process until ctx is done, then shuts down in
+// order: sources → publisher drained → correlator flushed → sinks, under
+// cfg.ShutdownTimeout.
+func Run(ctx context.Context, cfg *Config, opts Options) error {
+	log := opts.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	if opts.Stdout == nil {
+		opts.Stdout = os.Stdout
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	set, err := rules.LoadDir(cfg.RulesDir)
+	if err != nil {
+		return fmt.Errorf("rules: %w", err)
+	}
+	node := resolveNode(cfg, log)
+	log.Info("starting", "node", node, "rules", len(set.Rules), "data_dir", cfg.DataDir)
+
+	b, err := bus.Open(ctx, cfg.BusConfig(), log)
+	if err != nil {
+		return err
+	}
+	closeBus := func() {
+		cctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+		defer cancel()
+		if err := b.Close(cctx); err != nil {
+			log.Warn("bus close", "err", err)
+		}
+	}
+
+	// Sinks.
+	sinkCtx, stopSinks := context.WithCancel(context.Background())
+	var sinkWG sync.WaitGroup
+	var built []sinks.Sink
+	for _, sc := range cfg.Sinks {
+		s, err := buildSink(sc, opts.Stdout)
+		if err != nil {
+			stopSinks()
+			closeBus()
+			return err
+		}
+		built = append(built, s)
+		d := sinks.NewDispatcher(b.JS, s, sinks.DispatcherConfig{Stream: bus.IncidentsStream}, log)
+		sinkWG.Add(1)
+		go func() {
+			defer sinkWG.Done()
+			if err := d.Run(sinkCtx); err != nil {
+				log.Error("sink stopped", "sink", s.Name(), "err", err)
+			}
+		}()
+	}
+
+	// Correlator.
+	corr, err := newCorrelatorRole(ctx, b, set, cfg.Correlator, opts.Now, log)
+	if err != nil {
+		stopSinks()
+		closeBus()
+		return err
+	}
+	corrCtx, stopCorr := context.WithCancel(context.Background())
+	corrDone := make(chan error, 1)
+	go func() { corrDone <- corr.run(corrCtx) }()
+
+	watcher, err := rules.NewWatcher(cfg.RulesDir, log, corr.SetRules, func(err error) {
+		log.Error("rules not reloaded; the running rules stay in place", "err", err)
+	})
+	if err != nil {
+		log.Warn("rule file watching unavailable; reload with SIGHUP", "err", err)
+	}
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	if watcher != nil {
+		go func() { _ = watcher.Run(watchCtx) }()
+	}
+	go func() {
+		for {
+			select {
+			case <-watchCtx.Done():
+				return
+			case <-opts.Reload:
+				if watcher == nil {
+					if s, err := rules.LoadDir(cfg.RulesDir); err != nil {
+						log.Error("rules not reloaded; the running rules stay in place", "err", err)
+					} else {
+						corr.SetRules(s)
+					}
+					continue
+				}
+				if err := watcher.Reload(); err != nil {
+					log.Error("rules not reloaded; the running rules stay in place", "err", err)
+				}
+			}
+		}
+	}()
+
+	// Sources → publisher.
+	cps, err := ingest.OpenCheckpoints(filepath.Join(cfg.DataDir, "checkpoints.json"))
+	if err != nil {
+		stopWatch()
+		stopCorr()
+		stopSinks()
+		closeBus()
+		return err
+	}
+	ident := ingest.NewIdentity()
+	var sources []ingest.Source
+	for _, sc := range cfg.Sources.NomadLog {
+		n := node
+		if sc.Node != "" {
+			n = sc.Node
+		}
+		t, err := nomadlog.New(nomadlog.Config{
+			Paths: sc.Paths, ReadFrom: sc.ReadFrom, DefaultNode: n, Identity: ident,
+			MaxLineBytes: sc.MaxLineBytes, PollInterval: sc.PollInterval,
+			Checkpoints: cps, Now: opts.Now,
+		}, log)
+		if err != nil {
+			stopWatch()
+			stopCorr()
+			stopSinks()
+			closeBus()
+			return err
+		}
+		sources = append(sources, t)
+	}
+	srcCtx, stopSources := context.WithCancel(context.Background())
+	events := make(chan ingest.Event, 1024)
+	var srcWG sync.WaitGroup
+	for _, s := range sources {
+		srcWG.Add(1)
+		go func() {
+			defer srcWG.Done()
+			if err := s.Run(srcCtx, events); err != nil && srcCtx.Err() == nil {
+				log.Error("source stopped", "source", s.Name(), "err", err)
+			}
+		}()
+	}
+	pub := b.NewPublisher(log, bus.PublisherOptions{})
+	pubCtx, stopPub := context.WithCancel(context.Background())
+	pubDone := make(chan error, 1)
+	go func() { pubDone <- pub.Run(pubCtx, events) }()
+
+	if opts.Ready != nil {
+		close(opts.Ready)
+	}
+	<-ctx.Done()
+	log.Info("shutting down")
+	deadline := time.Now().Add(cfg.ShutdownTimeout)
+	wait := func(name string, done <-chan struct{}) {
+		select {
+		case <-done:
+		case <-time.After(time.Until(deadline)):
+			log.Warn("shutdown step timed out", "step", name)
+		}
+	}
+	// 1. sources
+	stopSources()
+	wait("sources", waitGroupDone(&srcWG))
+	close(events)
+	// 2. publisher: everything read is stored and committed
+	pubStopped := make(chan struct{})
+	go func() {
+		if err := <-pubDone; err != nil && !errors.Is(err, context.Canceled) {
+			log.Warn("publisher", "err", err)
+		}
+		close(pubStopped)
+	}()
+	wait("publisher", pubStopped)
+	stopPub()
+	if err := cps.Flush(); err != nil {
+		log.Error("checkpoints not saved", "err", err)
+	}
+	// 3. correlator: process what is delivered, snapshot
+	stopWatch()
+	stopCorr()
+	corrStopped := make(chan struct{})
+	go func() { <-corrDone; close(corrStopped) }()
+	wait("correlator", corrStopped)
+	// 4. sinks
+	stopSinks()
+	wait("sinks", waitGroupDone(&sinkWG))
+	for _, s := range built {
+		_ = s.Close()
+	}
+	closeBus()
+	log.Info("stopped")
+	return nil
+}
+
+func waitGroupDone(wg *sync.WaitGroup) <-chan struct{} {
+	c := make(chan struct{})
+	go func() { wg.Wait(); close(c) }()
+	return c
+}
+
+func buildSink(sc SinkConfig, w io.Writer) (sinks.Sink, error) {
+	switch sc.Type {
+	case "stdout":
+		return stdout.New(sc.Name, w, sc.Format)
+	case "file":
+		return file.New(sc.Name, sc.Path)
+	}
+	return nil, fmt.Errorf("sink %q: unknown type %q", sc.Name, sc.Type)
+}
+
+// resolveNode names this machine: config, else the local Nomad agent's
+// node name, else the host name.
+func resolveNode(cfg *Config, log *slog.Logger) string {
+	if cfg.Node != "" {
+		return ingest.CanonicalHost(cfg.Node)
+	}
+	if cfg.Nomad.Address != "" {
+		if n, err := agentNodeName(cfg.Nomad); err == nil && n != "" {
+			return ingest.CanonicalHost(n)
+		} else if err != nil {
+			log.Warn("node name from the Nomad agent unavailable; using the host name", "addr", cfg.Nomad.Address, "err", err)
+		}
+	}
+	h, _ := os.Hostname()
+	return ingest.CanonicalHost(h)
+}
+
+func agentNodeName(nc NomadConfig) (string, error) {
+	conf := nomad.DefaultConfig()
+	conf.Address = nc.Address
+	conf.SecretID = nc.Token.Reveal()
+	conf.HttpClient = &http.Client{Timeout: 3 * time.Second}
+	c, err := nomad.NewClient(conf)
+	if err != nil {
+		return "", err
+	}
+	self, err := c.Agent().Self()
+	if err != nil {
+		return "", err
+	}
+	if n, ok := self.Config["NodeName"].(string); ok && n != "" {
+		return n, nil
+	}
+	if n, ok := self.Stats["client"]["node_name"]; ok {
+		return n, nil
+	}
+	return self.Member.Name, nil
+}

@@ -1,0 +1,311 @@
+// Package ruletest runs the rule unit tests kept next to the rules
+// (rules.d/*_test.yaml): timed inputs (agent log lines, or events written
+// out) go through the real decoder, rules and correlator, and the incidents
+// they produce are compared with the expected ones.
+package ruletest
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/klaxon-dev/klaxon/correlate"
+	"github.com/klaxon-dev/klaxon/ingest"
+	"github.com/klaxon-dev/klaxon/ingest/nomadlog"
+	"github.com/klaxon-dev/klaxon/rules"
+)
+
+// File is one *_test.yaml file.
+type File struct {
+	Tests []Case `yaml:"tests"`
+}
+
+// Case is one test.
+type Case struct {
+	Name string `yaml:"name"`
+	// Node is the default node of log lines that carry none (default "node-1").
+	Node string `yaml:"node"`
+	// Start is the time of offset 0 (default 2026-01-01T00:00:00Z).
+	Start time.Time `yaml:"start"`
+	// Input lists inputs at time offsets.
+	Input []Input `yaml:"input"`
+	// Until advances time to this offset after the last input (to see
+	// resolutions); default: the last input's offset.
+	Until Duration `yaml:"until"`
+	// Expect lists the incidents expected at the end, by rule and group;
+	// any other incident fails the test.
+	Expect []Expect `yaml:"expect"`
+
+	line int
+}
+
+// Input is one timed input: agent log line(s) or an event.
+type Input struct {
+	At Duration `yaml:"at"`
+	// Log holds one or more agent log lines (text or JSON); their own
+	// timestamps are replaced by Start+At.
+	Log string `yaml:"log"`
+	// Event is an event written out (for sources other than the agent log).
+	Event *ingest.Event `yaml:"event"`
+}
+
+// Expect is one expected incident.
+type Expect struct {
+	Rule  string            `yaml:"rule"`
+	Group map[string]string `yaml:"group"`
+	// Status is the expected last status (default firing, which also
+	// accepts updated).
+	Status string `yaml:"status"`
+	// MinCount, when set, is the least expected count.
+	MinCount int `yaml:"min_count"`
+}
+
+// Duration is a time.Duration in YAML ("90s", "15m").
+type Duration time.Duration
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Result is the outcome of one case.
+type Result struct {
+	File, Name string
+	Line       int
+	Err        error
+}
+
+// RunDir runs every *_test.yaml file in dir against the rules loaded from dir.
+func RunDir(dir string, out io.Writer) (passed, failed int, err error) {
+	set, err := rules.LoadDir(dir)
+	if err != nil {
+		return 0, 0, err
+	}
+	files, err := filepath.Glob(filepath.Join(dir, "*_test.yaml"))
+	if err != nil {
+		return 0, 0, err
+	}
+	more, _ := filepath.Glob(filepath.Join(dir, "*_test.yml"))
+	files = append(files, more...)
+	sort.Strings(files)
+	if len(files) == 0 {
+		return 0, 0, fmt.Errorf("%s: no rule tests (*_test.yaml)", dir)
+	}
+	for _, f := range files {
+		results, err := RunFile(set, f)
+		if err != nil {
+			return passed, failed + 1, err
+		}
+		for _, r := range results {
+			if r.Err != nil {
+				failed++
+				fmt.Fprintf(out, "FAIL %s:%d: %s\n%s\n", r.File, r.Line, r.Name, indent(r.Err.Error()))
+			} else {
+				passed++
+				fmt.Fprintf(out, "ok   %s:%d: %s\n", r.File, r.Line, r.Name)
+			}
+		}
+	}
+	return passed, failed, nil
+}
+
+// RunFile runs the cases of one test file.
+func RunFile(set *rules.Set, path string) ([]Result, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var root yaml.Node
+	if err := yaml.Unmarshal(b, &root); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	var f File
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&f); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	lines := caseLines(&root)
+	var out []Result
+	for i, c := range f.Tests {
+		if i < len(lines) {
+			c.line = lines[i]
+		}
+		out = append(out, Result{File: path, Name: c.Name, Line: c.line, Err: Run(set, c)})
+	}
+	return out, nil
+}
+
+// caseLines returns the line of each item of the top-level tests list.
+func caseLines(root *yaml.Node) []int {
+	if len(root.Content) == 0 {
+		return nil
+	}
+	m := root.Content[0]
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == "tests" {
+			var ls []int
+			for _, it := range m.Content[i+1].Content {
+				ls = append(ls, it.Line)
+			}
+			return ls
+		}
+	}
+	return nil
+}
+
+// Run runs one case and returns an error describing every difference.
+func Run(set *rules.Set, c Case) error {
+	if c.Node == "" {
+		c.Node = "node-1"
+	}
+	if c.Start.IsZero() {
+		c.Start = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	}
+	for _, e := range c.Expect {
+		if set.Rule(e.Rule) == nil {
+			return fmt.Errorf("expect: unknown rule %q", e.Rule)
+		}
+	}
+	corr := correlate.New(set, correlate.Options{})
+	last := map[string]correlate.Incident{}
+	emit := func(in correlate.Incident) { last[in.ID] = in }
+	var now time.Time
+	for i, in := range c.Input {
+		now = c.Start.Add(time.Duration(in.At))
+		corr.Advance(now, emit)
+		evs, err := inputEvents(in, c.Node, now, i)
+		if err != nil {
+			return err
+		}
+		for j := range evs {
+			corr.Process(&evs[j], emit)
+		}
+	}
+	if end := c.Start.Add(time.Duration(c.Until)); end.After(now) {
+		corr.Advance(end, emit)
+	}
+	return compare(c.Expect, last)
+}
+
+func inputEvents(in Input, node string, at time.Time, idx int) ([]ingest.Event, error) {
+	var evs []ingest.Event
+	if in.Event != nil {
+		ev := *in.Event
+		ev.Time = at
+		if ev.Node == "" {
+			ev.Node = node
+		}
+		if ev.ID == "" {
+			ev.ID = fmt.Sprintf("input-%d", idx)
+		}
+		evs = append(evs, ev)
+	}
+	if in.Log != "" {
+		d := nomadlog.NewDecoder(nomadlog.DecoderConfig{
+			IDPrefix: fmt.Sprintf("input-%d", idx), DefaultNode: node,
+			Fallback: func() time.Time { return at },
+		})
+		var off int64
+		collect := func(ev ingest.Event) { evs = append(evs, ev) }
+		for _, l := range strings.Split(strings.TrimRight(in.Log, "\n"), "\n") {
+			end := off + int64(len(l)) + 1
+			d.Line([]byte(l), off, end, collect)
+			off = end
+		}
+		d.Flush(collect)
+		if len(evs) == 0 {
+			return nil, fmt.Errorf("input %d: no log record in %q", idx, in.Log)
+		}
+		for i := range evs {
+			evs[i].Time = at
+		}
+	}
+	if len(evs) == 0 {
+		return nil, fmt.Errorf("input %d: needs log or event", idx)
+	}
+	return evs, nil
+}
+
+func compare(expect []Expect, got map[string]correlate.Incident) error {
+	var errs []error
+	used := map[string]bool{}
+	for _, e := range expect {
+		var match *correlate.Incident
+		for id, in := range got {
+			if used[id] || in.Rule != e.Rule || !groupMatches(e.Group, in.Group) {
+				continue
+			}
+			in := in
+			match = &in
+			used[id] = true
+			break
+		}
+		if match == nil {
+			errs = append(errs, fmt.Errorf("missing: %s %s", e.Rule, fmtGroup(e.Group)))
+			continue
+		}
+		want := e.Status
+		if want == "" {
+			want = correlate.StatusFiring
+		}
+		st := match.Status
+		if st == correlate.StatusUpdated {
+			st = correlate.StatusFiring
+		}
+		if want == correlate.StatusUpdated {
+			want = correlate.StatusFiring
+		}
+		if st != want {
+			errs = append(errs, fmt.Errorf("%s %s: status %s, want %s", e.Rule, fmtGroup(e.Group), match.Status, e.Status))
+		}
+		if e.MinCount > 0 && match.Count < e.MinCount {
+			errs = append(errs, fmt.Errorf("%s %s: count %d, want at least %d", e.Rule, fmtGroup(e.Group), match.Count, e.MinCount))
+		}
+	}
+	ids := slices.Sorted(maps.Keys(got))
+	for _, id := range ids {
+		if !used[id] {
+			in := got[id]
+			errs = append(errs, fmt.Errorf("unexpected: %s %s (%s, count %d)", in.Rule, fmtGroup(in.Group), in.Status, in.Count))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func groupMatches(want, got map[string]string) bool {
+	for k, v := range want {
+		if got[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+func fmtGroup(g map[string]string) string {
+	keys := slices.Sorted(maps.Keys(g))
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + g[k]
+	}
+	return "{" + strings.Join(parts, " ") + "}"
+}
+
+func indent(s string) string {
+	return "    " + strings.ReplaceAll(s, "\n", "\n    ")
+}

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/klaxon-dev/klaxon/cmd/internal/ruletest"
+	"github.com/klaxon-dev/klaxon/rules"
+)
+
+const rulesUsage = `Usage:
+  klaxon rules lint [DIR]   check the rule files of DIR (default rules.d)
+  klaxon rules test [DIR]   run the rule tests (*_test.yaml) of DIR (default rules.d)
+`
+
+func cmdRules(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, rulesUsage)
+		return &exitError{code: 2, err: errors.New("rules: lint or test?")}
+	}
+	switch args[0] {
+	case "lint":
+		return cmdRulesLint(args[1:], stdout, stderr)
+	case "test":
+		return cmdRulesTest(args[1:], stdout, stderr)
+	case "-h", "--help", "-help", "help":
+		fmt.Fprint(stdout, rulesUsage)
+		return nil
+	}
+	fmt.Fprint(stderr, rulesUsage)
+	return &exitError{code: 2, err: fmt.Errorf("rules: unknown command %q", args[0])}
+}
+
+func dirArg(fs interface{ Args() []string }) string {
+	if a := fs.Args(); len(a) > 0 {
+		return a[0]
+	}
+	return "rules.d"
+}
+
+func cmdRulesLint(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("rules lint", "klaxon rules lint [--strict] [DIR]", stderr)
+	strict := fs.Bool("strict", false, "fail on warnings too")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	dir := dirArg(fs)
+	set, err := rules.LoadDir(dir)
+	if err != nil {
+		return &exitError{code: 1, err: err}
+	}
+	findings := rules.Lint(set)
+	errs, warns := 0, 0
+	for _, f := range findings {
+		fmt.Fprintf(stdout, "%s:%d:%d: %s: rule %s: %s\n", f.File, f.Line, f.Col, f.Severity, f.Rule, f.Msg)
+		if f.Severity == "error" {
+			errs++
+		} else {
+			warns++
+		}
+	}
+	fmt.Fprintf(stdout, "%d rules in %d files: %d errors, %d warnings\n", len(set.Rules), len(set.Files()), errs, warns)
+	if errs > 0 || (*strict && warns > 0) {
+		return &exitError{code: 1, err: fmt.Errorf("rules lint: %d errors, %d warnings", errs, warns)}
+	}
+	return nil
+}
+
+func cmdRulesTest(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("rules test", "klaxon rules test [DIR]", stderr)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	passed, failed, err := ruletest.RunDir(dirArg(fs), stdout)
+	if err != nil {
+		return &exitError{code: 1, err: err}
+	}
+	fmt.Fprintf(stdout, "%d passed, %d failed\n", passed, failed)
+	if failed > 0 {
+		return &exitError{code: 1, err: fmt.Errorf("rules test: %d failed", failed)}
+	}
+	return nil
+}

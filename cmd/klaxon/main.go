@@ -26,6 +26,7 @@ Usage:
   klaxon rules lint [DIR]         check rule files
   klaxon rules test [DIR]         run the rule tests kept next to the rules
   klaxon version                  print the version
+  klaxon demo --out DIR           write the bundled demo logs with fresh timestamps
 
 Run "klaxon COMMAND --help" for the flags of a command.
 `
@@ -73,6 +74,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdRules(ctx, args[1:], stdout, stderr)
 	case "version":
 		return cmdVersion(args[1:], stdout, stderr)
+	case "demo":
+		return cmdDemo(args[1:], stdout, stderr)
 	case "-h", "--help", "-help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil

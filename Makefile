@@ -1,0 +1,63 @@
+# klaxon — build, run the demo, test, benchmark.
+GO      ?= go
+BIN     := bin/klaxon
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+# Debian packages the tests use as real parts (not mocks).
+TEST_PKGS := nats-server
+FUZZTIME ?= 20s
+
+.PHONY: all build run test deps fmt vet race windows rules-lint rules-test fuzz bench clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/klaxon
+
+# The real pipeline on the embedded NATS, tailing the bundled demo inputs;
+# incidents print on stdout. Ctrl-C stops it.
+run: build
+	rm -rf data/demo
+	$(BIN) demo --out data/demo/logs
+	$(BIN) run --config deploy/demo/klaxon.yaml
+
+# Everything CI checks. Installs the test dependencies it lacks.
+test: deps fmt vet windows race rules-lint rules-test fuzz
+
+deps:
+	@missing=""; for p in $(TEST_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; \
+	fi
+	$(GO) mod download
+
+fmt:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+windows:
+	GOOS=windows GOARCH=amd64 $(GO) vet ./...
+	GOOS=windows GOARCH=amd64 $(GO) build ./...
+
+race:
+	KLAXON_REQUIRE_EXTERNAL=1 $(GO) test -race -timeout 12m ./...
+
+rules-lint: build
+	$(BIN) rules lint rules.d
+
+rules-test: build
+	$(BIN) rules test rules.d
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParseLine$$' -fuzztime $(FUZZTIME) ./ingest/nomadlog/
+
+bench: build
+	$(GO) test -run '^$$' -bench . -benchmem ./ingest/nomadlog/ ./rules/ ./cmd/internal/app/
+
+clean:
+	rm -rf bin data

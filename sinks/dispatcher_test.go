@@ -1,0 +1,185 @@
+package sinks
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/klaxon-dev/klaxon/correlate"
+)
+
+// startJetStream runs a real embedded NATS server with JetStream.
+func startJetStream(t *testing.T) jetstream.JetStream {
+	t.Helper()
+	srv, err := server.NewServer(&server.Options{Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for name, subj := range map[string]string{"KLAXON_INCIDENTS": "klaxon.incidents.>", "KLAXON_DLQ": "klaxon.dlq.>"} {
+		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{subj}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return js
+}
+
+// scripted is a sink whose answers are scripted per attempt.
+type scripted struct {
+	mu      sync.Mutex
+	answers []error // per attempt; nil = success; beyond the list: success
+	perm    bool
+	hang    bool
+	got     []string
+}
+
+func (s *scripted) Name() string { return "scripted" }
+func (s *scripted) Close() error { return nil }
+func (s *scripted) Send(ctx context.Context, in correlate.Incident) (bool, error) {
+	s.mu.Lock()
+	n := len(s.got)
+	s.got = append(s.got, in.ID)
+	hang := s.hang && n == 0
+	var err error
+	if n < len(s.answers) {
+		err = s.answers[n]
+	}
+	s.mu.Unlock()
+	if hang {
+		<-ctx.Done()
+		return true, ctx.Err()
+	}
+	return !s.perm, err
+}
+
+func (s *scripted) attempts() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.got)
+}
+
+func publishIncident(t *testing.T, js jetstream.JetStream, id string) {
+	t.Helper()
+	b, _ := json.Marshal(correlate.Incident{ID: id, Rule: "r", Status: "firing", Severity: "warning", Seq: 1})
+	if _, err := js.Publish(context.Background(), "klaxon.incidents.warning.r", b); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func dlqCount(t *testing.T, js jetstream.JetStream) uint64 {
+	t.Helper()
+	st, err := js.Stream(context.Background(), "KLAXON_DLQ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Msgs
+}
+
+func TestDispatcher(t *testing.T) {
+	errBoom := errors.New("HTTP 500")
+	tests := []struct {
+		name      string
+		sink      *scripted
+		attempts  int
+		delivered uint64
+		dead      uint64
+	}{
+		{"delivered first time", &scripted{}, 1, 1, 0},
+		{"retried after two 500s", &scripted{answers: []error{errBoom, errBoom}}, 3, 1, 0},
+		{"dead-lettered after the last attempt", &scripted{answers: []error{errBoom, errBoom, errBoom, errBoom}}, 3, 0, 1},
+		{"permanent failure goes straight to dead letters", &scripted{answers: []error{errBoom}, perm: true}, 1, 0, 1},
+		{"a hanging sink is cancelled and retried", &scripted{hang: true}, 2, 1, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			js := startJetStream(t)
+			publishIncident(t, js, "inc-1")
+			d := NewDispatcher(js, tc.sink, DispatcherConfig{
+				Stream: "KLAXON_INCIDENTS", MaxAttempts: 3, SendTimeout: 300 * time.Millisecond,
+				Backoff: func(int) time.Duration { return 10 * time.Millisecond },
+			}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { _ = d.Run(ctx); close(done) }()
+			deadline := time.Now().Add(15 * time.Second)
+			for {
+				st := d.Stats()
+				if st.Delivered+st.DeadLettered > 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("nothing delivered or dead-lettered; attempts %d", tc.sink.attempts())
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			cancel()
+			<-done
+			st := d.Stats()
+			if tc.sink.attempts() != tc.attempts {
+				t.Errorf("attempts %d, want %d", tc.sink.attempts(), tc.attempts)
+			}
+			if st.Delivered != tc.delivered || st.DeadLettered != tc.dead {
+				t.Errorf("stats %+v, want delivered %d dead %d", st, tc.delivered, tc.dead)
+			}
+			if got := dlqCount(t, js); got != tc.dead {
+				t.Errorf("DLQ holds %d, want %d", got, tc.dead)
+			}
+		})
+	}
+}
+
+func TestDispatcherResumesDurably(t *testing.T) {
+	js := startJetStream(t)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	s := &scripted{}
+	run := func(want int) {
+		d := NewDispatcher(js, s, DispatcherConfig{Stream: "KLAXON_INCIDENTS"}, log)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { _ = d.Run(ctx); close(done) }()
+		deadline := time.Now().Add(10 * time.Second)
+		for s.attempts() < want {
+			if time.Now().After(deadline) {
+				t.Fatalf("got %d deliveries, want %d", s.attempts(), want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		cancel()
+		<-done
+	}
+	publishIncident(t, js, "a")
+	publishIncident(t, js, "b")
+	run(2)
+	publishIncident(t, js, "c")
+	run(3)
+	if got := s.got; len(got) != 3 || got[0] != "a" || got[1] != "b" || got[2] != "c" {
+		t.Fatalf("deliveries %v, want a b c once each", got)
+	}
+}

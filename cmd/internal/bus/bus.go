@@ -17,6 +17,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -108,8 +109,13 @@ func (b *Bus) open(ctx context.Context) error {
 		}
 		b.NC = nc
 	}
-	b.log.Info("nats: connected", "url", b.NC.ConnectedUrlRedacted(),
-		"server_version", b.NC.ConnectedServerVersion(), "embedded", b.srv != nil)
+	if b.srv != nil {
+		b.log.Info("nats: embedded server started", "server_version", b.NC.ConnectedServerVersion(),
+			"store_dir", filepath.Join(b.cfg.DataDir, "jetstream"))
+	} else {
+		b.log.Info("nats: connected", "url", b.NC.ConnectedUrlRedacted(),
+			"server_version", b.NC.ConnectedServerVersion())
+	}
 	js, err := jetstream.New(b.NC)
 	if err != nil {
 		return fmt.Errorf("nats: jetstream: %w", err)

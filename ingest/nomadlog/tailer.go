@@ -103,7 +103,7 @@ type Tailer struct {
 	aborted    bool
 
 	mu     sync.Mutex
-	totals TailStats  // of forgotten files + counters
+	totals TailStats // of forgotten files + counters
 	live   []FileStats
 }
 

@@ -38,8 +38,14 @@ type Rule struct {
 	// File and Line locate the rule in its file.
 	File string
 	Line int
+	// Col is the column of the rule's first key.
+	Col int
 
-	tmpl *templates
+	tmpl  *templates
+	lists map[string][]string // the lists of the rule's file
+	hash  string
+	// position of resolve.after when given (for lint)
+	resolveLine, resolveCol int
 }
 
 // DistinctRef is one distinct(selector, field) use of a condition.
@@ -57,6 +63,7 @@ type Selector struct {
 
 	prog  program
 	needs []literal // conditions every match must satisfy; checked before expr
+	lists map[string][]string
 }
 
 // Aggregates is what the correlator exposes to a `when` condition for one

@@ -112,6 +112,7 @@ type Decoder struct {
 	// commit, when set, makes the Commit func of an event that ends at end.
 	commit func(end int64) func()
 
+	idBuf    []byte
 	lastTime time.Time
 	lastZone int // UTC offset of the last timestamp that had one
 	ownID    string
@@ -214,7 +215,7 @@ func (d *Decoder) start(l Line, off, end int64) {
 		nodeID = d.ownID
 	}
 	d.ev = ingest.Event{
-		ID:     d.cfg.IDPrefix + ":" + strconv.FormatInt(off, 10),
+		ID:     d.id(off),
 		Time:   t,
 		Node:   node,
 		NodeID: nodeID,
@@ -225,6 +226,15 @@ func (d *Decoder) start(l Line, off, end int64) {
 		Fields: l.Fields,
 	}
 	d.pendEnd = end
+}
+
+// id returns IDPrefix:off with one allocation.
+func (d *Decoder) id(off int64) string {
+	b := append(d.idBuf[:0], d.cfg.IDPrefix...)
+	b = append(b, ':')
+	b = strconv.AppendInt(b, off, 10)
+	d.idBuf = b
+	return string(b)
 }
 
 // ownNode returns the name of the node this input belongs to, once known.
@@ -338,7 +348,7 @@ func (d *Decoder) mlContinuation(text string) bool {
 			if d.ev.Fields == nil {
 				d.ev.Fields = make(map[string]any, n)
 			}
-			scanKV(b, 0, d.ev.Fields)
+			scanKV(b, 0, &kvBuf{m: d.ev.Fields})
 			return true
 		}
 	}

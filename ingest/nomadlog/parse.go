@@ -433,24 +433,60 @@ const maxFieldTries = 16
 func splitMsgFields(s string, i int) (string, map[string]any) {
 	region := s[i:]
 	end := len(region)
-	for tries := 0; tries < maxFieldTries; tries++ {
-		j := strings.LastIndex(region[:end], ": ")
+	var kv kvBuf
+	for tries := 0; tries < maxFieldTries; {
+		j := strings.LastIndexByte(region[:end], ':')
 		if j < 0 {
 			break
 		}
-		if n := scanKV(s, i+j+2, nil); n > 0 {
+		end = j
+		if j+1 >= len(region) || region[j+1] != ' ' {
+			continue
+		}
+		tries++
+		kv.n = 0
+		if n := scanKV(s, i+j+2, &kv); n > 0 {
 			f := make(map[string]any, n)
-			scanKV(s, i+j+2, f)
+			if n <= len(kv.pairs) {
+				for _, p := range kv.pairs[:n] {
+					f[p.k] = p.v
+				}
+			} else {
+				kv.m = f
+				kv.n = 0
+				scanKV(s, i+j+2, &kv)
+			}
 			return region[:j], f
 		}
-		end = j
 	}
 	return region, nil
 }
 
+type kvPair struct{ k, v string }
+
+// kvBuf collects the pairs of scanKV: the first ones in a fixed array (no
+// allocation for a candidate that turns out not to be the fields), or all of
+// them in m when m is set.
+type kvBuf struct {
+	pairs [16]kvPair
+	n     int
+	m     map[string]any
+}
+
+func (b *kvBuf) add(k, v string) {
+	if b.m != nil {
+		b.m[k] = v
+		return
+	}
+	if b.n < len(b.pairs) {
+		b.pairs[b.n] = kvPair{k, v}
+	}
+	b.n++
+}
+
 // scanKV scans an hclog key/value sequence from s[p:] to the end of s. It
 // returns the number of pairs, or 0 when the text is not such a sequence.
-// With f != nil it stores the pairs.
+// With f != nil it stores the pairs in f.
 //
 // Keys have no '"' or '='; the first key has no space (later ones may:
 // "denied range"). Values are "quoted" (\" unescaped; hclog does not escape
@@ -458,7 +494,7 @@ func splitMsgFields(s string, i int) (string, map[string]any) {
 // [slices] or bare words. A quoted value whose closing quote is missing
 // (a line truncated by journald) runs to the end of the line, and a dangling
 // key fragment at the end of a truncated line is dropped.
-func scanKV(s string, p int, f map[string]any) int {
+func scanKV(s string, p int, f *kvBuf) int {
 	n := 0
 	for {
 		k0 := p
@@ -543,7 +579,7 @@ func scanKV(s string, p int, f map[string]any) int {
 		}
 		n++
 		if f != nil {
-			f[key] = val
+			f.add(key, val)
 		}
 		if p >= len(s) {
 			return n

@@ -113,7 +113,7 @@ type condPatcher struct {
 }
 
 func (p *condPatcher) errorAt(n ast.Node, format string, args ...any) {
-	l, c := positionOf(p.src, n.Location().From)
+	l, c := positionOf(p.src, startOf(n))
 	p.errs = append(p.errs, exprError{line: l, col: c, msg: fmt.Sprintf(format, args...)})
 }
 

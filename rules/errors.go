@@ -69,8 +69,11 @@ func suggest(word string, candidates []string) string {
 			best, bestD = c, d
 		}
 	}
+	if len(word) < 3 {
+		return ""
+	}
 	limit := 2
-	if len(word) <= 3 {
+	if len(word) == 3 {
 		limit = 1
 	}
 	if bestD <= limit || (bestD <= 3 && len(word) >= 8) {

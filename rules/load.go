@@ -115,6 +115,13 @@ func ParseFile(name string, data []byte) ([]*Rule, error) {
 	p := &fileParser{name: name, lines: strings.Split(string(data), "\n")}
 	rules := p.parse(data)
 	if len(p.errs) > 0 {
+		sort.SliceStable(p.errs, func(i, j int) bool {
+			a, b := p.errs[i].(*PosError), p.errs[j].(*PosError)
+			if a.Line != b.Line {
+				return a.Line < b.Line
+			}
+			return a.Col < b.Col
+		})
 		return rules, errors.Join(p.errs...)
 	}
 	return rules, nil
@@ -435,10 +442,17 @@ func (p *fileParser) parseRule(n *yaml.Node, nth int) *Rule {
 			r.resolveLine, r.resolveCol = afterNode.Line, afterNode.Column
 		}
 	}
-	// Condition.
+	// Condition. When a selector failed to compile the rule is dropped,
+	// but its name still counts as known (no second error for it).
 	names := make([]string, len(r.Selectors))
 	for i, s := range r.Selectors {
 		names[i] = s.Name
+	}
+	if matchNode != nil && matchNode.Kind == yaml.MappingNode && len(matchNode.Content)/2 != len(names) {
+		names = names[:0]
+		for i := 0; i < len(matchNode.Content); i += 2 {
+			names = append(names, matchNode.Content[i].Value)
+		}
 	}
 	if whenNode != nil {
 		src, ok := p.scalar(whenNode, name, "correlate.when")
@@ -613,6 +627,10 @@ func (p *fileParser) parseMatch(n *yaml.Node, rule string, r *Rule) {
 		}
 		if len(errs) > 0 {
 			continue
+		}
+		for i := range prog.regexps {
+			re := &prog.regexps[i]
+			re.fileLine, re.fileCol = p.exprPos(v, src, re.line, re.col)
 		}
 		sel.prog, sel.needs = prog, needs
 		r.Selectors = append(r.Selectors, sel)

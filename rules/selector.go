@@ -76,8 +76,9 @@ type program struct {
 }
 
 type regexpRef struct {
-	pattern   string
-	line, col int // within the expression (1-based line, 0-based col)
+	pattern           string
+	line, col         int // within the expression (1-based line, 0-based col)
+	fileLine, fileCol int // in the rule file
 }
 
 // selState holds the run-time counters of one selector.
@@ -284,7 +285,7 @@ func inspect(src string, root ast.Node, lists map[string][]string, prog *program
 			}
 			s, ok := x.Right.(*ast.StringNode)
 			if !ok {
-				l, c := positionOf(src, x.Right.Location().From)
+				l, c := positionOf(src, startOf(x.Right))
 				errs = append(errs, exprError{line: l, col: c, msg: "the pattern of matches must be a string literal"})
 				return
 			}
@@ -304,6 +305,20 @@ func inspect(src string, root ast.Node, lists map[string][]string, prog *program
 	sort.Strings(prog.fieldRefs)
 	sort.Strings(prog.lists)
 	return errs
+}
+
+// startOf returns the rune offset where the source of n starts (the
+// location of some nodes is their operator or property).
+func startOf(n ast.Node) int {
+	switch x := n.(type) {
+	case *ast.MemberNode:
+		return startOf(x.Node)
+	case *ast.ChainNode:
+		return startOf(x.Node)
+	case *ast.BinaryNode:
+		return startOf(x.Left)
+	}
+	return n.Location().From
 }
 
 // walk calls fn for every node of the tree, parents first.

@@ -394,3 +394,26 @@ func TestEmbeddedListenToken(t *testing.T) {
 	}
 	t.Logf("wrong token: %v", err)
 }
+
+// TestPublisherOversizedEvent: an event over the server's max payload is
+// stored without its fields (it could never be stored whole) rather than
+// retried forever or lost.
+func TestPublisherOversizedEvent(t *testing.T) {
+	b := openEmbedded(t, Config{})
+	big := testEvent(1, "vm")
+	big.Msg = strings.Repeat("m", 2<<20)
+	big.Fields = map[string]any{"blob": strings.Repeat("f", 2<<20)}
+	st := publishAll(t, b, []ingest.Event{big, testEvent(2, "vm")})
+	if st.Published != 2 {
+		t.Fatalf("stats = %+v", st)
+	}
+	s, _ := b.JS.Stream(testContext(t), EventsStream)
+	m, err := s.GetMsg(testContext(t), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, _ := DecodeEvent(m.Data)
+	if ev.ID != big.ID || ev.Fields["klaxon_truncated"] != true || len(ev.Msg) == 0 || int64(len(m.Data)) > b.NC.MaxPayload() {
+		t.Errorf("stored %d bytes: id %q fields %v", len(m.Data), ev.ID, ev.Fields)
+	}
+}

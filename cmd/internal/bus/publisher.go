@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -230,16 +231,17 @@ func (p *Publisher) fit(ev *ingest.Event, data []byte) []byte {
 	}
 	short := *ev
 	short.Fields = map[string]any{"klaxon_truncated": true, "klaxon_original_bytes": len(data)}
-	if n := int(limit / 2); len(short.Msg) > n {
-		short.Msg = short.Msg[:n]
-	}
 	p.log.Warn("publisher: event larger than the server's max payload, dropping its fields",
 		"id", ev.ID, "bytes", len(data), "max_payload", p.nc.MaxPayload())
-	out, err := EncodeEvent(&short)
-	if err != nil {
-		return data
+	for n := int(limit / 2); ; n /= 2 {
+		if len(short.Msg) > n {
+			short.Msg = strings.ToValidUTF8(short.Msg[:n], "")
+		}
+		out, err := EncodeEvent(&short)
+		if err == nil && (int64(len(out)) <= limit || n == 0) {
+			return out
+		}
 	}
-	return out
 }
 
 // send publishes e (again); a failed call marks e failed.

@@ -65,7 +65,7 @@ type Stats struct {
 	// Oversize counts lines longer than MaxLineBytes (skipped).
 	Oversize int64
 	// Unparsed counts lines that were neither a record nor a continuation (no
-	// record before them); they are dropped.
+	// record before them, blank ones included); they are dropped.
 	Unparsed int64
 	// Continuations counts lines joined to the record before them.
 	Continuations int64
@@ -160,9 +160,7 @@ func (d *Decoder) Line(line []byte, off, end int64, emit func(ingest.Event)) {
 		return
 	}
 	if !d.pending {
-		if strings.TrimSpace(s) != "" {
-			d.stats.Unparsed++
-		}
+		d.stats.Unparsed++ // blank lines too
 		return
 	}
 	d.pendEnd = end

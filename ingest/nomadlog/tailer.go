@@ -80,10 +80,14 @@ type TailStats struct {
 
 // FileStats are the counters of one followed file.
 type FileStats struct {
-	Path   string
-	ID     string // the Event.ID prefix
-	Offset int64  // bytes read
-	Stats  Stats
+	// Path is where the file was last seen.
+	Path string
+	// ID is the Event.ID prefix of the file.
+	ID string
+	// Offset is how far the file has been read.
+	Offset int64
+	// Stats are the counters of the file's Decoder.
+	Stats Stats
 }
 
 // Tailer follows Nomad agent log files and emits their records. It

@@ -390,7 +390,7 @@ func (d *Decoder) Flush(emit func(ingest.Event)) {
 // hasPending reports whether a record waits for Flush.
 func (d *Decoder) hasPending() bool { return d.pending }
 
-// ReadAll decodes a whole reader (replay); name is used in errors. Lines
+// ReadAll decodes a whole reader (replay); read errors name cfg.IDPrefix. Lines
 // longer than MaxLineBytes are skipped without being read into memory whole,
 // counted, and reading goes on. The last line does not need a newline.
 func ReadAll(ctx context.Context, r io.Reader, cfg DecoderConfig, emit func(ingest.Event)) (Stats, error) {

@@ -183,10 +183,7 @@ func TestSetRulesKeepsUnchangedState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	set2, err := rules.NewSet(rs...)
-	if err != nil {
-		t.Fatal(err)
-	}
+	set2 := rules.NewSet(rs...)
 	c.SetRules(set2)
 	out := runSteps(c, []step{{time.Second, "n1", "b", ""}, {2 * time.Second, "n1", "fail", "z"}})
 	// test.pair kept its "a": the "b" fires it. test.distinct lost its two

@@ -77,7 +77,12 @@ func Format(in correlate.Incident, format string) ([]byte, error) {
 	for k := range in.Group {
 		keys = append(keys, k)
 	}
-	sort.Strings(keys)
+	sort.Slice(keys, func(i, j int) bool {
+		if (keys[i] == "node") != (keys[j] == "node") {
+			return keys[i] == "node" // node first
+		}
+		return keys[i] < keys[j]
+	})
 	for _, k := range keys {
 		fmt.Fprintf(&b, " %s=%s", strings.TrimPrefix(k, "fields."), quoteIfNeeded(in.Group[k]))
 	}

@@ -40,10 +40,10 @@ type ReplayOptions struct {
 // ReplayStats sums up a replay.
 type ReplayStats struct {
 	Files     int
-	Lines     uint64
+	Lines     int64
 	Events    uint64
-	Oversize  uint64
-	Unparsed  uint64
+	Oversize  int64
+	Unparsed  int64
 	Incidents uint64
 }
 

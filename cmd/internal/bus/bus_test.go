@@ -417,3 +417,20 @@ func TestPublisherOversizedEvent(t *testing.T) {
 		t.Errorf("stored %d bytes: id %q fields %v", len(m.Data), ev.ID, ev.Fields)
 	}
 }
+
+func BenchmarkPublisher(b *testing.B) {
+	bus := openEmbedded(b, Config{})
+	in := make(chan ingest.Event, 1024)
+	go func() {
+		defer close(in)
+		for i := 0; i < b.N; i++ {
+			in <- testEvent(i, "vm")
+		}
+	}()
+	p := bus.NewPublisher(nil, PublisherOptions{})
+	b.ResetTimer()
+	if err := p.Run(testContext(b), in); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+}

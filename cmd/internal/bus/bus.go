@@ -132,7 +132,7 @@ func (b *Bus) connOptions() ([]nats.Option, error) {
 		nats.Name(b.cfg.Name),
 		nats.MaxReconnects(-1),
 		nats.CustomReconnectDelay(reconnectDelay),
-		nats.PingInterval(20*time.Second),
+		nats.PingInterval(20 * time.Second),
 		nats.MaxPingsOutstanding(3),
 		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
 			if err != nil {

@@ -283,6 +283,27 @@ func (c *Correlator) Advance(now time.Time, emit func(Incident)) {
 	}
 }
 
+// Flush emits the pending evidence of every firing incident as an
+// `updated` change regardless of the update interval (end of a replay, or
+// shutdown), so the last change shows the final count.
+func (c *Correlator) Flush(emit func(Incident)) {
+	for _, id := range c.sortedRuleIDs() {
+		rs := c.rules[id]
+		for _, key := range sortedKeys(rs.groups) {
+			g := rs.groups[key]
+			if g.Incident == nil || !g.Pending {
+				continue
+			}
+			g.Incident.Status = StatusUpdated
+			if g.LastMatch.After(g.Incident.UpdatedAt) {
+				g.Incident.UpdatedAt = g.LastMatch
+			}
+			g.Incident.Seq++
+			c.emit(rs, g, nil, emit)
+		}
+	}
+}
+
 // Open returns copies of the incidents that currently fire, sorted by id.
 func (c *Correlator) Open() []Incident {
 	var out []Incident

@@ -132,6 +132,9 @@ func Replay(ctx context.Context, files []string, opts ReplayOptions) (ReplayStat
 			heap.Pop(h)
 		}
 	}
+	if corr != nil && writeErr == nil && ctx.Err() == nil {
+		corr.Flush(emit)
+	}
 	if err := w.Flush(); err != nil && writeErr == nil {
 		writeErr = err
 	}

@@ -1,0 +1,316 @@
+package app
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/klaxon-dev/klaxon/correlate"
+	"github.com/klaxon-dev/klaxon/ingest"
+	"github.com/klaxon-dev/klaxon/rules"
+)
+
+// shared is the team's shared test data (not copied: licence unknown).
+const shared = "../../../../shared/testdata"
+
+func needShared(t *testing.T, rel string) string {
+	t.Helper()
+	p := filepath.Join(shared, rel)
+	if _, err := os.Stat(p); err != nil {
+		t.Skipf("shared test data absent: %v", err)
+	}
+	return p
+}
+
+func bundledRules(t testing.TB) *rules.Set {
+	t.Helper()
+	set, err := rules.LoadDir("../../../rules.d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return set
+}
+
+func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func replayJSON(t *testing.T, opts ReplayOptions, files ...string) ([]correlate.Incident, ReplayStats) {
+	t.Helper()
+	var buf bytes.Buffer
+	opts.Out, opts.Format, opts.Log = &buf, "json", quiet()
+	if opts.Rules == nil {
+		opts.Rules = bundledRules(t)
+	}
+	st, err := Replay(context.Background(), files, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []correlate.Incident
+	sc := bufio.NewScanner(&buf)
+	sc.Buffer(make([]byte, 1<<20), 16<<20)
+	for sc.Scan() {
+		var in correlate.Incident
+		if err := json.Unmarshal(sc.Bytes(), &in); err != nil {
+			t.Fatalf("output line %q: %v", sc.Text(), err)
+		}
+		out = append(out, in)
+	}
+	return out, st
+}
+
+// lastByID keeps the last change of each incident.
+func lastByID(ins []correlate.Incident) map[string]correlate.Incident {
+	m := map[string]correlate.Incident{}
+	for _, in := range ins {
+		m[in.ID] = in
+	}
+	return m
+}
+
+// allocJobs maps allocation ids to job ids from an event-stream capture.
+func allocJobs(t *testing.T, path string) map[string]string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	m := map[string]string{}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 64<<20)
+	for sc.Scan() {
+		var frame struct {
+			Events []struct {
+				Topic   string
+				Payload struct {
+					Allocation *struct{ ID, JobID string }
+				}
+			}
+		}
+		if err := json.Unmarshal(sc.Bytes(), &frame); err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range frame.Events {
+			if a := e.Payload.Allocation; a != nil {
+				m[a.ID] = a.JobID
+			}
+		}
+	}
+	return m
+}
+
+// TestReplayCrashloopCapture: the real capture fires gc_pressure for node
+// vm, crash_loop for job crashloop and unhealthy_restarts for job
+// unhealthy, and nothing else.
+func TestReplayCrashloopCapture(t *testing.T) {
+	dir := needShared(t, "nomad/captures/crashloop-gc-checkrestart")
+	changes, st := replayJSON(t, ReplayOptions{}, filepath.Join(dir, "nomad.log"))
+	if st.Lines != 1319 || st.Unparsed != 0 {
+		t.Errorf("stats %+v: want 1319 lines, none unparsed", st)
+	}
+	jobs := allocJobs(t, filepath.Join(dir, "events.ndjson"))
+	got := lastByID(changes)
+	var rulesFired []string
+	for _, in := range got {
+		rulesFired = append(rulesFired, in.Rule)
+	}
+	sort.Strings(rulesFired)
+	want := []string{"nomad.client.gc_pressure", "nomad.task.crash_loop", "nomad.task.unhealthy_restarts"}
+	if strings.Join(rulesFired, ",") != strings.Join(want, ",") {
+		t.Fatalf("incidents %v, want exactly %v", rulesFired, want)
+	}
+	firing := map[string]int{}
+	for _, in := range changes {
+		if in.Status == correlate.StatusFiring {
+			firing[in.Rule]++
+		}
+	}
+	for _, r := range want {
+		if firing[r] != 1 {
+			t.Errorf("%s fired %d times, want once", r, firing[r])
+		}
+	}
+	wantJob := map[string]string{"nomad.task.crash_loop": "crashloop", "nomad.task.unhealthy_restarts": "unhealthy"}
+	for _, in := range got {
+		if in.Node != "vm" {
+			t.Errorf("%s: node %q, want vm", in.Rule, in.Node)
+		}
+		job, ok := wantJob[in.Rule]
+		if !ok {
+			continue
+		}
+		allocs := 0
+		for _, ev := range in.Evidence {
+			id, _ := ev.Fields["alloc_id"].(string)
+			if id == "" {
+				continue
+			}
+			allocs++
+			if jobs[id] != job {
+				t.Errorf("%s: evidence allocation %s belongs to job %q, want %q", in.Rule, id, jobs[id], job)
+			}
+		}
+		if allocs == 0 {
+			t.Errorf("%s: no allocation in the evidence", in.Rule)
+		}
+	}
+	if in := got[correlate.IncidentID("nomad.task.crash_loop", "node=vm\x1ffields.task=app")]; in.Count != 12 {
+		t.Errorf("crash loop count %d, want 12 (4 allocations × 2 restarts + 1 exhausted policy)", in.Count)
+	}
+}
+
+// TestReplayReportedLogs: every real reported log line parses (journald,
+// syslog, JSON and pre-0.9 formats included), and only the report of GC
+// pressure fires on its own.
+func TestReplayReportedLogs(t *testing.T) {
+	fires := map[string]string{
+		"legacy-pr3490_client-gc-skipped-max-allocs_pre0.9.log": "nomad.client.gc_pressure",
+	}
+	dir := needShared(t, "nomad/reported")
+	files, _ := filepath.Glob(filepath.Join(dir, "*.log"))
+	if len(files) < 19 {
+		t.Fatalf("found %d reported logs, want 19", len(files))
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			changes, st := replayJSON(t, ReplayOptions{Node: "reported"}, f)
+			if st.Unparsed != 0 || st.Oversize != 0 {
+				t.Errorf("stats %+v: lines left unparsed", st)
+			}
+			if st.Events == 0 {
+				t.Errorf("no events from %s", f)
+			}
+			want := fires[filepath.Base(f)]
+			var got []string
+			for _, in := range lastByID(changes) {
+				got = append(got, in.Rule)
+			}
+			if strings.Join(got, ",") != want {
+				t.Errorf("fired %v, want %q", got, want)
+			}
+		})
+	}
+}
+
+// TestReplayWindowsReattachWithInsufficientResources: the real Windows
+// reattach reports fire desktop-heap exhaustion combined with an
+// "Insufficient system resources" line of the same node, not alone and not
+// with one of another node.
+func TestReplayWindowsReattachWithInsufficientResources(t *testing.T) {
+	dir := needShared(t, "nomad/reported")
+	tmp := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(tmp, name)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	// Same time range as the reports, same host where they carry one.
+	plain := write("insufficient-plain.log", `2023-04-12T09:43:02.001+0200 [ERROR] client.driver_mgr: dispensing initial plugin failed: driver=app_pool error="failed to start plugin: failed to launch plugin: pipe: Insufficient system resources exist to complete the requested service."`+"\n")
+	journald := write("insufficient-journald.log", `Apr 24 14:53:10 innoabis-71 nomad[3322]: 2019-04-24T14:53:10.001+0200 [ERROR] client.driver_mgr: dispensing initial plugin failed: driver=raw_exec error="failed to start plugin: failed to launch plugin: pipe: Insufficient system resources exist to complete the requested service."`+"\n")
+	otherHost := write("insufficient-other.log", `Apr 24 14:53:10 some-other-host nomad[3322]: 2019-04-24T14:53:10.001+0200 [ERROR] client.driver_mgr: dispensing initial plugin failed: driver=raw_exec error="pipe: Insufficient system resources exist to complete the requested service."`+"\n")
+	gh16922 := filepath.Join(dir, "gh16922_windows-rawexec-reattach-executor-not-found.log")
+	gh5613 := filepath.Join(dir, "gh5613_rawexec-reattach-executor-not-found_journald.log")
+
+	tests := []struct {
+		name  string
+		node  string
+		files []string
+		want  string // node of the expected incident, "" for none
+	}{
+		{"windows report + plain line, --node", "win-client-7", []string{gh16922, plain}, "win-client-7"},
+		{"windows report alone", "win-client-7", []string{gh16922}, ""},
+		{"journald report + journald line of the same host", "", []string{gh5613, journald}, "innoabis-71"},
+		{"journald report + line of another host", "", []string{gh5613, otherHost}, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			changes, _ := replayJSON(t, ReplayOptions{Node: tc.node}, tc.files...)
+			got := lastByID(changes)
+			if tc.want == "" {
+				if len(got) != 0 {
+					t.Fatalf("unexpected incidents: %v", changes)
+				}
+				return
+			}
+			if len(got) != 1 {
+				t.Fatalf("want one incident, got %d: %v", len(got), changes)
+			}
+			for _, in := range got {
+				if in.Rule != "nomad.windows.desktop_heap_exhaustion" || in.Node != tc.want {
+					t.Fatalf("got %s on %s", in.Rule, in.Node)
+				}
+				if in.Runbook == "" || !strings.Contains(in.Runbook, "SharedSection") {
+					t.Errorf("runbook missing: %q", in.Runbook)
+				}
+			}
+		})
+	}
+}
+
+// TestReplayBadInput: garbage, invalid UTF-8 and a 10 MB line are counted
+// and skipped; what is readable still counts; unknown or missing files are
+// errors naming the file.
+func TestReplayBadInput(t *testing.T) {
+	tmp := t.TempDir()
+	gc := `2026-11-22T01:58:23.945Z [WARN]  client.gc: garbage collection skipped because no terminal allocations: reason="number of allocations (13) is over the limit (6)"`
+	var b bytes.Buffer
+	b.WriteString(gc + "\n")
+	b.WriteString("\x00\x01\x02\xff\xfe garbage \xc3\x28\n")
+	b.WriteString(strings.Repeat("x", 10<<20) + "\n")
+	b.WriteString("2026-11-22T01:58:24.945Z [WARN]  client.gc: garbage collection skipped because no terminal allocations: reason=\"bad \xff utf8\"\n")
+	p := filepath.Join(tmp, "mixed.log")
+	if err := os.WriteFile(p, b.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	changes, st := replayJSON(t, ReplayOptions{Node: "n1", MaxLineBytes: 1 << 20}, p)
+	if st.Oversize != 1 {
+		t.Errorf("oversize %d, want 1", st.Oversize)
+	}
+	if len(changes) == 0 || changes[0].Rule != "nomad.client.gc_pressure" || changes[0].Count != 2 {
+		t.Fatalf("both readable gc lines must count: %+v", changes)
+	}
+
+	var out bytes.Buffer
+	_, err := Replay(context.Background(), []string{filepath.Join(tmp, "missing.log")}, ReplayOptions{Rules: bundledRules(t), Out: &out, Log: quiet()})
+	if err == nil || !strings.Contains(err.Error(), "missing.log") {
+		t.Errorf("missing file: %v", err)
+	}
+	bin := filepath.Join(tmp, "blob.bin")
+	_ = os.WriteFile(bin, bytes.Repeat([]byte{0, 1, 2, 3, 0xff}, 2000), 0o644)
+	_, err = Replay(context.Background(), []string{bin}, ReplayOptions{Rules: bundledRules(t), Out: &out, Log: quiet()})
+	if err == nil || !strings.Contains(err.Error(), "blob.bin") || !strings.Contains(err.Error(), "unknown input format") {
+		t.Errorf("binary file: %v", err)
+	}
+}
+
+// TestReplayEventsOutput: --events prints the normalised events.
+func TestReplayEventsOutput(t *testing.T) {
+	dir := needShared(t, "nomad/reported")
+	var buf bytes.Buffer
+	_, err := Replay(context.Background(), []string{filepath.Join(dir, "gh14043_docker-logger-reattach-failed_json_journald.log")},
+		ReplayOptions{Events: true, Out: &buf, Log: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 5 {
+		t.Fatalf("want 5 events, got %d", len(lines))
+	}
+	var ev ingest.Event
+	if err := json.Unmarshal([]byte(lines[3]), &ev); err != nil {
+		t.Fatal(err)
+	}
+	if ev.Node != "client04-nomad-ovh" || ev.Kind != "client.driver_mgr.docker" || ev.Level != "warn" ||
+		ev.Source != "nomad.log" || !strings.Contains(ev.Field("error"), "Reattachment process not found") {
+		t.Errorf("event %+v", ev)
+	}
+}

@@ -164,9 +164,12 @@ func (c *Correlator) match(rs *ruleState, ev *ingest.Event, mask uint64, emit fu
 	g.insert(e)
 	g.addCounts(mask, 1)
 	g.evict(g.newest().Add(-r.Window), r)
-	for len(g.Entries) > c.opts.MaxEntries {
-		g.addCounts(g.Entries[0].Mask, -1)
-		g.Entries = g.Entries[1:]
+	if over := len(g.Entries) - c.opts.MaxEntries; over > 0 {
+		for _, e := range g.Entries[:over] {
+			g.addCounts(e.Mask, -1)
+		}
+		clear(g.Entries[:over])
+		g.Entries = g.Entries[over:]
 	}
 	if ev.Time.After(g.LastMatch) {
 		g.LastMatch = ev.Time

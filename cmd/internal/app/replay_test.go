@@ -314,3 +314,5 @@ func TestReplayEventsOutput(t *testing.T) {
 		t.Errorf("event %+v", ev)
 	}
 }
+
+func logTo(w io.Writer) *slog.Logger { return slog.New(slog.NewTextHandler(w, nil)) }

@@ -13,11 +13,12 @@ type Identity struct {
 	mu     sync.RWMutex
 	byID   map[string]string // node ID -> canonical name
 	byHost map[string]string // canonical host -> canonical name
+	names  map[string]bool   // canonical names of known nodes
 }
 
 // NewIdentity returns an empty map.
 func NewIdentity() *Identity {
-	return &Identity{byID: map[string]string{}, byHost: map[string]string{}}
+	return &Identity{byID: map[string]string{}, byHost: map[string]string{}, names: map[string]bool{}}
 }
 
 // CanonicalHost lower-cases a host name and cuts its domain:
@@ -63,8 +64,11 @@ func (m *Identity) Learn(id, name string, hosts ...string) {
 		m.byID[id] = name
 	}
 	m.byHost[name] = name
+	m.names[name] = true
 	for _, h := range hosts {
-		if h = CanonicalHost(h); h != "" {
+		// A host that is itself the name of a node stays that node: two
+		// agents on one machine share unique.hostname but not their names.
+		if h = CanonicalHost(h); h != "" && !m.names[h] {
 			m.byHost[h] = name
 		}
 	}

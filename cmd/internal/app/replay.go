@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"time"
 
 	"github.com/klaxon-dev/klaxon/correlate"
@@ -64,6 +65,10 @@ func Replay(ctx context.Context, files []string, opts ReplayOptions) (ReplayStat
 	if opts.Format == "" {
 		opts.Format = stdout.FormatText
 	}
+	// Replay is a batch job whose live heap is small (windows and
+	// incidents) while it allocates per line: trading memory for less
+	// collection work speeds it up by about a quarter (see the README).
+	defer debug.SetGCPercent(debug.SetGCPercent(400))
 	ident := ingest.NewIdentity()
 	inputs := make([]*replayInput, 0, len(files))
 	for _, f := range files {

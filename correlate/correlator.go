@@ -196,7 +196,7 @@ func (c *Correlator) evaluate(rs *ruleState, g *group, now time.Time, last *inge
 			Rule:      r.ID,
 			Status:    StatusFiring,
 			Severity:  r.Severity,
-			Node:      g.node(last),
+			Node:      g.node(r, last),
 			Group:     maps.Clone(g.Values),
 			Runbook:   r.Runbook,
 			Labels:    maps.Clone(r.Labels),

@@ -2,6 +2,7 @@ package correlate
 
 import (
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/klaxon-dev/klaxon/ingest"
@@ -72,10 +73,13 @@ func (g *group) addEvidence(ev *ingest.Event, max int) {
 }
 
 // node names the node of the group's incident: the group's node value when
-// it groups by node, else the node of the last event.
-func (g *group) node(last *ingest.Event) string {
-	if n, ok := g.Values["node"]; ok {
-		return n
+// it groups by node (also as the last alternative, "fields.prev_node|node"),
+// else the node of the last event.
+func (g *group) node(r *rules.Rule, last *ingest.Event) string {
+	for _, p := range r.By {
+		if p == "node" || strings.HasSuffix(p, "|node") {
+			return g.Values[p]
+		}
 	}
 	if last != nil {
 		return last.Node

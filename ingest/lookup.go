@@ -41,6 +41,33 @@ func (e *Event) Lookup(path string) (string, bool) {
 	return "", false
 }
 
+// LookupFirst takes a path with alternatives separated by "|"
+// ("fields.prev_node|node") and returns the first that is present and not
+// empty.
+func (e *Event) LookupFirst(paths string) (string, bool) {
+	for {
+		p, rest, more := strings.Cut(paths, "|")
+		if v, ok := e.Lookup(p); ok && v != "" {
+			return v, true
+		}
+		if !more {
+			return "", false
+		}
+		paths = rest
+	}
+}
+
+// ValidPaths reports whether every "|"-separated alternative of paths is a
+// name Lookup understands.
+func ValidPaths(paths string) bool {
+	for _, p := range strings.Split(paths, "|") {
+		if !ValidPath(p) {
+			return false
+		}
+	}
+	return true
+}
+
 // ValidPath reports whether path is a name Lookup understands.
 func ValidPath(path string) bool {
 	switch path {

@@ -555,7 +555,7 @@ func (p *fileParser) parseBy(n *yaml.Node, rule string) []string {
 		if !ok {
 			continue
 		}
-		if !ingest.ValidPath(s) {
+		if !ingest.ValidPaths(s) {
 			msg := fmt.Sprintf("correlate.by: invalid event path %q (want id, node, node_id, source, kind, level, msg or fields.<name>)", s)
 			if sug := suggest(s, []string{"id", "node", "node_id", "source", "kind", "level", "msg"}); sug != "" {
 				msg = fmt.Sprintf("correlate.by: invalid event path %q (did you mean %q?)", s, sug)

@@ -77,12 +77,13 @@ type Aggregates interface {
 }
 
 // GroupKey returns the group values of ev for the rule's By paths and a key
-// string that identifies the group. Absent paths give empty values.
+// string that identifies the group. Absent paths give empty values. A path
+// may list alternatives, "fields.prev_node|node": the first present one counts.
 func (r *Rule) GroupKey(ev *ingest.Event) (key string, group map[string]string) {
 	group = make(map[string]string, len(r.By))
 	n := 0
 	for _, p := range r.By {
-		v, _ := ev.Lookup(p)
+		v, _ := ev.LookupFirst(p)
 		group[p] = v
 		n += len(p) + len(v) + 2
 	}

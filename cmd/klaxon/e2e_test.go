@@ -272,3 +272,75 @@ correlator:
 		t.Errorf("correlator acked up to %d of %d", ci.AckFloor.Stream, info.State.LastSeq)
 	}
 }
+
+// TestEndToEndReload: a broken rule file leaves the running rules in
+// place and the log says why (file:line:col), on SIGHUP and on file change;
+// a fixed file is picked up.
+func TestEndToEndReload(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test builds and runs the binary")
+	}
+	bin := buildKlaxon(t)
+	dir := t.TempDir()
+	rulesDir := filepath.Join(dir, "rules.d")
+	if err := os.MkdirAll(rulesDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	good, err := os.ReadFile("../../rules.d/nomad_client.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(rulesDir, "nomad_client.yaml"), good, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	logPath := filepath.Join(dir, "nomad.log")
+	sinkPath := filepath.Join(dir, "incidents.jsonl")
+	appendLines(t, logPath, []string{noiseLine(time.Now(), 0)})
+	cfgPath := filepath.Join(dir, "klaxon.yaml")
+	cfg := fmt.Sprintf("node: reload-node\ndata_dir: %s\nrules_dir: %s\nsources:\n  nomad_log:\n    - paths: [%q]\n      read_from: beginning\n      poll_interval: 50ms\nsinks:\n  - type: file\n    path: %s\n",
+		filepath.Join(dir, "data"), rulesDir, logPath, sinkPath)
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stderrPath := filepath.Join(dir, "stderr.log")
+	stderr, _ := os.Create(stderrPath)
+	defer stderr.Close()
+	cmd := exec.Command(bin, "run", "--config", cfgPath)
+	cmd.Stderr, cmd.Stdout = stderr, stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _, _ = cmd.Process.Wait() }()
+	logText := func() string { b, _ := os.ReadFile(stderrPath); return string(b) }
+	waitFor(t, 10*time.Second, "startup", func() bool { return strings.Contains(logText(), "following file") })
+
+	// A broken file: the watcher reports it with its place, the rules stay.
+	broken := filepath.Join(rulesDir, "broken.yaml")
+	if err := os.WriteFile(broken, []byte("rules:\n  - id: x\n    severity: loud\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the reload error on file change", func() bool {
+		return strings.Contains(logText(), "broken.yaml:3:15")
+	})
+	// SIGHUP reports it again.
+	before := strings.Count(logText(), "rules not reloaded")
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the reload error on SIGHUP", func() bool {
+		return strings.Count(logText(), "rules not reloaded") > before
+	})
+	// The running rules still fire.
+	appendLines(t, logPath, []string{gcLine(time.Now(), 51), gcLine(time.Now(), 52)})
+	waitFor(t, 10*time.Second, "an incident from the rules kept in place", func() bool {
+		b, _ := os.ReadFile(sinkPath)
+		return strings.Contains(string(b), "nomad.client.gc_pressure")
+	})
+	// Fixing the file reloads.
+	if err := os.Remove(broken); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the reload after the fix", func() bool {
+		return strings.Contains(logText(), "rules reloaded")
+	})
+}

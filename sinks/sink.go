@@ -1,10 +1,14 @@
 // Package sinks delivers incidents: the Sink interface every sink package
-// implements, and the Dispatcher that feeds each sink from its own durable
-// JetStream consumer with retry, back-off and a dead-letter subject.
+// implements, the Dispatcher that feeds each sink from its own durable
+// JetStream consumer (per-incident ordering, retry with jittered back-off,
+// a dead-letter subject), routing (Route), grouping and throttling
+// (Throttle), dead-letter tooling (ListDLQ, ReplayDLQ), and the helpers the
+// HTTP sinks share (HTTPError, ResolveSecret).
 package sinks
 
 import (
 	"context"
+	"time"
 
 	"github.com/klaxon-dev/klaxon/correlate"
 )
@@ -19,4 +23,27 @@ type Sink interface {
 	Send(ctx context.Context, in correlate.Incident) (retryable bool, err error)
 	// Close releases resources.
 	Close() error
+}
+
+// RetryAfter is implemented by errors that know when a retry may succeed
+// (an HTTP 429 or 503 with Retry-After). The dispatcher waits at least
+// RetryAfter before the next attempt when it is positive.
+type RetryAfter interface {
+	RetryAfter() time.Duration
+}
+
+// Runner is implemented by sinks that have background work (the
+// Alertmanager sink re-sends its open alerts). The Dispatcher of the sink
+// runs it for as long as it runs itself.
+type Runner interface {
+	Run(ctx context.Context) error
+}
+
+// Restorer is implemented by sinks that keep state about open incidents
+// (the Alertmanager sink's re-send set). At start the Dispatcher feeds it
+// the latest change of every incident that is still open according to the
+// incidents stream and that the sink's route matches, so that the state
+// lost with the process comes back.
+type Restorer interface {
+	Restore(in correlate.Incident)
 }

@@ -1,0 +1,555 @@
+// Package nomadevents reads the Nomad event stream (/v1/event/stream) and
+// turns its frames into ingest.Events: one event per distinct change (the
+// same change delivered under several topics is emitted once), node,
+// allocation, evaluation and deployment status transitions with the previous
+// status, and one event per allocation task event, diffed against what was
+// emitted before.
+//
+// The Decoder works on NDJSON frames and serves both the live Source and
+// replays of recordings (ReadAll). It decodes only the fields klaxon needs:
+// the frame is walked without building maps, large values (Node attributes
+// and resources, the Job embedded in allocations) are skipped unread.
+package nomadevents
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/klaxon-dev/klaxon/ingest"
+)
+
+// seenIndexes is how many distinct frame indexes the duplicate-topic set
+// remembers.
+const seenIndexes = 64
+
+// logEvery is the minimum time between two log lines about the same problem.
+const logEvery = time.Minute
+
+// DecoderConfig configures a Decoder.
+type DecoderConfig struct {
+	// Identity is the shared node identity map; may be nil (a private one is
+	// used). Node payloads teach it node IDs, names and unique.hostname.
+	Identity *ingest.Identity
+	// Log receives problems (malformed frames, unknown topics); default
+	// slog.Default().
+	Log *slog.Logger
+	// Name names the input in logs and errors (a file name in replays);
+	// optional.
+	Name string
+}
+
+// Stats are the counters of a Decoder.
+type Stats struct {
+	// Frames counts every frame handed to the decoder, heartbeats and bad
+	// frames included.
+	Frames int64
+	// Heartbeats counts empty frames ({}).
+	Heartbeats int64
+	// Changes counts distinct changes (Index, Type, Key) emitted.
+	Changes int64
+	// DuplicateTopics counts changes seen again under another topic and not
+	// emitted.
+	DuplicateTopics int64
+	// TaskEvents counts emitted allocation task events.
+	TaskEvents int64
+	// Malformed counts frames that are not valid JSON or not frames, and
+	// events whose payload could not be decoded.
+	Malformed int64
+	// Unknown counts events of a topic, type or payload the decoder does not
+	// handle.
+	Unknown int64
+	// Gaps counts detected gaps in the stream (set by the live Source).
+	Gaps int64
+}
+
+// Events returns the number of events emitted (changes and task events).
+func (s Stats) Events() int64 { return s.Changes + s.TaskEvents }
+
+type counters struct {
+	frames, heartbeats, changes, dups, taskEvents, malformed, unknown, gaps atomic.Int64
+}
+
+// Decoder turns frames into ingest.Events and keeps the state needed for
+// transitions and diffs. It is not safe for concurrent use, except Stats and
+// Index, which may be called from any goroutine.
+type Decoder struct {
+	id   *ingest.Identity
+	log  *slog.Logger
+	name string
+	now  func() time.Time
+
+	st    counters
+	index atomic.Uint64
+
+	// accept, when set, is asked about every frame index before its events
+	// are processed; false drops the frame (the Source's resume filter).
+	accept func(index uint64) bool
+
+	state
+
+	logMu   sync.Mutex
+	lastLog map[string]time.Time
+
+	// scratch
+	evBuf   [][]byte
+	changes int // allocation updates since the last sweep
+}
+
+// NewDecoder returns a Decoder with empty state.
+func NewDecoder(cfg DecoderConfig) *Decoder {
+	d := &Decoder{
+		id:      cfg.Identity,
+		log:     cfg.Log,
+		name:    cfg.Name,
+		now:     time.Now,
+		lastLog: map[string]time.Time{},
+	}
+	if d.id == nil {
+		d.id = ingest.NewIdentity()
+	}
+	if d.log == nil {
+		d.log = slog.Default()
+	}
+	d.state.init()
+	return d
+}
+
+// Index returns the highest frame index fully processed.
+func (d *Decoder) Index() uint64 { return d.index.Load() }
+
+// Stats returns the counters.
+func (d *Decoder) Stats() Stats {
+	return Stats{
+		Frames:          d.st.frames.Load(),
+		Heartbeats:      d.st.heartbeats.Load(),
+		Changes:         d.st.changes.Load(),
+		DuplicateTopics: d.st.dups.Load(),
+		TaskEvents:      d.st.taskEvents.Load(),
+		Malformed:       d.st.malformed.Load(),
+		Unknown:         d.st.unknown.Load(),
+		Gaps:            d.st.gaps.Load(),
+	}
+}
+
+// FrameError describes a frame, or an event of a frame, that was skipped.
+type FrameError struct {
+	// Index is the frame's index (0 when it could not be read).
+	Index uint64
+	// Problem is "malformed" or "unknown".
+	Problem string
+	// Err says what is wrong.
+	Err error
+}
+
+func (e *FrameError) Error() string {
+	if e.Index == 0 {
+		return fmt.Sprintf("nomadevents: %s frame: %v", e.Problem, e.Err)
+	}
+	return fmt.Sprintf("nomadevents: frame index %d: %s: %v", e.Index, e.Problem, e.Err)
+}
+
+func (e *FrameError) Unwrap() error { return e.Err }
+
+// Frame decodes one NDJSON frame and emits its events. Heartbeats ({}) are
+// counted and ignored. A malformed frame (invalid or truncated JSON, not a
+// frame) is counted and skipped whole; an event of an unknown topic, type or
+// payload, or with a payload that cannot be decoded, is counted and skipped
+// while the frame's other events are processed. Both are logged (at most
+// once a minute per distinct problem) with the frame's index when it can be
+// read, and returned as an error (*FrameError, joined when several); the
+// caller goes on with the next frame.
+func (d *Decoder) Frame(data []byte, emit func(ingest.Event)) error {
+	d.st.frames.Add(1)
+	data = bytes.TrimSpace(data)
+	if len(data) == 0 || (len(data) == 2 && data[0] == '{' && data[1] == '}') {
+		d.st.heartbeats.Add(1)
+		return nil
+	}
+	var (
+		index     uint64
+		hasIndex  bool
+		events    []byte
+		hasEvents bool
+	)
+	err := eachMember(data, func(key, val []byte) (bool, error) {
+		switch string(key) {
+		case "Index":
+			n, err := unum(val)
+			if err != nil {
+				return false, fmt.Errorf("Index: %w", err)
+			}
+			index, hasIndex = n, true
+		case "Events":
+			events, hasEvents = val, true
+		}
+		return false, nil
+	})
+	if err == nil && !hasIndex && !hasEvents {
+		// {} with spaces, or an object with neither: a heartbeat.
+		d.st.heartbeats.Add(1)
+		return nil
+	}
+	if err == nil && !hasEvents {
+		err = errors.New("no Events")
+	}
+	if err == nil {
+		d.evBuf = d.evBuf[:0]
+		err = eachElement(events, func(ev []byte) error {
+			d.evBuf = append(d.evBuf, ev)
+			return nil
+		})
+	}
+	if err != nil {
+		if !hasIndex {
+			index = peekIndex(data)
+		}
+		d.st.malformed.Add(1)
+		fe := &FrameError{Index: index, Problem: "malformed", Err: err}
+		d.problem("malformed frame", fe, index)
+		return fe
+	}
+	if d.accept != nil && !d.accept(index) {
+		return nil
+	}
+	var errs []error
+	for _, ev := range d.evBuf {
+		if err := d.event(index, ev, emit); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for i := range d.evBuf {
+		d.evBuf[i] = nil
+	}
+	if index > d.index.Load() {
+		d.index.Store(index)
+	}
+	return errors.Join(errs...)
+}
+
+// peekIndex reads the index of a frame that is not valid JSON as a whole
+// (e.g. truncated): it looks for "Index": at the top level of its start.
+func peekIndex(data []byte) uint64 {
+	i := bytes.Index(data, []byte(`"Index"`))
+	if i < 0 || i > 16 {
+		return 0
+	}
+	j := skipSpace(data, i+len(`"Index"`))
+	if j >= len(data) || data[j] != ':' {
+		return 0
+	}
+	j = skipSpace(data, j+1)
+	k := j
+	for k < len(data) && data[k] >= '0' && data[k] <= '9' {
+		k++
+	}
+	n, err := strconv.ParseUint(string(data[j:k]), 10, 64)
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
+// problem logs a skipped frame or event, once per key per logEvery.
+func (d *Decoder) problem(key string, err error, index uint64) {
+	now := d.now()
+	d.logMu.Lock()
+	last, ok := d.lastLog[key]
+	if ok && now.Sub(last) < logEvery {
+		d.logMu.Unlock()
+		return
+	}
+	if len(d.lastLog) > 256 {
+		clear(d.lastLog)
+	}
+	d.lastLog[key] = now
+	d.logMu.Unlock()
+	attrs := []any{"index", index, "error", err}
+	if d.name != "" {
+		attrs = append(attrs, "input", d.name)
+	}
+	d.log.Warn("nomadevents: skipped "+key+" (logged once a minute)", attrs...)
+}
+
+// Known topics and event types (nomad/structs/event.go).
+var knownTopics = map[string]bool{
+	"Node": true, "Allocation": true, "Evaluation": true, "Deployment": true, "Job": true, "Service": true,
+}
+
+var knownTypes = map[string]bool{
+	"NodeRegistration": true, "NodeDeregistration": true, "NodeEligibility": true, "NodeDrain": true,
+	"NodeStreamEvent": true, "NodeEvent": true,
+	"DeploymentStatusUpdate": true, "DeploymentPromotion": true, "DeploymentAllocHealth": true,
+	"AllocationCreated": true, "AllocationUpdated": true, "AllocationUpdateDesiredStatus": true,
+	"EvaluationUpdated": true, "JobRegistered": true, "JobDeregistered": true, "JobBatchDeregistered": true,
+	"PlanResult": true, "ServiceRegistration": true, "ServiceDeregistration": true,
+}
+
+// event processes one event of a frame.
+func (d *Decoder) event(frameIndex uint64, raw []byte, emit func(ingest.Event)) error {
+	var topic, typ, key string
+	var index uint64
+	var payload []byte
+	err := eachMember(raw, func(k, v []byte) (bool, error) {
+		var err error
+		switch string(k) {
+		case "Topic":
+			topic, err = str(v)
+		case "Type":
+			typ, err = str(v)
+		case "Key":
+			key, err = str(v)
+		case "Index":
+			index, err = unum(v)
+		case "Payload":
+			payload = v
+		}
+		if err != nil {
+			return false, fmt.Errorf("%s: %w", k, err)
+		}
+		return false, nil
+	})
+	if index == 0 {
+		index = frameIndex
+	}
+	if err != nil {
+		return d.malformed(index, "event", err)
+	}
+	if !knownTopics[topic] {
+		return d.unknown(index, "topic "+strconv.Quote(topic), fmt.Errorf("unknown topic %q (type %q)", topic, typ))
+	}
+	if !knownTypes[typ] {
+		return d.unknown(index, "type "+strconv.Quote(typ), fmt.Errorf("unknown type %q (topic %q)", typ, topic))
+	}
+	var kind string
+	var body []byte
+	err = eachMember(payload, func(k, v []byte) (bool, error) {
+		switch string(k) {
+		case "Node", "Allocation", "Evaluation", "Deployment", "Job", "Service":
+			if len(v) > 0 && v[0] == 'n' { // null
+				return false, nil
+			}
+			kind, body = string(k), v
+			return true, nil
+		}
+		return false, nil
+	})
+	if err != nil || payload == nil {
+		if err == nil {
+			err = errors.New("no Payload")
+		}
+		return d.malformed(index, topic+" payload", err)
+	}
+	if kind == "" {
+		return d.unknown(index, "payload of "+topic+"."+typ, fmt.Errorf("no known payload in %s.%s", topic, typ))
+	}
+	if d.seen(index, typ, key) {
+		d.st.dups.Add(1)
+		return nil
+	}
+	c := change{index: index, typ: typ, key: key, kind: kind + "." + typ}
+	switch kind {
+	case "Node":
+		err = d.node(c, body, emit)
+	case "Allocation":
+		err = d.alloc(c, body, emit)
+	case "Evaluation":
+		err = d.eval(c, body, emit)
+	case "Deployment":
+		err = d.deployment(c, body, emit)
+	case "Job":
+		err = d.job(c, body, emit)
+	case "Service":
+		err = d.service(c, body, emit)
+	}
+	if err != nil {
+		d.unsee(index, typ, key)
+		return d.malformed(index, kind+" payload", err)
+	}
+	return nil
+}
+
+func (d *Decoder) malformed(index uint64, what string, err error) error {
+	d.st.malformed.Add(1)
+	fe := &FrameError{Index: index, Problem: "malformed", Err: fmt.Errorf("%s: %w", what, err)}
+	d.problem("malformed "+what, fe, index)
+	return fe
+}
+
+func (d *Decoder) unknown(index uint64, what string, err error) error {
+	d.st.unknown.Add(1)
+	fe := &FrameError{Index: index, Problem: "unknown", Err: err}
+	d.problem("unknown "+what, fe, index)
+	return fe
+}
+
+// change identifies the change being decoded.
+type change struct {
+	index uint64
+	typ   string
+	key   string
+	kind  string
+}
+
+func (c change) id() string {
+	return "nomadev:" + strconv.FormatUint(c.index, 10) + ":" + c.typ + ":" + c.key
+}
+
+// seen records (index, typ, key) and reports whether it was seen before.
+func (d *Decoder) seen(index uint64, typ, key string) bool {
+	k := typ + "\x00" + key
+	set, ok := d.seenSet[index]
+	if !ok {
+		set = map[string]struct{}{}
+		d.seenSet[index] = set
+		d.seenOrder = append(d.seenOrder, index)
+		if len(d.seenOrder) > seenIndexes {
+			// Forget the lowest index: frames arrive in index order, so it
+			// is the oldest.
+			lo := 0
+			for i, x := range d.seenOrder {
+				if x < d.seenOrder[lo] {
+					lo = i
+				}
+			}
+			delete(d.seenSet, d.seenOrder[lo])
+			d.seenOrder = append(d.seenOrder[:lo], d.seenOrder[lo+1:]...)
+		}
+	}
+	if _, dup := set[k]; dup {
+		return true
+	}
+	set[k] = struct{}{}
+	return false
+}
+
+func (d *Decoder) unsee(index uint64, typ, key string) {
+	if set, ok := d.seenSet[index]; ok {
+		delete(set, typ+"\x00"+key)
+	}
+}
+
+// ReadAll decodes an NDJSON recording of the event stream (a replay),
+// emitting events in order. Malformed lines are counted, logged and
+// skipped; the error is a read error or ctx's.
+func ReadAll(ctx context.Context, r io.Reader, cfg DecoderConfig, emit func(ingest.Event)) (Stats, error) {
+	d := NewDecoder(cfg)
+	br := bufio.NewReaderSize(r, 256<<10)
+	var line []byte
+	for n := 0; ; n++ {
+		if n%64 == 0 && ctx.Err() != nil {
+			return d.Stats(), ctx.Err()
+		}
+		chunk, err := br.ReadSlice('\n')
+		if err == bufio.ErrBufferFull {
+			line = append(line, chunk...)
+			continue
+		}
+		if len(line) > 0 {
+			line = append(line, chunk...)
+			chunk = line
+		}
+		if len(chunk) > 0 {
+			_ = d.Frame(chunk, emit) // counted and logged by Frame
+		}
+		line = line[:0]
+		if err == io.EOF {
+			return d.Stats(), nil
+		}
+		if err != nil {
+			if cfg.Name != "" {
+				return d.Stats(), fmt.Errorf("nomadevents: %s: %w", cfg.Name, err)
+			}
+			return d.Stats(), fmt.Errorf("nomadevents: %w", err)
+		}
+	}
+}
+
+// Detect reports whether head, the start of a file, looks like a recording
+// of the event stream: NDJSON lines that are frames ({"Index":N,"Events":[)
+// or heartbeats ({}). A last line cut off by the end of head is not judged.
+func Detect(head []byte) bool {
+	head = bytes.TrimPrefix(head, []byte("\xef\xbb\xbf"))
+	frames := 0
+	for len(head) > 0 {
+		line, rest, complete := bytes.Cut(head, []byte{'\n'})
+		head = rest
+		line = bytes.TrimSpace(line)
+		if len(line) == 0 {
+			continue
+		}
+		if bytes.Equal(line, []byte("{}")) {
+			frames++
+			continue
+		}
+		if !looksLikeFrame(line) {
+			if !complete && frames > 0 && len(line) < 40 {
+				return true // cut too early to tell; earlier lines decided
+			}
+			return false
+		}
+		frames++
+		if !complete || frames >= 4 {
+			return true
+		}
+	}
+	return frames > 0
+}
+
+// looksLikeFrame checks the start of a line for {"Index":<digits>,"Events":[
+// (spaces allowed).
+func looksLikeFrame(line []byte) bool {
+	i := skipSpace(line, 0)
+	if i >= len(line) || line[i] != '{' {
+		return false
+	}
+	i = skipSpace(line, i+1)
+	if !bytes.HasPrefix(line[i:], []byte(`"Index"`)) {
+		return false
+	}
+	i = skipSpace(line, i+len(`"Index"`))
+	if i >= len(line) || line[i] != ':' {
+		return false
+	}
+	i = skipSpace(line, i+1)
+	j := i
+	for j < len(line) && line[j] >= '0' && line[j] <= '9' {
+		j++
+	}
+	if j == i {
+		return false
+	}
+	i = skipSpace(line, j)
+	if i >= len(line) || line[i] != ',' {
+		return false
+	}
+	i = skipSpace(line, i+1)
+	if !bytes.HasPrefix(line[i:], []byte(`"Events"`)) {
+		return false
+	}
+	i = skipSpace(line, i+len(`"Events"`))
+	if i >= len(line) || line[i] != ':' {
+		return false
+	}
+	i = skipSpace(line, i+1)
+	return i < len(line) && (line[i] == '[' || line[i] == 'n')
+}
+
+// sortedKeys returns the keys of m in order.
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

@@ -1,0 +1,342 @@
+package nomadevents
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"unicode/utf8"
+)
+
+// A small JSON walker: it iterates the members of an object or the elements
+// of an array and hands out the raw bytes of each value, skipping the values
+// nobody asked for without decoding them. Frames of the event stream are
+// large (whole Node payloads with attributes and resources, allocations with
+// task states); klaxon needs a few dozen scalar fields of them. Skipping is a
+// bracket count with strings jumped over by bytes.IndexByte, several times
+// faster than encoding/json's scanner, and the walk still rejects truncated
+// or unbalanced input, bad literals and bad separators.
+
+var errTruncated = errors.New("unexpected end of JSON")
+
+type syntaxError struct {
+	off int
+	msg string
+}
+
+func (e *syntaxError) Error() string { return fmt.Sprintf("invalid JSON at offset %d: %s", e.off, e.msg) }
+
+func synErr(off int, format string, args ...any) error {
+	return &syntaxError{off: off, msg: fmt.Sprintf(format, args...)}
+}
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+
+func skipSpace(data []byte, i int) int {
+	for i < len(data) && isSpace(data[i]) {
+		i++
+	}
+	return i
+}
+
+// skipString returns the offset after the string starting at data[i] == '"'.
+func skipString(data []byte, i int) (int, error) {
+	j := i + 1
+	for {
+		k := bytes.IndexByte(data[j:], '"')
+		if k < 0 {
+			return 0, errTruncated
+		}
+		j += k
+		// Count the backslashes before the quote: an odd number escapes it.
+		n := 0
+		for b := j - 1; b > i && data[b] == '\\'; b-- {
+			n++
+		}
+		j++
+		if n%2 == 0 {
+			return j, nil
+		}
+	}
+}
+
+// skipValue returns the offset after the JSON value starting at data[i]
+// (no leading space).
+func skipValue(data []byte, i int) (int, error) {
+	if i >= len(data) {
+		return 0, errTruncated
+	}
+	switch c := data[i]; c {
+	case '"':
+		return skipString(data, i)
+	case '{', '[':
+		return skipNested(data, i)
+	case 't':
+		return skipLiteral(data, i, "true")
+	case 'f':
+		return skipLiteral(data, i, "false")
+	case 'n':
+		return skipLiteral(data, i, "null")
+	default:
+		if c == '-' || (c >= '0' && c <= '9') {
+			return skipNumber(data, i)
+		}
+		return 0, synErr(i, "unexpected %q", c)
+	}
+}
+
+func skipLiteral(data []byte, i int, lit string) (int, error) {
+	if len(data)-i < len(lit) {
+		if bytes.HasPrefix([]byte(lit), data[i:]) {
+			return 0, errTruncated
+		}
+		return 0, synErr(i, "bad literal")
+	}
+	if string(data[i:i+len(lit)]) != lit {
+		return 0, synErr(i, "bad literal")
+	}
+	return i + len(lit), nil
+}
+
+func skipNumber(data []byte, i int) (int, error) {
+	j := i
+	for j < len(data) {
+		c := data[j]
+		if (c >= '0' && c <= '9') || c == '-' || c == '+' || c == '.' || c == 'e' || c == 'E' {
+			j++
+			continue
+		}
+		break
+	}
+	if j == i || (j == i+1 && data[i] == '-') {
+		return 0, synErr(i, "bad number")
+	}
+	return j, nil
+}
+
+// skipNested skips an object or array, checking that brackets match and
+// that only legal bytes appear between strings.
+func skipNested(data []byte, i int) (int, error) {
+	var stackBuf [32]byte
+	stack := stackBuf[:0]
+	j := i
+	for j < len(data) {
+		c := data[j]
+		switch c {
+		case '"':
+			k, err := skipString(data, j)
+			if err != nil {
+				return 0, err
+			}
+			j = k
+			continue
+		case '{':
+			stack = append(stack, '}')
+		case '[':
+			stack = append(stack, ']')
+		case '}', ']':
+			if len(stack) == 0 || stack[len(stack)-1] != c {
+				return 0, synErr(j, "unbalanced %q", c)
+			}
+			stack = stack[:len(stack)-1]
+			if len(stack) == 0 {
+				return j + 1, nil
+			}
+		case ',', ':', ' ', '\t', '\n', '\r':
+		case 't', 'f', 'n':
+			lit := "true"
+			if c == 'f' {
+				lit = "false"
+			} else if c == 'n' {
+				lit = "null"
+			}
+			k, err := skipLiteral(data, j, lit)
+			if err != nil {
+				return 0, err
+			}
+			j = k
+			continue
+		default:
+			if c == '-' || (c >= '0' && c <= '9') {
+				k, err := skipNumber(data, j)
+				if err != nil {
+					return 0, err
+				}
+				j = k
+				continue
+			}
+			return 0, synErr(j, "unexpected %q", c)
+		}
+		j++
+	}
+	return 0, errTruncated
+}
+
+// eachMember calls fn for every member of the JSON object in data with the
+// raw key (without quotes, escapes kept) and the raw value. A null object
+// is empty. fn returning stop=true ends the walk early.
+func eachMember(data []byte, fn func(key, val []byte) (stop bool, err error)) error {
+	i := skipSpace(data, 0)
+	if i >= len(data) {
+		return errTruncated
+	}
+	if data[i] == 'n' {
+		_, err := skipLiteral(data, i, "null")
+		return err
+	}
+	if data[i] != '{' {
+		return synErr(i, "want object, got %q", data[i])
+	}
+	i = skipSpace(data, i+1)
+	if i < len(data) && data[i] == '}' {
+		return nil
+	}
+	for {
+		if i >= len(data) {
+			return errTruncated
+		}
+		if data[i] != '"' {
+			return synErr(i, "want member name, got %q", data[i])
+		}
+		k, err := skipString(data, i)
+		if err != nil {
+			return err
+		}
+		key := data[i+1 : k-1]
+		i = skipSpace(data, k)
+		if i >= len(data) {
+			return errTruncated
+		}
+		if data[i] != ':' {
+			return synErr(i, "want ':', got %q", data[i])
+		}
+		i = skipSpace(data, i+1)
+		end, err := skipValue(data, i)
+		if err != nil {
+			return err
+		}
+		stop, err := fn(key, data[i:end])
+		if err != nil || stop {
+			return err
+		}
+		i = skipSpace(data, end)
+		if i >= len(data) {
+			return errTruncated
+		}
+		switch data[i] {
+		case ',':
+			i = skipSpace(data, i+1)
+		case '}':
+			return nil
+		default:
+			return synErr(i, "want ',' or '}', got %q", data[i])
+		}
+	}
+}
+
+// eachElement calls fn for every element of the JSON array in data. A null
+// array is empty.
+func eachElement(data []byte, fn func(val []byte) error) error {
+	i := skipSpace(data, 0)
+	if i >= len(data) {
+		return errTruncated
+	}
+	if data[i] == 'n' {
+		_, err := skipLiteral(data, i, "null")
+		return err
+	}
+	if data[i] != '[' {
+		return synErr(i, "want array, got %q", data[i])
+	}
+	i = skipSpace(data, i+1)
+	if i < len(data) && data[i] == ']' {
+		return nil
+	}
+	for {
+		end, err := skipValue(data, i)
+		if err != nil {
+			return err
+		}
+		if err := fn(data[i:end]); err != nil {
+			return err
+		}
+		i = skipSpace(data, end)
+		if i >= len(data) {
+			return errTruncated
+		}
+		switch data[i] {
+		case ',':
+			i = skipSpace(data, i+1)
+		case ']':
+			return nil
+		default:
+			return synErr(i, "want ',' or ']', got %q", data[i])
+		}
+	}
+}
+
+// str decodes a raw JSON string value; null is "". Strings without escapes
+// are converted directly.
+func str(raw []byte) (string, error) {
+	if len(raw) == 0 {
+		return "", errTruncated
+	}
+	if raw[0] == 'n' {
+		return "", nil
+	}
+	if raw[0] != '"' || len(raw) < 2 {
+		return "", synErr(0, "want string")
+	}
+	body := raw[1 : len(raw)-1]
+	if bytes.IndexByte(body, '\\') < 0 && utf8.Valid(body) {
+		return string(body), nil
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return "", err
+	}
+	return s, nil
+}
+
+// num decodes a raw JSON integer; null is 0.
+func num(raw []byte) (int64, error) {
+	if len(raw) == 0 {
+		return 0, errTruncated
+	}
+	if raw[0] == 'n' {
+		return 0, nil
+	}
+	n, err := strconv.ParseInt(string(raw), 10, 64)
+	if err == nil {
+		return n, nil
+	}
+	f, ferr := strconv.ParseFloat(string(raw), 64)
+	if ferr != nil {
+		return 0, synErr(0, "want number, got %.20q", raw)
+	}
+	return int64(f), nil
+}
+
+// unum decodes a raw JSON unsigned integer; null is 0.
+func unum(raw []byte) (uint64, error) {
+	if len(raw) > 0 && raw[0] == 'n' {
+		return 0, nil
+	}
+	n, err := strconv.ParseUint(string(raw), 10, 64)
+	if err != nil {
+		return 0, synErr(0, "want unsigned integer, got %.20q", raw)
+	}
+	return n, nil
+}
+
+// boolean decodes a raw JSON bool; null is false.
+func boolean(raw []byte) (bool, error) {
+	switch string(raw) {
+	case "true":
+		return true, nil
+	case "false", "null":
+		return false, nil
+	}
+	return false, synErr(0, "want bool, got %.20q", raw)
+}

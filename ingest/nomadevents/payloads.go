@@ -1,0 +1,823 @@
+package nomadevents
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/klaxon-dev/klaxon/ingest"
+)
+
+// fields collects string fields, leaving out empty values.
+type fields map[string]any
+
+func (f fields) set(k, v string) {
+	if v != "" {
+		f[k] = v
+	}
+}
+
+func short(id string) string {
+	if len(id) > 8 {
+		return id[:8]
+	}
+	return id
+}
+
+func (d *Decoder) eventTime(ns int64) time.Time {
+	if ns > 0 {
+		return time.Unix(0, ns).UTC()
+	}
+	if d.clock > 0 {
+		return time.Unix(0, d.clock).UTC()
+	}
+	return d.now().UTC()
+}
+
+// nodeName returns the canonical name of a node ID ("" when unknown).
+func (d *Decoder) nodeName(id string) string {
+	if n, ok := d.id.NameOf(id); ok {
+		return n
+	}
+	if n := d.nodes[id]; n != nil && n.Name != "" {
+		return n.Name
+	}
+	return ""
+}
+
+// --- Node ---
+
+type nodePayload struct {
+	ID, Name, Status, StatusDescription, Datacenter, NodePool, NodeClass string
+	Eligibility, Hostname                                              string
+	Drain                                                              bool
+	StatusUpdatedAt                                                    int64
+	LastEvent                                                          string
+	LastEventTime                                                      time.Time
+}
+
+func decodeNode(b []byte) (*nodePayload, error) {
+	p := &nodePayload{}
+	err := eachMember(b, func(k, v []byte) (bool, error) {
+		var err error
+		switch string(k) {
+		case "ID":
+			p.ID, err = str(v)
+		case "Name":
+			p.Name, err = str(v)
+		case "Status":
+			p.Status, err = str(v)
+		case "StatusDescription":
+			p.StatusDescription, err = str(v)
+		case "Datacenter":
+			p.Datacenter, err = str(v)
+		case "NodePool":
+			p.NodePool, err = str(v)
+		case "NodeClass":
+			p.NodeClass, err = str(v)
+		case "SchedulingEligibility":
+			p.Eligibility, err = str(v)
+		case "Drain":
+			var dr bool
+			dr, err = boolean(v)
+			p.Drain = p.Drain || dr
+		case "DrainStrategy":
+			if len(v) > 0 && v[0] == '{' {
+				p.Drain = true
+			}
+		case "StatusUpdatedAt":
+			p.StatusUpdatedAt, err = num(v)
+		case "Attributes":
+			err = eachMember(v, func(ak, av []byte) (bool, error) {
+				if string(ak) == "unique.hostname" {
+					var e error
+					p.Hostname, e = str(av)
+					return true, e
+				}
+				return false, nil
+			})
+		case "Events":
+			err = eachElement(v, func(ev []byte) error {
+				var msg, ts string
+				err := eachMember(ev, func(ek, evv []byte) (bool, error) {
+					var e error
+					switch string(ek) {
+					case "Message":
+						msg, e = str(evv)
+					case "Timestamp":
+						ts, e = str(evv)
+					}
+					return false, e
+				})
+				if err != nil {
+					return err
+				}
+				t, _ := time.Parse(time.RFC3339Nano, ts)
+				if p.LastEvent == "" || !t.Before(p.LastEventTime) {
+					p.LastEvent, p.LastEventTime = msg, t
+				}
+				return nil
+			})
+		}
+		if err != nil {
+			return false, fmt.Errorf("%s: %w", k, err)
+		}
+		return false, nil
+	})
+	return p, err
+}
+
+func (d *Decoder) node(c change, b []byte, emit func(ingest.Event)) error {
+	p, err := decodeNode(b)
+	if err != nil {
+		return err
+	}
+	id := p.ID
+	if id == "" {
+		id = c.key
+	}
+	d.id.Learn(id, p.Name, p.Hostname)
+	name := d.nodeName(id)
+	if name == "" {
+		name = d.id.Resolve(p.Name)
+	}
+	t := time.Unix(p.StatusUpdatedAt, 0)
+	if p.StatusUpdatedAt == 0 || p.LastEventTime.After(t) {
+		t = p.LastEventTime
+	}
+	var ns int64
+	if !t.IsZero() && t.Unix() > 0 {
+		ns = t.UnixNano()
+	}
+
+	st := d.nodes[id]
+	known := st != nil && st.Status != ""
+	if st == nil {
+		st = &nodeState{}
+		d.nodes[id] = st
+	}
+	// A change that is not a status change (an allocation update, a drain,
+	// eligibility) happened now, not when the status last changed: it takes
+	// the stream's clock when that is newer.
+	if known && st.Status == p.Status && d.clock > ns {
+		ns = d.clock
+	}
+	d.tick(ns)
+	f := fields{}
+	f.set("status", p.Status)
+	if known {
+		f.set("prev_status", st.Status)
+	}
+	f.set("status_description", p.StatusDescription)
+	f.set("datacenter", p.Datacenter)
+	f.set("node_pool", p.NodePool)
+	f.set("node_class", p.NodeClass)
+	f.set("drain", strconv.FormatBool(p.Drain))
+	f.set("eligibility", p.Eligibility)
+	f.set("last_event", p.LastEvent)
+	f.set("unique_hostname", p.Hostname)
+
+	switch p.Status {
+	case "disconnected":
+		st.Reconnecting = true
+	case "ready", "down":
+		st.Reconnecting = false
+	}
+	level := ingest.LevelInfo
+	switch {
+	case p.Status == "down":
+		level = ingest.LevelError
+	case p.Status == "disconnected", p.Status == "initializing" && st.Reconnecting:
+		level = ingest.LevelWarn
+	}
+	msg := p.LastEvent
+	if !known || st.Status != p.Status || msg == "" {
+		msg = "node " + name + " is " + p.Status
+		if known && st.Status != p.Status {
+			msg += " (was " + st.Status + ")"
+		}
+	}
+	if p.Status != "" {
+		st.Status = p.Status
+	}
+	if name != "" {
+		st.Name = name
+	}
+	d.st.changes.Add(1)
+	emit(ingest.Event{
+		ID: c.id(), Time: d.eventTime(ns), Node: name, NodeID: id,
+		Source: ingest.SourceNomadEvent, Kind: c.kind, Level: level, Msg: msg, Fields: f,
+	})
+	return nil
+}
+
+// --- Allocation ---
+
+type allocPayload struct {
+	ID, JobID, Namespace, TaskGroup, ClientStatus, DesiredStatus     string
+	DesiredDescription, ClientDescription, PreviousAllocation        string
+	DeploymentID, NodeID, NodeName, PrevNodeID                        string
+	ModifyTime, ModifyIndex                                           int64
+	Tasks                                                             []taskEvents
+}
+
+type taskEvents struct {
+	name   string
+	events []byte
+}
+
+func decodeAlloc(b []byte) (*allocPayload, error) {
+	p := &allocPayload{}
+	err := eachMember(b, func(k, v []byte) (bool, error) {
+		var err error
+		switch string(k) {
+		case "ID":
+			p.ID, err = str(v)
+		case "JobID":
+			p.JobID, err = str(v)
+		case "Namespace":
+			p.Namespace, err = str(v)
+		case "TaskGroup":
+			p.TaskGroup, err = str(v)
+		case "ClientStatus":
+			p.ClientStatus, err = str(v)
+		case "DesiredStatus":
+			p.DesiredStatus, err = str(v)
+		case "DesiredDescription":
+			p.DesiredDescription, err = str(v)
+		case "ClientDescription":
+			p.ClientDescription, err = str(v)
+		case "PreviousAllocation":
+			p.PreviousAllocation, err = str(v)
+		case "DeploymentID":
+			p.DeploymentID, err = str(v)
+		case "NodeID":
+			p.NodeID, err = str(v)
+		case "NodeName":
+			p.NodeName, err = str(v)
+		case "ModifyTime":
+			p.ModifyTime, err = num(v)
+		case "ModifyIndex":
+			p.ModifyIndex, err = num(v)
+		case "RescheduleTracker":
+			err = eachMember(v, func(rk, rv []byte) (bool, error) {
+				if string(rk) != "Events" {
+					return false, nil
+				}
+				return true, eachElement(rv, func(ev []byte) error {
+					prev := ""
+					err := eachMember(ev, func(ek, evv []byte) (bool, error) {
+						if string(ek) == "PrevNodeID" {
+							var e error
+							prev, e = str(evv)
+							return true, e
+						}
+						return false, nil
+					})
+					p.PrevNodeID = prev // the last entry wins
+					return err
+				})
+			})
+		case "TaskStates":
+			err = eachMember(v, func(task, tv []byte) (bool, error) {
+				name, err := str(append(append([]byte{'"'}, task...), '"'))
+				if err != nil {
+					return false, err
+				}
+				return false, eachMember(tv, func(sk, sv []byte) (bool, error) {
+					if string(sk) == "Events" {
+						p.Tasks = append(p.Tasks, taskEvents{name: name, events: sv})
+						return true, nil
+					}
+					return false, nil
+				})
+			})
+		}
+		if err != nil {
+			return false, fmt.Errorf("%s: %w", k, err)
+		}
+		return false, nil
+	})
+	sort.Slice(p.Tasks, func(i, j int) bool { return p.Tasks[i].name < p.Tasks[j].name })
+	return p, err
+}
+
+func (d *Decoder) alloc(c change, b []byte, emit func(ingest.Event)) error {
+	p, err := decodeAlloc(b)
+	if err != nil {
+		return err
+	}
+	// Task events are decoded before anything is emitted so that a bad one
+	// skips the whole change.
+	type pending struct {
+		task string
+		ev   taskEvent
+	}
+	var tevs []pending
+	for _, t := range p.Tasks {
+		err := eachElement(t.events, func(raw []byte) error {
+			te, err := decodeTaskEvent(raw)
+			if err != nil {
+				return err
+			}
+			tevs = append(tevs, pending{t.name, te})
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("TaskStates[%s].Events: %w", t.name, err)
+		}
+	}
+
+	id := p.ID
+	if id == "" {
+		id = c.key
+	}
+	node := d.nodeName(p.NodeID)
+	if node == "" {
+		node = d.id.Resolve(p.NodeName)
+	}
+	d.tick(p.ModifyTime)
+	st := d.allocs[id]
+
+	f := fields{}
+	f.set("alloc_id", id)
+	f.set("job", p.JobID)
+	f.set("namespace", p.Namespace)
+	f.set("task_group", p.TaskGroup)
+	f.set("client_status", p.ClientStatus)
+	if st != nil {
+		f.set("prev_client_status", st.Client)
+	}
+	f.set("desired_status", p.DesiredStatus)
+	f.set("desired_description", p.DesiredDescription)
+	f.set("client_description", p.ClientDescription)
+	f.set("previous_alloc", p.PreviousAllocation)
+	f.set("deployment_id", p.DeploymentID)
+	prevNode := p.PrevNodeID
+	if prevNode == "" && p.PreviousAllocation != "" {
+		if pa := d.allocs[p.PreviousAllocation]; pa != nil {
+			prevNode = pa.NodeID
+		}
+	}
+	f.set("prev_node_id", prevNode)
+	if prevNode != "" {
+		f.set("prev_node", d.nodeName(prevNode))
+	}
+
+	msg := "allocation " + short(id) + " of job " + p.JobID + " is " + p.ClientStatus
+	if p.DesiredDescription != "" {
+		msg += ", desired " + p.DesiredStatus + ": " + p.DesiredDescription
+	}
+	level := ingest.LevelInfo
+	switch p.ClientStatus {
+	case "failed", "lost", "unknown":
+		level = ingest.LevelWarn
+	}
+	d.st.changes.Add(1)
+	emit(ingest.Event{
+		ID: c.id(), Time: d.eventTime(p.ModifyTime), Node: node, NodeID: p.NodeID,
+		Source: ingest.SourceNomadEvent, Kind: c.kind, Level: level, Msg: msg, Fields: f,
+	})
+
+	if st == nil {
+		st = &allocState{}
+		d.allocs[id] = st
+	}
+	// An older copy of the allocation (frames out of order) does not move
+	// its state back.
+	if p.ModifyIndex >= st.Modify {
+		d.dropLost(id, st)
+		st.NodeID, st.Job, st.Namespace = p.NodeID, p.JobID, p.Namespace
+		st.Client, st.Desired = p.ClientStatus, p.DesiredStatus
+		st.Modify, st.Time = p.ModifyIndex, p.ModifyTime
+		d.setLost(id, st)
+	}
+
+	for _, pe := range tevs {
+		ts := st.Tasks[pe.task]
+		if ts == nil {
+			if st.Tasks == nil {
+				st.Tasks = map[string]*taskState{}
+			}
+			ts = &taskState{}
+			st.Tasks[pe.task] = ts
+		}
+		fp := fprint{T: pe.ev.Time, Type: pe.ev.Type}
+		if ts.has(fp) {
+			continue
+		}
+		n := ts.N
+		ts.add(fp)
+		d.tick(pe.ev.Time)
+		d.st.taskEvents.Add(1)
+		emit(d.taskEvent(id, p, node, pe.task, n, pe.ev))
+	}
+
+	d.changes++
+	if d.changes >= sweepEvery {
+		d.changes = 0
+		d.sweep()
+	}
+	return nil
+}
+
+type taskEvent struct {
+	Type, DisplayMessage, Message, RestartReason, KillReason, DriverError string
+	Time, ExitCode, Signal                                                int64
+	FailsTask, OOM                                                        bool
+}
+
+func decodeTaskEvent(b []byte) (taskEvent, error) {
+	var e taskEvent
+	err := eachMember(b, func(k, v []byte) (bool, error) {
+		var err error
+		switch string(k) {
+		case "Type":
+			e.Type, err = str(v)
+		case "Time":
+			e.Time, err = num(v)
+		case "DisplayMessage":
+			e.DisplayMessage, err = str(v)
+		case "Message":
+			e.Message, err = str(v)
+		case "RestartReason":
+			e.RestartReason, err = str(v)
+		case "KillReason":
+			e.KillReason, err = str(v)
+		case "DriverError":
+			e.DriverError, err = str(v)
+		case "ExitCode":
+			e.ExitCode, err = num(v)
+		case "Signal":
+			e.Signal, err = num(v)
+		case "FailsTask":
+			e.FailsTask, err = boolean(v)
+		case "Details":
+			err = eachMember(v, func(dk, dv []byte) (bool, error) {
+				if string(dk) == "oom_killed" {
+					s, e2 := str(dv)
+					e.OOM = s == "true"
+					return true, e2
+				}
+				return false, nil
+			})
+		}
+		if err != nil {
+			return false, fmt.Errorf("%s: %w", k, err)
+		}
+		return false, nil
+	})
+	return e, err
+}
+
+func (d *Decoder) taskEvent(allocID string, p *allocPayload, node, task string, n int, e taskEvent) ingest.Event {
+	f := fields{}
+	f.set("alloc_id", allocID)
+	f.set("job", p.JobID)
+	f.set("task_group", p.TaskGroup)
+	f.set("task", task)
+	f.set("type", e.Type)
+	msg := e.DisplayMessage
+	if msg == "" {
+		msg = e.Message
+	}
+	f.set("msg", msg)
+	f.set("failed", strconv.FormatBool(e.FailsTask))
+	if e.Type == "Terminated" || e.ExitCode != 0 {
+		f.set("exit_code", strconv.FormatInt(e.ExitCode, 10))
+	}
+	if e.Signal != 0 {
+		f.set("signal", strconv.FormatInt(e.Signal, 10))
+	}
+	if e.OOM {
+		f.set("oom_killed", "true")
+	}
+	f.set("restart_reason", e.RestartReason)
+	f.set("kill_reason", e.KillReason)
+	f.set("driver_error", e.DriverError)
+	level := ingest.LevelInfo
+	switch {
+	case e.FailsTask:
+		level = ingest.LevelError
+	case e.Type == "Terminated" && (e.ExitCode != 0 || e.OOM),
+		e.Type == "Restarting", e.Type == "Restart Signaled", e.Type == "Killed",
+		e.Type == "Driver Failure", e.Type == "Task hook failed":
+		level = ingest.LevelWarn
+	}
+	return ingest.Event{
+		ID:     "nomadev:task:" + allocID + ":" + task + ":" + strconv.Itoa(n),
+		Time:   d.eventTime(e.Time),
+		Node:   node,
+		NodeID: p.NodeID,
+		Source: ingest.SourceNomadEvent,
+		Kind:   "Allocation.TaskEvent",
+		Level:  level,
+		Msg:    "Task event",
+		Fields: f,
+	}
+}
+
+// --- Evaluation ---
+
+type evalPayload struct {
+	ID, JobID, Namespace, Status, TriggeredBy, StatusDescription, BlockedEval, NodeID string
+	FailedTGs                                                                         []string
+	Queued                                                                            int64
+	HasQueued                                                                         bool
+	ModifyTime                                                                        int64
+}
+
+func decodeEval(b []byte) (*evalPayload, error) {
+	p := &evalPayload{}
+	err := eachMember(b, func(k, v []byte) (bool, error) {
+		var err error
+		switch string(k) {
+		case "ID":
+			p.ID, err = str(v)
+		case "JobID":
+			p.JobID, err = str(v)
+		case "Namespace":
+			p.Namespace, err = str(v)
+		case "Status":
+			p.Status, err = str(v)
+		case "TriggeredBy":
+			p.TriggeredBy, err = str(v)
+		case "StatusDescription":
+			p.StatusDescription, err = str(v)
+		case "BlockedEval":
+			p.BlockedEval, err = str(v)
+		case "NodeID":
+			p.NodeID, err = str(v)
+		case "ModifyTime":
+			p.ModifyTime, err = num(v)
+		case "FailedTGAllocs":
+			err = eachMember(v, func(tg, _ []byte) (bool, error) {
+				name, err := str(append(append([]byte{'"'}, tg...), '"'))
+				p.FailedTGs = append(p.FailedTGs, name)
+				return false, err
+			})
+		case "QueuedAllocations":
+			err = eachMember(v, func(_, qv []byte) (bool, error) {
+				n, err := num(qv)
+				p.Queued += n
+				p.HasQueued = true
+				return false, err
+			})
+		}
+		if err != nil {
+			return false, fmt.Errorf("%s: %w", k, err)
+		}
+		return false, nil
+	})
+	sort.Strings(p.FailedTGs)
+	return p, err
+}
+
+func (d *Decoder) eval(c change, b []byte, emit func(ingest.Event)) error {
+	p, err := decodeEval(b)
+	if err != nil {
+		return err
+	}
+	id := p.ID
+	if id == "" {
+		id = c.key
+	}
+	d.tick(p.ModifyTime)
+	st := d.evals[id]
+	f := fields{}
+	f.set("eval_id", id)
+	f.set("job", p.JobID)
+	f.set("namespace", p.Namespace)
+	f.set("status", p.Status)
+	if st != nil {
+		f.set("prev_status", st.Status)
+	}
+	f.set("triggered_by", p.TriggeredBy)
+	f.set("status_description", p.StatusDescription)
+	f.set("blocked_eval", p.BlockedEval)
+	f.set("failed_task_groups", strings.Join(p.FailedTGs, ","))
+	if p.HasQueued {
+		f.set("queued", strconv.FormatInt(p.Queued, 10))
+	}
+	if p.Status == "blocked" || len(p.FailedTGs) > 0 {
+		var names []string
+		for _, nodeID := range d.lost[jobKey(p.Namespace, p.JobID)] {
+			n := d.nodeName(nodeID)
+			if n == "" {
+				n = nodeID
+			}
+			if n != "" && !contains(names, n) {
+				names = append(names, n)
+			}
+		}
+		sort.Strings(names)
+		f.set("replaces_node", strings.Join(names, ","))
+	}
+	var node string
+	if p.NodeID != "" {
+		node = d.nodeName(p.NodeID)
+	}
+	msg := "evaluation " + short(id) + " of job " + p.JobID + " is " + p.Status
+	if p.StatusDescription != "" {
+		msg += ": " + p.StatusDescription
+	}
+	level := ingest.LevelInfo
+	if p.Status == "blocked" || p.Status == "failed" {
+		level = ingest.LevelWarn
+	}
+	if st == nil {
+		st = &statusState{}
+		d.evals[id] = st
+	}
+	st.Status, st.Time = p.Status, max(p.ModifyTime, st.Time)
+	d.st.changes.Add(1)
+	emit(ingest.Event{
+		ID: c.id(), Time: d.eventTime(p.ModifyTime), Node: node, NodeID: p.NodeID,
+		Source: ingest.SourceNomadEvent, Kind: c.kind, Level: level, Msg: msg, Fields: f,
+	})
+	return nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// --- Deployment ---
+
+func (d *Decoder) deployment(c change, b []byte, emit func(ingest.Event)) error {
+	var id, job, ns, status, desc string
+	var mt int64
+	err := eachMember(b, func(k, v []byte) (bool, error) {
+		var err error
+		switch string(k) {
+		case "ID":
+			id, err = str(v)
+		case "JobID":
+			job, err = str(v)
+		case "Namespace":
+			ns, err = str(v)
+		case "Status":
+			status, err = str(v)
+		case "StatusDescription":
+			desc, err = str(v)
+		case "ModifyTime":
+			mt, err = num(v)
+		}
+		if err != nil {
+			return false, fmt.Errorf("%s: %w", k, err)
+		}
+		return false, nil
+	})
+	if err != nil {
+		return err
+	}
+	if id == "" {
+		id = c.key
+	}
+	d.tick(mt)
+	st := d.deploys[id]
+	f := fields{}
+	f.set("deployment_id", id)
+	f.set("job", job)
+	f.set("namespace", ns)
+	f.set("status", status)
+	if st != nil {
+		f.set("prev_status", st.Status)
+	} else {
+		st = &statusState{}
+		d.deploys[id] = st
+	}
+	f.set("status_description", desc)
+	st.Status, st.Time = status, max(mt, st.Time)
+	level := ingest.LevelInfo
+	if status == "failed" {
+		level = ingest.LevelWarn
+	}
+	d.st.changes.Add(1)
+	emit(ingest.Event{
+		ID: c.id(), Time: d.eventTime(mt), Source: ingest.SourceNomadEvent, Kind: c.kind,
+		Level: level, Msg: "deployment of job " + job + " is " + status, Fields: f,
+	})
+	return nil
+}
+
+// --- Job ---
+
+func (d *Decoder) job(c change, b []byte, emit func(ingest.Event)) error {
+	var id, ns, typ, status string
+	var version, submit int64
+	var stop bool
+	err := eachMember(b, func(k, v []byte) (bool, error) {
+		var err error
+		switch string(k) {
+		case "ID":
+			id, err = str(v)
+		case "Namespace":
+			ns, err = str(v)
+		case "Type":
+			typ, err = str(v)
+		case "Status":
+			status, err = str(v)
+		case "Version":
+			version, err = num(v)
+		case "Stop":
+			stop, err = boolean(v)
+		case "SubmitTime":
+			submit, err = num(v)
+		}
+		if err != nil {
+			return false, fmt.Errorf("%s: %w", k, err)
+		}
+		return false, nil
+	})
+	if err != nil {
+		return err
+	}
+	if id == "" {
+		id = c.key
+	}
+	// SubmitTime is when the version was submitted; later changes of the
+	// job (status) happen at the stream's current time.
+	t := max(submit, d.clock)
+	d.tick(submit)
+	f := fields{}
+	f.set("job", id)
+	f.set("namespace", ns)
+	f.set("type", typ)
+	f.set("status", status)
+	f.set("version", strconv.FormatInt(version, 10))
+	f.set("stop", strconv.FormatBool(stop))
+	msg := "job " + id + " is " + status
+	if stop {
+		msg += " (stopped)"
+	}
+	d.st.changes.Add(1)
+	emit(ingest.Event{
+		ID: c.id(), Time: d.eventTime(t), Source: ingest.SourceNomadEvent, Kind: c.kind,
+		Level: ingest.LevelInfo, Msg: msg, Fields: f,
+	})
+	return nil
+}
+
+// --- Service ---
+
+func (d *Decoder) service(c change, b []byte, emit func(ingest.Event)) error {
+	var name, alloc, job, addr, nodeID string
+	var port int64
+	err := eachMember(b, func(k, v []byte) (bool, error) {
+		var err error
+		switch string(k) {
+		case "ServiceName":
+			name, err = str(v)
+		case "AllocID":
+			alloc, err = str(v)
+		case "JobID":
+			job, err = str(v)
+		case "Address":
+			addr, err = str(v)
+		case "Port":
+			port, err = num(v)
+		case "NodeID":
+			nodeID, err = str(v)
+		}
+		if err != nil {
+			return false, fmt.Errorf("%s: %w", k, err)
+		}
+		return false, nil
+	})
+	if err != nil {
+		return err
+	}
+	f := fields{}
+	f.set("service", name)
+	f.set("alloc_id", alloc)
+	f.set("job", job)
+	f.set("address", addr)
+	if port != 0 {
+		f.set("port", strconv.FormatInt(port, 10))
+	}
+	verb := "registered"
+	if c.typ == "ServiceDeregistration" {
+		verb = "deregistered"
+	}
+	msg := "service " + name + " of job " + job + " " + verb
+	if addr != "" {
+		msg += " at " + addr
+		if port != 0 {
+			msg += ":" + strconv.FormatInt(port, 10)
+		}
+	}
+	d.st.changes.Add(1)
+	emit(ingest.Event{
+		ID: c.id(), Time: d.eventTime(0), Node: d.nodeName(nodeID), NodeID: nodeID,
+		Source: ingest.SourceNomadEvent, Kind: c.kind, Level: ingest.LevelInfo, Msg: msg, Fields: f,
+	})
+	return nil
+}

@@ -6,7 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -16,30 +19,107 @@ import (
 	"github.com/klaxon-dev/klaxon/correlate"
 )
 
+// Names of the NATS layout the dispatcher and the DLQ tools use (they
+// match cmd/internal/bus, which this package may not import).
+const (
+	// IncidentsStream holds incident changes: klaxon.incidents.<severity>.<rule>.
+	IncidentsStream = "KLAXON_INCIDENTS"
+	// IncidentsSubjects is the wildcard of the incidents stream.
+	IncidentsSubjects = "klaxon.incidents.>"
+	// DLQStream holds dead letters: klaxon.dlq.<sink>.
+	DLQStream = "KLAXON_DLQ"
+	// DLQPrefix starts the dead-letter subjects.
+	DLQPrefix = "klaxon.dlq"
+)
+
+// Headers of dead letters and replays.
+const (
+	// HeaderSink names the sink that gave up on a dead letter.
+	HeaderSink = "Klaxon-Sink"
+	// HeaderError is the last error of a dead letter (secrets scrubbed by
+	// the sink).
+	HeaderError = "Klaxon-Error"
+	// HeaderSubject is the incidents subject a dead letter came from.
+	HeaderSubject = "Klaxon-Subject"
+	// HeaderStreamSeq is the dead letter's sequence in the incidents stream.
+	HeaderStreamSeq = "Klaxon-Stream-Seq"
+	// HeaderAttempts is the number of delivery attempts of a dead letter.
+	HeaderAttempts = "Klaxon-Attempts"
+	// HeaderFailedAt is when the dispatcher gave up (RFC 3339).
+	HeaderFailedAt = "Klaxon-Failed-At"
+	// HeaderOnlySink, on an incident change, restricts delivery to the
+	// named sink: every other dispatcher acknowledges it unseen. ReplayDLQ
+	// sets it so that a replayed change reaches only the sink that failed.
+	HeaderOnlySink = "Klaxon-Only-Sink"
+)
+
+// DLQSubject is the dead-letter subject of a sink: "klaxon.dlq.<sink>",
+// the sink name made one subject token (as cmd/internal/bus does).
+func DLQSubject(sink string) string {
+	return DLQPrefix + "." + subjectToken(sink)
+}
+
+func subjectToken(s string) string {
+	if s == "" {
+		return "_"
+	}
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case r == '.' || r == '*' || r == '>' || r <= ' ' || r == 0x7f || r == '\uFFFD':
+			b.WriteByte('_')
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
 // DispatcherConfig tunes delivery to one sink.
 type DispatcherConfig struct {
-	// Stream is the incidents stream (KLAXON_INCIDENTS).
+	// Stream is the incidents stream (default KLAXON_INCIDENTS).
 	Stream string
 	// Subject filters the stream (default "klaxon.incidents.>").
 	Subject string
 	// DLQPrefix is the subject prefix for dead letters (default "klaxon.dlq").
 	DLQPrefix string
 	// SendTimeout bounds one Send (default 10s); a sink that hangs is
-	// cancelled and retried.
+	// abandoned after it and the change retried.
 	SendTimeout time.Duration
-	// MaxAttempts is the number of deliveries before a change goes to the
-	// dead-letter subject (default 8).
+	// MaxAttempts is the number of delivery attempts before a change goes
+	// to the dead-letter subject (default 8).
 	MaxAttempts int
-	// Backoff is the delay before the n-th retry (default 1s doubling, capped at 5m).
+	// Backoff is the delay after the n-th failed attempt (n ≥ 1). Default:
+	// 1s doubling, capped at 5m, with "equal jitter" (a random delay in
+	// [d/2, d]). A longer RetryAfter hint of the error wins.
 	Backoff func(attempt int) time.Duration
+	// Parallelism is how many incidents are delivered at the same time
+	// (default 4). Changes of one incident are always delivered one at a
+	// time and in order.
+	Parallelism int
+	// MaxAckPending bounds the changes handed out and not yet acknowledged,
+	// those held back by the throttle included (default 1000).
+	MaxAckPending int
+	// Route selects the changes this sink receives (nil: all). The others
+	// are acknowledged and counted as filtered.
+	Route *Route
+	// Throttle groups and throttles notifications (nil: every change is
+	// sent as it comes).
+	Throttle *Throttle
+	// NoRestore skips rebuilding the throttle's and the sink's state from
+	// the stream at start.
+	NoRestore bool
 }
 
 func (c *DispatcherConfig) setDefaults() {
+	if c.Stream == "" {
+		c.Stream = IncidentsStream
+	}
 	if c.Subject == "" {
-		c.Subject = "klaxon.incidents.>"
+		c.Subject = IncidentsSubjects
 	}
 	if c.DLQPrefix == "" {
-		c.DLQPrefix = "klaxon.dlq"
+		c.DLQPrefix = DLQPrefix
 	}
 	if c.SendTimeout <= 0 {
 		c.SendTimeout = 10 * time.Second
@@ -48,39 +128,107 @@ func (c *DispatcherConfig) setDefaults() {
 		c.MaxAttempts = 8
 	}
 	if c.Backoff == nil {
-		c.Backoff = func(n int) time.Duration {
-			d := time.Second << min(n, 9)
-			return min(d, 5*time.Minute)
-		}
+		c.Backoff = DefaultBackoff
+	}
+	if c.Parallelism <= 0 {
+		c.Parallelism = 4
+	}
+	if c.MaxAckPending <= 0 {
+		c.MaxAckPending = 1000
+	}
+	if c.MaxAckPending < c.Parallelism {
+		c.MaxAckPending = c.Parallelism
 	}
 }
 
-// DispatcherStats counts deliveries of one sink.
-type DispatcherStats struct {
-	Delivered, Retried, DeadLettered, Undecodable uint64
+// DefaultBackoff is 1s doubling per attempt, capped at 5m, with equal
+// jitter: a random delay in [d/2, d].
+func DefaultBackoff(attempt int) time.Duration {
+	d := min(time.Second<<min(max(attempt-1, 0), 9), 5*time.Minute)
+	return d/2 + rand.N(d/2+1)
 }
 
-// Dispatcher feeds one sink from its durable consumer: ack after delivery,
-// NAK with back-off on a retryable failure, and after the last attempt (or
-// a permanent failure) publish to <DLQPrefix>.<sink> and ack.
+// DispatcherStats counts what one dispatcher did.
+type DispatcherStats struct {
+	// Delivered changes (Send succeeded), Retried failures (NAKed with
+	// back-off), DeadLettered changes, Undecodable messages.
+	Delivered, Retried, DeadLettered, Undecodable uint64
+	// Filtered: not for this sink (route). Skipped: a replay for another
+	// sink. Folded: superseded or already delivered (throttle). Deferred:
+	// held back by the throttle. Held: held back behind an earlier change
+	// of the same incident that is being retried. Repeated: repeat_interval
+	// notifications sent.
+	Filtered, Skipped, Folded, Deferred, Held, Repeated uint64
+}
+
+// Dispatcher feeds one sink from its durable consumer.
+//
+// Delivery: a change is acknowledged after the sink took it; a retryable
+// failure is NAKed with a jittered back-off (or the sink's Retry-After);
+// a permanent failure, or the last attempt, goes to <DLQPrefix>.<sink> and
+// is acknowledged.
+//
+// Ordering: changes of one incident are delivered one at a time in stream
+// order, while up to Parallelism incidents are delivered concurrently: a
+// change that arrives while an earlier change of its incident is being
+// sent waits in a per-incident queue; one that arrives while an earlier
+// change is waiting for its retry is NAKed until after that retry, so an
+// incident that keeps failing holds up only itself.
+//
+// Attempts are counted in memory (JetStream's delivery count also counts
+// the hold-backs), so a restart gives a failing change MaxAttempts more.
 type Dispatcher struct {
 	cfg  DispatcherConfig
 	js   jetstream.JetStream
 	sink Sink
 	log  *slog.Logger
 
-	delivered, retried, dead, undecodable atomic.Uint64
+	mu       sync.Mutex
+	incs     map[string]*incQueue
+	attempts map[uint64]int
+	held     map[uint64]bool
+	active   int
+	slotFree chan struct{}
+	wg       sync.WaitGroup
+
+	delivered, retried, dead, undecodable                  atomic.Uint64
+	filtered, skipped, folded, deferred, heldN, repeated atomic.Uint64
+}
+
+type incQueue struct {
+	busy       bool
+	queue      []*item
+	retrySeq   uint64
+	retryUntil time.Time
+}
+
+type item struct {
+	msg    jetstream.Msg
+	in     correlate.Incident
+	seq    uint64
+	repeat bool
 }
 
 // NewDispatcher returns a dispatcher for sink.
 func NewDispatcher(js jetstream.JetStream, sink Sink, cfg DispatcherConfig, log *slog.Logger) *Dispatcher {
 	cfg.setDefaults()
-	return &Dispatcher{cfg: cfg, js: js, sink: sink, log: log.With("sink", sink.Name())}
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Dispatcher{
+		cfg: cfg, js: js, sink: sink, log: log.With("sink", sink.Name()),
+		incs: map[string]*incQueue{}, attempts: map[uint64]int{}, held: map[uint64]bool{},
+		slotFree: make(chan struct{}, 1),
+	}
 }
 
 // Stats returns the counters.
 func (d *Dispatcher) Stats() DispatcherStats {
-	return DispatcherStats{Delivered: d.delivered.Load(), Retried: d.retried.Load(), DeadLettered: d.dead.Load(), Undecodable: d.undecodable.Load()}
+	return DispatcherStats{
+		Delivered: d.delivered.Load(), Retried: d.retried.Load(), DeadLettered: d.dead.Load(), Undecodable: d.undecodable.Load(),
+		Filtered: d.filtered.Load(), Skipped: d.skipped.Load(), Folded: d.folded.Load(), Deferred: d.deferred.Load(),
+		Held: d.heldN.Load(), Repeated: d.repeated.Load(),
+	}
 }
 
 // ConsumerName returns the durable consumer name of a sink.
@@ -89,23 +237,46 @@ func ConsumerName(sink string) string {
 	return "sink_" + r.Replace(sink)
 }
 
-// Run delivers until ctx is done. Deliveries are sequential per sink, in
-// stream order (retries may reorder).
+// Run delivers until ctx is done; the sends in flight are cancelled and
+// their changes NAKed for the next run. A sink that implements Runner runs
+// alongside.
 func (d *Dispatcher) Run(ctx context.Context) error {
 	cons, err := d.js.CreateOrUpdateConsumer(ctx, d.cfg.Stream, jetstream.ConsumerConfig{
 		Durable:       ConsumerName(d.sink.Name()),
+		Description:   "klaxon sink " + d.sink.Name(),
 		FilterSubject: d.cfg.Subject,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       d.cfg.SendTimeout + 30*time.Second,
 		MaxDeliver:    -1, // attempts are counted here, so the DLQ step is ours
-		MaxAckPending: 1,
+		MaxAckPending: d.cfg.MaxAckPending,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 	})
 	if err != nil {
 		return fmt.Errorf("sink %s: consumer: %w", d.sink.Name(), err)
 	}
+	if !d.cfg.NoRestore {
+		d.restore(ctx, cons)
+	}
+	var bg sync.WaitGroup
+	if r, ok := d.sink.(Runner); ok {
+		bg.Add(1)
+		go func() {
+			defer bg.Done()
+			if err := r.Run(ctx); err != nil && ctx.Err() == nil {
+				d.log.Error("sink background work stopped", "err", err)
+			}
+		}()
+	}
+	if d.cfg.Throttle != nil {
+		bg.Add(1)
+		go func() { defer bg.Done(); d.repeatLoop(ctx) }()
+	}
 	for ctx.Err() == nil {
-		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(time.Second))
+		free := d.waitSlots(ctx)
+		if free == 0 {
+			break
+		}
+		batch, err := cons.Fetch(free, jetstream.FetchMaxWait(time.Second))
 		if err != nil {
 			if ctx.Err() != nil {
 				break
@@ -115,66 +286,438 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			continue
 		}
 		for msg := range batch.Messages() {
-			d.handle(ctx, msg)
+			d.accept(ctx, msg)
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && ctx.Err() == nil {
 			d.log.Debug("fetch", "err", err)
 		}
 	}
+	d.wg.Wait()
+	bg.Wait()
 	return nil
 }
 
-func (d *Dispatcher) handle(ctx context.Context, msg jetstream.Msg) {
-	var in correlate.Incident
-	if err := json.Unmarshal(msg.Data(), &in); err != nil {
-		d.undecodable.Add(1)
-		d.log.Error("undecodable incident; sent to dead letters", "subject", msg.Subject(), "err", err)
-		d.deadLetter(ctx, msg, err.Error())
-		return
-	}
-	attempt := 1
-	if md, err := msg.Metadata(); err == nil {
-		attempt = int(md.NumDelivered)
-	}
-	sctx, cancel := context.WithTimeout(ctx, d.cfg.SendTimeout)
-	retryable, err := d.sink.Send(sctx, in)
-	if err == nil && sctx.Err() != nil && ctx.Err() == nil {
-		err, retryable = sctx.Err(), true
-	}
-	cancel()
-	switch {
-	case err == nil:
-		d.delivered.Add(1)
-		if err := msg.Ack(); err != nil {
-			d.log.Warn("ack failed", "incident", in.ID, "err", err)
+// waitSlots blocks until a worker slot is free and returns how many are.
+func (d *Dispatcher) waitSlots(ctx context.Context) int {
+	for {
+		d.mu.Lock()
+		free := d.cfg.Parallelism - d.active
+		d.mu.Unlock()
+		if free > 0 {
+			return free
 		}
-	case ctx.Err() != nil:
-		// Shutting down: leave it for redelivery.
-		_ = msg.Nak()
-	case retryable && attempt < d.cfg.MaxAttempts:
-		d.retried.Add(1)
-		delay := d.cfg.Backoff(attempt - 1)
-		d.log.Warn("delivery failed; will retry", "incident", in.ID, "rule", in.Rule, "attempt", attempt, "retry_in", delay, "err", err)
-		_ = msg.NakWithDelay(delay)
-	default:
-		d.log.Error("delivery failed; sent to dead letters", "incident", in.ID, "rule", in.Rule, "attempt", attempt, "retryable", retryable, "err", err)
-		d.deadLetter(ctx, msg, err.Error())
+		select {
+		case <-ctx.Done():
+			return 0
+		case <-d.slotFree:
+		}
 	}
 }
 
-func (d *Dispatcher) deadLetter(ctx context.Context, msg jetstream.Msg, reason string) {
-	out := nats.NewMsg(d.cfg.DLQPrefix + "." + ConsumerName(d.sink.Name()))
-	out.Data = msg.Data()
-	out.Header.Set("Klaxon-Sink", d.sink.Name())
-	out.Header.Set("Klaxon-Error", reason)
-	out.Header.Set("Klaxon-Subject", msg.Subject())
-	if _, err := d.js.PublishMsg(ctx, out); err != nil {
-		d.log.Error("dead-letter publish failed; will retry", "err", err)
-		_ = msg.NakWithDelay(5 * time.Second)
+// accept routes one fetched message: decode, filter, then hand it to its
+// incident's queue.
+func (d *Dispatcher) accept(ctx context.Context, msg jetstream.Msg) {
+	var seq uint64
+	if md, err := msg.Metadata(); err == nil {
+		seq = md.Sequence.Stream
+	}
+	var in correlate.Incident
+	if err := json.Unmarshal(msg.Data(), &in); err != nil || in.ID == "" {
+		if err == nil {
+			err = errors.New("incident without id")
+		}
+		d.undecodable.Add(1)
+		d.log.Error("undecodable incident; sent to dead letters", "subject", msg.Subject(), "err", err)
+		d.deadLetter(ctx, &item{msg: msg, seq: seq}, err.Error(), 0)
 		return
 	}
+	if only := msg.Headers().Get(HeaderOnlySink); only != "" && only != d.sink.Name() {
+		d.skipped.Add(1)
+		d.ack(msg)
+		return
+	}
+	if !d.cfg.Route.Match(in) {
+		d.filtered.Add(1)
+		d.ack(msg)
+		return
+	}
+	it := &item{msg: msg, in: in, seq: seq}
+	d.mu.Lock()
+	if d.held[seq] {
+		// A redelivery of a change already queued or in flight here.
+		d.mu.Unlock()
+		return
+	}
+	q := d.incs[in.ID]
+	if q == nil {
+		q = &incQueue{}
+		d.incs[in.ID] = q
+	}
+	if delay, hold := d.holdBack(q, seq); hold {
+		d.mu.Unlock()
+		d.heldN.Add(1)
+		_ = msg.NakWithDelay(delay)
+		return
+	}
+	d.held[seq] = true
+	if q.busy {
+		q.queue = append(q.queue, it)
+		d.mu.Unlock()
+		_ = msg.InProgress()
+		return
+	}
+	q.busy = true
+	d.active++
+	d.mu.Unlock()
+	d.wg.Add(1)
+	go d.work(ctx, in.ID, q, it)
+}
+
+// holdBack reports whether change seq must wait for an earlier change of
+// its incident that is waiting for a retry, and how long. Call with d.mu.
+func (d *Dispatcher) holdBack(q *incQueue, seq uint64) (time.Duration, bool) {
+	if q.retrySeq == 0 || q.retrySeq == seq {
+		return 0, false
+	}
+	wait := time.Until(q.retryUntil)
+	if wait < -(d.cfg.SendTimeout + time.Minute) {
+		// The retried change never came back (deleted from the stream?):
+		// stop holding its successors.
+		q.retrySeq = 0
+		return 0, false
+	}
+	return max(wait, 0) + 100*time.Millisecond + rand.N(400*time.Millisecond), true
+}
+
+// work delivers it and then the changes queued behind it, in order.
+func (d *Dispatcher) work(ctx context.Context, id string, q *incQueue, it *item) {
+	defer d.wg.Done()
+	for {
+		d.handle(ctx, q, it)
+		d.mu.Lock()
+		if it.msg != nil {
+			delete(d.held, it.seq)
+		}
+		if len(q.queue) == 0 {
+			q.busy = false
+			d.active--
+			if q.retrySeq == 0 {
+				delete(d.incs, id)
+			}
+			d.mu.Unlock()
+			select {
+			case d.slotFree <- struct{}{}:
+			default:
+			}
+			return
+		}
+		it = q.queue[0]
+		q.queue = q.queue[1:]
+		rest := append([]*item(nil), q.queue...)
+		d.mu.Unlock()
+		for _, r := range rest {
+			_ = r.msg.InProgress()
+		}
+	}
+}
+
+func (d *Dispatcher) handle(ctx context.Context, q *incQueue, it *item) {
+	if it.repeat {
+		d.repeat(ctx, it.in)
+		return
+	}
+	if ctx.Err() != nil {
+		_ = it.msg.Nak()
+		return
+	}
+	d.mu.Lock()
+	if delay, hold := d.holdBack(q, it.seq); hold {
+		d.mu.Unlock()
+		d.heldN.Add(1)
+		_ = it.msg.NakWithDelay(delay)
+		return
+	}
+	if q.retrySeq == it.seq {
+		q.retrySeq = 0
+	}
+	d.mu.Unlock()
+	in := it.in
+	log := d.log.With("incident", in.ID, "rule", in.Rule, "status", in.Status, "seq", in.Seq)
+	send := in
+	if t := d.cfg.Throttle; t != nil {
+		dec := t.Offer(in)
+		switch dec.Action {
+		case Fold:
+			d.folded.Add(1)
+			log.Debug("change folded", "reason", dec.Reason)
+			d.ack(it.msg)
+			return
+		case Defer:
+			d.deferred.Add(1)
+			wait := max(time.Until(dec.Until), 10*time.Millisecond)
+			log.Debug("change deferred", "reason", dec.Reason, "for", wait)
+			_ = it.msg.NakWithDelay(wait)
+			return
+		}
+		send = dec.Incident
+	}
+	d.mu.Lock()
+	d.attempts[it.seq]++
+	attempt := d.attempts[it.seq]
+	d.mu.Unlock()
+	retryable, err := d.send(ctx, send)
+	switch {
+	case err == nil:
+		d.delivered.Add(1)
+		if t := d.cfg.Throttle; t != nil {
+			t.Delivered(send)
+		}
+		d.forgetAttempts(it.seq)
+		d.ack(it.msg)
+		log.Debug("delivered", "attempt", attempt)
+	case ctx.Err() != nil:
+		// Shutting down: leave it for the next run.
+		_ = it.msg.Nak()
+	case retryable && attempt < d.cfg.MaxAttempts:
+		d.retried.Add(1)
+		delay := d.cfg.Backoff(attempt)
+		var ra RetryAfter
+		if errors.As(err, &ra) && ra.RetryAfter() > delay {
+			delay = ra.RetryAfter()
+		}
+		d.mu.Lock()
+		q.retrySeq, q.retryUntil = it.seq, time.Now().Add(delay)
+		d.mu.Unlock()
+		log.Warn("delivery failed; will retry", "attempt", attempt, "retry_in", delay.Round(time.Millisecond), "err", err)
+		_ = it.msg.NakWithDelay(delay)
+	default:
+		log.Error("delivery failed; sent to dead letters", "attempt", attempt, "retryable", retryable, "err", err)
+		if d.deadLetter(ctx, it, err.Error(), attempt) {
+			d.forgetAttempts(it.seq)
+			if t := d.cfg.Throttle; t != nil {
+				t.Forget(in)
+			}
+		} else {
+			d.mu.Lock()
+			q.retrySeq, q.retryUntil = it.seq, time.Now().Add(5*time.Second)
+			d.mu.Unlock()
+		}
+	}
+}
+
+func (d *Dispatcher) forgetAttempts(seq uint64) {
+	d.mu.Lock()
+	delete(d.attempts, seq)
+	d.mu.Unlock()
+}
+
+// send calls the sink under SendTimeout. A sink that ignores its context
+// is abandoned when the timeout passes (its goroutine finishes on its own).
+func (d *Dispatcher) send(ctx context.Context, in correlate.Incident) (bool, error) {
+	sctx, cancel := context.WithTimeout(ctx, d.cfg.SendTimeout)
+	defer cancel()
+	type result struct {
+		retryable bool
+		err       error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		r, err := d.sink.Send(sctx, in)
+		ch <- result{r, err}
+	}()
+	select {
+	case r := <-ch:
+		if r.err != nil && sctx.Err() != nil && ctx.Err() == nil {
+			return true, fmt.Errorf("send timed out after %s: %w", d.cfg.SendTimeout, r.err)
+		}
+		return r.retryable, r.err
+	case <-sctx.Done():
+		if ctx.Err() != nil {
+			return true, ctx.Err()
+		}
+		return true, fmt.Errorf("send timed out after %s", d.cfg.SendTimeout)
+	}
+}
+
+func (d *Dispatcher) ack(msg jetstream.Msg) {
+	actx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := msg.DoubleAck(actx); err != nil {
+		d.log.Warn("ack failed; the change may be delivered again", "subject", msg.Subject(), "err", err)
+	}
+}
+
+// deadLetter publishes the change to the sink's dead-letter subject and
+// acknowledges it; false when the publish failed (the change is NAKed).
+func (d *Dispatcher) deadLetter(ctx context.Context, it *item, reason string, attempts int) bool {
+	msg := it.msg
+	out := nats.NewMsg(d.cfg.DLQPrefix + "." + subjectToken(d.sink.Name()))
+	out.Data = msg.Data()
+	out.Header.Set(HeaderSink, d.sink.Name())
+	out.Header.Set(HeaderError, Truncate(reason, 2000))
+	out.Header.Set(HeaderSubject, msg.Subject())
+	out.Header.Set(HeaderStreamSeq, strconv.FormatUint(it.seq, 10))
+	out.Header.Set(HeaderAttempts, strconv.Itoa(attempts))
+	out.Header.Set(HeaderFailedAt, time.Now().UTC().Format(time.RFC3339Nano))
+	out.Header.Set(nats.MsgIdHdr, "dlq:"+d.sink.Name()+":"+strconv.FormatUint(it.seq, 10)+":"+msg.Headers().Get(HeaderOnlySink))
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if _, err := d.js.PublishMsg(pctx, out); err != nil {
+		d.log.Error("dead-letter publish failed; will retry", "err", err)
+		_ = msg.NakWithDelay(5 * time.Second)
+		return false
+	}
 	d.dead.Add(1)
-	_ = msg.Ack()
+	d.ack(msg)
+	return true
+}
+
+// repeatLoop re-sends open incidents whose repeat_interval passed.
+func (d *Dispatcher) repeatLoop(ctx context.Context) {
+	cfg := d.cfg.Throttle.Config()
+	if cfg.RepeatInterval <= 0 {
+		return
+	}
+	tick := time.NewTicker(min(max(cfg.RepeatInterval/4, 10*time.Millisecond), 15*time.Second))
+	defer tick.Stop()
+	lastPrune := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if time.Since(lastPrune) > time.Hour {
+			d.cfg.Throttle.Prune(24 * time.Hour)
+			lastPrune = time.Now()
+		}
+		for _, in := range d.cfg.Throttle.Due() {
+			d.mu.Lock()
+			q := d.incs[in.ID]
+			if (q != nil && (q.busy || q.retrySeq != 0)) || d.active >= d.cfg.Parallelism {
+				d.mu.Unlock()
+				continue
+			}
+			if q == nil {
+				q = &incQueue{}
+				d.incs[in.ID] = q
+			}
+			q.busy = true
+			d.active++
+			d.mu.Unlock()
+			d.wg.Add(1)
+			go d.work(ctx, in.ID, q, &item{in: in, repeat: true})
+		}
+	}
+}
+
+func (d *Dispatcher) repeat(ctx context.Context, in correlate.Incident) {
+	if ctx.Err() != nil {
+		return
+	}
+	if _, err := d.send(ctx, in); err != nil {
+		d.log.Warn("repeat notification failed; will try again", "incident", in.ID, "rule", in.Rule, "err", err)
+		return
+	}
+	d.repeated.Add(1)
+	d.cfg.Throttle.Delivered(in)
+	d.log.Info("repeat notification sent", "incident", in.ID, "rule", in.Rule)
+}
+
+// restore rebuilds state from the stream at start: the throttle's from
+// the latest change of every incident up to the consumer's ack floor
+// (everything after it is delivered again anyway, and must not count as
+// delivered), the sink's open set (Restorer) from the latest change of
+// every incident in the stream (telling the sink early about a change it
+// is about to receive is harmless).
+func (d *Dispatcher) restore(ctx context.Context, cons jetstream.Consumer) {
+	restorer, _ := d.sink.(Restorer)
+	if d.cfg.Throttle == nil && restorer == nil {
+		return
+	}
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	info, err := cons.Info(rctx)
+	if err != nil {
+		d.log.Warn("state not restored", "err", err)
+		return
+	}
+	floor := info.AckFloor.Stream
+	if floor == 0 && restorer == nil {
+		return
+	}
+	if st, err := d.js.Stream(rctx, d.cfg.Stream); err == nil {
+		if si, err := st.Info(rctx); err == nil && si.State.Msgs == 0 {
+			return
+		}
+	}
+	oc, err := d.js.OrderedConsumer(rctx, d.cfg.Stream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{d.cfg.Subject},
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		d.log.Warn("state not restored", "err", err)
+		return
+	}
+	type last struct {
+		in correlate.Incident
+		at time.Time
+	}
+	acked, all := map[string]last{}, map[string]last{}
+	keep := func(m map[string]last, in correlate.Incident, at time.Time) {
+		if l, ok := m[in.ID]; !ok || !keyOf(in).less(keyOf(l.in)) {
+			m[in.ID] = last{in, at}
+		}
+	}
+	for done := false; !done && rctx.Err() == nil; {
+		batch, err := oc.Fetch(256, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			d.log.Warn("state not fully restored", "err", err)
+			break
+		}
+		n := 0
+		for msg := range batch.Messages() {
+			n++
+			md, err := msg.Metadata()
+			if err != nil {
+				continue
+			}
+			if md.NumPending == 0 || (restorer == nil && md.Sequence.Stream >= floor) {
+				done = true
+			}
+			if only := msg.Headers().Get(HeaderOnlySink); only != "" && only != d.sink.Name() {
+				continue
+			}
+			var in correlate.Incident
+			if json.Unmarshal(msg.Data(), &in) != nil || in.ID == "" || !d.cfg.Route.Match(in) {
+				continue
+			}
+			keep(all, in, md.Timestamp)
+			if md.Sequence.Stream <= floor {
+				keep(acked, in, md.Timestamp)
+			}
+		}
+		if n == 0 {
+			break
+		}
+	}
+	if t := d.cfg.Throttle; t != nil {
+		for _, l := range acked {
+			t.Restore(l.in, l.at)
+		}
+	}
+	open := 0
+	for _, l := range all {
+		if l.in.Status != correlate.StatusResolved {
+			open++
+			if restorer != nil {
+				restorer.Restore(l.in)
+			}
+		}
+	}
+	if len(all) > 0 {
+		d.log.Info("state restored from the incidents stream", "incidents", len(all), "open", open)
+	}
 }
 
 func sleep(ctx context.Context, d time.Duration) {

@@ -170,7 +170,7 @@ func (n *normalizer) normalize(ev *elem, headerTime time.Time) (out ingest.Event
 	setNE(f, "qualifiers", qualifiers)
 	setNE(f, "task", strings.TrimSpace(sys.childText("Task")))
 	setNE(f, "opcode", strings.TrimSpace(sys.childText("Opcode")))
-	setNE(f, "keywords", strings.TrimSpace(sys.childText("Keywords")))
+	setNE(f, "keywords", canonHex(sys.childText("Keywords")))
 	exe := sys.child("Execution")
 	setNE(f, "process_id", exe.attr("ProcessID"))
 	setNE(f, "thread_id", exe.attr("ThreadID"))
@@ -340,4 +340,16 @@ func parseSystemTime(s string) (time.Time, bool) {
 		return time.Time{}, false
 	}
 	return t.UTC(), true
+}
+
+// canonHex renders a hex number without leading zeros ("0x0080..." →
+// "0x80..."), as Windows renders Keywords; other text is kept.
+func canonHex(s string) string {
+	s = strings.TrimSpace(s)
+	if len(s) > 2 && (s[:2] == "0x" || s[:2] == "0X") {
+		if v, err := strconv.ParseUint(s[2:], 16, 64); err == nil {
+			return "0x" + strconv.FormatUint(v, 16)
+		}
+	}
+	return s
 }

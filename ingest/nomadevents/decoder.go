@@ -93,7 +93,10 @@ type Decoder struct {
 
 	// accept, when set, is asked about every frame index before its events
 	// are processed; false drops the frame (the Source's resume filter).
-	accept func(index uint64) bool
+	accept func(index uint64, emit func(ingest.Event)) bool
+	// resending is set while a frame the server sent again after a
+	// reconnect is processed: its known changes are not duplicate topics.
+	resending bool
 
 	state
 
@@ -218,7 +221,7 @@ func (d *Decoder) Frame(data []byte, emit func(ingest.Event)) error {
 		d.problem("malformed frame", fe, index)
 		return fe
 	}
-	if d.accept != nil && !d.accept(index) {
+	if d.accept != nil && !d.accept(index, emit) {
 		return nil
 	}
 	var errs []error
@@ -353,7 +356,9 @@ func (d *Decoder) event(frameIndex uint64, raw []byte, emit func(ingest.Event)) 
 		return d.unknown(index, "payload of "+topic+"."+typ, fmt.Errorf("no known payload in %s.%s", topic, typ))
 	}
 	if d.seen(index, typ, key) {
-		d.st.dups.Add(1)
+		if !d.resending {
+			d.st.dups.Add(1)
+		}
 		return nil
 	}
 	c := change{index: index, typ: typ, key: key, kind: kind + "." + typ}

@@ -51,11 +51,11 @@ func (d *Decoder) nodeName(id string) string {
 
 type nodePayload struct {
 	ID, Name, Status, StatusDescription, Datacenter, NodePool, NodeClass string
-	Eligibility, Hostname                                              string
-	Drain                                                              bool
-	StatusUpdatedAt                                                    int64
-	LastEvent                                                          string
-	LastEventTime                                                      time.Time
+	Eligibility, Hostname                                                string
+	Drain                                                                bool
+	StatusUpdatedAt                                                      int64
+	LastEvent                                                            string
+	LastEventTime                                                        time.Time
 }
 
 func decodeNode(b []byte) (*nodePayload, error) {
@@ -216,11 +216,11 @@ func (d *Decoder) node(c change, b []byte, emit func(ingest.Event)) error {
 // --- Allocation ---
 
 type allocPayload struct {
-	ID, JobID, Namespace, TaskGroup, ClientStatus, DesiredStatus     string
-	DesiredDescription, ClientDescription, PreviousAllocation        string
-	DeploymentID, NodeID, NodeName, PrevNodeID                        string
-	ModifyTime, ModifyIndex                                           int64
-	Tasks                                                             []taskEvents
+	ID, JobID, Namespace, TaskGroup, ClientStatus, DesiredStatus string
+	DesiredDescription, ClientDescription, PreviousAllocation    string
+	DeploymentID, NodeID, NodeName, PrevNodeID                   string
+	ModifyTime, ModifyIndex                                      int64
+	Tasks                                                        []taskEvents
 }
 
 type taskEvents struct {

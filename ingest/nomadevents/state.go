@@ -57,7 +57,7 @@ func (a *allocState) terminal() bool {
 // of the latest ones. Nomad keeps only the last 10 events of a task, so a
 // list is diffed by fingerprint (time and type), not by position alone.
 type taskState struct {
-	N      int     `json:"n"`
+	N      int      `json:"n"`
 	Recent []fprint `json:"recent,omitempty"`
 	// Floor is the newest time of the fingerprints dropped from Recent:
 	// events at or before it were emitted (or are too old to matter).
@@ -220,14 +220,14 @@ func oldest[V any](m map[string]V, n int, t func(V) int64) []string {
 const stateVersion = 1
 
 type stateJSON struct {
-	V       int                       `json:"v"`
-	Index   uint64                    `json:"index,omitempty"`
-	Clock   int64                     `json:"clock,omitempty"`
-	Nodes   map[string]*nodeState     `json:"nodes,omitempty"`
-	Allocs  map[string]*allocState    `json:"allocs,omitempty"`
-	Evals   map[string]*statusState   `json:"evals,omitempty"`
-	Deploys map[string]*statusState   `json:"deployments,omitempty"`
-	Seen    map[uint64][]string       `json:"seen,omitempty"`
+	V       int                     `json:"v"`
+	Index   uint64                  `json:"index,omitempty"`
+	Clock   int64                   `json:"clock,omitempty"`
+	Nodes   map[string]*nodeState   `json:"nodes,omitempty"`
+	Allocs  map[string]*allocState  `json:"allocs,omitempty"`
+	Evals   map[string]*statusState `json:"evals,omitempty"`
+	Deploys map[string]*statusState `json:"deployments,omitempty"`
+	Seen    map[uint64][]string     `json:"seen,omitempty"`
 }
 
 // State returns the diff state (node, allocation, evaluation and deployment

@@ -1,0 +1,68 @@
+package slack
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/klaxon-dev/klaxon/ingest"
+	"github.com/klaxon-dev/klaxon/sinks"
+)
+
+// Config is a Slack sink in the config file. The incoming-webhook URL is a
+// credential (whoever has it can post): give it as webhook_url,
+// webhook_url_file or webhook_url_env; Resolve loads it.
+type Config struct {
+	// WebhookURL is the incoming webhook URL itself.
+	WebhookURL ingest.Secret `yaml:"webhook_url"`
+	// WebhookURLFile is a file holding the URL.
+	WebhookURLFile string `yaml:"webhook_url_file"`
+	// WebhookURLEnv is an environment variable holding the URL.
+	WebhookURLEnv string `yaml:"webhook_url_env"`
+	// Timeout bounds one request (default 10s).
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+// SetDefaults fills in Timeout.
+func (c *Config) SetDefaults() {
+	if c.Timeout <= 0 {
+		c.Timeout = 10 * time.Second
+	}
+}
+
+// Validate checks the config without reading secrets; prefix names the
+// sink ("sinks[2]").
+func (c *Config) Validate(prefix string) error {
+	var errs []error
+	n := 0
+	for _, set := range []bool{c.WebhookURL.IsSet(), c.WebhookURLFile != "", c.WebhookURLEnv != ""} {
+		if set {
+			n++
+		}
+	}
+	switch {
+	case n == 0:
+		errs = append(errs, fmt.Errorf("%s.webhook_url: required (or webhook_url_file, or webhook_url_env)", prefix))
+	case n > 1:
+		errs = append(errs, fmt.Errorf("%s.webhook_url: give only one of webhook_url, webhook_url_file and webhook_url_env", prefix))
+	case c.WebhookURL.IsSet():
+		if err := sinks.CheckURL(prefix+".webhook_url", c.WebhookURL.Reveal()); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Resolve loads the webhook URL from its file or environment variable.
+// Errors name the key, never the value.
+func (c *Config) Resolve(prefix string) error {
+	u, err := sinks.ResolveSecret(prefix+".webhook_url", c.WebhookURL, c.WebhookURLFile, c.WebhookURLEnv)
+	if err != nil {
+		return err
+	}
+	if err := sinks.CheckURL(prefix+".webhook_url", u.Reveal()); err != nil {
+		return err
+	}
+	c.WebhookURL, c.WebhookURLFile, c.WebhookURLEnv = u, "", ""
+	return nil
+}

@@ -84,7 +84,9 @@ func Format(in correlate.Incident, format string) ([]byte, error) {
 		return keys[i] < keys[j]
 	})
 	for _, k := range keys {
-		fmt.Fprintf(&b, " %s=%s", strings.TrimPrefix(k, "fields."), quoteIfNeeded(in.Group[k]))
+		// "fields.prev_node|node" shows as its last alternative: node.
+		name := k[strings.LastIndexByte(k, '|')+1:]
+		fmt.Fprintf(&b, " %s=%s", strings.TrimPrefix(name, "fields."), quoteIfNeeded(in.Group[k]))
 	}
 	fmt.Fprintf(&b, " count=%d: %s", in.Count, oneLine(in.Title))
 	if in.Summary != "" {

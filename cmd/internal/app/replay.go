@@ -15,7 +15,9 @@ import (
 
 	"github.com/klaxon-dev/klaxon/correlate"
 	"github.com/klaxon-dev/klaxon/ingest"
+	"github.com/klaxon-dev/klaxon/ingest/nomadevents"
 	"github.com/klaxon-dev/klaxon/ingest/nomadlog"
+	"github.com/klaxon-dev/klaxon/ingest/winevt"
 	"github.com/klaxon-dev/klaxon/rules"
 	"github.com/klaxon-dev/klaxon/sinks/stdout"
 )
@@ -120,6 +122,13 @@ func Replay(ctx context.Context, files []string, opts ReplayOptions) (ReplayStat
 		in := (*h)[0]
 		ev := in.head()
 		st.Events++
+		// Inputs are decoded ahead of this loop, so a node ID may have been
+		// named (by another input) after its event was decoded.
+		if ev.NodeID != "" {
+			if n, ok := ident.NameOf(ev.NodeID); ok {
+				ev.Node = n
+			}
+		}
 		if opts.Events {
 			if err := enc.Encode(ev); err != nil {
 				writeErr = err
@@ -169,8 +178,23 @@ type replayInput struct {
 	cur     []ingest.Event
 	pos     int
 	done    chan struct{}
-	stats   nomadlog.Stats
+	stats   inputStats
 	err     error
+}
+
+// Input kinds replay auto-detects.
+const (
+	kindLog      = "nomad agent log"
+	kindEvents   = "nomad event stream"
+	kindEVTX     = "evtx"
+	kindEventXML = "event xml"
+)
+
+// inputStats are the counters replay sums over inputs of every kind:
+// lines (log lines, stream frames, Windows records) and the ones that
+// could not be used.
+type inputStats struct {
+	Lines, Oversize, Unparsed int64
 }
 
 func openInput(name string) (*replayInput, error) {
@@ -191,11 +215,17 @@ func openInput(name string) (*replayInput, error) {
 	}
 	in := &replayInput{name: name, f: f, batches: make(chan []ingest.Event, 16), done: make(chan struct{})}
 	switch {
+	case winevt.DetectEVTX(head):
+		in.kind = kindEVTX
+	case nomadevents.Detect(head):
+		in.kind = kindEvents
+	case winevt.DetectXML(head):
+		in.kind = kindEventXML
 	case n == 0 || nomadlog.Detect(head):
-		in.kind = "nomad.log"
+		in.kind = kindLog
 	default:
 		f.Close()
-		return nil, fmt.Errorf("replay: %s: unknown input format (expected a Nomad agent log, text or JSON)", name)
+		return nil, fmt.Errorf("replay: %s: unknown input format (expected a Nomad agent log (text or JSON), a Nomad event-stream recording (NDJSON), an EVTX file or rendered event XML)", name)
 	}
 	return in, nil
 }
@@ -216,13 +246,30 @@ func (in *replayInput) start(ctx context.Context, opts ReplayOptions, ident *ing
 				batch = make([]ingest.Event, 0, batchSize)
 			}
 		}
-		cfg := nomadlog.DecoderConfig{
-			IDPrefix:     in.name,
-			DefaultNode:  opts.Node,
-			Identity:     ident,
-			MaxLineBytes: opts.MaxLineBytes,
+		switch in.kind {
+		case kindLog:
+			cfg := nomadlog.DecoderConfig{
+				IDPrefix:     in.name,
+				DefaultNode:  opts.Node,
+				Identity:     ident,
+				MaxLineBytes: opts.MaxLineBytes,
+			}
+			var st nomadlog.Stats
+			st, in.err = nomadlog.ReadAll(ctx, in.f, cfg, emit)
+			in.stats = inputStats{Lines: st.Lines, Oversize: st.Oversize, Unparsed: st.Unparsed}
+		case kindEvents:
+			var st nomadevents.Stats
+			st, in.err = nomadevents.ReadAll(ctx, in.f, nomadevents.DecoderConfig{Identity: ident, Log: opts.Log, Name: in.name}, emit)
+			in.stats = inputStats{Lines: st.Frames, Unparsed: st.Malformed + st.Unknown}
+		case kindEVTX:
+			var st winevt.Stats
+			st, in.err = winevt.ReadEVTX(ctx, in.name, winevt.DecoderConfig{Identity: ident, Log: opts.Log}, emit)
+			in.stats = inputStats{Lines: st.Records, Unparsed: st.BadRecords + st.BadChunks}
+		case kindEventXML:
+			var st winevt.Stats
+			st, in.err = winevt.ReadXML(ctx, in.f, in.name, winevt.DecoderConfig{Identity: ident, Log: opts.Log}, emit)
+			in.stats = inputStats{Lines: st.Records, Unparsed: st.BadRecords}
 		}
-		in.stats, in.err = nomadlog.ReadAll(ctx, in.f, cfg, emit)
 		if in.err != nil {
 			in.err = fmt.Errorf("replay: %s: %w", in.name, in.err)
 		}

@@ -316,3 +316,93 @@ func TestReplayEventsOutput(t *testing.T) {
 }
 
 func logTo(w io.Writer) *slog.Logger { return slog.New(slog.NewTextHandler(w, nil)) }
+
+// TestReplayCaptureFolders: logs and event streams of each capture folder
+// replayed together give each expected incident exactly once, and nothing
+// else; the log's and the stream's views of one crash loop are one incident.
+func TestReplayCaptureFolders(t *testing.T) {
+	base := needShared(t, "nomad/captures")
+	tests := []struct {
+		folder string
+		want   map[string]string // rule → group summary
+	}{
+		{"crashloop-gc-checkrestart", map[string]string{
+			"nomad.client.gc_pressure":      "node=vm",
+			"nomad.task.crash_loop":         "fields.task=app node=vm",
+			"nomad.task.unhealthy_restarts": "fields.task=srv node=vm",
+			"nomad.job.reschedule_storm":    "fields.job=crashloop",
+		}},
+		{"reconnect", map[string]string{
+			"nomad.node.heartbeat_missed":  "node=win-client-2",
+			"nomad.client.reconnect_churn": "fields.prev_node|fields.replaces_node|node=win-client-2",
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.folder, func(t *testing.T) {
+			dir := filepath.Join(base, tc.folder)
+			files, _ := filepath.Glob(filepath.Join(dir, "*.log"))
+			streams, _ := filepath.Glob(filepath.Join(dir, "*.ndjson"))
+			changes, st := replayJSON(t, ReplayOptions{}, append(files, streams...)...)
+			if st.Unparsed != 0 {
+				t.Errorf("stats %+v", st)
+			}
+			firing := map[string]int{}
+			got := map[string]string{}
+			for _, in := range changes {
+				if in.Status == correlate.StatusFiring {
+					firing[in.ID]++
+				}
+				got[in.Rule] = groupString(in.Group)
+			}
+			for id, n := range firing {
+				if n != 1 {
+					t.Errorf("incident %s fired %d times", id, n)
+				}
+			}
+			if len(got) != len(tc.want) {
+				t.Errorf("incidents %v, want %v", got, tc.want)
+			}
+			for rule, g := range tc.want {
+				if got[rule] != g {
+					t.Errorf("%s: group %q, want %q", rule, got[rule], g)
+				}
+			}
+			last := lastByID(changes)
+			for _, in := range last {
+				switch in.Rule {
+				case "nomad.task.crash_loop":
+					sources := map[string]bool{}
+					for _, ev := range in.Evidence {
+						sources[ev.Source] = true
+					}
+					if !sources["nomad.log"] || !sources["nomad.event"] {
+						t.Errorf("crash loop evidence from %v, want both the log and the stream", sources)
+					}
+				case "nomad.client.reconnect_churn":
+					for _, s := range []string{"edge-affine", "edge-pinned", "43b1e50f", "281c9d57"} {
+						if !strings.Contains(in.Summary, s) {
+							t.Errorf("churn summary does not name %s: %s", s, in.Summary)
+						}
+					}
+				case "nomad.job.reschedule_storm":
+					if !strings.Contains(in.Summary, "4 allocations") || !strings.Contains(in.Summary, "deployment failed") {
+						t.Errorf("storm summary: %s", in.Summary)
+					}
+				}
+			}
+		})
+	}
+}
+
+func groupString(g map[string]string) string {
+	keys := make([]string, 0, len(g))
+	for k := range g {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + g[k]
+	}
+	return strings.Join(parts, " ")
+}

@@ -260,6 +260,20 @@ func (cd *chunkDecoder) templateInstance(off, end, depth int) ([]*elem, error) {
 // It returns the element, or for a substitution of binary XML the elements
 // that it holds.
 func (cd *chunkDecoder) instantiate(t *tnode, vals []value, depth int) []*elem {
+	if len(t.content) == 1 && len(t.kids) == 0 && t.name != "" {
+		// An element whose content is an array value is repeated per item,
+		// as Windows renders it (<Data>a</Data><Data>b</Data>).
+		if p := t.content[0]; p.sub >= 0 && p.sub < len(vals) && vals[p.sub].typ&evtx.ArrayType != 0 {
+			items := arrayItems(vals[p.sub].typ&^evtx.ArrayType, vals[p.sub].b)
+			out := make([]*elem, 0, len(items))
+			for _, it := range items {
+				e := cd.instantiate(&tnode{name: t.name, attrs: t.attrs}, vals, depth)[0]
+				e.text = it
+				out = append(out, e)
+			}
+			return out
+		}
+	}
 	e := &elem{name: t.name}
 	if len(t.attrs) > 0 {
 		e.attrs = make([]attr, 0, len(t.attrs))
@@ -426,26 +440,36 @@ func formatValue(v value) string {
 
 // formatArray renders an array value, its items separated by ", ".
 func formatArray(t byte, b []byte) string {
+	return strings.Join(arrayItems(t, b), ", ")
+}
+
+// arrayItems renders the items of an array value of item type t.
+func arrayItems(t byte, b []byte) []string {
 	var items []string
 	switch t {
 	case evtx.StringType:
-		s := utf16String(b)
-		items = strings.Split(strings.TrimRight(s, "\x00"), "\x00")
+		// Each item is NUL-terminated: "a\0\0" is ["a", ""].
+		u := make([]uint16, len(b)/2)
+		for i := range u {
+			u[i] = le.Uint16(b[2*i:])
+		}
+		s := strings.TrimSuffix(string(utf16.Decode(u)), "\x00")
+		items = strings.Split(s, "\x00")
 	case evtx.AnsiStringType:
-		items = strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+		items = strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00")
 	default:
 		size := map[byte]int{evtx.Int8Type: 1, evtx.UInt8Type: 1, evtx.Int16Type: 2, evtx.UInt16Type: 2,
 			evtx.Int32Type: 4, evtx.UInt32Type: 4, evtx.HexInt32Type: 4, evtx.Real32Type: 4, evtx.BoolType: 4,
 			evtx.Int64Type: 8, evtx.UInt64Type: 8, evtx.HexInt64Type: 8, evtx.Real64Type: 8, evtx.FileTimeType: 8,
 			evtx.GuidType: 16, evtx.SysTimeType: 16}[t]
 		if size == 0 {
-			return strings.ToUpper(hex.EncodeToString(b))
+			return []string{strings.ToUpper(hex.EncodeToString(b))}
 		}
 		for i := 0; i+size <= len(b) && len(items) < 4096; i += size {
 			items = append(items, formatValue(value{typ: t, b: b[i : i+size]}))
 		}
 	}
-	return strings.Join(items, ", ")
+	return items
 }
 
 // utf16String decodes UTF-16LE text without its trailing NULs.

@@ -123,6 +123,13 @@ func (e *elem) attr(name string) string {
 	return ""
 }
 
+func (e *elem) txt() string {
+	if e == nil {
+		return ""
+	}
+	return e.text
+}
+
 func (e *elem) childText(name string) string {
 	if c := e.child(name); c != nil {
 		return c.text
@@ -146,10 +153,10 @@ func (n *normalizer) normalize(ev *elem, headerTime time.Time) (out ingest.Event
 		provider = strings.TrimSpace(prov.attr("EventSourceName"))
 	}
 	eidEl := sys.child("EventID")
-	eidRaw := strings.TrimSpace(eidEl.text)
+	eidRaw := strings.TrimSpace(eidEl.txt())
 	qualifiers := strings.TrimSpace(eidEl.attr("Qualifiers"))
 	eid := eidRaw
-	if v, err := strconv.ParseUint(eidRaw, 0, 64); err == nil {
+	if v, err := strconv.ParseUint(eidRaw, 10, 64); err == nil {
 		if v > 0xFFFF && qualifiers == "" {
 			qualifiers = strconv.FormatUint(v>>16, 10)
 		}

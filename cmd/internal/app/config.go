@@ -70,7 +70,33 @@ type NATSConfig struct {
 
 // SourcesConfig lists the inputs by kind.
 type SourcesConfig struct {
-	NomadLog []NomadLogConfig `yaml:"nomad_log"`
+	NomadLog    []NomadLogConfig    `yaml:"nomad_log"`
+	NomadEvents []NomadEventsConfig `yaml:"nomad_events"`
+	WinEvtFiles []WinEvtFilesConfig `yaml:"winevt_files"`
+}
+
+// NomadEventsConfig is one Nomad event-stream subscription.
+type NomadEventsConfig struct {
+	Address   string        `yaml:"address"` // default nomad.address
+	Region    string        `yaml:"region"`
+	Namespace string        `yaml:"namespace"` // default "*"
+	Token     ingest.Secret `yaml:"token"`     // default nomad.token ($NOMAD_TOKEN)
+	TokenFile string        `yaml:"token_file"`
+	TLS       struct {
+		CACert     string `yaml:"ca_cert"`
+		ClientCert string `yaml:"client_cert"`
+		ClientKey  string `yaml:"client_key"`
+		ServerName string `yaml:"server_name"`
+		Insecure   bool   `yaml:"insecure"`
+	} `yaml:"tls"`
+	Topics []string `yaml:"topics"` // default: what the bundled rules need
+}
+
+// WinEvtFilesConfig follows EVTX files as they grow.
+type WinEvtFilesConfig struct {
+	Paths        []string      `yaml:"paths"`
+	ReadFrom     string        `yaml:"read_from"`
+	PollInterval time.Duration `yaml:"poll_interval"`
 }
 
 // NomadLogConfig is one agent-log tailer.
@@ -166,6 +192,26 @@ func (c *Config) SetDefaults() {
 			s.ReadFrom = "end"
 		}
 	}
+	for i := range c.Sources.NomadEvents {
+		s := &c.Sources.NomadEvents[i]
+		if s.Address == "" {
+			s.Address = c.Nomad.Address
+		}
+		if s.Token == "" && s.TokenFile == "" {
+			s.Token = c.Nomad.Token
+		}
+		s.TokenFile = rel(s.TokenFile)
+		s.TLS.CACert, s.TLS.ClientCert, s.TLS.ClientKey = rel(s.TLS.CACert), rel(s.TLS.ClientCert), rel(s.TLS.ClientKey)
+	}
+	for i := range c.Sources.WinEvtFiles {
+		s := &c.Sources.WinEvtFiles[i]
+		for j, p := range s.Paths {
+			s.Paths[j] = rel(p)
+		}
+		if s.ReadFrom == "" {
+			s.ReadFrom = "end"
+		}
+	}
 	if len(c.Sinks) == 0 {
 		c.Sinks = []SinkConfig{{Type: "stdout"}}
 	}
@@ -201,6 +247,19 @@ func (c *Config) Validate() error {
 		}
 		if s.MaxLineBytes < 0 {
 			errs = append(errs, fmt.Errorf("sources.nomad_log[%d].max_line_bytes: must not be negative", i))
+		}
+	}
+	for i, s := range c.Sources.NomadEvents {
+		if s.Address == "" {
+			errs = append(errs, fmt.Errorf("sources.nomad_events[%d].address: required (or nomad.address / $NOMAD_ADDR)", i))
+		}
+	}
+	for i, s := range c.Sources.WinEvtFiles {
+		if len(s.Paths) == 0 {
+			errs = append(errs, fmt.Errorf("sources.winevt_files[%d].paths: at least one path or glob is required", i))
+		}
+		if s.ReadFrom != "end" && s.ReadFrom != "beginning" {
+			errs = append(errs, fmt.Errorf("sources.winevt_files[%d].read_from: %q: want end or beginning", i, s.ReadFrom))
 		}
 	}
 	names := map[string]bool{}

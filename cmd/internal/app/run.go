@@ -16,7 +16,9 @@ import (
 
 	"github.com/klaxon-dev/klaxon/cmd/internal/bus"
 	"github.com/klaxon-dev/klaxon/ingest"
+	"github.com/klaxon-dev/klaxon/ingest/nomadevents"
 	"github.com/klaxon-dev/klaxon/ingest/nomadlog"
+	"github.com/klaxon-dev/klaxon/ingest/winevt"
 	"github.com/klaxon-dev/klaxon/rules"
 	"github.com/klaxon-dev/klaxon/sinks"
 	"github.com/klaxon-dev/klaxon/sinks/file"
@@ -144,6 +146,12 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	}
 	ident := ingest.NewIdentity()
 	var sources []ingest.Source
+	stopAll := func() {
+		stopWatch()
+		stopCorr()
+		stopSinks()
+		closeBus()
+	}
 	for _, sc := range cfg.Sources.NomadLog {
 		n := node
 		if sc.Node != "" {
@@ -155,13 +163,32 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 			Checkpoints: cps, Now: opts.Now,
 		}, log)
 		if err != nil {
-			stopWatch()
-			stopCorr()
-			stopSinks()
-			closeBus()
+			stopAll()
 			return err
 		}
 		sources = append(sources, t)
+	}
+	for _, sc := range cfg.Sources.NomadEvents {
+		ncfg := nomadevents.Config{
+			Address: sc.Address, Region: sc.Region, Namespace: sc.Namespace,
+			Token: sc.Token, TokenFile: sc.TokenFile, Topics: sc.Topics,
+			Checkpoints: cps, Identity: ident,
+		}
+		ncfg.TLS = nomadevents.TLSConfig{CACert: sc.TLS.CACert, ClientCert: sc.TLS.ClientCert, ClientKey: sc.TLS.ClientKey, ServerName: sc.TLS.ServerName, Insecure: sc.TLS.Insecure}
+		s, err := nomadevents.New(ncfg, log)
+		if err != nil {
+			stopAll()
+			return err
+		}
+		sources = append(sources, s)
+	}
+	for _, sc := range cfg.Sources.WinEvtFiles {
+		s, err := winevt.New(winevt.Config{Paths: sc.Paths, ReadFrom: sc.ReadFrom, PollInterval: sc.PollInterval, Checkpoints: cps, Identity: ident}, log)
+		if err != nil {
+			stopAll()
+			return err
+		}
+		sources = append(sources, s)
 	}
 	srcCtx, stopSources := context.WithCancel(context.Background())
 	events := make(chan ingest.Event, 1024)

@@ -191,7 +191,7 @@ type Dispatcher struct {
 	slotFree chan struct{}
 	wg       sync.WaitGroup
 
-	delivered, retried, dead, undecodable                  atomic.Uint64
+	delivered, retried, dead, undecodable                atomic.Uint64
 	filtered, skipped, folded, deferred, heldN, repeated atomic.Uint64
 }
 

@@ -298,13 +298,19 @@ func (t *Throttle) Due() []correlate.Incident {
 	return out
 }
 
-// Prune forgets incidents that are closed (or never notified), have no
-// pending change and were last touched more than keep ago.
+// Prune forgets incidents that are closed (or never notified) and were
+// last touched more than keep ago, and pending changes first seen more than
+// keep ago (they left the stream).
 func (t *Throttle) Prune(keep time.Duration) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	now := t.now()
 	for id, st := range t.incs {
+		for k, at := range st.seenAt {
+			if now.Sub(at) > keep {
+				delete(st.seenAt, k)
+			}
+		}
 		if !st.open && len(st.seenAt) == 0 && now.Sub(st.touched) > keep {
 			delete(t.incs, id)
 		}

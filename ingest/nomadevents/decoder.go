@@ -19,7 +19,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"sort"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -181,22 +180,39 @@ func (d *Decoder) Frame(data []byte, emit func(ingest.Event)) error {
 	var (
 		index     uint64
 		hasIndex  bool
-		events    []byte
 		hasEvents bool
 	)
-	err := eachMember(data, func(key, val []byte) (bool, error) {
+	// One pass over the frame checks it and cuts out its events; nothing is
+	// emitted from a frame that turns out to be malformed.
+	d.evBuf = d.evBuf[:0]
+	end, err := walkMembers(data, 0, func(key []byte, v int) (int, error) {
 		switch string(key) {
 		case "Index":
-			n, err := unum(val)
+			end, err := skipValue(data, v)
 			if err != nil {
-				return false, fmt.Errorf("Index: %w", err)
+				return 0, err
+			}
+			n, err := unum(data[v:end])
+			if err != nil {
+				return 0, fmt.Errorf("Index: %w", err)
 			}
 			index, hasIndex = n, true
+			return end, nil
 		case "Events":
-			events, hasEvents = val, true
+			hasEvents = true
+			return walkElements(data, v, func(e int) (int, error) {
+				end, err := skipValue(data, e)
+				if err == nil {
+					d.evBuf = append(d.evBuf, data[e:end])
+				}
+				return end, err
+			})
 		}
-		return false, nil
+		return skipValue(data, v)
 	})
+	if err == nil && skipSpace(data, end) != len(data) {
+		err = synErr(end, "data after the frame")
+	}
 	if err == nil && !hasIndex && !hasEvents {
 		// {} with spaces, or an object with neither: a heartbeat.
 		d.st.heartbeats.Add(1)
@@ -205,20 +221,13 @@ func (d *Decoder) Frame(data []byte, emit func(ingest.Event)) error {
 	if err == nil && !hasEvents {
 		err = errors.New("no Events")
 	}
-	if err == nil {
-		d.evBuf = d.evBuf[:0]
-		err = eachElement(events, func(ev []byte) error {
-			d.evBuf = append(d.evBuf, ev)
-			return nil
-		})
-	}
 	if err != nil {
 		if !hasIndex {
 			index = peekIndex(data)
 		}
 		d.st.malformed.Add(1)
 		fe := &FrameError{Index: index, Problem: "malformed", Err: err}
-		d.problem("malformed frame", fe, index)
+		d.problem("malformed frame ("+problemKey(err)+")", fe, index)
 		return fe
 	}
 	if d.accept != nil && !d.accept(index, emit) {
@@ -240,26 +249,39 @@ func (d *Decoder) Frame(data []byte, emit func(ingest.Event)) error {
 }
 
 // peekIndex reads the index of a frame that is not valid JSON as a whole
-// (e.g. truncated): it looks for "Index": at the top level of its start.
+// (e.g. truncated). Nomad writes the frame's members in name order,
+// {"Events":[{"FilterKeys":..,"Index":N,..}],"Index":N}, so the frame's own
+// Index comes last; the first event's Index, early in the line, is the same.
 func peekIndex(data []byte) uint64 {
-	i := bytes.Index(data, []byte(`"Index"`))
-	if i < 0 || i > 16 {
+	head := data[:min(len(data), 4096)]
+	i := bytes.Index(head, []byte(`"Index"`))
+	if i < 0 {
 		return 0
 	}
-	j := skipSpace(data, i+len(`"Index"`))
-	if j >= len(data) || data[j] != ':' {
+	j := skipSpace(head, i+len(`"Index"`))
+	if j >= len(head) || head[j] != ':' {
 		return 0
 	}
-	j = skipSpace(data, j+1)
+	j = skipSpace(head, j+1)
 	k := j
-	for k < len(data) && data[k] >= '0' && data[k] <= '9' {
+	for k < len(head) && head[k] >= '0' && head[k] <= '9' {
 		k++
 	}
-	n, err := strconv.ParseUint(string(data[j:k]), 10, 64)
+	n, err := strconv.ParseUint(string(head[j:k]), 10, 64)
 	if err != nil {
 		return 0
 	}
 	return n
+}
+
+// problemKey names a kind of error without its offsets, so that the log
+// limit applies per distinct problem.
+func problemKey(err error) string {
+	var se *syntaxError
+	if errors.As(err, &se) {
+		return se.msg
+	}
+	return err.Error()
 }
 
 // problem logs a skipped frame or event, once per key per logEvery.
@@ -299,27 +321,47 @@ var knownTypes = map[string]bool{
 
 // event processes one event of a frame.
 func (d *Decoder) event(frameIndex uint64, raw []byte, emit func(ingest.Event)) error {
-	var topic, typ, key string
+	var topic, typ, key, kind string
 	var index uint64
-	var payload []byte
-	err := eachMember(raw, func(k, v []byte) (bool, error) {
-		var err error
+	var payload, body []byte
+	_, err := walkMembers(raw, 0, func(k []byte, v int) (int, error) {
+		if string(k) == "Payload" {
+			// {"Allocation": {...}}: the body is cut out in the same pass.
+			end, err := walkMembers(raw, v, func(pk []byte, pv int) (int, error) {
+				end, err := skipValue(raw, pv)
+				if err != nil || kind != "" || raw[pv] == 'n' {
+					return end, err
+				}
+				switch string(pk) {
+				case "Node", "Allocation", "Evaluation", "Deployment", "Job", "Service":
+					kind, body = string(pk), raw[pv:end]
+				}
+				return end, nil
+			})
+			if err == nil {
+				payload = raw[v:end]
+			}
+			return end, err
+		}
+		end, err := skipValue(raw, v)
+		if err != nil {
+			return 0, err
+		}
+		val := raw[v:end]
 		switch string(k) {
 		case "Topic":
-			topic, err = str(v)
+			topic, err = str(val)
 		case "Type":
-			typ, err = str(v)
+			typ, err = str(val)
 		case "Key":
-			key, err = str(v)
+			key, err = str(val)
 		case "Index":
-			index, err = unum(v)
-		case "Payload":
-			payload = v
+			index, err = unum(val)
 		}
 		if err != nil {
-			return false, fmt.Errorf("%s: %w", k, err)
+			return 0, fmt.Errorf("%s: %w", k, err)
 		}
-		return false, nil
+		return end, nil
 	})
 	if index == 0 {
 		index = frameIndex
@@ -333,24 +375,8 @@ func (d *Decoder) event(frameIndex uint64, raw []byte, emit func(ingest.Event)) 
 	if !knownTypes[typ] {
 		return d.unknown(index, "type "+strconv.Quote(typ), fmt.Errorf("unknown type %q (topic %q)", typ, topic))
 	}
-	var kind string
-	var body []byte
-	err = eachMember(payload, func(k, v []byte) (bool, error) {
-		switch string(k) {
-		case "Node", "Allocation", "Evaluation", "Deployment", "Job", "Service":
-			if len(v) > 0 && v[0] == 'n' { // null
-				return false, nil
-			}
-			kind, body = string(k), v
-			return true, nil
-		}
-		return false, nil
-	})
-	if err != nil || payload == nil {
-		if err == nil {
-			err = errors.New("no Payload")
-		}
-		return d.malformed(index, topic+" payload", err)
+	if payload == nil {
+		return d.malformed(index, topic+" payload", errors.New("no Payload"))
 	}
 	if kind == "" {
 		return d.unknown(index, "payload of "+topic+"."+typ, fmt.Errorf("no known payload in %s.%s", topic, typ))
@@ -386,7 +412,7 @@ func (d *Decoder) event(frameIndex uint64, raw []byte, emit func(ingest.Event)) 
 func (d *Decoder) malformed(index uint64, what string, err error) error {
 	d.st.malformed.Add(1)
 	fe := &FrameError{Index: index, Problem: "malformed", Err: fmt.Errorf("%s: %w", what, err)}
-	d.problem("malformed "+what, fe, index)
+	d.problem("malformed "+what+" ("+problemKey(err)+")", fe, index)
 	return fe
 }
 
@@ -480,8 +506,8 @@ func ReadAll(ctx context.Context, r io.Reader, cfg DecoderConfig, emit func(inge
 }
 
 // Detect reports whether head, the start of a file, looks like a recording
-// of the event stream: NDJSON lines that are frames ({"Index":N,"Events":[)
-// or heartbeats ({}). A last line cut off by the end of head is not judged.
+// of the event stream: NDJSON lines that are frames ({"Events":[..],"Index":N}
+// as Nomad writes them, or {"Index":N,"Events":[..]}) or heartbeats ({}). A last line cut off by the end of head is not judged.
 func Detect(head []byte) bool {
 	head = bytes.TrimPrefix(head, []byte("\xef\xbb\xbf"))
 	frames := 0
@@ -510,51 +536,34 @@ func Detect(head []byte) bool {
 	return frames > 0
 }
 
-// looksLikeFrame checks the start of a line for {"Index":<digits>,"Events":[
-// (spaces allowed).
+// looksLikeFrame checks the start of a line for a frame: an object whose
+// first member is "Events" (an array; Nomad writes members in name order) or
+// "Index" (a number).
 func looksLikeFrame(line []byte) bool {
 	i := skipSpace(line, 0)
 	if i >= len(line) || line[i] != '{' {
 		return false
 	}
 	i = skipSpace(line, i+1)
-	if !bytes.HasPrefix(line[i:], []byte(`"Index"`)) {
+	var name string
+	switch {
+	case bytes.HasPrefix(line[i:], []byte(`"Events"`)):
+		name = `"Events"`
+	case bytes.HasPrefix(line[i:], []byte(`"Index"`)):
+		name = `"Index"`
+	default:
 		return false
 	}
-	i = skipSpace(line, i+len(`"Index"`))
+	i = skipSpace(line, i+len(name))
 	if i >= len(line) || line[i] != ':' {
 		return false
 	}
 	i = skipSpace(line, i+1)
-	j := i
-	for j < len(line) && line[j] >= '0' && line[j] <= '9' {
-		j++
-	}
-	if j == i {
+	if i >= len(line) {
 		return false
 	}
-	i = skipSpace(line, j)
-	if i >= len(line) || line[i] != ',' {
-		return false
+	if name == `"Index"` {
+		return line[i] >= '0' && line[i] <= '9'
 	}
-	i = skipSpace(line, i+1)
-	if !bytes.HasPrefix(line[i:], []byte(`"Events"`)) {
-		return false
-	}
-	i = skipSpace(line, i+len(`"Events"`))
-	if i >= len(line) || line[i] != ':' {
-		return false
-	}
-	i = skipSpace(line, i+1)
-	return i < len(line) && (line[i] == '[' || line[i] == 'n')
-}
-
-// sortedKeys returns the keys of m in order.
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
+	return line[i] == '[' || line[i] == 'n'
 }

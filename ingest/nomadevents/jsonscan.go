@@ -175,107 +175,135 @@ func skipNested(data []byte, i int) (int, error) {
 	return 0, errTruncated
 }
 
-// eachMember calls fn for every member of the JSON object in data with the
-// raw key (without quotes, escapes kept) and the raw value. A null object
-// is empty. fn returning stop=true ends the walk early.
-func eachMember(data []byte, fn func(key, val []byte) (stop bool, err error)) error {
-	i := skipSpace(data, 0)
+// walkMembers walks the JSON object starting at data[i] (after optional
+// space): fn gets each member's raw key and the offset of its value and
+// returns the offset after the value (having parsed or skipped it). It
+// returns the offset after the object. A null object is empty.
+func walkMembers(data []byte, i int, fn func(key []byte, v int) (end int, err error)) (int, error) {
+	i = skipSpace(data, i)
 	if i >= len(data) {
-		return errTruncated
+		return 0, errTruncated
 	}
 	if data[i] == 'n' {
-		_, err := skipLiteral(data, i, "null")
-		return err
+		return skipLiteral(data, i, "null")
 	}
 	if data[i] != '{' {
-		return synErr(i, "want object, got %q", data[i])
+		return 0, synErr(i, "want object, got %q", data[i])
 	}
 	i = skipSpace(data, i+1)
 	if i < len(data) && data[i] == '}' {
-		return nil
+		return i + 1, nil
 	}
 	for {
 		if i >= len(data) {
-			return errTruncated
+			return 0, errTruncated
 		}
 		if data[i] != '"' {
-			return synErr(i, "want member name, got %q", data[i])
+			return 0, synErr(i, "want member name, got %q", data[i])
 		}
 		k, err := skipString(data, i)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		key := data[i+1 : k-1]
 		i = skipSpace(data, k)
 		if i >= len(data) {
-			return errTruncated
+			return 0, errTruncated
 		}
 		if data[i] != ':' {
-			return synErr(i, "want ':', got %q", data[i])
+			return 0, synErr(i, "want ':', got %q", data[i])
 		}
 		i = skipSpace(data, i+1)
-		end, err := skipValue(data, i)
+		end, err := fn(key, i)
 		if err != nil {
-			return err
-		}
-		stop, err := fn(key, data[i:end])
-		if err != nil || stop {
-			return err
+			return 0, err
 		}
 		i = skipSpace(data, end)
 		if i >= len(data) {
-			return errTruncated
+			return 0, errTruncated
 		}
 		switch data[i] {
 		case ',':
 			i = skipSpace(data, i+1)
 		case '}':
-			return nil
+			return i + 1, nil
 		default:
-			return synErr(i, "want ',' or '}', got %q", data[i])
+			return 0, synErr(i, "want ',' or '}', got %q", data[i])
 		}
 	}
 }
 
-// eachElement calls fn for every element of the JSON array in data. A null
-// array is empty.
-func eachElement(data []byte, fn func(val []byte) error) error {
-	i := skipSpace(data, 0)
+// walkElements walks the JSON array starting at data[i] like walkMembers.
+func walkElements(data []byte, i int, fn func(v int) (end int, err error)) (int, error) {
+	i = skipSpace(data, i)
 	if i >= len(data) {
-		return errTruncated
+		return 0, errTruncated
 	}
 	if data[i] == 'n' {
-		_, err := skipLiteral(data, i, "null")
-		return err
+		return skipLiteral(data, i, "null")
 	}
 	if data[i] != '[' {
-		return synErr(i, "want array, got %q", data[i])
+		return 0, synErr(i, "want array, got %q", data[i])
 	}
 	i = skipSpace(data, i+1)
 	if i < len(data) && data[i] == ']' {
-		return nil
+		return i + 1, nil
 	}
 	for {
-		end, err := skipValue(data, i)
+		end, err := fn(i)
 		if err != nil {
-			return err
-		}
-		if err := fn(data[i:end]); err != nil {
-			return err
+			return 0, err
 		}
 		i = skipSpace(data, end)
 		if i >= len(data) {
-			return errTruncated
+			return 0, errTruncated
 		}
 		switch data[i] {
 		case ',':
 			i = skipSpace(data, i+1)
 		case ']':
-			return nil
+			return i + 1, nil
 		default:
-			return synErr(i, "want ',' or ']', got %q", data[i])
+			return 0, synErr(i, "want ',' or ']', got %q", data[i])
 		}
 	}
+}
+
+// errStop ends a walk early without error.
+var errStop = errors.New("stop")
+
+// eachMember calls fn for every member of the JSON object in data with the
+// raw key (without quotes, escapes kept) and the raw value. A null object
+// is empty. fn returning stop=true ends the walk early.
+func eachMember(data []byte, fn func(key, val []byte) (stop bool, err error)) error {
+	_, err := walkMembers(data, 0, func(key []byte, v int) (int, error) {
+		end, err := skipValue(data, v)
+		if err != nil {
+			return 0, err
+		}
+		stop, err := fn(key, data[v:end])
+		if err == nil && stop {
+			err = errStop
+		}
+		return end, err
+	})
+	if err == errStop {
+		return nil
+	}
+	return err
+}
+
+// eachElement calls fn for every element of the JSON array in data. A null
+// array is empty.
+func eachElement(data []byte, fn func(val []byte) error) error {
+	_, err := walkElements(data, 0, func(v int) (int, error) {
+		end, err := skipValue(data, v)
+		if err != nil {
+			return 0, err
+		}
+		return end, fn(data[v:end])
+	})
+	return err
 }
 
 // str decodes a raw JSON string value; null is "". Strings without escapes

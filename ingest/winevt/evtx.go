@@ -306,7 +306,7 @@ func ReadEVTX(ctx context.Context, path string, cfg DecoderConfig, emit func(ing
 // decodeSlots decodes the chunks of slots with up to GOMAXPROCS workers and
 // hands the results to sink in slot order.
 func decodeSlots(ctx context.Context, f io.ReaderAt, slots []slot, fi fileInfo, name string, n *normalizer, minID uint64, sink func(*chunkOut)) error {
-	workers := runtime.GOMAXPROCS(0)
+	workers := decodeWorkers()
 	window := 2 * workers
 	results := make([]chan chunkOut, len(slots))
 	for i := range results {
@@ -360,4 +360,15 @@ func decodeSlot(f io.ReaderAt, s slot, fi fileInfo, name string, n *normalizer, 
 	}
 	defer chunkPool.Put(bp)
 	return decodeChunk(*bp, s, fi, name, n, minID)
+}
+
+// workersOverride sets the number of decoding workers (tests, benchmarks);
+// 0 means GOMAXPROCS.
+var workersOverride int
+
+func decodeWorkers() int {
+	if workersOverride > 0 {
+		return workersOverride
+	}
+	return runtime.GOMAXPROCS(0)
 }

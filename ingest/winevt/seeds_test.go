@@ -299,3 +299,24 @@ func canonStrings(s string) string {
 	}
 	return strings.Join(parts, " | ")
 }
+
+func TestUserDataAndLevels(t *testing.T) {
+	in := `<Event xmlns="http://schemas.microsoft.com/win/2004/08/events/event"><System><Provider Name="Microsoft-Windows-Eventlog" Guid="{fc65ddd8-d6ef-4962-83d5-6e5cfe9ce148}"/><EventID>1102</EventID><Level>5</Level><Keywords>0x4020000000000000</Keywords><TimeCreated SystemTime="2024-03-05T10:00:00Z"/><EventRecordID>1</EventRecordID><Channel>Security</Channel><Computer>dc1.corp</Computer></System><UserData><LogFileCleared xmlns="http://manifests.microsoft.com/win/2004/08/windows/eventlog"><SubjectUserSid>S-1-5-21-1</SubjectUserSid><SubjectUserName>admin</SubjectUserName></LogFileCleared></UserData></Event>`
+	var evs []ingest.Event
+	ident := ingest.NewIdentity()
+	ident.Learn("node-id-1", "dc-one", "dc1.corp")
+	_, err := ReadXML(context.Background(), strings.NewReader(in), "t", DecoderConfig{Identity: ident}, func(e ingest.Event) { evs = append(evs, e) })
+	if err != nil || len(evs) != 1 {
+		t.Fatal(err, evs)
+	}
+	e := evs[0]
+	if e.Kind != "Microsoft-Windows-Eventlog/1102" || e.Level != ingest.LevelDebug || e.Field("SubjectUserName") != "admin" ||
+		e.Field("strings") != "S-1-5-21-1 | admin" || e.Node != "dc-one" || e.Msg != "Microsoft-Windows-Eventlog event 1102: S-1-5-21-1; admin" {
+		t.Errorf("%+v", e)
+	}
+	for raw, want := range map[string]string{"0": "info", "1": "error", "2": "error", "3": "warn", "4": "info", "5": "debug"} {
+		if got := winLevel(raw); got != want {
+			t.Errorf("level %s: %s", raw, got)
+		}
+	}
+}

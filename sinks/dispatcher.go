@@ -196,10 +196,12 @@ type Dispatcher struct {
 }
 
 type incQueue struct {
-	busy       bool
-	queue      []*item
-	retrySeq   uint64
-	retryUntil time.Time
+	busy  bool
+	queue []*item
+	// away holds the changes of the incident that were NAKed for a retry
+	// or held back, by stream sequence, with when they are due back. A
+	// change goes ahead only when no earlier one is away.
+	away map[uint64]time.Time
 }
 
 type item struct {
@@ -359,6 +361,7 @@ func (d *Dispatcher) accept(ctx context.Context, msg jetstream.Msg) {
 		_ = msg.NakWithDelay(delay)
 		return
 	}
+	delete(q.away, seq)
 	d.held[seq] = true
 	if q.busy {
 		q.queue = append(q.queue, it)
@@ -374,20 +377,37 @@ func (d *Dispatcher) accept(ctx context.Context, msg jetstream.Msg) {
 }
 
 // holdBack reports whether change seq must wait for an earlier change of
-// its incident that is waiting for a retry, and how long. Call with d.mu.
+// its incident that is away (waiting for a retry or held back itself), and
+// how long; a held-back change is recorded as away too. Call with d.mu.
 func (d *Dispatcher) holdBack(q *incQueue, seq uint64) (time.Duration, bool) {
-	if q.retrySeq == 0 || q.retrySeq == seq {
+	now := time.Now()
+	var first time.Time
+	hold := false
+	for s, due := range q.away {
+		if now.Sub(due) > d.cfg.SendTimeout+time.Minute {
+			// It never came back (deleted from the stream?): stop waiting.
+			delete(q.away, s)
+			continue
+		}
+		if s < seq {
+			if !hold || due.Before(first) {
+				first = due
+			}
+			hold = true
+		}
+	}
+	if !hold {
 		return 0, false
 	}
-	wait := time.Until(q.retryUntil)
-	if wait < -(d.cfg.SendTimeout + time.Minute) {
-		// The retried change never came back (deleted from the stream?):
-		// stop holding its successors.
-		q.retrySeq = 0
-		return 0, false
+	delay := max(first.Sub(now), 0) + 50*time.Millisecond + rand.N(50*time.Millisecond)
+	if q.away == nil {
+		q.away = map[uint64]time.Time{}
 	}
-	return max(wait, 0) + 100*time.Millisecond + rand.N(400*time.Millisecond), true
+	q.away[seq] = now.Add(delay)
+	return delay, true
 }
+
+func (q *incQueue) idle() bool { return !q.busy && len(q.queue) == 0 && len(q.away) == 0 }
 
 // work delivers it and then the changes queued behind it, in order.
 func (d *Dispatcher) work(ctx context.Context, id string, q *incQueue, it *item) {
@@ -401,7 +421,7 @@ func (d *Dispatcher) work(ctx context.Context, id string, q *incQueue, it *item)
 		if len(q.queue) == 0 {
 			q.busy = false
 			d.active--
-			if q.retrySeq == 0 {
+			if q.idle() {
 				delete(d.incs, id)
 			}
 			d.mu.Unlock()
@@ -437,9 +457,7 @@ func (d *Dispatcher) handle(ctx context.Context, q *incQueue, it *item) {
 		_ = it.msg.NakWithDelay(delay)
 		return
 	}
-	if q.retrySeq == it.seq {
-		q.retrySeq = 0
-	}
+	delete(q.away, it.seq)
 	d.mu.Unlock()
 	in := it.in
 	log := d.log.With("incident", in.ID, "rule", in.Rule, "status", in.Status, "seq", in.Seq)
@@ -485,9 +503,7 @@ func (d *Dispatcher) handle(ctx context.Context, q *incQueue, it *item) {
 		if errors.As(err, &ra) && ra.RetryAfter() > delay {
 			delay = ra.RetryAfter()
 		}
-		d.mu.Lock()
-		q.retrySeq, q.retryUntil = it.seq, time.Now().Add(delay)
-		d.mu.Unlock()
+		d.setAway(q, it.seq, delay)
 		log.Warn("delivery failed; will retry", "attempt", attempt, "retry_in", delay.Round(time.Millisecond), "err", err)
 		_ = it.msg.NakWithDelay(delay)
 	default:
@@ -498,11 +514,18 @@ func (d *Dispatcher) handle(ctx context.Context, q *incQueue, it *item) {
 				t.Forget(in)
 			}
 		} else {
-			d.mu.Lock()
-			q.retrySeq, q.retryUntil = it.seq, time.Now().Add(5*time.Second)
-			d.mu.Unlock()
+			d.setAway(q, it.seq, 5*time.Second)
 		}
 	}
+}
+
+func (d *Dispatcher) setAway(q *incQueue, seq uint64, delay time.Duration) {
+	d.mu.Lock()
+	if q.away == nil {
+		q.away = map[uint64]time.Time{}
+	}
+	q.away[seq] = time.Now().Add(delay)
+	d.mu.Unlock()
 }
 
 func (d *Dispatcher) forgetAttempts(seq uint64) {
@@ -594,7 +617,7 @@ func (d *Dispatcher) repeatLoop(ctx context.Context) {
 		for _, in := range d.cfg.Throttle.Due() {
 			d.mu.Lock()
 			q := d.incs[in.ID]
-			if (q != nil && (q.busy || q.retrySeq != 0)) || d.active >= d.cfg.Parallelism {
+			if (q != nil && !q.idle()) || d.active >= d.cfg.Parallelism {
 				d.mu.Unlock()
 				continue
 			}

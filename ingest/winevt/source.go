@@ -5,10 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -326,8 +324,4 @@ func (s *Source) read(ctx context.Context, wf *wfile, out chan<- ingest.Event) e
 	return nil
 }
 
-// String renders a checkpoint for logs.
-func (c checkpoint) String() string { return strconv.FormatUint(c.RecordID, 10) }
-
 var _ ingest.Source = (*Source)(nil)
-var _ = os.Getpid

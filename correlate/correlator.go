@@ -195,7 +195,7 @@ func (c *Correlator) evaluate(rs *ruleState, g *group, now time.Time, last *inge
 			ID:        IncidentID(r.ID, g.Key),
 			Rule:      r.ID,
 			Status:    StatusFiring,
-			Severity:  r.Severity,
+			Severity:  r.SeverityAt(len(g.Entries)),
 			Node:      g.node(r, last),
 			Group:     maps.Clone(g.Values),
 			Runbook:   r.Runbook,
@@ -210,7 +210,10 @@ func (c *Correlator) evaluate(rs *ruleState, g *group, now time.Time, last *inge
 		}
 		g.Incident = in
 		c.emit(rs, g, last, emit)
-	case g.Incident != nil && g.Pending && !now.Before(g.Incident.UpdatedAt.Add(c.opts.UpdateInterval)):
+	case g.Incident != nil && g.Incident.Severity != r.SeverityAt(g.Incident.Count),
+		g.Incident != nil && g.Pending && !now.Before(g.Incident.UpdatedAt.Add(c.opts.UpdateInterval)):
+		// An escalation is sent at once; other evidence waits for the update interval.
+		g.Incident.Severity = r.SeverityAt(g.Incident.Count)
 		g.Incident.Status = StatusUpdated
 		g.Incident.UpdatedAt = now
 		g.Incident.Seq++

@@ -201,3 +201,15 @@ func TestLateEventsAreCounted(t *testing.T) {
 		t.Fatalf("late = %d, want 1", c.Stats().Late)
 	}
 }
+
+func TestEscalationIsSentAtOnce(t *testing.T) {
+	c := New(loadRules(t), Options{})
+	out := runSteps(c, []step{{0, "n1", "x", ""}, {time.Second, "n1", "x", ""}, {2 * time.Second, "n1", "x", ""}, {3 * time.Second, "n1", "x", ""}})
+	var got []string
+	for _, in := range out {
+		got = append(got, in.Status+"/"+in.Severity)
+	}
+	if fmt.Sprint(got) != "[firing/warning updated/critical]" {
+		t.Fatalf("got %v", got)
+	}
+}

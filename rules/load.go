@@ -31,7 +31,8 @@ const DefaultSeverity = "warning"
 
 var (
 	topKeys       = []string{"rules", "lists"}
-	ruleKeys      = []string{"id", "title", "summary", "severity", "runbook", "labels", "match", "correlate", "resolve"}
+	ruleKeys      = []string{"id", "title", "summary", "severity", "escalate", "runbook", "labels", "match", "correlate", "resolve"}
+	escalateKeys  = []string{"count", "severity"}
 	correlateKeys = []string{"by", "window", "when"}
 	resolveKeys   = []string{"after"}
 
@@ -378,6 +379,8 @@ func (p *fileParser) parseRule(n *yaml.Node, nth int) *Rule {
 				return
 			}
 			r.Severity = s
+		case "escalate":
+			r.Escalate = p.parseEscalate(v, name)
 		case "runbook":
 			if s, ok := p.scalar(v, name, "runbook"); ok {
 				r.Runbook = s
@@ -738,10 +741,11 @@ func (r *Rule) computeHash() string {
 		By                                    []string
 		Window, ResolveAfter                  int64
 		When                                  string
+		Escalate                              []Escalation
 	}{
 		ID: r.ID, Title: r.Title, Summary: r.Summary, Severity: r.Severity, Runbook: r.Runbook,
 		Labels: r.Labels, By: r.By, Window: int64(r.Window), ResolveAfter: int64(r.ResolveAfter),
-		Lists: map[string][]string{},
+		Lists: map[string][]string{}, Escalate: r.Escalate,
 	}
 	for _, s := range r.Selectors {
 		def.Selectors = append(def.Selectors, sel{s.Name, strings.TrimSpace(s.Expr)})
@@ -761,3 +765,60 @@ func (r *Rule) computeHash() string {
 // (sha256, hex). Rules with equal hashes behave alike; the correlator keeps
 // the state of rules whose hash did not change across a reload.
 func (r *Rule) Hash() string { return r.hash }
+
+// parseEscalate reads escalate: a list of {count, severity} steps with
+// increasing counts.
+func (p *fileParser) parseEscalate(v *yaml.Node, name string) []Escalation {
+	v = deref(v)
+	if v.Kind != yaml.SequenceNode {
+		p.errf(v, name, "escalate: expected a list of {count, severity}")
+		return nil
+	}
+	var out []Escalation
+	for _, it := range v.Content {
+		it = deref(it)
+		if it.Kind != yaml.MappingNode {
+			p.errf(it, name, "escalate: expected {count: N, severity: S}")
+			continue
+		}
+		var e Escalation
+		ok := true
+		p.mapping(it, name, escalateKeys, func(key string, k, v *yaml.Node) {
+			s, good := p.scalar(v, name, "escalate."+key)
+			if !good {
+				ok = false
+				return
+			}
+			switch key {
+			case "count":
+				n, err := strconv.Atoi(s)
+				if err != nil || n < 1 {
+					p.errf(v, name, "escalate.count: %q is not a positive integer", s)
+					ok = false
+					return
+				}
+				e.Count = n
+			case "severity":
+				if !contains(Severities, s) {
+					p.errf(v, name, "escalate.severity: invalid severity %q (want one of %s)", s, strings.Join(Severities, ", "))
+					ok = false
+					return
+				}
+				e.Severity = s
+			}
+		})
+		if !ok {
+			continue
+		}
+		if e.Count == 0 || e.Severity == "" {
+			p.errf(it, name, "escalate: each step needs count and severity")
+			continue
+		}
+		if len(out) > 0 && e.Count <= out[len(out)-1].Count {
+			p.errf(it, name, "escalate: counts must increase (%d after %d)", e.Count, out[len(out)-1].Count)
+			continue
+		}
+		out = append(out, e)
+	}
+	return out
+}

@@ -17,6 +17,8 @@ type Rule struct {
 	Title    string // text/template source
 	Summary  string // text/template source
 	Severity string // info, warning, error, critical
+	// Escalate raises the severity as an incident's count grows.
+	Escalate []Escalation
 	Runbook  string
 	Labels   map[string]string
 
@@ -46,6 +48,24 @@ type Rule struct {
 	hash  string
 	// position of resolve.after when given (for lint)
 	resolveLine, resolveCol int
+}
+
+// Escalation is one step of severity escalation: from Count matching
+// events on, the incident has Severity.
+type Escalation struct {
+	Count    int
+	Severity string
+}
+
+// SeverityAt returns the rule's severity for an incident of count events.
+func (r *Rule) SeverityAt(count int) string {
+	sev := r.Severity
+	for _, e := range r.Escalate {
+		if count >= e.Count {
+			sev = e.Severity
+		}
+	}
+	return sev
 }
 
 // DistinctRef is one distinct(selector, field) use of a condition.

@@ -3,7 +3,7 @@ package winevt
 import (
 	"time"
 
-	"github.com/klaxon-dev/klaxon/ingest/winevt/internal/evtxwriter"
+	"github.com/klaxon-dev/klaxon/ingest/winevt/evtxwriter"
 )
 
 // seedTime is the time of the first generated record.

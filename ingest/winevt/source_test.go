@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/klaxon-dev/klaxon/ingest"
-	"github.com/klaxon-dev/klaxon/ingest/winevt/internal/evtxwriter"
+	"github.com/klaxon-dev/klaxon/ingest/winevt/evtxwriter"
 )
 
 type collector struct {

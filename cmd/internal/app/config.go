@@ -73,6 +73,14 @@ type SourcesConfig struct {
 	NomadLog    []NomadLogConfig    `yaml:"nomad_log"`
 	NomadEvents []NomadEventsConfig `yaml:"nomad_events"`
 	WinEvtFiles []WinEvtFilesConfig `yaml:"winevt_files"`
+	// WinEvt subscribes to Windows Event Log channels (Windows only).
+	WinEvt *WinEvtLiveConfig `yaml:"winevt"`
+}
+
+// WinEvtLiveConfig is the live Windows Event Log subscription.
+type WinEvtLiveConfig struct {
+	Channels []string `yaml:"channels"` // default System and Application
+	Query    string   `yaml:"query"`    // XPath, default "*"
 }
 
 // NomadEventsConfig is one Nomad event-stream subscription.

@@ -190,6 +190,14 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 		}
 		sources = append(sources, s)
 	}
+	if wc := cfg.Sources.WinEvt; wc != nil {
+		s, err := winevt.NewLive(winevt.LiveConfig{Channels: wc.Channels, Query: wc.Query, Checkpoints: cps, Identity: ident}, log)
+		if err != nil {
+			stopAll()
+			return fmt.Errorf("sources.winevt: %w", err)
+		}
+		sources = append(sources, s)
+	}
 	srcCtx, stopSources := context.WithCancel(context.Background())
 	events := make(chan ingest.Event, 1024)
 	var srcWG sync.WaitGroup

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -25,9 +26,10 @@ const (
 
 // Sink posts to one incoming webhook.
 type Sink struct {
-	name   string
-	url    ingest.Secret
-	client *http.Client
+	name    string
+	url     ingest.Secret
+	secrets []string // the URL and its path (the token)
+	client  *http.Client
 }
 
 // New returns a Slack sink. cfg must be resolved (Config.Resolve).
@@ -39,7 +41,11 @@ func New(name string, cfg Config) (*Sink, error) {
 	if err := sinks.CheckURL("webhook_url", cfg.WebhookURL.Reveal()); err != nil {
 		return nil, fmt.Errorf("slack sink %q: %w", name, err)
 	}
-	return &Sink{name: name, url: cfg.WebhookURL, client: &http.Client{Timeout: cfg.Timeout}}, nil
+	secrets := []string{cfg.WebhookURL.Reveal()}
+	if u, err := url.Parse(cfg.WebhookURL.Reveal()); err == nil && len(u.Path) > 1 {
+		secrets = append(secrets, u.Path, u.RawQuery)
+	}
+	return &Sink{name: name, url: cfg.WebhookURL, secrets: secrets, client: &http.Client{Timeout: cfg.Timeout}}, nil
 }
 
 // Name implements sinks.Sink.
@@ -141,7 +147,7 @@ func (s *Sink) Send(ctx context.Context, in correlate.Incident) (bool, error) {
 		URL:     s.url.Reveal(),
 		Header:  http.Header{"Content-Type": {"application/json; charset=utf-8"}},
 		Body:    body,
-		Secrets: []string{s.url.Reveal()},
+		Secrets: s.secrets,
 	})
 	if err != nil {
 		return retryable, fmt.Errorf("slack sink %q: incident %s: %w", s.name, in.ID, err)

@@ -53,6 +53,8 @@ type Stats struct {
 	Matched   uint64 // (event, rule) matches
 	Incidents uint64 // incident changes emitted
 	Late      uint64 // events older than their group's window when they arrived
+	// MatchesByRule counts (event, rule) matches per rule id.
+	MatchesByRule map[string]uint64
 }
 
 type ruleState struct {
@@ -95,8 +97,21 @@ func New(set *rules.Set, opts Options) *Correlator {
 	return c
 }
 
-// Stats returns the counters.
-func (c *Correlator) Stats() Stats { return c.stats }
+// Stats returns a copy of the counters.
+func (c *Correlator) Stats() Stats {
+	st := c.stats
+	st.MatchesByRule = maps.Clone(c.stats.MatchesByRule)
+	return st
+}
+
+// ActiveGroups returns the number of groups with state per rule id.
+func (c *Correlator) ActiveGroups() map[string]int {
+	m := make(map[string]int, len(c.rules))
+	for id, rs := range c.rules {
+		m[id] = len(rs.groups)
+	}
+	return m
+}
 
 // Rules returns the rule set in use.
 func (c *Correlator) Rules() *rules.Set { return c.set }
@@ -134,6 +149,10 @@ func (c *Correlator) Process(ev *ingest.Event, emit func(Incident)) {
 			return
 		}
 		c.stats.Matched++
+		if c.stats.MatchesByRule == nil {
+			c.stats.MatchesByRule = map[string]uint64{}
+		}
+		c.stats.MatchesByRule[r.ID]++
 		c.match(rs, ev, mask, emit)
 	})
 }

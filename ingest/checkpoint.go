@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 )
 
 // Checkpoints is a file of source positions (file offsets, stream indexes,
@@ -16,9 +17,10 @@ import (
 type Checkpoints struct {
 	path string
 
-	mu    sync.Mutex
-	state map[string]json.RawMessage
-	dirty bool
+	mu        sync.Mutex
+	state     map[string]json.RawMessage
+	dirty     bool
+	lastFlush time.Time
 }
 
 // OpenCheckpoints reads the checkpoint file at path (absent is empty).
@@ -86,6 +88,7 @@ func (c *Checkpoints) Flush() error {
 	}
 	b, err := json.MarshalIndent(c.state, "", "  ")
 	c.dirty = false
+	c.lastFlush = time.Now()
 	c.mu.Unlock()
 	if err != nil {
 		return err
@@ -97,6 +100,13 @@ func (c *Checkpoints) Flush() error {
 		return fmt.Errorf("checkpoints: %w", err)
 	}
 	return nil
+}
+
+// LastFlush returns when positions were last written (zero: never).
+func (c *Checkpoints) LastFlush() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lastFlush
 }
 
 // WriteFileAtomic writes data to path through a synced temporary file in the

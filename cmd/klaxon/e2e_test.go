@@ -107,6 +107,7 @@ func TestEndToEndKillRestart(t *testing.T) {
 	}
 	cfg := fmt.Sprintf(`
 node: e2e-node
+http: {listen: "127.0.0.1:0"}
 data_dir: %s
 rules_dir: %s
 sources:
@@ -127,6 +128,19 @@ correlator:
 		t.Fatal(err)
 	}
 	appendLines(t, logPath, []string{noiseLine(time.Now(), 0)})
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		logs, _ := filepath.Glob(filepath.Join(dir, "klaxon-*.log"))
+		for _, l := range logs {
+			b, _ := os.ReadFile(l)
+			if len(b) > 8000 {
+				b = b[len(b)-8000:]
+			}
+			t.Logf("--- %s:\n%s", filepath.Base(l), b)
+		}
+	})
 
 	start := func() *exec.Cmd {
 		cmd := exec.Command(bin, "run", "--config", cfgPath, "--log-level", "debug")
@@ -297,7 +311,7 @@ func TestEndToEndReload(t *testing.T) {
 	sinkPath := filepath.Join(dir, "incidents.jsonl")
 	appendLines(t, logPath, []string{noiseLine(time.Now(), 0)})
 	cfgPath := filepath.Join(dir, "klaxon.yaml")
-	cfg := fmt.Sprintf("node: reload-node\ndata_dir: %s\nrules_dir: %s\nsources:\n  nomad_log:\n    - paths: [%q]\n      read_from: beginning\n      poll_interval: 50ms\nsinks:\n  - type: file\n    path: %s\n",
+	cfg := fmt.Sprintf("node: reload-node\nhttp: {listen: \"127.0.0.1:0\"}\ndata_dir: %s\nrules_dir: %s\nsources:\n  nomad_log:\n    - paths: [%q]\n      read_from: beginning\n      poll_interval: 50ms\nsinks:\n  - type: file\n    path: %s\n",
 		filepath.Join(dir, "data"), rulesDir, logPath, sinkPath)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)

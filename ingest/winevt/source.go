@@ -58,7 +58,14 @@ type Source struct {
 	norm    *normalizer
 	running atomic.Bool
 	files   map[string]*wfile
-	stats   Stats
+	emitted atomic.Int64 // records sent
+	skipped atomic.Int64 // records given up on
+}
+
+// Stats returns the records the source sent (Records) and the damaged
+// records it gave up on (BadRecords). Safe for concurrent use.
+func (s *Source) Stats() Stats {
+	return Stats{Records: s.emitted.Load(), BadRecords: s.skipped.Load()}
 }
 
 // wfile is one followed file.
@@ -297,6 +304,7 @@ func (s *Source) read(ctx context.Context, wf *wfile, out chan<- ingest.Event) e
 				}
 				delete(wf.fails, r.id)
 				s.log.Error("winevt: skipping record that cannot be decoded", "path", wf.path, "record", r.id, "error", r.err)
+				s.skipped.Add(1)
 				wf.last = r.id
 				continue
 			}
@@ -308,6 +316,7 @@ func (s *Source) read(ctx context.Context, wf *wfile, out chan<- ingest.Event) e
 			}
 			select {
 			case out <- ev:
+				s.emitted.Add(1)
 				wf.last = r.id
 			case <-ctx.Done():
 				stopped = true

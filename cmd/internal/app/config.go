@@ -36,6 +36,8 @@ type Config struct {
 	Sinks []SinkConfig `yaml:"sinks"`
 	// Correlator tunes the correlator.
 	Correlator CorrelatorConfig `yaml:"correlator"`
+	// HTTP is klaxon's own endpoint (metrics, health, reload).
+	HTTP HTTPConfig `yaml:"http"`
 	// ShutdownTimeout bounds the orderly shutdown (default 15s).
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 
@@ -238,6 +240,9 @@ func (c *Config) SetDefaults() {
 	if c.Correlator.Lateness <= 0 {
 		c.Correlator.Lateness = 5 * time.Second
 	}
+	if c.HTTP.Listen == "" {
+		c.HTTP.Listen = "127.0.0.1:9464"
+	}
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = 15 * time.Second
 	}
@@ -288,6 +293,9 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("sinks[%d].name: %q is used twice", i, s.Name))
 		}
 		names[s.Name] = true
+	}
+	if c.HTTP.Listen != "off" && !isLoopbackListen(c.HTTP.Listen) && !c.HTTP.Token.IsSet() {
+		errs = append(errs, fmt.Errorf("http.token: required when http.listen (%s) is not a loopback address", c.HTTP.Listen))
 	}
 	bc := c.BusConfig()
 	if err := bc.Validate(); err != nil {

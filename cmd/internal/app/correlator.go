@@ -51,9 +51,10 @@ type correlatorRole struct {
 	lastMsg jetstream.Msg
 	since   int  // messages since the last snapshot
 	dirty   bool // incident changes since the last snapshot
+	met     *metrics
 }
 
-func newCorrelatorRole(ctx context.Context, b *bus.Bus, set *rules.Set, cfg CorrelatorConfig, now func() time.Time, log *slog.Logger) (*correlatorRole, error) {
+func newCorrelatorRole(ctx context.Context, b *bus.Bus, set *rules.Set, cfg CorrelatorConfig, now func() time.Time, log *slog.Logger, met *metrics) (*correlatorRole, error) {
 	kv, err := b.JS.KeyValue(ctx, bus.StateBucket)
 	if err != nil {
 		return nil, fmt.Errorf("correlator: state bucket: %w", err)
@@ -65,6 +66,7 @@ func newCorrelatorRole(ctx context.Context, b *bus.Bus, set *rules.Set, cfg Corr
 		log:  log.With("role", "correlator"),
 		cfg:  cfg, now: now,
 		setRules: make(chan *rules.Set, 1),
+		met:      met,
 	}
 	entry, err := kv.Get(ctx, snapshotKey)
 	switch {
@@ -98,14 +100,26 @@ func (r *correlatorRole) SetRules(set *rules.Set) {
 
 // run consumes until ctx is done, then snapshots.
 func (r *correlatorRole) run(ctx context.Context) error {
-	cons, err := r.js.CreateOrUpdateConsumer(ctx, bus.EventsStream, jetstream.ConsumerConfig{
+	// The snapshot, not the consumer's ack floor, says where to resume:
+	// messages delivered to a crashed process but not covered by its last
+	// snapshot would otherwise wait for their ack wait to expire. So the
+	// consumer is made anew at the first sequence the snapshot does not cover.
+	if err := r.js.DeleteConsumer(ctx, bus.EventsStream, correlatorConsumer); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return fmt.Errorf("correlator: reset consumer: %w", err)
+	}
+	cc := jetstream.ConsumerConfig{
 		Durable:       correlatorConsumer,
-		FilterSubject: "klaxon.events.>",
+		FilterSubject: bus.EventsSubjects,
 		AckPolicy:     jetstream.AckAllPolicy,
-		AckWait:       2 * time.Minute,
+		AckWait:       time.Minute,
 		MaxAckPending: 4 * snapshotEvery,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
-	})
+	}
+	if r.snapSeq > 0 {
+		cc.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cc.OptStartSeq = r.snapSeq + 1
+	}
+	cons, err := r.js.CreateOrUpdateConsumer(ctx, bus.EventsStream, cc)
 	if err != nil {
 		return fmt.Errorf("correlator: consumer: %w", err)
 	}
@@ -149,6 +163,7 @@ func (r *correlatorRole) run(ctx context.Context) error {
 		case <-tick.C:
 			r.corr.Advance(r.now().Add(-r.cfg.Lateness), r.publishFunc(ctx))
 			r.snapshot(ctx)
+			r.publishGauges()
 		}
 	}
 }
@@ -176,8 +191,8 @@ func (r *correlatorRole) handle(ctx context.Context, m jetstream.Msg) {
 	}
 	seq := md.Sequence.Stream
 	r.lastMsg = m
-	if seq <= r.snapSeq {
-		return // covered by the restored snapshot
+	if seq <= r.lastSeq {
+		return // covered by the restored snapshot, or a redelivery of what this process already counted
 	}
 	r.lastSeq = seq
 	r.since++
@@ -186,7 +201,19 @@ func (r *correlatorRole) handle(ctx context.Context, m jetstream.Msg) {
 		r.log.Error("undecodable event skipped", "subject", m.Subject(), "seq", seq, "err", err)
 		return
 	}
+	start := time.Now()
 	r.corr.Process(&ev, r.publishFunc(ctx))
+	r.met.evalDur.Observe(time.Since(start).Seconds())
+}
+
+// publishGauges hands the correlator's counters to the metrics endpoint
+// (the correlator itself is not safe for concurrent use).
+func (r *correlatorRole) publishGauges() {
+	g := &corrGauges{stats: r.corr.Stats(), groups: r.corr.ActiveGroups(), open: map[[2]string]int{}}
+	for _, in := range r.corr.Open() {
+		g.open[[2]string{in.Rule, in.Severity}]++
+	}
+	r.met.corr.Store(g)
 }
 
 // publishFunc publishes incident changes, retrying until stored: an
@@ -194,6 +221,7 @@ func (r *correlatorRole) handle(ctx context.Context, m jetstream.Msg) {
 func (r *correlatorRole) publishFunc(ctx context.Context) func(correlate.Incident) {
 	return func(in correlate.Incident) {
 		r.dirty = true
+		r.met.changes.WithLabelValues(in.Status).Inc()
 		b, err := json.Marshal(in)
 		if err != nil {
 			r.log.Error("incident not encodable", "incident", in.ID, "err", err)

@@ -72,6 +72,7 @@ func TestRunWithNomadEventStream(t *testing.T) {
 	rulesDir, _ := filepath.Abs("../../../rules.d")
 	cfg, err := ParseConfig(filepath.Join(dir, "klaxon.yaml"), []byte(fmt.Sprintf(`
 node: central
+http: {listen: "127.0.0.1:0"}
 rules_dir: %s
 nomad:
   address: %s

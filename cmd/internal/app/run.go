@@ -63,6 +63,9 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	if err != nil {
 		return err
 	}
+	met := newMetrics()
+	met.bus = b
+	met.ruleErrors = set.Errors
 	closeBus := func() {
 		cctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 		defer cancel()
@@ -84,6 +87,7 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 		}
 		built = append(built, s)
 		d := sinks.NewDispatcher(b.JS, s, sinks.DispatcherConfig{Stream: bus.IncidentsStream}, log)
+		met.dispatch = append(met.dispatch, namedDispatcher{s.Name(), d})
 		sinkWG.Add(1)
 		go func() {
 			defer sinkWG.Done()
@@ -94,7 +98,7 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	}
 
 	// Correlator.
-	corr, err := newCorrelatorRole(ctx, b, set, cfg.Correlator, opts.Now, log)
+	corr, err := newCorrelatorRole(ctx, b, set, cfg.Correlator, opts.Now, log, met)
 	if err != nil {
 		stopSinks()
 		closeBus()
@@ -201,25 +205,58 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	srcCtx, stopSources := context.WithCancel(context.Background())
 	events := make(chan ingest.Event, 1024)
 	var srcWG sync.WaitGroup
+	met.cps = cps
 	for _, s := range sources {
+		meter := &sourceMeter{src: s}
+		met.sources = append(met.sources, meter)
+		own := make(chan ingest.Event, 256)
 		srcWG.Add(1)
 		go func() {
 			defer srcWG.Done()
-			if err := s.Run(srcCtx, events); err != nil && srcCtx.Err() == nil {
+			done := make(chan struct{})
+			go func() { meter.forward(own, events, opts.Now); close(done) }()
+			if err := s.Run(srcCtx, own); err != nil && srcCtx.Err() == nil {
 				log.Error("source stopped", "source", s.Name(), "err", err)
 			}
+			close(own)
+			<-done
 		}()
 	}
 	pub := b.NewPublisher(log, bus.PublisherOptions{})
+	met.publisher = pub
+	httpCtx, stopHTTP := context.WithCancel(context.Background())
+	defer stopHTTP()
+	reload := func() error {
+		if watcher != nil {
+			return watcher.Reload()
+		}
+		s, err := rules.LoadDir(cfg.RulesDir)
+		if err != nil {
+			return err
+		}
+		corr.SetRules(s)
+		return nil
+	}
+	addr, err := met.serveHTTP(httpCtx, cfg.HTTP, reload, log)
+	if err != nil {
+		stopSources()
+		stopAll()
+		return err
+	}
+	if addr != "" {
+		log.Info("http endpoint", "addr", addr, "paths", "/metrics /healthz /readyz POST /-/reload")
+	}
 	pubCtx, stopPub := context.WithCancel(context.Background())
 	pubDone := make(chan error, 1)
 	go func() { pubDone <- pub.Run(pubCtx, events) }()
 
+	met.ready.Store(true)
 	if opts.Ready != nil {
 		close(opts.Ready)
 	}
 	<-ctx.Done()
 	log.Info("shutting down")
+	met.ready.Store(false)
 	deadline := time.Now().Add(cfg.ShutdownTimeout)
 	wait := func(name string, done <-chan struct{}) {
 		select {

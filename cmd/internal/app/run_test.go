@@ -71,6 +71,7 @@ func TestRunOnExternalNATS(t *testing.T) {
 	rulesDir, _ := filepath.Abs("../../../rules.d")
 	cfg, err := ParseConfig(filepath.Join(dir, "klaxon.yaml"), []byte(fmt.Sprintf(`
 node: ext-node
+http: {listen: "127.0.0.1:0"}
 rules_dir: %s
 nats:
   url: %s

@@ -693,7 +693,7 @@ func (d *Dispatcher) restore(ctx context.Context, cons jetstream.Consumer) {
 		}
 	}
 	for done := false; !done && rctx.Err() == nil; {
-		batch, err := oc.Fetch(256, jetstream.FetchMaxWait(time.Second))
+		batch, err := oc.FetchNoWait(256)
 		if err != nil {
 			d.log.Warn("state not fully restored", "err", err)
 			break

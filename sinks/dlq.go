@@ -82,7 +82,7 @@ func ListDLQ(ctx context.Context, js jetstream.JetStream, sink string, limit int
 		if limit > 0 {
 			want = min(want, limit-len(out))
 		}
-		batch, err := oc.Fetch(want, jetstream.FetchMaxWait(2*time.Second))
+		batch, err := oc.FetchNoWait(want)
 		if err != nil {
 			return out, fmt.Errorf("dlq: %w", err)
 		}

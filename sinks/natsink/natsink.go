@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -103,6 +104,11 @@ func (s *Sink) Send(ctx context.Context, in correlate.Incident) (bool, error) {
 	}
 	if err := s.nc.PublishMsg(msg); err != nil {
 		return true, fmt.Errorf("nats sink %q: publish %s: %w", s.name, s.cfg.Subject, err)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
 	}
 	if err := s.nc.FlushWithContext(ctx); err != nil {
 		return true, fmt.Errorf("nats sink %q: flush: %w", s.name, err)

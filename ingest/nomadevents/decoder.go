@@ -153,6 +153,7 @@ type FrameError struct {
 	Err error
 }
 
+// Error implements error.
 func (e *FrameError) Error() string {
 	if e.Index == 0 {
 		return fmt.Sprintf("nomadevents: %s frame: %v", e.Problem, e.Err)
@@ -160,6 +161,7 @@ func (e *FrameError) Error() string {
 	return fmt.Sprintf("nomadevents: frame index %d: %s: %v", e.Index, e.Problem, e.Err)
 }
 
+// Unwrap returns the underlying error.
 func (e *FrameError) Unwrap() error { return e.Err }
 
 // Frame decodes one NDJSON frame and emits its events. Heartbeats ({}) are

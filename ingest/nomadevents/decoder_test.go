@@ -517,3 +517,35 @@ func splitLines(b []byte) [][]byte {
 	}
 	return out
 }
+
+// A recording with bad lines: they are counted and skipped, the lines after
+// them still decode, and the log names the index where it can be read.
+func TestReadAllSkipsBadLines(t *testing.T) {
+	f, err := os.Open("testdata/bad-frames.ndjson")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var lb logBuf
+	var evs []ingest.Event
+	id := ingest.NewIdentity()
+	st, err := ReadAll(context.Background(), f, DecoderConfig{Identity: id, Log: testLogger(&lb), Name: "bad-frames.ndjson"},
+		func(e ingest.Event) { evs = append(evs, e) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Malformed != 2 || st.Unknown != 2 || st.Changes != 2 || st.Heartbeats != 2 || st.Frames != 8 {
+		t.Errorf("stats %+v", st)
+	}
+	if len(evs) != 2 || evs[1].Msg != "node edge-1 is down (was ready)" || evs[1].Level != ingest.LevelError {
+		t.Errorf("events %+v", evs)
+	}
+	if id.Resolve("edge-1.corp.example") != "edge-1" {
+		t.Error("unique.hostname not learnt")
+	}
+	for _, want := range []string{"index=6", "index=7", "index=8", "input=bad-frames.ndjson"} {
+		if !strings.Contains(lb.String(), want) {
+			t.Errorf("log does not contain %s:\n%s", want, lb.String())
+		}
+	}
+}

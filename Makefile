@@ -4,8 +4,8 @@ BIN     := bin/klaxon
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 # Debian packages the tests use as real parts (not mocks).
-TEST_PKGS := nats-server
-FUZZTIME ?= 20s
+TEST_PKGS := nats-server libevtx-utils prometheus-alertmanager
+FUZZTIME ?= 15s
 
 .PHONY: all build run test deps fmt vet race windows rules-lint rules-test fuzz bench clean
 
@@ -53,11 +53,14 @@ rules-lint: build
 rules-test: build
 	$(BIN) rules test rules.d
 
+# Each parser of outside input is fuzzed for a short time.
 fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzFrame$$' -fuzztime $(FUZZTIME) ./ingest/nomadevents/
+	$(GO) test -run '^$$' -fuzz '^FuzzReadXML$$' -fuzztime $(FUZZTIME) ./ingest/winevt/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseLine$$' -fuzztime $(FUZZTIME) ./ingest/nomadlog/
 
 bench: build
-	$(GO) test -run '^$$' -bench . -benchmem ./ingest/nomadlog/ ./rules/ ./cmd/internal/app/
+	$(GO) test -run '^$$' -bench . -benchmem ./ingest/nomadlog/ ./ingest/nomadevents/ ./ingest/winevt/ ./rules/ ./cmd/internal/app/
 
 clean:
 	rm -rf bin data

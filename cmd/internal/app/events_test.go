@@ -60,17 +60,30 @@ func nomadStreamServer(t *testing.T, capture string) *httptest.Server {
 	}))
 }
 
-// TestRunWithNomadEventStream: klaxon run with an event-stream source
-// (against a server replaying the real reconnect recording) fires the
-// reconnect churn incident for win-client-2 into the JSONL sink.
+// TestRunWithNomadEventStream: klaxon run with an event-stream source,
+// against a server replaying the real recordings with Nomad's framing,
+// fires the reconnect churn incident for win-client-2 with the jobs named,
+// and the reschedule storm for job crashloop.
 func TestRunWithNomadEventStream(t *testing.T) {
-	capture := needShared(t, "nomad/captures/reconnect/events.ndjson")
-	srv := nomadStreamServer(t, capture)
-	defer srv.Close()
-	dir := t.TempDir()
-	sinkPath := filepath.Join(dir, "incidents.jsonl")
-	rulesDir, _ := filepath.Abs("../../../rules.d")
-	cfg, err := ParseConfig(filepath.Join(dir, "klaxon.yaml"), []byte(fmt.Sprintf(`
+	tests := []struct {
+		capture string
+		rule    string
+		want    []string // in the incident JSON
+	}{
+		{"nomad/captures/reconnect/events.ndjson", "nomad.client.reconnect_churn",
+			[]string{`"node":"win-client-2"`, "edge-affine", "edge-pinned"}},
+		{"nomad/captures/crashloop-gc-checkrestart/events.ndjson", "nomad.job.reschedule_storm",
+			[]string{`"fields.job":"crashloop"`}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.rule, func(t *testing.T) {
+			capture := needShared(t, tc.capture)
+			srv := nomadStreamServer(t, capture)
+			defer srv.Close()
+			dir := t.TempDir()
+			sinkPath := filepath.Join(dir, "incidents.jsonl")
+			rulesDir, _ := filepath.Abs("../../../rules.d")
+			cfg, err := ParseConfig(filepath.Join(dir, "klaxon.yaml"), []byte(fmt.Sprintf(`
 node: central
 http: {listen: "127.0.0.1:0"}
 rules_dir: %s
@@ -87,33 +100,43 @@ correlator:
   # The recording is from the past: keep the correlator's clock on event time.
   lateness: 8760h
 `, rulesDir, srv.URL, sinkPath)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- Run(ctx, cfg, Options{Log: quiet()}) }()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		b, _ := os.ReadFile(sinkPath)
-		if strings.Contains(string(b), `"rule":"nomad.client.reconnect_churn"`) {
-			if !strings.Contains(string(b), `"node":"win-client-2"`) {
-				t.Errorf("churn not on win-client-2: %s", b)
+			if err != nil {
+				t.Fatal(err)
 			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no churn incident; sink: %s", b)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("Run did not return")
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- Run(ctx, cfg, Options{Log: quiet()}) }()
+			deadline := time.Now().Add(20 * time.Second)
+			for {
+				var line string
+				b, _ := os.ReadFile(sinkPath)
+				for _, l := range strings.Split(string(b), "\n") {
+					if strings.Contains(l, `"rule":"`+tc.rule+`"`) {
+						line = l
+					}
+				}
+				if line != "" {
+					for _, w := range tc.want {
+						if !strings.Contains(line, w) {
+							t.Errorf("%s incident lacks %s: %s", tc.rule, w, line)
+						}
+					}
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("no %s incident; sink: %s", tc.rule, b)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatal("Run did not return")
+			}
+		})
 	}
 }

@@ -23,8 +23,8 @@ import (
 
 // Read-from positions of Config.ReadFrom.
 const (
-	ReadFromEnd       = "end"
-	ReadFromBeginning = "beginning"
+	ReadFromEnd       = ingest.ReadFromEnd
+	ReadFromBeginning = ingest.ReadFromBeginning
 )
 
 // DefaultPollInterval is the default Config.PollInterval.
@@ -153,29 +153,7 @@ func New(cfg Config, log *slog.Logger) (*Tailer, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	var errs []error
-	if len(cfg.Paths) == 0 {
-		errs = append(errs, errors.New("nomadlog: paths: none given"))
-	}
-	for i, p := range cfg.Paths {
-		if p == "" {
-			errs = append(errs, fmt.Errorf("nomadlog: paths[%d]: empty", i))
-			continue
-		}
-		if _, err := filepath.Match(p, ""); err != nil {
-			errs = append(errs, fmt.Errorf("nomadlog: paths[%d] %q: %w", i, p, err))
-		}
-	}
-	switch cfg.ReadFrom {
-	case "":
-		cfg.ReadFrom = ReadFromEnd
-	case ReadFromEnd, ReadFromBeginning:
-	default:
-		errs = append(errs, fmt.Errorf("nomadlog: read_from %q: want %q or %q", cfg.ReadFrom, ReadFromEnd, ReadFromBeginning))
-	}
-	if cfg.PollInterval < 0 {
-		errs = append(errs, fmt.Errorf("nomadlog: poll_interval %s: negative", cfg.PollInterval))
-	}
+	errs := ingest.ValidateFollow("nomadlog", cfg.Paths, &cfg.ReadFrom, cfg.PollInterval)
 	if cfg.MaxLineBytes < 0 {
 		errs = append(errs, fmt.Errorf("nomadlog: max_line_bytes %d: negative", cfg.MaxLineBytes))
 	}

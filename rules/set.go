@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"github.com/expr-lang/expr/vm"
@@ -185,6 +186,33 @@ type index struct {
 	generic  []int32
 	raw      rawIndex
 	pool     sync.Pool
+	evals    []ruleEval // per rule, by index in Set.Rules
+}
+
+// ruleEval counts the expr work spent on one rule's selectors.
+type ruleEval struct {
+	n     atomic.Uint64
+	nanos atomic.Int64
+}
+
+// RuleEval is the selector work spent on one rule: evaluations that reached
+// expr (the index turns most events away before) and their total time.
+type RuleEval struct {
+	Evaluations uint64
+	Time        time.Duration
+}
+
+// EvalStats returns the selector work per rule id, every rule included.
+func (s *Set) EvalStats() map[string]RuleEval {
+	out := make(map[string]RuleEval, len(s.Rules))
+	for i, r := range s.Rules {
+		var e RuleEval
+		if s.ix != nil && i < len(s.ix.evals) {
+			e = RuleEval{Evaluations: s.ix.evals[i].n.Load(), Time: time.Duration(s.ix.evals[i].nanos.Load())}
+		}
+		out[r.ID] = e
+	}
+	return out
 }
 
 type scratch struct {
@@ -196,7 +224,7 @@ type scratch struct {
 }
 
 func buildIndex(rules []*Rule) *index {
-	ix := &index{bySource: map[string][]int32{}}
+	ix := &index{bySource: map[string][]int32{}, evals: make([]ruleEval, len(rules))}
 	ids := map[pred]int32{}
 	predID := func(p pred) int32 {
 		if id, ok := ids[p]; ok {
@@ -306,7 +334,11 @@ func (s *Set) Match(ev *ingest.Event, fn func(r *Rule, mask uint64)) {
 			envSet = true
 		}
 		sc.env.Lists = e.sel.lists
+		start := time.Now()
 		out, err := sc.vm.Run(e.sel.prog.p, &sc.env)
+		st := &ix.evals[e.rule]
+		st.n.Add(1)
+		st.nanos.Add(int64(time.Since(start)))
 		if err != nil {
 			s.selectorError(e, ev, err)
 			continue

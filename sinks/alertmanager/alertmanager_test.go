@@ -3,79 +3,24 @@ package alertmanager
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/klaxon-dev/klaxon/correlate"
+	"github.com/klaxon-dev/klaxon/internal/externaltest"
 	"github.com/klaxon-dev/klaxon/sinks"
 	"github.com/klaxon-dev/klaxon/sinks/internal/sinktest"
 )
 
-const amBinary = "/usr/bin/prometheus-alertmanager"
-
-// startAlertmanager runs Debian's prometheus-alertmanager with a minimal
-// config (resolve_timeout as given) on a free port and waits for /-/ready.
+// startAlertmanager runs Debian's prometheus-alertmanager on a free port.
 func startAlertmanager(t *testing.T, resolveTimeout string) string {
-	t.Helper()
-	if _, err := os.Stat(amBinary); err != nil {
-		if os.Getenv("KLAXON_REQUIRE_EXTERNAL") == "1" {
-			t.Fatalf("%s missing and KLAXON_REQUIRE_EXTERNAL=1", amBinary)
-		}
-		t.Skipf("%s not installed (apt-get install prometheus-alertmanager); set KLAXON_REQUIRE_EXTERNAL=1 to make this a failure", amBinary)
-	}
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "alertmanager.yml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf(`global:
-  resolve_timeout: %s
-route:
-  receiver: blackhole
-  group_wait: 1s
-receivers:
-  - name: blackhole
-`, resolveTimeout)), 0o644)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	cmd := exec.Command(amBinary, "--config.file="+cfg, "--storage.path="+filepath.Join(dir, "data"),
-		"--web.listen-address="+addr, "--cluster.listen-address=", "--log.level=warn")
-	logf, _ := os.Create(filepath.Join(dir, "am.log"))
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		logf.Close()
-		if t.Failed() {
-			b, _ := os.ReadFile(logf.Name())
-			t.Logf("alertmanager log:\n%s", b)
-		}
-	})
-	base := "http://" + addr
-	sinktest.WaitFor(t, "alertmanager /-/ready", 20*time.Second, func() bool {
-		resp, err := http.Get(base + "/-/ready")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	})
-	return base
+	return externaltest.StartAlertmanager(t, resolveTimeout)
 }
 
 type gettableAlert struct {
@@ -112,17 +57,9 @@ func findAlert(t *testing.T, base, id string) *gettableAlert {
 	return nil
 }
 
-func amVersion(t *testing.T) string {
-	out, err := exec.Command(amBinary, "--version").CombinedOutput()
-	if err != nil {
-		return "?"
-	}
-	return strings.SplitN(string(out), "\n", 2)[0]
-}
-
 func TestAgainstAlertmanager(t *testing.T) {
 	base := startAlertmanager(t, "5m")
-	t.Logf("running against %s", amVersion(t))
+	t.Logf("running against %s", externaltest.AlertmanagerVersion())
 	s, err := New("am", Config{URLs: []string{base}, GeneratorURL: "https://klaxon.example/incidents/"}, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -38,6 +38,7 @@ type Bus struct {
 	cfg     Config
 	log     *slog.Logger
 	srv     *server.Server // nil with an external server
+	lock    *dirLock       // held on the data dir while srv runs
 	secrets []string       // values to redact from errors
 	closed  chan struct{}  // closed by the connection's ClosedHandler
 
@@ -85,6 +86,11 @@ func (b *Bus) open(ctx context.Context) error {
 		return err
 	}
 	if b.cfg.Embedded() {
+		lock, err := lockDataDir(b.cfg.DataDir)
+		if err != nil {
+			return err
+		}
+		b.lock = lock
 		srv, err := startEmbedded(b.cfg, b.log)
 		if err != nil {
 			return err
@@ -353,6 +359,7 @@ func (b *Bus) close(ctx context.Context) error {
 		}()
 		select {
 		case <-done:
+			b.lock.unlock()
 		case <-ctx.Done():
 			errs = append(errs, fmt.Errorf("nats: embedded server shutdown: %w", ctx.Err()))
 		}
@@ -369,6 +376,7 @@ func (b *Bus) abort() {
 		b.srv.Shutdown()
 		b.srv.WaitForShutdown()
 	}
+	b.lock.unlock()
 }
 
 // urlSecrets returns the passwords and tokens written into server URLs

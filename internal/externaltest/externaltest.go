@@ -1,0 +1,100 @@
+// Package externaltest starts the Debian programs that klaxon's tests use
+// as real parts (not mocks). A test that needs a program that is not
+// installed is skipped, unless KLAXON_REQUIRE_EXTERNAL=1 (as `make test`
+// sets it), which makes it a failure.
+package externaltest
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// AlertmanagerBinary is where Debian's prometheus-alertmanager installs.
+const AlertmanagerBinary = "/usr/bin/prometheus-alertmanager"
+
+// Need skips the test when path does not exist (fails it under
+// KLAXON_REQUIRE_EXTERNAL=1); pkg names the Debian package to install.
+func Need(t testing.TB, path, pkg string) {
+	t.Helper()
+	if _, err := os.Stat(path); err != nil {
+		if os.Getenv("KLAXON_REQUIRE_EXTERNAL") == "1" {
+			t.Fatalf("%s missing and KLAXON_REQUIRE_EXTERNAL=1 (apt-get install %s)", path, pkg)
+		}
+		t.Skipf("%s not installed (apt-get install %s); set KLAXON_REQUIRE_EXTERNAL=1 to make this a failure", path, pkg)
+	}
+}
+
+// StartAlertmanager runs Debian's prometheus-alertmanager with a minimal
+// config (one blackhole receiver, group_wait 1s, resolve_timeout as given)
+// on a free loopback port, waits for /-/ready and returns its base URL.
+// It is killed at cleanup; its log is shown when the test failed.
+func StartAlertmanager(t testing.TB, resolveTimeout string) string {
+	t.Helper()
+	Need(t, AlertmanagerBinary, "prometheus-alertmanager")
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "alertmanager.yml")
+	conf := fmt.Sprintf("global:\n  resolve_timeout: %s\nroute:\n  receiver: blackhole\n  group_wait: 1s\nreceivers:\n  - name: blackhole\n", resolveTimeout)
+	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	cmd := exec.Command(AlertmanagerBinary, "--config.file="+cfg, "--storage.path="+filepath.Join(dir, "data"),
+		"--web.listen-address="+addr, "--cluster.listen-address=", "--log.level=warn")
+	logf, err := os.Create(filepath.Join(dir, "am.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		logf.Close()
+		if t.Failed() {
+			b, _ := os.ReadFile(logf.Name())
+			t.Logf("alertmanager log:\n%s", b)
+		}
+	})
+	base := "http://" + addr
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get(base + "/-/ready")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return base
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("alertmanager at %s not ready within 20s", base)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// AlertmanagerVersion is the first line of `prometheus-alertmanager --version`.
+func AlertmanagerVersion() string {
+	out, err := exec.Command(AlertmanagerBinary, "--version").CombinedOutput()
+	if err != nil {
+		return "?"
+	}
+	for i, c := range out {
+		if c == '\n' {
+			return string(out[:i])
+		}
+	}
+	return string(out)
+}

@@ -33,3 +33,25 @@ func BenchmarkDecoder(b *testing.B) {
 	b.ReportMetric(float64(events)/sec, "events/s")
 	b.ReportMetric(float64(frames)/sec, "frames/s")
 }
+
+// BenchmarkSkipFrame skips every recorded frame without decoding it: the floor
+// under BenchmarkDecoder, which walks each frame once to check it and once
+// more to decode its events.
+func BenchmarkSkipFrame(b *testing.B) {
+	var lines [][]byte
+	size := 0
+	for _, name := range captures {
+		for _, l := range readLinesOf(b, capturePath(b, name)) {
+			lines = append(lines, l)
+			size += len(l)
+		}
+	}
+	b.SetBytes(int64(size))
+	for b.Loop() {
+		for _, l := range lines {
+			if _, err := skipValue(l, 0); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}

@@ -44,7 +44,20 @@ func skipSpace(data []byte, i int) int {
 
 // skipString returns the offset after the string starting at data[i] == '"'.
 func skipString(data []byte, i int) (int, error) {
+	// Most strings of a frame are short keys and values: scan them inline,
+	// and hand long ones to bytes.IndexByte.
 	j := i + 1
+	for end := min(len(data), j+32); j < end; j++ {
+		switch data[j] {
+		case '"':
+			return j + 1, nil
+		case '\\':
+			j++
+		}
+	}
+	if j > len(data) {
+		return 0, errTruncated
+	}
 	for {
 		k := bytes.IndexByte(data[j:], '"')
 		if k < 0 {

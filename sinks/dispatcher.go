@@ -109,6 +109,13 @@ type DispatcherConfig struct {
 	// NoRestore skips rebuilding the throttle's and the sink's state from
 	// the stream at start.
 	NoRestore bool
+	// Silencer mutes changes that a silence matches (nil: none is muted).
+	Silencer Silencer
+	// SilenceCheck is how often held changes are checked against the
+	// silences (default 1s; a change of the silences checks at once).
+	SilenceCheck time.Duration
+	// Now is the clock silences are checked against (default time.Now).
+	Now func() time.Time
 }
 
 func (c *DispatcherConfig) setDefaults() {
@@ -139,6 +146,12 @@ func (c *DispatcherConfig) setDefaults() {
 	if c.MaxAckPending < c.Parallelism {
 		c.MaxAckPending = c.Parallelism
 	}
+	if c.SilenceCheck <= 0 {
+		c.SilenceCheck = time.Second
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
 }
 
 // DefaultBackoff is 1s doubling per attempt, capped at 5m, with equal
@@ -159,6 +172,9 @@ type DispatcherStats struct {
 	// of the same incident that is being retried. Repeated: repeat_interval
 	// notifications sent.
 	Filtered, Skipped, Folded, Deferred, Held, Repeated uint64
+	// Silenced: muted by a silence (acknowledged, held for later).
+	// Unsilenced: held changes sent after their silence ended.
+	Silenced, Unsilenced uint64
 }
 
 // Dispatcher feeds one sink from its durable consumer.
@@ -187,12 +203,14 @@ type Dispatcher struct {
 	incs     map[string]*incQueue
 	attempts map[uint64]int
 	held     map[uint64]bool
+	muted    map[string]Held // by incident id: changes held by a silence
 	active   int
 	slotFree chan struct{}
 	wg       sync.WaitGroup
 
 	delivered, retried, dead, undecodable                atomic.Uint64
 	filtered, skipped, folded, deferred, heldN, repeated atomic.Uint64
+	silenced, unsilenced                                 atomic.Uint64
 }
 
 type incQueue struct {
@@ -209,6 +227,8 @@ type item struct {
 	in     correlate.Incident
 	seq    uint64
 	repeat bool
+	// unmute: send the change held for in.ID now that its silence ended.
+	unmute bool
 }
 
 // NewDispatcher returns a dispatcher for sink.
@@ -220,7 +240,7 @@ func NewDispatcher(js jetstream.JetStream, sink Sink, cfg DispatcherConfig, log 
 	return &Dispatcher{
 		cfg: cfg, js: js, sink: sink, log: log.With("sink", sink.Name()),
 		incs: map[string]*incQueue{}, attempts: map[uint64]int{}, held: map[uint64]bool{},
-		slotFree: make(chan struct{}, 1),
+		muted: map[string]Held{}, slotFree: make(chan struct{}, 1),
 	}
 }
 
@@ -230,6 +250,7 @@ func (d *Dispatcher) Stats() DispatcherStats {
 		Delivered: d.delivered.Load(), Retried: d.retried.Load(), DeadLettered: d.dead.Load(), Undecodable: d.undecodable.Load(),
 		Filtered: d.filtered.Load(), Skipped: d.skipped.Load(), Folded: d.folded.Load(), Deferred: d.deferred.Load(),
 		Held: d.heldN.Load(), Repeated: d.repeated.Load(),
+		Silenced: d.silenced.Load(), Unsilenced: d.unsilenced.Load(),
 	}
 }
 
@@ -256,6 +277,9 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("sink %s: consumer: %w", d.sink.Name(), err)
 	}
+	if d.cfg.Silencer != nil {
+		d.loadMuted(ctx)
+	}
 	if !d.cfg.NoRestore {
 		d.restore(ctx, cons)
 	}
@@ -272,6 +296,10 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	if d.cfg.Throttle != nil {
 		bg.Add(1)
 		go func() { defer bg.Done(); d.repeatLoop(ctx) }()
+	}
+	if d.cfg.Silencer != nil {
+		bg.Add(1)
+		go func() { defer bg.Done(); d.silenceLoop(ctx) }()
 	}
 	for ctx.Err() == nil {
 		free := d.waitSlots(ctx)
@@ -446,6 +474,10 @@ func (d *Dispatcher) handle(ctx context.Context, q *incQueue, it *item) {
 		d.repeat(ctx, it.in)
 		return
 	}
+	if it.unmute {
+		d.sendMuted(ctx, it.in)
+		return
+	}
 	if ctx.Err() != nil {
 		_ = it.msg.Nak()
 		return
@@ -461,6 +493,9 @@ func (d *Dispatcher) handle(ctx context.Context, q *incQueue, it *item) {
 	d.mu.Unlock()
 	in := it.in
 	log := d.log.With("incident", in.ID, "rule", in.Rule, "status", in.Status, "seq", in.Seq)
+	if d.mute(ctx, q, it, log) {
+		return
+	}
 	send := in
 	if t := d.cfg.Throttle; t != nil {
 		dec := t.Offer(in)
@@ -733,7 +768,7 @@ func (d *Dispatcher) restore(ctx context.Context, cons jetstream.Consumer) {
 	for _, l := range all {
 		if l.in.Status != correlate.StatusResolved {
 			open++
-			if restorer != nil {
+			if restorer != nil && !d.isMuted(l.in.ID) {
 				restorer.Restore(l.in)
 			}
 		}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -23,6 +25,7 @@ import (
 	"github.com/klaxon-dev/klaxon/ingest/nomadevents"
 	"github.com/klaxon-dev/klaxon/ingest/nomadlog"
 	"github.com/klaxon-dev/klaxon/ingest/winevt"
+	"github.com/klaxon-dev/klaxon/rules"
 	"github.com/klaxon-dev/klaxon/sinks"
 )
 
@@ -36,24 +39,56 @@ type HTTPConfig struct {
 	Token ingest.Secret `yaml:"token"`
 }
 
-// sourceMeter counts what one source emits on its way to the publisher.
+// sourceMeter counts what one source emits on its way to the publisher,
+// and what of it JetStream acknowledged (the events whose positions the
+// source's checkpoint may then cover).
 type sourceMeter struct {
 	src       ingest.Source
 	events    atomic.Uint64
+	published atomic.Uint64
 	lagMillis atomic.Int64 // read time − event time of the last event
 	lastEvent atomic.Int64 // unix nanos of the last event read
+	// waitingSince is when the oldest unacknowledged event was read (unix
+	// nanos; meaningful while events > published), lastCommit when an
+	// event was last acknowledged.
+	waitingSince, lastCommit atomic.Int64
 }
 
-// forward copies events from in to out, counting them.
+// forward copies events from in to out, counting them; each event's Commit
+// is wrapped to count its acknowledgement.
 func (m *sourceMeter) forward(in <-chan ingest.Event, out chan<- ingest.Event, now func() time.Time) {
 	for ev := range in {
+		t := now()
+		if m.published.Load() >= m.events.Load() {
+			m.waitingSince.Store(t.UnixNano())
+		}
 		m.events.Add(1)
 		if !ev.Time.IsZero() {
-			m.lagMillis.Store(now().Sub(ev.Time).Milliseconds())
+			m.lagMillis.Store(t.Sub(ev.Time).Milliseconds())
 			m.lastEvent.Store(ev.Time.UnixNano())
+		}
+		commit := ev.Commit
+		ev.Commit = func() {
+			if commit != nil {
+				commit()
+			}
+			m.lastCommit.Store(now().UnixNano())
+			m.published.Add(1)
 		}
 		out <- ev
 	}
+}
+
+// checkpointAge is how long the source's position has waited for
+// acknowledgements: 0 when everything read is acknowledged, else the time
+// since the last acknowledgement or since the oldest waiting event was
+// read, whichever is later.
+func (m *sourceMeter) checkpointAge(now time.Time) float64 {
+	if m.published.Load() >= m.events.Load() {
+		return 0
+	}
+	since := max(m.waitingSince.Load(), m.lastCommit.Load())
+	return max(now.Sub(time.Unix(0, since)).Seconds(), 0)
 }
 
 // parseErrors reads a source's count of input it could not use.
@@ -77,6 +112,9 @@ type corrGauges struct {
 	stats  correlate.Stats
 	groups map[string]int
 	open   map[[2]string]int // (rule, severity) → open incidents
+	// set is the rule set the correlator runs (nil: not known); every
+	// rule gets its series, at 0 until it matches.
+	set *rules.Set
 }
 
 type namedDispatcher struct {
@@ -99,10 +137,21 @@ type metrics struct {
 	corr       atomic.Pointer[corrGauges]
 	ruleErrors func() uint64
 	ready      atomic.Bool
+	// now is the clock of the age gauges (default time.Now).
+	now func() time.Time
+	// dlqTimeout bounds the KLAXON_DLQ query of one scrape (default 1s).
+	dlqTimeout time.Duration
+	log        *slog.Logger
+	// mount, when set, adds more routes (the web view) to the endpoint.
+	mount func(*http.ServeMux)
 }
 
+// incidentStatuses are the statuses an incident change can have; each gets
+// its klaxon_incident_changes_total series from the start.
+var incidentStatuses = []string{correlate.StatusFiring, correlate.StatusUpdated, correlate.StatusResolved}
+
 func newMetrics() *metrics {
-	m := &metrics{reg: prometheus.NewRegistry()}
+	m := &metrics{reg: prometheus.NewRegistry(), now: time.Now, dlqTimeout: time.Second, log: slog.Default()}
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.evalDur = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "klaxon_correlator_event_duration_seconds",
@@ -113,37 +162,49 @@ func newMetrics() *metrics {
 		Name: "klaxon_incident_changes_total",
 		Help: "Incident changes published, by status.",
 	}, []string{"status"})
+	for _, st := range incidentStatuses {
+		m.changes.WithLabelValues(st)
+	}
 	m.reg.MustRegister(m.evalDur, m.changes, m)
 	return m
 }
 
 var (
-	descSourceEvents  = prometheus.NewDesc("klaxon_source_events_total", "Events read by a source.", []string{"source"}, nil)
-	descSourceErrors  = prometheus.NewDesc("klaxon_source_parse_errors_total", "Input a source could not use (unparsed or oversize lines, malformed frames, damaged records).", []string{"source"}, nil)
-	descSourceLag     = prometheus.NewDesc("klaxon_source_lag_seconds", "Read time minus event time of the last event a source read.", []string{"source"}, nil)
-	descSourceLast    = prometheus.NewDesc("klaxon_source_last_event_timestamp_seconds", "Event time of the last event a source read.", []string{"source"}, nil)
-	descCheckpointAge = prometheus.NewDesc("klaxon_checkpoint_age_seconds", "Time since the source checkpoints were last written.", nil, nil)
-	descPublished     = prometheus.NewDesc("klaxon_events_published_total", "Events JetStream stored.", nil, nil)
-	descDuplicates    = prometheus.NewDesc("klaxon_events_duplicate_total", "Events JetStream dropped as re-sent duplicates.", nil, nil)
-	descPubRetries    = prometheus.NewDesc("klaxon_publish_retries_total", "Event publishes sent again after a failure.", nil, nil)
-	descPubErrors     = prometheus.NewDesc("klaxon_publish_errors_total", "Failed event publish attempts.", nil, nil)
-	descCorrEvents    = prometheus.NewDesc("klaxon_correlator_events_total", "Events the correlator processed.", nil, nil)
-	descCorrLate      = prometheus.NewDesc("klaxon_correlator_late_events_total", "Events older than their group's window when they arrived.", nil, nil)
-	descRuleMatches   = prometheus.NewDesc("klaxon_rule_matches_total", "Events that matched a rule.", []string{"rule"}, nil)
-	descRuleGroups    = prometheus.NewDesc("klaxon_rule_active_groups", "Groups with window state, per rule.", []string{"rule"}, nil)
-	descOpen          = prometheus.NewDesc("klaxon_incidents_open", "Incidents firing now.", []string{"rule", "severity"}, nil)
-	descRuleErrors    = prometheus.NewDesc("klaxon_rule_selector_errors_total", "Selector evaluations that failed at run time.", nil, nil)
-	descSinkDelivered = prometheus.NewDesc("klaxon_sink_deliveries_total", "Incident changes a sink delivered.", []string{"sink"}, nil)
-	descSinkRetries   = prometheus.NewDesc("klaxon_sink_retries_total", "Deliveries that failed and will be retried.", []string{"sink"}, nil)
-	descSinkDead      = prometheus.NewDesc("klaxon_sink_dead_letters_total", "Incident changes a sink gave up on (sent to klaxon.dlq.<sink>).", []string{"sink"}, nil)
-	descNATS          = prometheus.NewDesc("klaxon_nats_connected", "1 when the NATS connection is up.", nil, nil)
+	descSourceEvents    = prometheus.NewDesc("klaxon_source_events_total", "Events read by a source.", []string{"source"}, nil)
+	descSourcePublished = prometheus.NewDesc("klaxon_source_events_published_total", "Events of a source JetStream acknowledged (stored, or dropped as a re-sent duplicate); the source's checkpoint may cover them.", []string{"source"}, nil)
+	descSourceErrors    = prometheus.NewDesc("klaxon_source_parse_errors_total", "Input a source could not use (unparsed or oversize lines, malformed frames, damaged records).", []string{"source"}, nil)
+	descSourceLag       = prometheus.NewDesc("klaxon_source_lag_seconds", "Read time minus event time of the last event a source read.", []string{"source"}, nil)
+	descSourceLast      = prometheus.NewDesc("klaxon_source_last_event_timestamp_seconds", "Event time of the last event a source read.", []string{"source"}, nil)
+	descSourceCkptAge   = prometheus.NewDesc("klaxon_source_checkpoint_age_seconds", "How long a source's position has waited for JetStream to acknowledge the events it read (0 when none waits).", []string{"source"}, nil)
+	descCheckpointAge   = prometheus.NewDesc("klaxon_checkpoint_age_seconds", "Time since the source checkpoints were last written.", nil, nil)
+	descPublished       = prometheus.NewDesc("klaxon_events_published_total", "Events JetStream stored.", nil, nil)
+	descDuplicates      = prometheus.NewDesc("klaxon_events_duplicate_total", "Events JetStream dropped as re-sent duplicates.", nil, nil)
+	descPubRetries      = prometheus.NewDesc("klaxon_publish_retries_total", "Event publishes sent again after a failure.", nil, nil)
+	descPubErrors       = prometheus.NewDesc("klaxon_publish_errors_total", "Failed event publish attempts.", nil, nil)
+	descCorrEvents      = prometheus.NewDesc("klaxon_correlator_events_total", "Events the correlator processed.", nil, nil)
+	descCorrLate        = prometheus.NewDesc("klaxon_correlator_late_events_total", "Events older than their group's window when they arrived.", nil, nil)
+	descRuleMatches     = prometheus.NewDesc("klaxon_rule_matches_total", "Events that matched a rule.", []string{"rule"}, nil)
+	descRuleEvals       = prometheus.NewDesc("klaxon_rule_evaluations_total", "Selector evaluations of a rule that reached expr (the index turns most events away before).", []string{"rule"}, nil)
+	descRuleEvalTime    = prometheus.NewDesc("klaxon_rule_evaluation_seconds_total", "Time spent evaluating a rule's selectors.", []string{"rule"}, nil)
+	descRuleGroups      = prometheus.NewDesc("klaxon_rule_active_groups", "Groups with window state, per rule.", []string{"rule"}, nil)
+	descOpen            = prometheus.NewDesc("klaxon_incidents_open", "Incidents firing now.", []string{"rule", "severity"}, nil)
+	descRuleErrors      = prometheus.NewDesc("klaxon_rule_selector_errors_total", "Selector evaluations that failed at run time.", nil, nil)
+	descSinkDelivered   = prometheus.NewDesc("klaxon_sink_deliveries_total", "Incident changes a sink delivered.", []string{"sink"}, nil)
+	descSinkFailures    = prometheus.NewDesc("klaxon_sink_failures_total", "Failed deliveries to a sink (retried or sent to the dead letters).", []string{"sink"}, nil)
+	descSinkRetries     = prometheus.NewDesc("klaxon_sink_retries_total", "Deliveries that failed and will be retried.", []string{"sink"}, nil)
+	descSinkDead        = prometheus.NewDesc("klaxon_sink_dead_letters_total", "Incident changes a sink gave up on (sent to klaxon.dlq.<sink>).", []string{"sink"}, nil)
+	descSinkDLQ         = prometheus.NewDesc("klaxon_sink_dlq_messages", "Messages on klaxon.dlq.<sink> in the KLAXON_DLQ stream.", []string{"sink"}, nil)
+	descNATS            = prometheus.NewDesc("klaxon_nats_connected", "1 when the NATS connection is up.", nil, nil)
+	descNATSReconnects  = prometheus.NewDesc("klaxon_nats_reconnects_total", "Times the NATS connection reconnected.", nil, nil)
+	descReady           = prometheus.NewDesc("klaxon_ready", "1 when every role runs and NATS is connected (what /readyz answers).", nil, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descSourceEvents, descSourceErrors, descSourceLag, descSourceLast, descCheckpointAge,
-		descPublished, descDuplicates, descPubRetries, descPubErrors, descCorrEvents, descCorrLate, descRuleMatches,
-		descRuleGroups, descOpen, descRuleErrors, descSinkDelivered, descSinkRetries, descSinkDead, descNATS} {
+	for _, d := range []*prometheus.Desc{descSourceEvents, descSourcePublished, descSourceErrors, descSourceLag, descSourceLast,
+		descSourceCkptAge, descCheckpointAge, descPublished, descDuplicates, descPubRetries, descPubErrors, descCorrEvents,
+		descCorrLate, descRuleMatches, descRuleEvals, descRuleEvalTime, descRuleGroups, descOpen, descRuleErrors,
+		descSinkDelivered, descSinkFailures, descSinkRetries, descSinkDead, descSinkDLQ, descNATS, descNATSReconnects, descReady} {
 		ch <- d
 	}
 }
@@ -153,6 +214,7 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	now := m.now()
 	counter := func(d *prometheus.Desc, v float64, l ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, l...)
 	}
@@ -162,15 +224,17 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	for _, s := range m.sources {
 		name := s.src.Name()
 		counter(descSourceEvents, float64(s.events.Load()), name)
+		counter(descSourcePublished, float64(s.published.Load()), name)
 		counter(descSourceErrors, s.parseErrors(), name)
 		gauge(descSourceLag, float64(s.lagMillis.Load())/1000, name)
 		if t := s.lastEvent.Load(); t != 0 {
 			gauge(descSourceLast, float64(t)/1e9, name)
 		}
+		gauge(descSourceCkptAge, s.checkpointAge(now), name)
 	}
 	if m.cps != nil {
 		if t := m.cps.LastFlush(); !t.IsZero() {
-			gauge(descCheckpointAge, time.Since(t).Seconds())
+			gauge(descCheckpointAge, max(now.Sub(t).Seconds(), 0))
 		}
 	}
 	if m.publisher != nil {
@@ -180,35 +244,101 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		counter(descPubRetries, float64(st.Retries))
 		counter(descPubErrors, float64(st.Errors))
 	}
+	ruleErrors := m.ruleErrors
 	if g := m.corr.Load(); g != nil {
 		counter(descCorrEvents, float64(g.stats.Events))
 		counter(descCorrLate, float64(g.stats.Late))
-		for r, n := range g.stats.MatchesByRule {
+		matches := maps.Clone(g.stats.MatchesByRule)
+		groups := maps.Clone(g.groups)
+		if matches == nil {
+			matches = map[string]uint64{}
+		}
+		if groups == nil {
+			groups = map[string]int{}
+		}
+		if g.set != nil {
+			ruleErrors = g.set.Errors
+			for id, e := range g.set.EvalStats() {
+				counter(descRuleEvals, float64(e.Evaluations), id)
+				counter(descRuleEvalTime, e.Time.Seconds(), id)
+				matches[id] += 0
+				groups[id] += 0
+			}
+		}
+		for r, n := range matches {
 			counter(descRuleMatches, float64(n), r)
 		}
-		for r, n := range g.groups {
+		for r, n := range groups {
 			gauge(descRuleGroups, float64(n), r)
 		}
 		for k, n := range g.open {
 			gauge(descOpen, float64(n), k[0], k[1])
 		}
 	}
-	if m.ruleErrors != nil {
-		counter(descRuleErrors, float64(m.ruleErrors()))
+	if ruleErrors != nil {
+		counter(descRuleErrors, float64(ruleErrors()))
 	}
 	for _, d := range m.dispatch {
 		st := d.d.Stats()
 		counter(descSinkDelivered, float64(st.Delivered), d.name)
+		counter(descSinkFailures, float64(st.Retried+st.DeadLettered), d.name)
 		counter(descSinkRetries, float64(st.Retried), d.name)
 		counter(descSinkDead, float64(st.DeadLettered), d.name)
 	}
+	connected := m.bus != nil && m.bus.NC.IsConnected()
 	if m.bus != nil {
-		up := 0.0
-		if m.bus.NC.IsConnected() {
-			up = 1
-		}
-		gauge(descNATS, up)
+		gauge(descNATS, boolValue(connected))
+		counter(descNATSReconnects, float64(m.bus.NC.Stats().Reconnects))
 	}
+	gauge(descReady, boolValue(m.isReady()))
+	if connected && len(m.dispatch) > 0 {
+		sizes, err := m.dlqSizes()
+		if err != nil {
+			m.log.Debug("metrics: dead-letter counts unavailable", "stream", bus.DLQStream, "err", err)
+			return
+		}
+		names := map[string]bool{}
+		for _, d := range m.dispatch {
+			subj := sinks.DLQSubject(d.name)
+			gauge(descSinkDLQ, float64(sizes[subj]), d.name)
+			names[subj] = true
+		}
+		// Dead letters of sinks this process does not run (another
+		// process's, or removed from the config) still show, by subject token.
+		for subj, n := range sizes {
+			if !names[subj] {
+				gauge(descSinkDLQ, float64(n), strings.TrimPrefix(subj, bus.DLQPrefix+"."))
+			}
+		}
+	}
+}
+
+// dlqSizes counts the messages per subject of KLAXON_DLQ, bounded by
+// dlqTimeout so that a slow server does not hold up the scrape.
+func (m *metrics) dlqSizes() (map[string]uint64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), m.dlqTimeout)
+	defer cancel()
+	st, err := m.bus.JS.Stream(ctx, bus.DLQStream)
+	if err != nil {
+		return nil, err
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(bus.DLQSubjects))
+	if err != nil {
+		return nil, err
+	}
+	return info.State.Subjects, nil
+}
+
+// isReady is what /readyz answers: every role runs and NATS is connected.
+func (m *metrics) isReady() bool {
+	return m.ready.Load() && (m.bus == nil || m.bus.NC.IsConnected())
+}
+
+func boolValue(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // serveHTTP runs the endpoint until ctx is done. reload is called by POST
@@ -217,11 +347,16 @@ func (m *metrics) serveHTTP(ctx context.Context, cfg HTTPConfig, reload func() e
 	if cfg.Listen == "off" {
 		return "", nil
 	}
+	if log != nil {
+		m.mu.Lock()
+		m.log = log
+		m.mu.Unlock()
+	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if !m.ready.Load() || (m.bus != nil && !m.bus.NC.IsConnected()) {
+		if !m.isReady() {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
 			return
 		}
@@ -239,6 +374,9 @@ func (m *metrics) serveHTTP(ctx context.Context, cfg HTTPConfig, reload func() e
 		}
 		fmt.Fprintln(w, "reloaded")
 	})
+	if m.mount != nil {
+		m.mount(mux)
+	}
 	l, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return "", fmt.Errorf("http.listen: %w", err)

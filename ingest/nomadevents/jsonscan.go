@@ -2,9 +2,11 @@ package nomadevents
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/bits"
 	"strconv"
 	"unicode/utf8"
 )
@@ -130,36 +132,100 @@ func skipNumber(data []byte, i int) (int, error) {
 	return j, nil
 }
 
+// Byte classes of the bytes between strings, for skipNested.
+const (
+	clsBad   = iota // not legal between strings
+	clsSkip         // space, comma, colon
+	clsQuote        // a string starts
+	clsOpen         // { or [
+	clsClose        // } or ]
+	clsLit          // true, false, null
+	clsNum          // a number starts
+)
+
+var (
+	jsonClass [256]uint8
+	// strStop marks the bytes that end the fast scan of a string.
+	strStop [256]bool
+)
+
+func init() {
+	for _, c := range []byte(" \t\n\r,:") {
+		jsonClass[c] = clsSkip
+	}
+	jsonClass['"'] = clsQuote
+	jsonClass['{'], jsonClass['['] = clsOpen, clsOpen
+	jsonClass['}'], jsonClass[']'] = clsClose, clsClose
+	jsonClass['t'], jsonClass['f'], jsonClass['n'] = clsLit, clsLit, clsLit
+	for _, c := range []byte("-0123456789") {
+		jsonClass[c] = clsNum
+	}
+	strStop['"'], strStop['\\'] = true, true
+}
+
+// stringStop returns the offset of the first '"' or '\\' at or after k, or
+// len(data). It tests eight bytes at a time (SWAR): a frame's strings are
+// most of its bytes.
+func stringStop(data []byte, k int) int {
+	const lo, hi = 0x0101010101010101, 0x8080808080808080
+	for ; k+8 <= len(data); k += 8 {
+		x := binary.LittleEndian.Uint64(data[k:])
+		q := x ^ (lo * '"')
+		b := x ^ (lo * '\\')
+		// A zero byte in q or b is a quote or a backslash; the lowest
+		// flagged byte is exact (borrows only run upwards).
+		m := ((q - lo) &^ q & hi) | ((b - lo) &^ b & hi)
+		if m != 0 {
+			return k + bits.TrailingZeros64(m)/8
+		}
+	}
+	for k < len(data) && !strStop[data[k]] {
+		k++
+	}
+	return k
+}
+
 // skipNested skips an object or array, checking that brackets match and
-// that only legal bytes appear between strings.
+// that only legal bytes appear between strings. It is the hot loop of the
+// decoder: one table lookup per byte between strings, and strings without
+// escapes scanned inline.
 func skipNested(data []byte, i int) (int, error) {
 	var stackBuf [32]byte
 	stack := stackBuf[:0]
 	j := i
 	for j < len(data) {
 		c := data[j]
-		switch c {
-		case '"':
+		switch jsonClass[c] {
+		case clsSkip:
+			j++
+		case clsQuote:
+			k := stringStop(data, j+1)
+			if k < len(data) && data[k] == '"' {
+				j = k + 1
+				continue
+			}
 			k, err := skipString(data, j)
 			if err != nil {
 				return 0, err
 			}
 			j = k
-			continue
-		case '{':
-			stack = append(stack, '}')
-		case '[':
-			stack = append(stack, ']')
-		case '}', ']':
+		case clsOpen:
+			if c == '{' {
+				stack = append(stack, '}')
+			} else {
+				stack = append(stack, ']')
+			}
+			j++
+		case clsClose:
 			if len(stack) == 0 || stack[len(stack)-1] != c {
 				return 0, synErr(j, "unbalanced %q", c)
 			}
 			stack = stack[:len(stack)-1]
+			j++
 			if len(stack) == 0 {
-				return j + 1, nil
+				return j, nil
 			}
-		case ',', ':', ' ', '\t', '\n', '\r':
-		case 't', 'f', 'n':
+		case clsLit:
 			lit := "true"
 			if c == 'f' {
 				lit = "false"
@@ -171,19 +237,15 @@ func skipNested(data []byte, i int) (int, error) {
 				return 0, err
 			}
 			j = k
-			continue
-		default:
-			if c == '-' || (c >= '0' && c <= '9') {
-				k, err := skipNumber(data, j)
-				if err != nil {
-					return 0, err
-				}
-				j = k
-				continue
+		case clsNum:
+			k, err := skipNumber(data, j)
+			if err != nil {
+				return 0, err
 			}
+			j = k
+		default:
 			return 0, synErr(j, "unexpected %q", c)
 		}
-		j++
 	}
 	return 0, errTruncated
 }

@@ -6,7 +6,9 @@
 // positions only after JetStream stored the events.
 //
 // Only stream and KV features of nats-server 2.9 are used, so that Debian's
-// nats-server (2.9.10) works as an external server.
+// nats-server (2.9.10) works as an external server; the one exception is
+// partitioning KLAXON_EVENTS across correlator replicas (Config.Partitions
+// above 1), which needs 2.10's stream subject transforms.
 package bus
 
 import (
@@ -243,6 +245,10 @@ func reconnectDelay(attempts int) time.Duration {
 // ensure creates or updates the streams and buckets.
 func (b *Bus) ensure(ctx context.Context) error {
 	c := b.cfg
+	transform, err := b.eventsPartitioning(ctx)
+	if err != nil {
+		return err
+	}
 	streams := []jetstream.StreamConfig{
 		{
 			Name:        EventsStream,
@@ -256,6 +262,8 @@ func (b *Bus) ensure(ctx context.Context) error {
 			MaxMsgs:     -1,
 			Duplicates:  c.DuplicateWindow,
 			Replicas:    c.Replicas,
+			// Partitions by node (nats-server 2.10+), see partition.go.
+			SubjectTransform: transform,
 		},
 		{
 			Name:        IncidentsStream,
@@ -285,8 +293,17 @@ func (b *Bus) ensure(ctx context.Context) error {
 		},
 	}
 	for _, sc := range streams {
-		if _, err := b.JS.CreateOrUpdateStream(ctx, sc); err != nil {
+		st, err := b.JS.CreateOrUpdateStream(ctx, sc)
+		if errors.Is(err, jetstream.ErrStreamSubjectTransformNotSupported) {
+			return b.partitioningUnsupported(transform)
+		}
+		if err != nil {
 			return fmt.Errorf("nats: stream %s: %w", sc.Name, err)
+		}
+		if sc.Name == EventsStream {
+			if err := b.checkPartitioning(transform, st.CachedInfo()); err != nil {
+				return err
+			}
 		}
 	}
 	buckets := []jetstream.KeyValueConfig{

@@ -56,6 +56,11 @@ type Config struct {
 
 	// Replicas is the replica count of the streams and buckets (default 1).
 	Replicas int
+	// Partitions splits KLAXON_EVENTS by node into this many partitions
+	// (see PartitionSubjects). 0 keeps the stream's partitioning as it is
+	// (a new stream is made unpartitioned); 1 removes it. More than 1 needs
+	// nats-server 2.10 or later (stream subject transforms).
+	Partitions int
 	// EventsMaxAge bounds KLAXON_EVENTS by age (default 72h).
 	EventsMaxAge time.Duration
 	// EventsMaxBytes bounds KLAXON_EVENTS by size (default 1 GiB).
@@ -199,6 +204,9 @@ func (c *Config) Validate() error {
 		if c.Replicas < 1 || c.Replicas > 5 {
 			add("nats.replicas", "must be 1 to 5, got %d", c.Replicas)
 		}
+	}
+	if c.Partitions < 0 || c.Partitions > MaxPartitions {
+		add("correlator.partitions", "must be 1 to %d, got %d", MaxPartitions, c.Partitions)
 	}
 	if c.EventsMaxAge <= 0 {
 		add("nats.events_max_age", "must be positive, got %s", c.EventsMaxAge)

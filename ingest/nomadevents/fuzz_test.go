@@ -1,6 +1,7 @@
 package nomadevents
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"testing"
@@ -43,5 +44,27 @@ func FuzzFrame(f *testing.F) {
 			t.Fatal(err)
 		}
 		_ = Detect(data)
+	})
+}
+
+// FuzzSkipValue: every valid JSON value is skipped whole, and the skipper
+// never reads past the input (escaped quotes and backslashes included).
+func FuzzSkipValue(f *testing.F) {
+	for _, s := range []string{`"a\"b"`, `{"k":"v\\"}`, `["0123456789\\\"abcdef", 1, null]`, `{"a":{"b":[true,false]}}`, `"\\\\\\\\\\\\\\\\\""`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		end, err := skipValue(data, 0)
+		if json.Valid(data) && len(data) > 0 && !isSpace(data[0]) {
+			if err != nil {
+				t.Fatalf("valid %q: %v", data, err)
+			}
+			if skipSpace(data, end) != len(data) {
+				t.Fatalf("valid %q: stopped at %d", data, end)
+			}
+		}
+		if err == nil && (end <= 0 || end > len(data)) {
+			t.Fatalf("%q: end %d", data, end)
+		}
 	})
 }

@@ -27,6 +27,8 @@ Usage:
   klaxon rules test [DIR]         run the rule tests kept next to the rules
   klaxon version                  print the version
   klaxon demo --out DIR           write the bundled demo logs with fresh timestamps
+  klaxon service install|uninstall|start|stop [--config FILE] [--name klaxon]
+                                  manage the Windows service
 
 Run "klaxon COMMAND --help" for the flags of a command.
 `
@@ -42,7 +44,7 @@ func (e *exitError) Error() string { return e.err.Error() }
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	err := run(ctx, serviceArgs(os.Args[1:]), os.Stdout, os.Stderr)
 	if err == nil {
 		return
 	}
@@ -74,6 +76,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdRules(ctx, args[1:], stdout, stderr)
 	case "version":
 		return cmdVersion(args[1:], stdout, stderr)
+	case "service":
+		return cmdService(ctx, args[1:], stdout, stderr)
 	case "demo":
 		return cmdDemo(args[1:], stdout, stderr)
 	case "-h", "--help", "-help", "help":

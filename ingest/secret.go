@@ -35,6 +35,10 @@ func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
 // MarshalJSON never writes the value.
 func (s Secret) MarshalJSON() ([]byte, error) { return json.Marshal(s.String()) }
 
+// MarshalYAML never writes the value (gopkg.in/yaml.v3 marshaler), so
+// `klaxon config show` prints "<secret>".
+func (s Secret) MarshalYAML() (any, error) { return s.String(), nil }
+
 // UnmarshalJSON reads a plain string.
 func (s *Secret) UnmarshalJSON(b []byte) error {
 	var v string

@@ -25,6 +25,9 @@ Usage:
   klaxon replay [flags] FILE...   push recorded inputs through the rules, print incidents
   klaxon rules lint [DIR]         check rule files
   klaxon rules test [DIR]         run the rule tests kept next to the rules
+  klaxon config show --config FILE
+                                  print the effective configuration, secrets hidden
+  klaxon dlq list|replay          list or re-deliver the incident changes a sink gave up on
   klaxon version                  print the version
   klaxon demo --out DIR           write the bundled demo logs with fresh timestamps
   klaxon service install|uninstall|start|stop [--config FILE] [--name klaxon]
@@ -74,6 +77,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdReplay(ctx, args[1:], stdout, stderr)
 	case "rules":
 		return cmdRules(ctx, args[1:], stdout, stderr)
+	case "config":
+		return cmdConfig(ctx, args[1:], stdout, stderr)
+	case "dlq":
+		return cmdDLQ(ctx, args[1:], stdout, stderr)
 	case "version":
 		return cmdVersion(args[1:], stdout, stderr)
 	case "service":

@@ -43,6 +43,9 @@ type Config struct {
 
 	// path of the file the config came from (for relative paths).
 	path string
+	// noSecrets skips loading secrets from files and variables in
+	// Validate (LoadToolConfig: tools that do not send anything).
+	noSecrets bool
 }
 
 // NomadConfig locates the local Nomad agent.
@@ -118,14 +121,6 @@ type NomadLogConfig struct {
 	PollInterval time.Duration `yaml:"poll_interval"`
 }
 
-// SinkConfig is one sink.
-type SinkConfig struct {
-	Type   string `yaml:"type"` // stdout | file
-	Name   string `yaml:"name"`
-	Format string `yaml:"format"` // stdout: text | json
-	Path   string `yaml:"path"`   // file
-}
-
 // CorrelatorConfig tunes the correlator role.
 type CorrelatorConfig struct {
 	UpdateInterval   time.Duration `yaml:"update_interval"`
@@ -153,7 +148,11 @@ func LoadConfig(path string) (*Config, error) {
 // ParseConfig parses config text; name is used in errors and to resolve
 // relative paths.
 func ParseConfig(name string, b []byte) (*Config, error) {
-	cfg := &Config{path: name}
+	return parseConfig(&Config{path: name}, b)
+}
+
+func parseConfig(cfg *Config, b []byte) (*Config, error) {
+	name := cfg.path
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
@@ -226,13 +225,7 @@ func (c *Config) SetDefaults() {
 		c.Sinks = []SinkConfig{{Type: "stdout"}}
 	}
 	for i := range c.Sinks {
-		s := &c.Sinks[i]
-		if s.Name == "" {
-			s.Name = s.Type
-		}
-		if s.Type == "file" {
-			s.Path = rel(s.Path)
-		}
+		c.Sinks[i].setDefaults(rel)
 	}
 	if c.Correlator.SnapshotInterval <= 0 {
 		c.Correlator.SnapshotInterval = time.Second
@@ -277,17 +270,8 @@ func (c *Config) Validate() error {
 	}
 	names := map[string]bool{}
 	for i, s := range c.Sinks {
-		switch s.Type {
-		case "stdout":
-			if s.Format != "" && s.Format != "text" && s.Format != "json" {
-				errs = append(errs, fmt.Errorf("sinks[%d].format: %q: want text or json", i, s.Format))
-			}
-		case "file":
-			if s.Path == "" {
-				errs = append(errs, fmt.Errorf("sinks[%d].path: required for a file sink", i))
-			}
-		default:
-			errs = append(errs, fmt.Errorf("sinks[%d].type: %q: want stdout or file", i, s.Type))
+		if err := s.validate(i, !c.noSecrets); err != nil {
+			errs = append(errs, err)
 		}
 		if names[s.Name] {
 			errs = append(errs, fmt.Errorf("sinks[%d].name: %q is used twice", i, s.Name))

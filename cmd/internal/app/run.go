@@ -21,8 +21,6 @@ import (
 	"github.com/klaxon-dev/klaxon/ingest/winevt"
 	"github.com/klaxon-dev/klaxon/rules"
 	"github.com/klaxon-dev/klaxon/sinks"
-	"github.com/klaxon-dev/klaxon/sinks/file"
-	"github.com/klaxon-dev/klaxon/sinks/stdout"
 )
 
 // Options are the process-level inputs of Run.
@@ -78,15 +76,18 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	sinkCtx, stopSinks := context.WithCancel(context.Background())
 	var sinkWG sync.WaitGroup
 	var built []sinks.Sink
-	for _, sc := range cfg.Sinks {
-		s, err := buildSink(sc, opts.Stdout)
+	for i, sc := range cfg.Sinks {
+		s, dc, err := buildSink(i, sc, sinkEnv{stdout: opts.Stdout, nc: b.NC, log: log})
 		if err != nil {
 			stopSinks()
 			closeBus()
+			for _, s := range built {
+				_ = s.Close()
+			}
 			return err
 		}
 		built = append(built, s)
-		d := sinks.NewDispatcher(b.JS, s, sinks.DispatcherConfig{Stream: bus.IncidentsStream}, log)
+		d := sinks.NewDispatcher(b.JS, s, dc, log)
 		met.dispatch = append(met.dispatch, namedDispatcher{s.Name(), d})
 		sinkWG.Add(1)
 		go func() {
@@ -303,16 +304,6 @@ func waitGroupDone(wg *sync.WaitGroup) <-chan struct{} {
 	c := make(chan struct{})
 	go func() { wg.Wait(); close(c) }()
 	return c
-}
-
-func buildSink(sc SinkConfig, w io.Writer) (sinks.Sink, error) {
-	switch sc.Type {
-	case "stdout":
-		return stdout.New(sc.Name, w, sc.Format)
-	case "file":
-		return file.New(sc.Name, sc.Path)
-	}
-	return nil, fmt.Errorf("sink %q: unknown type %q", sc.Name, sc.Type)
 }
 
 // resolveNode names this machine: config, else the local Nomad agent's

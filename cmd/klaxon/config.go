@@ -1,0 +1,53 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/klaxon-dev/klaxon/cmd/internal/app"
+)
+
+const configUsage = `Usage:
+  klaxon config show --config FILE   print the effective configuration (defaults filled
+                                     in, secrets shown as <secret>) after checking it
+`
+
+func cmdConfig(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, configUsage)
+		return &exitError{code: 2, err: errors.New("config: show?")}
+	}
+	switch args[0] {
+	case "show":
+		return cmdConfigShow(args[1:], stdout, stderr)
+	case "-h", "--help", "-help", "help":
+		fmt.Fprint(stdout, configUsage)
+		return nil
+	}
+	fmt.Fprint(stderr, configUsage)
+	return &exitError{code: 2, err: fmt.Errorf("config: unknown command %q", args[0])}
+}
+
+func cmdConfigShow(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("config show", "klaxon config show --config FILE", stderr)
+	config := fs.String("config", "", "configuration file (YAML)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *config == "" {
+		fs.Usage()
+		return &exitError{code: 2, err: errors.New("config show: --config is required")}
+	}
+	cfg, err := app.LoadConfig(*config)
+	if err != nil {
+		return err
+	}
+	b, err := cfg.ShowYAML()
+	if err != nil {
+		return err
+	}
+	_, err = stdout.Write(b)
+	return err
+}

@@ -1,0 +1,192 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/klaxon-dev/klaxon/cmd/internal/app"
+	"github.com/klaxon-dev/klaxon/sinks"
+)
+
+const dlqUsage = `Usage:
+  klaxon dlq list   [--config FILE] [--sink NAME] [--format text|json] [--limit N]
+  klaxon dlq replay [--config FILE] --sink NAME [SEQ...]
+
+list shows the incident changes that sinks gave up on (KLAXON_DLQ); replay sends
+dead letters of one sink (the given sequences, or all) back to that sink only.
+They use the bus of the config: nats.url, or with the embedded server the running
+klaxon's fixed nats.listen address, or the store in data_dir when klaxon is stopped.
+`
+
+func cmdDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, dlqUsage)
+		return &exitError{code: 2, err: errors.New("dlq: list or replay?")}
+	}
+	switch args[0] {
+	case "list":
+		return cmdDLQList(ctx, args[1:], stdout, stderr)
+	case "replay":
+		return cmdDLQReplay(ctx, args[1:], stdout, stderr)
+	case "-h", "--help", "-help", "help":
+		fmt.Fprint(stdout, dlqUsage)
+		return nil
+	}
+	fmt.Fprint(stderr, dlqUsage)
+	return &exitError{code: 2, err: fmt.Errorf("dlq: unknown command %q", args[0])}
+}
+
+// dlqTimeout bounds one dlq command (connecting included).
+const dlqTimeout = time.Minute
+
+// openDLQ loads the config and connects to its bus.
+func openDLQ(ctx context.Context, config, logLevel string, stderr io.Writer) (*app.Config, jetstream.JetStream, func(), error) {
+	log, err := newLogger(stderr, logLevel)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	cfg, err := app.LoadToolConfig(config)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	b, err := app.OpenToolBus(ctx, cfg, log)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	closeBus := func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		_ = b.Close(cctx)
+	}
+	return cfg, b.JS, closeBus, nil
+}
+
+func cmdDLQList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("dlq list", "klaxon dlq list [--config FILE] [--sink NAME] [--format text|json] [--limit N]", stderr)
+	config := fs.String("config", "klaxon.yaml", "configuration file (YAML)")
+	sink := fs.String("sink", "", "only the dead letters of this sink (default: every sink)")
+	format := fs.String("format", "text", "output: text (a table) or json (one dead letter per line)")
+	limit := fs.Int("limit", 0, "at most this many per sink (0: all)")
+	logLevel := fs.String("log-level", "warn", "log level: debug, info, warn, error")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return &exitError{code: 2, err: fmt.Errorf("dlq list: unexpected argument %q", fs.Arg(0))}
+	}
+	if *format != "text" && *format != "json" {
+		return &exitError{code: 2, err: fmt.Errorf("dlq list: --format %q: want text or json", *format)}
+	}
+	ctx, cancel := context.WithTimeout(ctx, dlqTimeout)
+	defer cancel()
+	_, js, closeBus, err := openDLQ(ctx, *config, *logLevel, stderr)
+	if err != nil {
+		return err
+	}
+	defer closeBus()
+	names := []string{*sink}
+	if *sink == "" {
+		if names, err = dlqSinks(ctx, js); err != nil {
+			return err
+		}
+	}
+	var all []sinks.DeadLetter
+	for _, n := range names {
+		dls, err := sinks.ListDLQ(ctx, js, n, *limit)
+		if err != nil {
+			return err
+		}
+		all = append(all, dls...)
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].Seq < all[j].Seq })
+	if *format == "json" {
+		enc := json.NewEncoder(stdout)
+		for _, dl := range all {
+			if err := enc.Encode(dl); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if len(all) == 0 {
+		fmt.Fprintln(stdout, "no dead letters")
+		return nil
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SEQ\tSINK\tFAILED AT\tATTEMPTS\tSTATUS\tSEVERITY\tRULE\tINCIDENT\tERROR")
+	for _, dl := range all {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", dl.Seq, dl.Sink, dl.Time.UTC().Format(time.RFC3339),
+			dl.Attempts, dl.Status, dl.Severity, dl.Rule, dl.IncidentID, sinks.Truncate(oneLine(dl.Error), 120))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%d dead letter(s); `klaxon dlq replay --sink NAME [SEQ...]` sends them again\n", len(all))
+	return nil
+}
+
+// dlqSinks lists the sinks that have dead letters (their subject tokens).
+func dlqSinks(ctx context.Context, js jetstream.JetStream) ([]string, error) {
+	st, err := js.Stream(ctx, sinks.DLQStream)
+	if err != nil {
+		return nil, fmt.Errorf("dlq: %w", err)
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(sinks.DLQPrefix+".>"))
+	if err != nil {
+		return nil, fmt.Errorf("dlq: %w", err)
+	}
+	var out []string
+	for subj := range info.State.Subjects {
+		out = append(out, strings.TrimPrefix(subj, sinks.DLQPrefix+"."))
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+func cmdDLQReplay(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("dlq replay", "klaxon dlq replay [--config FILE] --sink NAME [SEQ...]", stderr)
+	config := fs.String("config", "klaxon.yaml", "configuration file (YAML)")
+	sink := fs.String("sink", "", "the sink whose dead letters are sent again (required)")
+	logLevel := fs.String("log-level", "warn", "log level: debug, info, warn, error")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *sink == "" {
+		fs.Usage()
+		return &exitError{code: 2, err: errors.New("dlq replay: --sink is required")}
+	}
+	var seqs []uint64
+	for _, a := range fs.Args() {
+		n, err := strconv.ParseUint(a, 10, 64)
+		if err != nil || n == 0 {
+			return &exitError{code: 2, err: fmt.Errorf("dlq replay: %q is not a dead-letter sequence (see klaxon dlq list)", a)}
+		}
+		seqs = append(seqs, n)
+	}
+	ctx, cancel := context.WithTimeout(ctx, dlqTimeout)
+	defer cancel()
+	cfg, js, closeBus, err := openDLQ(ctx, *config, *logLevel, stderr)
+	if err != nil {
+		return err
+	}
+	defer closeBus()
+	if names := cfg.SinkNames(); !slices.Contains(names, *sink) {
+		return fmt.Errorf("dlq replay: sink %q is not in %s (sinks: %s): nothing would deliver the replay", *sink, *config, strings.Join(names, ", "))
+	}
+	n, err := sinks.ReplayDLQ(ctx, js, *sink, seqs)
+	fmt.Fprintf(stdout, "replayed %d dead letter(s) of sink %s; klaxon delivers them to that sink only (at once if it runs, else when it starts)\n", n, *sink)
+	return err
+}

@@ -1,6 +1,7 @@
 package correlate
 
 import (
+	"log/slog"
 	"maps"
 	"slices"
 	"sort"
@@ -21,6 +22,20 @@ type Options struct {
 	// MaxEntries caps the window entries kept per group (default 10000);
 	// the oldest go first.
 	MaxEntries int
+	// Lateness is how far behind its own newest event a source may still
+	// deliver an event on time (default 0). The watermark trails the
+	// slowest active source by this much; events older than the watermark
+	// are late: counted in Stats.Late and logged.
+	Lateness time.Duration
+	// Idle is how long (on the clock of Advance) a source may deliver
+	// nothing before it stops holding the watermark back (default 5m).
+	Idle time.Duration
+	// MaxChainDepth bounds chained rules: an incident change is fed back as
+	// an event of source klaxon.incident at most this many times in a row
+	// (default 3).
+	MaxChainDepth int
+	// Logger receives late-event and chain notices (default slog.Default()).
+	Logger *slog.Logger
 }
 
 func (o *Options) setDefaults() {
@@ -33,26 +48,72 @@ func (o *Options) setDefaults() {
 	if o.MaxEntries <= 0 {
 		o.MaxEntries = 10000
 	}
+	if o.Lateness < 0 {
+		o.Lateness = 0
+	}
+	if o.Idle <= 0 {
+		o.Idle = 5 * time.Minute
+	}
+	if o.MaxChainDepth <= 0 {
+		o.MaxChainDepth = 3
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
 }
 
 // Correlator keeps the windows of every rule and group and the incidents
 // they raise. It is not safe for concurrent use: one goroutine feeds it.
 // Time comes only from the events and from Advance.
+//
+// Time-driven decisions (resolution, absence deadlines, for and
+// keep_firing_for) are taken on the watermark: the newest event time of the
+// slowest active source (minus Lateness), and never later than the time
+// given to Advance. One node's clock running ahead does not move it; a
+// source that lags holds it back until it has been idle for Options.Idle.
 type Correlator struct {
 	opts  Options
 	set   *rules.Set
 	rules map[string]*ruleState // by rule id
-	// watermark is the latest time passed to Advance or seen in an event.
+
+	// proc is the latest time passed to Advance (zero: never called).
+	proc time.Time
+	// watermark is the time up to which time-driven decisions are taken.
 	watermark time.Time
-	stats     Stats
+	clocks    clocks
+	timers    timerHeap
+
+	// open counts the open incidents per rule id and node (inhibition).
+	open map[string]map[string]int
+	// suppressed lists the groups an inhibition keeps from firing, by node.
+	suppressed map[string][]*group
+
+	queue    []queued // incident changes to feed back (chained rules)
+	draining bool
+	depth    int // chain depth of the event being processed
+	emitFn   func(Incident)
+
+	keyBuf  []byte
+	lateLog map[string]uint64
+	stats   Stats
 }
 
 // Stats counts what the correlator did.
 type Stats struct {
-	Events    uint64 // events processed
+	Events    uint64 // events processed (not counting incident events fed back)
 	Matched   uint64 // (event, rule) matches
 	Incidents uint64 // incident changes emitted
-	Late      uint64 // events older than their group's window when they arrived
+	// Late counts events that arrived behind the watermark (beyond the
+	// lateness) or older than their group's window. The first are still
+	// placed in their window when it covers them; the second are dropped.
+	Late uint64
+	// Dropped counts late events too old for their group's window.
+	Dropped uint64
+	// Inhibited counts firings an inhibiting incident held back.
+	Inhibited uint64
+	// Chained counts incident changes fed back as klaxon.incident events;
+	// ChainDropped those not fed back because the chain was too deep.
+	Chained, ChainDropped uint64
 	// MatchesByRule counts (event, rule) matches per rule id.
 	MatchesByRule map[string]uint64
 }
@@ -63,36 +124,11 @@ type ruleState struct {
 	groups map[string]*group
 }
 
-// group is the state of one rule for one group key.
-type group struct {
-	Key     string            `json:"key"`
-	Values  map[string]string `json:"values"`
-	Entries []entry           `json:"entries"`
-	Counts  []int             `json:"counts"`
-	// LastMatch is the event time of the newest matching event.
-	LastMatch time.Time `json:"last_match"`
-	// Incident is the open incident, nil when none fires.
-	Incident *Incident `json:"incident,omitempty"`
-	// Pending is set when evidence arrived since the last emitted change.
-	Pending bool `json:"pending,omitempty"`
-	// Evidence is kept between incidents too, so that a firing incident
-	// shows what led to it.
-	Evidence []Evidence `json:"evidence"`
-}
-
-// entry is one matching event in a window.
-type entry struct {
-	Time time.Time `json:"t"`
-	Mask uint64    `json:"m"`
-	// Distinct holds the values of rule.Distincts for this event ("" when
-	// the selector of that ref did not match).
-	Distinct []string `json:"d,omitempty"`
-}
-
 // New returns a correlator for the rule set.
 func New(set *rules.Set, opts Options) *Correlator {
 	opts.setDefaults()
-	c := &Correlator{opts: opts, rules: map[string]*ruleState{}}
+	c := &Correlator{opts: opts, rules: map[string]*ruleState{}, clocks: clocks{},
+		open: map[string]map[string]int{}, suppressed: map[string][]*group{}, lateLog: map[string]uint64{}}
 	c.SetRules(set)
 	return c
 }
@@ -116,7 +152,8 @@ func (c *Correlator) ActiveGroups() map[string]int {
 // Rules returns the rule set in use.
 func (c *Correlator) Rules() *rules.Set { return c.set }
 
-// Watermark returns the latest event time the correlator has seen or been advanced to.
+// Watermark returns the event time up to which time-driven decisions have
+// been taken.
 func (c *Correlator) Watermark() time.Time { return c.watermark }
 
 // SetRules replaces the rule set. The state of rules whose definition did
@@ -135,15 +172,58 @@ func (c *Correlator) SetRules(set *rules.Set) {
 	}
 	c.set = set
 	c.rules = next
+	c.rebuild()
+}
+
+// rebuild recreates the timers and the inhibition indexes from the groups
+// (after SetRules and Restore).
+func (c *Correlator) rebuild() {
+	c.timers = c.timers[:0]
+	c.open = map[string]map[string]int{}
+	c.suppressed = map[string][]*group{}
+	for _, id := range c.sortedRuleIDs() {
+		rs := c.rules[id]
+		for _, key := range sortedKeys(rs.groups) {
+			g := rs.groups[key]
+			g.rs, g.hidx, g.due = rs, -1, time.Time{}
+			if g.Incident != nil {
+				c.countOpen(rs.rule.ID, g.Incident.Node, 1)
+			}
+			if g.Suppressed {
+				n := g.nodeName(rs.rule)
+				c.suppressed[n] = append(c.suppressed[n], g)
+			}
+			c.schedule(g)
+		}
+	}
 }
 
 // Process runs one event through every rule and emits incident changes.
+// Incident changes are fed back as events of source klaxon.incident
+// (chained rules) before Process returns.
 func (c *Correlator) Process(ev *ingest.Event, emit func(Incident)) {
-	c.stats.Events++
-	if ev.Time.After(c.watermark) {
-		c.watermark = ev.Time
+	c.emitFn = emit
+	c.process(ev, 0)
+	c.drain()
+}
+
+func (c *Correlator) process(ev *ingest.Event, depth int) {
+	if depth == 0 {
+		c.stats.Events++
+	}
+	c.depth = depth
+	late := false
+	if ev.Source != ingest.SourceIncident {
+		c.clocks.observe(ev, c.proc)
+		if !c.watermark.IsZero() && ev.Time.Before(c.watermark) {
+			late = true
+			c.late(ev, "it is older than the watermark")
+		}
 	}
 	c.set.Match(ev, func(r *rules.Rule, mask uint64) {
+		if ev.Source == ingest.SourceIncident && ev.Kind == r.ID {
+			return // a rule never sees its own incidents
+		}
 		rs := c.rules[r.ID]
 		if rs == nil {
 			return
@@ -153,19 +233,62 @@ func (c *Correlator) Process(ev *ingest.Event, emit func(Incident)) {
 			c.stats.MatchesByRule = map[string]uint64{}
 		}
 		c.stats.MatchesByRule[r.ID]++
-		c.match(rs, ev, mask, emit)
+		c.match(rs, ev, mask, late)
 	})
+	c.depth = 0
 }
 
-func (c *Correlator) match(rs *ruleState, ev *ingest.Event, mask uint64, emit func(Incident)) {
+// late counts a late event and logs the 1st, 10th, 100th, ... of each
+// source.
+func (c *Correlator) late(ev *ingest.Event, why string) {
+	c.stats.Late++
+	key := ev.Source + "/" + clockNode(ev)
+	n := c.lateLog[key] + 1
+	c.lateLog[key] = n
+	if n != 1 && n != 10 && n != 100 && n%1000 != 0 {
+		return
+	}
+	c.opts.Logger.Warn("late event: "+why+" (counted; only the 1st, 10th, 100th and every 1000th of a source are logged)",
+		"source", ev.Source, "node", ev.Node, "event", ev.ID, "time", ev.Time, "watermark", c.watermark,
+		"behind", c.watermark.Sub(ev.Time).String(), "late_from_source", n)
+}
+
+func (c *Correlator) match(rs *ruleState, ev *ingest.Event, mask uint64, late bool) {
 	r := rs.rule
-	key, values := r.GroupKey(ev)
-	g := rs.groups[key]
+	c.keyBuf = r.AppendGroupKey(c.keyBuf[:0], ev)
+	g := rs.groups[string(c.keyBuf)]
 	if g == nil {
-		g = &group{Key: key, Values: values, Counts: make([]int, len(r.Selectors))}
+		key, values := r.GroupKey(ev)
+		g = &group{groupState: groupState{Key: key, Counts: make([]int, len(r.Selectors))}, rs: rs, hidx: -1}
+		g.vals = make([]string, len(r.By))
+		for i, p := range r.By {
+			g.vals[i] = values[p]
+		}
+		if r.Absence != nil {
+			g.Abs = &absState{}
+		}
+		if r.TimeDriven() {
+			start := c.watermark
+			if start.IsZero() || ev.Time.Before(start) {
+				start = ev.Time.Add(-time.Nanosecond)
+			}
+			g.TL = &timeline{EvalAt: start}
+		}
 		rs.groups[key] = g
 	}
-	e := entry{Time: ev.Time, Mask: mask}
+	newest := g.newest()
+	if !newest.IsZero() && ev.Time.Before(newest.Add(-r.Window)) {
+		// Too old to count in any window this group still has.
+		if !late {
+			c.late(ev, "it is older than its group's window")
+		}
+		c.stats.Dropped++
+		if g.Incident == nil && len(g.Entries) == 0 {
+			c.dropIfDead(g)
+		}
+		return
+	}
+	e := entry{T: ev.Time.UnixNano(), Mask: mask}
 	if len(r.Distincts) > 0 {
 		e.Distinct = make([]string, len(r.Distincts))
 		for i, d := range r.Distincts {
@@ -174,15 +297,21 @@ func (c *Correlator) match(rs *ruleState, ev *ingest.Event, mask uint64, emit fu
 			}
 		}
 	}
-	newest := g.newest()
-	if !newest.IsZero() && ev.Time.Before(newest.Add(-r.Window)) {
-		// Too old to count in any window this group still has.
-		c.stats.Late++
-		return
+	if sq := r.Sequence; sq != nil && sq.JoinLen > 0 {
+		for k, st := range sq.Steps {
+			if mask&(1<<uint(st.Selector)) != 0 {
+				e.J = sq.JoinKey(k, ev)
+				break
+			}
+		}
 	}
 	g.insert(e)
 	g.addCounts(mask, 1)
-	g.evict(g.newest().Add(-r.Window), r)
+	cutoff := g.newest().Add(-r.Window)
+	if g.TL != nil && g.TL.EvalAt.Add(-r.Window).Before(cutoff) {
+		cutoff = g.TL.EvalAt.Add(-r.Window) // the timeline still needs them
+	}
+	g.evict(cutoff)
 	if over := len(g.Entries) - c.opts.MaxEntries; over > 0 {
 		for _, e := range g.Entries[:over] {
 			g.addCounts(e.Mask, -1)
@@ -192,56 +321,161 @@ func (c *Correlator) match(rs *ruleState, ev *ingest.Event, mask uint64, emit fu
 	}
 	if ev.Time.After(g.LastMatch) {
 		g.LastMatch = ev.Time
+		g.Node = ev.Node
+	} else if g.Node == "" {
+		g.Node = ev.Node
 	}
 	g.addEvidence(ev, c.opts.MaxEvidence)
 	if g.Incident != nil {
 		g.Incident.Count++
 	}
 	g.Pending = true
-	c.evaluate(rs, g, ev.Time, ev, emit)
+	if a := r.Absence; a != nil {
+		c.absenceEvent(g, a, ev.Time, mask)
+	}
+	c.evaluate(g, ev.Time, ev)
+	c.schedule(g)
 }
 
-// evaluate checks the condition of one group at event time now.
-func (c *Correlator) evaluate(rs *ruleState, g *group, now time.Time, last *ingest.Event, emit func(Incident)) {
-	r := rs.rule
-	holds, err := r.When.Eval(aggregates{g: g, r: r})
-	if err != nil {
-		holds = false
+// absenceEvent records an `after` event and lets an `expect` event end the
+// wait of earlier ones (and an established absence).
+func (c *Correlator) absenceEvent(g *group, a *rules.Absence, t time.Time, mask uint64) {
+	st := g.Abs
+	if mask&(1<<uint(a.Expect)) != 0 {
+		keep := st.Await[:0]
+		for _, at := range st.Await {
+			// Followed in time: this wait is over. An expect event after
+			// the deadline does not undo the absence.
+			if at.After(t) || t.After(at.Add(a.Within)) {
+				keep = append(keep, at)
+			}
+		}
+		clear(st.Await[len(keep):])
+		st.Await = keep
+		if len(st.Await) == 0 {
+			st.Await = nil
+		}
+		if !st.From.IsZero() && !t.Before(st.From) {
+			st.From, st.At = time.Time{}, time.Time{}
+		}
 	}
+	if mask&(1<<uint(a.After)) != 0 {
+		i := len(st.Await)
+		for i > 0 && st.Await[i-1].After(t) {
+			i--
+		}
+		st.Await = slices.Insert(st.Await, i, t)
+		if over := len(st.Await) - 64; over > 0 {
+			st.Await = st.Await[over:] // bounded: the newest waits matter
+		}
+	}
+}
+
+// holds evaluates the rule's condition over the whole window of g.
+func (c *Correlator) holds(g *group) bool {
+	return c.holdsOver(g, g.Entries, false)
+}
+
+// holdsOver evaluates the rule's condition over entries, a time span of
+// the window when ranged.
+func (c *Correlator) holdsOver(g *group, entries []entry, ranged bool) bool {
+	r := g.rs.rule
+	if r.Absence != nil {
+		return g.Abs != nil && !g.Abs.From.IsZero()
+	}
+	if r.Sequence != nil && !sequenceHolds(r.Sequence, entries) {
+		return false
+	}
+	ok, err := r.When.Eval(aggregates{g: g, r: r, entries: entries, ranged: ranged})
+	return err == nil && ok
+}
+
+// evaluate checks the condition of one group at event time now, after an
+// event (last) or when its time has come.
+func (c *Correlator) evaluate(g *group, now time.Time, last *ingest.Event) {
+	r := g.rs.rule
 	switch {
-	case holds && g.Incident == nil:
-		in := &Incident{
-			ID:        IncidentID(r.ID, g.Key),
-			Rule:      r.ID,
-			Status:    StatusFiring,
-			Severity:  r.SeverityAt(len(g.Entries)),
-			Node:      g.node(r, last),
-			Group:     maps.Clone(g.Values),
-			Runbook:   r.Runbook,
-			Labels:    maps.Clone(r.Labels),
-			StartedAt: g.firstTime(),
-			UpdatedAt: now,
-			Count:     len(g.Entries),
-			Seq:       1,
+	case g.Incident == nil:
+		if g.TL != nil || r.Absence != nil || g.Suppressed {
+			return // fired by the timeline, the deadline or the inhibitor's end
 		}
-		if in.Labels == nil {
-			in.Labels = map[string]string{}
+		if c.holds(g) {
+			c.fire(g, now, last)
 		}
-		g.Incident = in
-		c.emit(rs, g, last, emit)
-	case g.Incident != nil && g.Incident.Severity != r.SeverityAt(g.Incident.Count),
-		g.Incident != nil && g.Pending && !now.Before(g.Incident.UpdatedAt.Add(c.opts.UpdateInterval)):
+	case g.Incident.Severity != r.SeverityAt(g.Incident.Count),
+		g.Pending && !now.Before(g.Incident.UpdatedAt.Add(c.opts.UpdateInterval)):
 		// An escalation is sent at once; other evidence waits for the update interval.
 		g.Incident.Severity = r.SeverityAt(g.Incident.Count)
 		g.Incident.Status = StatusUpdated
 		g.Incident.UpdatedAt = now
 		g.Incident.Seq++
-		c.emit(rs, g, last, emit)
+		c.emit(g, last)
 	}
 }
 
+// fire opens an incident for g at now, unless an inhibiting incident is
+// open for its node.
+func (c *Correlator) fire(g *group, now time.Time, last *ingest.Event) {
+	r := g.rs.rule
+	node := g.nodeName(r)
+	if c.inhibited(r, node) {
+		if !g.Suppressed {
+			g.Suppressed = true
+			c.suppressed[node] = append(c.suppressed[node], g)
+			c.stats.Inhibited++
+		}
+		return
+	}
+	g.Suppressed = false
+	started := g.firstTime()
+	if g.Abs != nil && !g.Abs.From.IsZero() {
+		started = g.Abs.From
+	}
+	in := &Incident{
+		ID:        IncidentID(r.ID, g.Key),
+		Rule:      r.ID,
+		Status:    StatusFiring,
+		Severity:  r.SeverityAt(len(g.Entries)),
+		Node:      node,
+		Group:     g.valueMap(),
+		Runbook:   r.Runbook,
+		Labels:    maps.Clone(r.Labels),
+		StartedAt: started,
+		UpdatedAt: now,
+		Count:     len(g.Entries),
+		Seq:       1,
+	}
+	if in.Labels == nil {
+		in.Labels = map[string]string{}
+	}
+	g.Incident = in
+	if g.TL != nil {
+		g.TL.Inactive = time.Time{}
+	}
+	c.countOpen(r.ID, node, 1)
+	c.emit(g, last)
+}
+
+// resolve closes the incident of g at now.
+func (c *Correlator) resolve(g *group, now time.Time) {
+	in := g.Incident
+	in.Status = StatusResolved
+	in.UpdatedAt = now
+	t := now
+	in.ResolvedAt = &t
+	in.Seq++
+	c.emit(g, nil)
+	g.Incident = nil
+	g.Evidence = nil
+	if g.Abs != nil {
+		g.Abs.From, g.Abs.At = time.Time{}, time.Time{}
+	}
+	c.countOpen(g.rs.rule.ID, in.Node, -1)
+}
+
 // emit renders the incident of g and sends a copy.
-func (c *Correlator) emit(rs *ruleState, g *group, last *ingest.Event, emit func(Incident)) {
+func (c *Correlator) emit(g *group, last *ingest.Event) {
+	rs := g.rs
 	in := g.Incident
 	td := rules.TemplateData{
 		Node:     in.Node,
@@ -267,44 +501,252 @@ func (c *Correlator) emit(rs *ruleState, g *group, last *ingest.Event, emit func
 	out := *in
 	out.Group = maps.Clone(in.Group)
 	out.Labels = maps.Clone(in.Labels)
-	emit(out)
+	if c.emitFn != nil {
+		c.emitFn(out)
+	}
+	c.feedBack(out)
 }
 
-// Advance moves time forward to now (a watermark: event time in replay,
-// wall-clock time live). Windows slide, pending updates are flushed and
-// incidents whose quiet period has passed and whose condition no longer
-// holds are resolved. Groups with nothing left are forgotten.
+// Advance moves time forward to now (wall-clock time minus the configured
+// lateness live; event time in replay). The watermark follows, bounded by
+// the sources (see Correlator); groups whose time has come are woken:
+// windows slide, absences past their deadline fire, for and
+// keep_firing_for are followed, pending updates are flushed and incidents
+// whose quiet period has passed and whose condition no longer holds are
+// resolved. Groups with nothing left are forgotten.
 func (c *Correlator) Advance(now time.Time, emit func(Incident)) {
+	if now.After(c.proc) {
+		c.proc = now
+	}
+	c.emitFn = emit
+	if w := c.clocks.watermark(c.proc, c.opts.Idle, c.opts.Lateness); w.After(c.watermark) {
+		c.watermark = w
+	}
+	c.wakeDue()
+	c.drain()
+}
+
+// Settle declares that every source has delivered all its events up to
+// now (the end of a replay or of a test's inputs) and moves the watermark
+// there, then advances like Advance.
+func (c *Correlator) Settle(now time.Time, emit func(Incident)) {
+	if now.After(c.proc) {
+		c.proc = now
+	}
 	if now.After(c.watermark) {
 		c.watermark = now
 	}
-	now = c.watermark
-	for _, id := range c.sortedRuleIDs() {
-		rs := c.rules[id]
-		r := rs.rule
-		for _, key := range sortedKeys(rs.groups) {
-			g := rs.groups[key]
-			g.evict(now.Add(-r.Window), r)
-			if g.Incident != nil {
-				quiet := !now.Before(g.LastMatch.Add(r.ResolveAfter))
-				holds, err := r.When.Eval(aggregates{g: g, r: r})
-				if quiet && (err != nil || !holds) {
-					g.Incident.Status = StatusResolved
-					g.Incident.UpdatedAt = now
-					t := now
-					g.Incident.ResolvedAt = &t
-					g.Incident.Seq++
-					c.emit(rs, g, nil, emit)
-					g.Incident = nil
-					g.Evidence = nil
-				} else if g.Pending && !now.Before(g.Incident.UpdatedAt.Add(c.opts.UpdateInterval)) {
-					c.evaluate(rs, g, now, nil, emit)
-				}
-			}
-			if g.Incident == nil && len(g.Entries) == 0 {
-				delete(rs.groups, key)
+	c.Advance(now, emit)
+}
+
+// wakeDue wakes every group whose time is at or before the watermark, in
+// order of time (then rule id and group key).
+func (c *Correlator) wakeDue() {
+	for len(c.timers) > 0 && !c.timers[0].due.After(c.watermark) {
+		g := c.timers.pop()
+		c.wake(g)
+	}
+}
+
+// wake runs the time-driven part of one group at the watermark.
+func (c *Correlator) wake(g *group) {
+	rs := g.rs
+	r := rs.rule
+	if rs.groups[g.Key] != g {
+		return // dropped since
+	}
+	now := c.watermark
+	if r.Absence != nil {
+		c.absenceDeadlines(g, now)
+	}
+	if g.TL != nil {
+		c.runTimeline(g, now)
+		g.evict(g.TL.EvalAt.Add(-r.Window))
+	} else {
+		g.evict(now.Add(-r.Window))
+		if g.Incident != nil {
+			quiet := !now.Before(g.LastMatch.Add(r.ResolveAfter))
+			if quiet && !c.holds(g) {
+				c.resolve(g, now)
+			} else {
+				c.evaluate(g, now, nil)
 			}
 		}
+	}
+	if !c.dropIfDead(g) {
+		c.schedule(g)
+	}
+}
+
+// absenceDeadlines establishes the absence of the oldest wait whose
+// deadline the watermark has passed, and fires.
+func (c *Correlator) absenceDeadlines(g *group, now time.Time) {
+	st := g.Abs
+	a := g.rs.rule.Absence
+	n := 0
+	for n < len(st.Await) && !st.Await[n].Add(a.Within).After(now) {
+		n++
+	}
+	if n == 0 {
+		return
+	}
+	if st.From.IsZero() {
+		st.From, st.At = st.Await[0], st.Await[0].Add(a.Within)
+	}
+	st.Await = st.Await[n:]
+	if len(st.Await) == 0 {
+		st.Await = nil
+	}
+	if g.Incident == nil {
+		c.fire(g, st.At, nil)
+	}
+}
+
+// runTimeline follows the condition of a rule with for or keep_firing_for
+// from where it was left to now, at each time it can change.
+func (c *Correlator) runTimeline(g *group, now time.Time) {
+	r := g.rs.rule
+	tl := g.TL
+	for i := 0; i < 1_000_000; i++ {
+		t := c.nextCritical(g, tl.EvalAt)
+		if t.IsZero() || t.After(now) {
+			break
+		}
+		tl.EvalAt = t
+		holds := c.holdsOver(g, span(g.Entries, t.Add(-r.Window), t), true)
+		if holds {
+			if tl.Active.IsZero() {
+				tl.Active = t
+			}
+			tl.Inactive = time.Time{}
+		} else {
+			tl.Active = time.Time{}
+			if g.Incident != nil && tl.Inactive.IsZero() {
+				tl.Inactive = t
+			}
+		}
+		switch {
+		case g.Incident == nil && holds && !t.Before(tl.Active.Add(r.For)) && !g.Suppressed:
+			c.fire(g, t, nil)
+		case g.Incident != nil && !holds && r.KeepFiringFor > 0 && !t.Before(tl.Inactive.Add(r.KeepFiringFor)):
+			c.resolve(g, t)
+		case g.Incident != nil && !holds && r.KeepFiringFor == 0 && !t.Before(g.LastMatch.Add(r.ResolveAfter)):
+			c.resolve(g, t)
+		}
+	}
+	if tl.EvalAt.Before(now) {
+		tl.EvalAt = now
+	}
+	if g.Incident != nil {
+		c.evaluate(g, now, nil) // pending updates
+	}
+}
+
+// nextCritical returns the first time after t at which the condition or
+// the incident of a timeline group can change: an entry enters or leaves
+// the window, for or keep_firing_for or the quiet period runs out.
+func (c *Correlator) nextCritical(g *group, t time.Time) time.Time {
+	r := g.rs.rule
+	tl := g.TL
+	var best time.Time
+	consider := func(x time.Time) {
+		if x.After(t) && (best.IsZero() || x.Before(best)) {
+			best = x
+		}
+	}
+	tn := t.UnixNano()
+	w := int64(r.Window)
+	for i := range g.Entries {
+		e := g.Entries[i].T
+		if e > tn {
+			consider(time.Unix(0, e).UTC())
+			break // entries are in time order: later ones come later
+		}
+	}
+	for i := range g.Entries {
+		if e := g.Entries[i].T + w + 1; e > tn {
+			consider(time.Unix(0, e).UTC())
+			break
+		}
+	}
+	if g.Incident == nil && !tl.Active.IsZero() && !g.Suppressed {
+		consider(tl.Active.Add(r.For))
+	}
+	if g.Incident != nil && !tl.Inactive.IsZero() {
+		if r.KeepFiringFor > 0 {
+			consider(tl.Inactive.Add(r.KeepFiringFor))
+		} else {
+			consider(g.LastMatch.Add(r.ResolveAfter))
+		}
+	}
+	return best
+}
+
+// dropIfDead forgets g when nothing is left of it; it reports whether it
+// did.
+func (c *Correlator) dropIfDead(g *group) bool {
+	if g.Incident != nil || len(g.Entries) > 0 {
+		return false
+	}
+	if g.Abs != nil && (len(g.Abs.Await) > 0 || !g.Abs.From.IsZero()) {
+		return false
+	}
+	if g.hidx >= 0 {
+		c.timers.remove(g)
+	}
+	g.Suppressed = false
+	if g.rs.groups[g.Key] == g {
+		delete(g.rs.groups, g.Key)
+	}
+	return true
+}
+
+// schedule sets when g must be woken next.
+func (c *Correlator) schedule(g *group) {
+	r := g.rs.rule
+	var due time.Time
+	consider := func(x time.Time) {
+		if !x.IsZero() && (due.IsZero() || x.Before(due)) {
+			due = x
+		}
+	}
+	if g.TL != nil {
+		consider(c.nextCritical(g, g.TL.EvalAt))
+		if g.Incident != nil && g.Pending {
+			consider(g.Incident.UpdatedAt.Add(c.opts.UpdateInterval))
+		}
+	} else if g.Incident != nil {
+		t := g.LastMatch.Add(r.ResolveAfter)
+		if len(g.Entries) > 0 {
+			// The condition may still hold then: look again once the
+			// oldest entry has left the window.
+			if ev := g.Entries[0].time().Add(r.Window + time.Nanosecond); ev.After(t) {
+				t = ev
+			}
+		}
+		consider(t)
+		if g.Pending {
+			consider(g.Incident.UpdatedAt.Add(c.opts.UpdateInterval))
+		}
+	} else if len(g.Entries) > 0 {
+		consider(g.newest().Add(r.Window + time.Nanosecond))
+	}
+	if g.Abs != nil && len(g.Abs.Await) > 0 {
+		consider(g.Abs.Await[0].Add(r.Absence.Within))
+	}
+	switch {
+	case due.IsZero():
+		if g.hidx >= 0 {
+			c.timers.remove(g)
+		}
+	case g.hidx >= 0 && !due.Before(g.due):
+		// Later than planned: the wake-up at the planned time reschedules.
+	case g.hidx >= 0:
+		g.due = due
+		c.timers.fix(g)
+	default:
+		g.due = due
+		c.timers.push(g)
 	}
 }
 
@@ -312,6 +754,7 @@ func (c *Correlator) Advance(now time.Time, emit func(Incident)) {
 // `updated` change regardless of the update interval (end of a replay, or
 // shutdown), so the last change shows the final count.
 func (c *Correlator) Flush(emit func(Incident)) {
+	c.emitFn = emit
 	for _, id := range c.sortedRuleIDs() {
 		rs := c.rules[id]
 		for _, key := range sortedKeys(rs.groups) {
@@ -324,9 +767,10 @@ func (c *Correlator) Flush(emit func(Incident)) {
 				g.Incident.UpdatedAt = g.LastMatch
 			}
 			g.Incident.Seq++
-			c.emit(rs, g, nil, emit)
+			c.emit(g, nil)
 		}
 	}
+	c.drain()
 }
 
 // Open returns copies of the incidents that currently fire, sorted by id.

@@ -1,6 +1,8 @@
 package correlate
 
 import (
+	"encoding/json"
+	"math/bits"
 	"sort"
 	"strings"
 	"time"
@@ -9,12 +11,143 @@ import (
 	"github.com/klaxon-dev/klaxon/rules"
 )
 
+// group is the state of one rule for one group key. Its exported fields
+// are the snapshot (see state.go); the rest is rebuilt on restore.
+type group struct {
+	groupState
+	// vals are the group's values, aligned with the rule's By paths.
+	vals []string
+
+	rs   *ruleState
+	due  time.Time // when the timer heap wakes the group (zero: not scheduled)
+	hidx int       // index in the timer heap, -1 when not in it
+}
+
+// groupState is the serialised part of a group.
+type groupState struct {
+	Key     string  `json:"key"`
+	Entries []entry `json:"entries"`
+	Counts  []int   `json:"counts"`
+	// LastMatch is the event time of the newest matching event.
+	LastMatch time.Time `json:"last_match"`
+	// Incident is the open incident, nil when none fires.
+	Incident *Incident `json:"incident,omitempty"`
+	// Pending is set when evidence arrived since the last emitted change.
+	Pending bool `json:"pending,omitempty"`
+	// Evidence is kept between incidents too, so that a firing incident
+	// shows what led to it.
+	Evidence []Evidence `json:"evidence"`
+	// Node is the node of the newest event (the incident's node when the
+	// rule does not group by node).
+	Node string `json:"node,omitempty"`
+	// Suppressed is set while an inhibiting incident keeps the group from
+	// firing.
+	Suppressed bool `json:"suppressed,omitempty"`
+	// Abs is the state of an absence rule.
+	Abs *absState `json:"absence,omitempty"`
+	// TL is the state of a rule with for or keep_firing_for.
+	TL *timeline `json:"timeline,omitempty"`
+}
+
+// absState is what an absence rule keeps per group.
+type absState struct {
+	// Await holds the times of `after` events not yet followed by an
+	// `expect` event, oldest first.
+	Await []time.Time `json:"await,omitempty"`
+	// From is the time of the `after` event whose deadline passed; zero
+	// while nothing is missing.
+	From time.Time `json:"from,omitzero"`
+	// At is that deadline.
+	At time.Time `json:"at,omitzero"`
+}
+
+// timeline is what a rule with for or keep_firing_for keeps per group: the
+// condition is followed in event time, at every time it can change (an
+// event enters or leaves the window), up to the watermark.
+type timeline struct {
+	// EvalAt is the event time up to which the condition was followed.
+	EvalAt time.Time `json:"eval_at"`
+	// Active is when the condition started to hold (zero: it does not).
+	Active time.Time `json:"active,omitzero"`
+	// Inactive is when it stopped holding while the incident fires.
+	Inactive time.Time `json:"inactive,omitzero"`
+}
+
+// MarshalJSON writes the group with its values as a map (the snapshot
+// format of version 1).
+func (g *group) MarshalJSON() ([]byte, error) {
+	vals := make(map[string]string, len(g.vals))
+	if g.rs != nil {
+		for i, p := range g.rs.rule.By {
+			if i < len(g.vals) {
+				vals[p] = g.vals[i]
+			}
+		}
+	}
+	return json.Marshal(struct {
+		groupState
+		Values map[string]string `json:"values"`
+	}{g.groupState, vals})
+}
+
+// groupJSON is a group as read from a snapshot.
+type groupJSON struct {
+	groupState
+	Values map[string]string `json:"values"`
+}
+
+// values returns the group's values by path.
+func (g *group) valueMap() map[string]string {
+	m := make(map[string]string, len(g.vals))
+	for i, p := range g.rs.rule.By {
+		if i < len(g.vals) {
+			m[p] = g.vals[i]
+		}
+	}
+	return m
+}
+
+// entry is one matching event in a window.
+type entry struct {
+	T    int64  // event time, Unix nanoseconds
+	Mask uint64 // selectors that matched
+	// Distinct holds the values of rule.Distincts for this event ("" when
+	// the selector of that ref did not match).
+	Distinct []string
+	// J is the event's sequence join key ("" without join keys).
+	J string
+}
+
+type entryJSON struct {
+	Time     time.Time `json:"t"`
+	Mask     uint64    `json:"m"`
+	Distinct []string  `json:"d,omitempty"`
+	J        string    `json:"j,omitempty"`
+}
+
+// MarshalJSON writes the entry as in snapshot version 1 (time as RFC 3339).
+func (e entry) MarshalJSON() ([]byte, error) {
+	return json.Marshal(entryJSON{time.Unix(0, e.T).UTC(), e.Mask, e.Distinct, e.J})
+}
+
+// UnmarshalJSON reads an entry of a snapshot.
+func (e *entry) UnmarshalJSON(b []byte) error {
+	var x entryJSON
+	if err := json.Unmarshal(b, &x); err != nil {
+		return err
+	}
+	*e = entry{T: x.Time.UnixNano(), Mask: x.Mask, Distinct: x.Distinct, J: x.J}
+	return nil
+}
+
+func (e *entry) time() time.Time { return time.Unix(0, e.T).UTC() }
+
 // newest returns the time of the newest entry (zero when empty).
 func (g *group) newest() time.Time {
 	if len(g.Entries) == 0 {
 		return time.Time{}
 	}
-	return g.Entries[len(g.Entries)-1].Time
+	return g.Entries[len(g.Entries)-1].time()
 }
 
 // firstTime returns the time of the oldest entry in the window.
@@ -22,14 +155,14 @@ func (g *group) firstTime() time.Time {
 	if len(g.Entries) == 0 {
 		return g.LastMatch
 	}
-	return g.Entries[0].Time
+	return g.Entries[0].time()
 }
 
 // insert places e in time order; events mostly arrive in order, so the
 // search runs from the end.
 func (g *group) insert(e entry) {
 	i := len(g.Entries)
-	for i > 0 && g.Entries[i-1].Time.After(e.Time) {
+	for i > 0 && g.Entries[i-1].T > e.T {
 		i--
 	}
 	g.Entries = append(g.Entries, entry{})
@@ -38,17 +171,23 @@ func (g *group) insert(e entry) {
 }
 
 func (g *group) addCounts(mask uint64, d int) {
-	for i := range g.Counts {
-		if mask&(1<<uint(i)) != 0 {
+	for mask != 0 {
+		i := bits.TrailingZeros64(mask)
+		if i < len(g.Counts) {
 			g.Counts[i] += d
 		}
+		mask &= mask - 1
 	}
 }
 
 // evict drops entries older than cutoff.
-func (g *group) evict(cutoff time.Time, r *rules.Rule) {
+func (g *group) evict(cutoff time.Time) {
+	if len(g.Entries) == 0 || cutoff.IsZero() {
+		return
+	}
+	c := cutoff.UnixNano()
 	n := 0
-	for n < len(g.Entries) && g.Entries[n].Time.Before(cutoff) {
+	for n < len(g.Entries) && g.Entries[n].T < c {
 		g.addCounts(g.Entries[n].Mask, -1)
 		n++
 	}
@@ -58,12 +197,16 @@ func (g *group) evict(cutoff time.Time, r *rules.Rule) {
 		// amortised even for windows of many thousand entries.
 		clear(g.Entries[:n])
 		g.Entries = g.Entries[n:]
+		if len(g.Entries) == 0 {
+			g.Entries = nil
+		}
 	}
 }
 
 func (g *group) addEvidence(ev *ingest.Event, max int) {
 	if len(g.Evidence) >= max {
 		copy(g.Evidence, g.Evidence[1:])
+		g.Evidence[max-1] = Evidence{}
 		g.Evidence = g.Evidence[:max-1]
 	}
 	g.Evidence = append(g.Evidence, Evidence{
@@ -72,19 +215,18 @@ func (g *group) addEvidence(ev *ingest.Event, max int) {
 	})
 }
 
-// node names the node of the group's incident: the group's node value when
-// it groups by node (also as the last alternative, "fields.prev_node|node"),
-// else the node of the last event.
-func (g *group) node(r *rules.Rule, last *ingest.Event) string {
-	for _, p := range r.By {
+// nodeName names the node of the group's incident: the group's node value
+// when it groups by node (also as the last alternative,
+// "fields.prev_node|node"), else the node of the newest event.
+func (g *group) nodeName(r *rules.Rule) string {
+	for i, p := range r.By {
 		if p == "node" || strings.HasSuffix(p, "|node") {
-			return g.Values[p]
+			if i < len(g.vals) {
+				return g.vals[i]
+			}
 		}
 	}
-	if last != nil {
-		return last.Node
-	}
-	return ""
+	return g.Node
 }
 
 func (g *group) countsByName(r *rules.Rule) map[string]int {
@@ -103,9 +245,11 @@ func (g *group) values(r *rules.Rule) map[string][]string {
 	for i, d := range r.Distincts {
 		seen := map[string]bool{}
 		for _, e := range g.Entries {
-			if v := e.Distinct[i]; v != "" && !seen[v] {
-				seen[v] = true
-				out[r.Selectors[d.Selector].Name+"."+d.Field] = append(out[r.Selectors[d.Selector].Name+"."+d.Field], v)
+			if i < len(e.Distinct) {
+				if v := e.Distinct[i]; v != "" && !seen[v] {
+					seen[v] = true
+					out[r.Selectors[d.Selector].Name+"."+d.Field] = append(out[r.Selectors[d.Selector].Name+"."+d.Field], v)
+				}
 			}
 		}
 	}
@@ -132,31 +276,115 @@ func (g *group) values(r *rules.Rule) map[string][]string {
 	return out
 }
 
-// aggregates exposes a group's window to a rule's condition.
+// aggregates exposes a span of a group's window to a rule's condition:
+// all of it (counts kept up to date), or the entries of a time range.
 type aggregates struct {
-	g *group
-	r *rules.Rule
+	g       *group
+	r       *rules.Rule
+	entries []entry // the entries in the span
+	ranged  bool    // false: the whole window, counted in g.Counts
 }
 
 func (a aggregates) Count(sel int) int {
-	if sel < 0 || sel >= len(a.g.Counts) {
-		return 0
+	if !a.ranged {
+		if sel < 0 || sel >= len(a.g.Counts) {
+			return 0
+		}
+		return a.g.Counts[sel]
 	}
-	return a.g.Counts[sel]
+	n := 0
+	bit := uint64(1) << uint(sel)
+	for i := range a.entries {
+		if a.entries[i].Mask&bit != 0 {
+			n++
+		}
+	}
+	return n
 }
 
 func (a aggregates) Distinct(sel int, field string) int {
+	entries := a.entries
 	for i, d := range a.r.Distincts {
 		if d.Selector != sel || d.Field != field {
 			continue
 		}
 		seen := map[string]struct{}{}
-		for _, e := range a.g.Entries {
-			if v := e.Distinct[i]; v != "" {
-				seen[v] = struct{}{}
+		for _, e := range entries {
+			if i < len(e.Distinct) {
+				if v := e.Distinct[i]; v != "" {
+					seen[v] = struct{}{}
+				}
 			}
 		}
 		return len(seen)
 	}
 	return 0
+}
+
+// span returns the entries with times in [from, to].
+func span(entries []entry, from, to time.Time) []entry {
+	lo := sort.Search(len(entries), func(i int) bool { return entries[i].T >= from.UnixNano() })
+	hi := sort.Search(len(entries), func(i int) bool { return entries[i].T > to.UnixNano() })
+	if hi < lo {
+		hi = lo
+	}
+	return entries[lo:hi:hi]
+}
+
+// sequenceHolds reports whether the entries (in time order) hold the
+// rule's sequence: each step's selector matched at or after the previous
+// step, the last within the span of the first, all with one join key.
+// An entry matching several steps may serve as one of them only.
+func sequenceHolds(sq *rules.Sequence, entries []entry) bool {
+	n := len(sq.Steps)
+	type progress struct {
+		start []int64 // latest start of a chain that completed step i
+		have  []bool
+	}
+	var single progress
+	var byJoin map[string]*progress
+	get := func(j string) *progress {
+		if sq.JoinLen == 0 {
+			if single.start == nil {
+				single = progress{make([]int64, n), make([]bool, n)}
+			}
+			return &single
+		}
+		if byJoin == nil {
+			byJoin = map[string]*progress{}
+		}
+		p := byJoin[j]
+		if p == nil {
+			p = &progress{make([]int64, n), make([]bool, n)}
+			byJoin[j] = p
+		}
+		return p
+	}
+	within := int64(sq.Within)
+	for i := range entries {
+		e := &entries[i]
+		var p *progress
+		for k := n - 1; k >= 0; k-- {
+			if e.Mask&(1<<uint(sq.Steps[k].Selector)) == 0 {
+				continue
+			}
+			if p == nil {
+				p = get(e.J)
+			}
+			if k == 0 {
+				p.start[0], p.have[0] = e.T, true
+				if n == 1 {
+					return true
+				}
+				continue
+			}
+			if p.have[k-1] && e.T-p.start[k-1] <= within && (!p.have[k] || p.start[k-1] > p.start[k]) {
+				p.start[k], p.have[k] = p.start[k-1], true
+				if k == n-1 {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }

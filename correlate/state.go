@@ -6,11 +6,16 @@ import (
 	"time"
 )
 
-// snapshot is the serialised state of a correlator.
+// snapshot is the serialised state of a correlator. Version 1 is extended
+// compatibly: fields added since are optional.
 type snapshot struct {
 	Version   int                     `json:"version"`
 	Watermark time.Time               `json:"watermark"`
 	Rules     map[string]ruleSnapshot `json:"rules"`
+	// Proc is the latest time passed to Advance.
+	Proc time.Time `json:"proc,omitzero"`
+	// Clocks are the sources' clocks by source and node.
+	Clocks map[string]map[string]*clock `json:"clocks,omitempty"`
 }
 
 type ruleSnapshot struct {
@@ -18,9 +23,24 @@ type ruleSnapshot struct {
 	Groups []*group `json:"groups"`
 }
 
-// Snapshot serialises the windows and open incidents.
+type ruleSnapshotIn struct {
+	Hash   string       `json:"hash"`
+	Groups []*groupJSON `json:"groups"`
+}
+
+type snapshotIn struct {
+	Version   int                          `json:"version"`
+	Watermark time.Time                    `json:"watermark"`
+	Rules     map[string]ruleSnapshotIn    `json:"rules"`
+	Proc      time.Time                    `json:"proc"`
+	Clocks    map[string]map[string]*clock `json:"clocks"`
+}
+
+// Snapshot serialises the windows, open incidents, the per-group state of
+// sequences, absences, for and keep_firing_for, inhibitions, and the
+// sources' clocks.
 func (c *Correlator) Snapshot() ([]byte, error) {
-	s := snapshot{Version: 1, Watermark: c.watermark, Rules: map[string]ruleSnapshot{}}
+	s := snapshot{Version: 1, Watermark: c.watermark, Rules: map[string]ruleSnapshot{}, Proc: c.proc, Clocks: c.clocks}
 	for id, rs := range c.rules {
 		if len(rs.groups) == 0 {
 			continue
@@ -37,7 +57,7 @@ func (c *Correlator) Snapshot() ([]byte, error) {
 // Restore loads a snapshot taken by Snapshot. State of rules that are no
 // longer loaded, or whose definition changed since, is dropped.
 func (c *Correlator) Restore(b []byte) error {
-	var s snapshot
+	var s snapshotIn
 	if err := json.Unmarshal(b, &s); err != nil {
 		return fmt.Errorf("correlator snapshot: %w", err)
 	}
@@ -45,18 +65,46 @@ func (c *Correlator) Restore(b []byte) error {
 		return fmt.Errorf("correlator snapshot: unknown version %d", s.Version)
 	}
 	c.watermark = s.Watermark
+	c.proc = s.Proc
+	c.clocks = clocks{}
+	for src, m := range s.Clocks {
+		for node, cl := range m {
+			if cl == nil {
+				continue
+			}
+			if c.clocks[src] == nil {
+				c.clocks[src] = map[string]*clock{}
+			}
+			c.clocks[src][node] = cl
+		}
+	}
+	for _, rs := range c.rules {
+		rs.groups = map[string]*group{}
+	}
 	for id, rsnap := range s.Rules {
 		rs, ok := c.rules[id]
 		if !ok || rs.hash != rsnap.Hash {
 			continue
 		}
-		rs.groups = make(map[string]*group, len(rsnap.Groups))
-		for _, g := range rsnap.Groups {
-			if len(g.Counts) != len(rs.rule.Selectors) {
+		r := rs.rule
+		for _, gj := range rsnap.Groups {
+			if gj == nil || len(gj.Counts) != len(r.Selectors) {
 				continue
+			}
+			g := &group{groupState: gj.groupState, rs: rs, hidx: -1}
+			g.vals = make([]string, len(r.By))
+			for i, p := range r.By {
+				g.vals[i] = gj.Values[p]
+			}
+			if r.Absence != nil && g.Abs == nil {
+				g.Abs = &absState{}
+			}
+			if r.TimeDriven() && g.TL == nil {
+				g.TL = &timeline{EvalAt: c.watermark}
 			}
 			rs.groups[g.Key] = g
 		}
 	}
+	c.rebuild()
 	return nil
 }

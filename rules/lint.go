@@ -3,9 +3,35 @@ package rules
 import (
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/expr-lang/expr/ast"
+
+	"github.com/klaxon-dev/klaxon/ingest"
 )
+
+// knownSources are the values of Event.Source.
+var knownSources = []string{ingest.SourceNomadLog, ingest.SourceNomadEvent, ingest.SourceWinEvt, ingest.SourceIncident}
+
+// streamFields are the fields the event-stream decoder (ingest/nomadevents)
+// sets; a selector of source nomad.event reading another field never sees
+// it. rules' tests check the list against the decoder's output.
+var streamFields = map[string]bool{
+	"address": true, "alloc_id": true, "blocked_eval": true, "client_description": true,
+	"client_status": true, "datacenter": true, "deployment_id": true, "desired_description": true,
+	"desired_status": true, "drain": true, "driver_error": true, "eligibility": true, "eval_id": true,
+	"exit_code": true, "failed": true, "failed_task_groups": true, "job": true, "kill_reason": true,
+	"last_event": true, "msg": true, "namespace": true, "node_class": true, "node_pool": true,
+	"oom_killed": true, "port": true, "prev_client_status": true, "prev_node": true,
+	"prev_node_id": true, "prev_status": true, "previous_alloc": true, "queued": true,
+	"replaces_node": true, "restart_reason": true, "service": true, "signal": true, "status": true,
+	"status_description": true, "stop": true, "task": true, "task_group": true, "triggered_by": true,
+	"type": true, "unique_hostname": true, "version": true, "from_index": true, "to_index": true,
+}
+
+// incidentFields are the fields of the events of source klaxon.incident
+// (besides the group values).
+var incidentFields = map[string]bool{"status": true, "severity": true, "count": true, "incident_id": true, "title": true, "group": true}
 
 // Finding is one lint finding.
 type Finding struct {
@@ -21,20 +47,47 @@ func (f Finding) String() string {
 	return fmt.Sprintf("%s:%d:%d: %s: rule %s: %s", f.File, f.Line, f.Col, f.Severity, f.Rule, f.Msg)
 }
 
-// Lint reports questionable but valid rule definitions: selectors that
-// `when` never uses, constant selectors, selectors that can never match,
-// selectors without any literal prefilter, a resolve period shorter than the
-// window, a missing runbook and costly regular expressions.
+// Lint reports questionable rule definitions. Errors: a window shorter
+// than a sequence's span, selectors that can never match (contradicting
+// literals, a source klaxon never produces), rules inhibiting each other.
+// Warnings: selectors neither `when`, sequence nor absence uses, constant
+// selectors, fields the event stream never sets, chained rules naming
+// unknown rules, selectors without any literal prefilter, a resolve period
+// shorter than the window, a missing runbook and costly regular
+// expressions. Load errors (unknown keys, functions, selectors, duplicate
+// ids) are not findings: loading fails on them.
 func Lint(set *Set) []Finding {
 	var out []Finding
 	for _, r := range set.Rules {
 		add := func(line, col int, format string, args ...any) {
 			out = append(out, Finding{File: r.File, Line: line, Col: col, Rule: r.ID, Severity: "warning", Msg: fmt.Sprintf(format, args...)})
 		}
+		addErr := func(line, col int, format string, args ...any) {
+			out = append(out, Finding{File: r.File, Line: line, Col: col, Rule: r.ID, Severity: "error", Msg: fmt.Sprintf(format, args...)})
+		}
 		if r.Runbook == "" {
 			add(r.Line, r.Col, "no runbook: tell the on-call engineer what to do")
 		}
-		if r.ResolveAfter < r.Window {
+		if sq := r.Sequence; sq != nil && r.Window < sq.Within {
+			l, c := r.windowLine, r.windowCol
+			if l == 0 {
+				l, c = sq.Line, sq.Col
+			}
+			addErr(l, c, "the window (%s) is shorter than the sequence's span (within %s): steps that far apart are evicted before the sequence completes",
+				Duration(r.Window), Duration(sq.Within))
+		}
+		for i, id := range r.InhibitedBy {
+			o := set.Rule(id)
+			if o == nil || !contains(o.InhibitedBy, r.ID) {
+				continue
+			}
+			l, c := r.Line, r.Col
+			if i < len(r.inhibitPos) {
+				l, c = r.inhibitPos[i][0], r.inhibitPos[i][1]
+			}
+			addErr(l, c, "rules %s and %s inhibit each other: whichever fires first silences the other", r.ID, id)
+		}
+		if r.Absence == nil && r.ResolveAfter < r.Window && r.KeepFiringFor == 0 {
 			l, c := r.resolveLine, r.resolveCol
 			if l == 0 {
 				l, c = r.Line, r.Col
@@ -43,8 +96,40 @@ func Lint(set *Set) []Finding {
 				Duration(r.ResolveAfter), Duration(r.Window))
 		}
 		for i, s := range r.Selectors {
-			if r.When != nil && r.When.prog != nil && !r.When.Uses(i) {
-				add(s.Line, s.Col, "selector %s is not used by when (it only adds evidence)", s.Name)
+			if !r.usesSelector(i) {
+				by := "when"
+				switch {
+				case r.Absence != nil:
+					by = "absence"
+				case r.Sequence != nil && (r.When == nil || r.When.prog == nil):
+					by = "the sequence"
+				case r.Sequence != nil:
+					by = "when or the sequence"
+				}
+				add(s.Line, s.Col, "selector %s is not used by %s (it only adds evidence)", s.Name, by)
+			}
+			if why := neverMatches(s.needs); why != "" {
+				addErr(s.Line, s.Col, "selector %s can never match: %s", s.Name, why)
+			}
+			if sources := requiredSources(s.needs); len(sources) == 1 && sources[0] == ingest.SourceNomadEvent && !s.prog.dynamic {
+				for _, f := range s.prog.fieldRefs {
+					if !streamFields[f] {
+						msg := fmt.Sprintf("selector %s reads fields.%s, which events of source nomad.event never have", s.Name, f)
+						if sug := suggest(f, sortedKeys(streamFields)); sug != "" {
+							msg += fmt.Sprintf(" (did you mean fields.%s?)", sug)
+						}
+						add(s.Line, s.Col, "%s", msg)
+					}
+				}
+			}
+			if kinds := incidentKinds(s.needs); kinds != nil {
+				for _, k := range kinds {
+					if set.Rule(k) == nil {
+						add(s.Line, s.Col, "selector %s matches incidents of rule %q, which is not loaded", s.Name, k)
+					} else if k == r.ID {
+						add(s.Line, s.Col, "selector %s matches the rule's own incidents, which a rule never sees (no loops)", s.Name)
+					}
+				}
 			}
 			if s.prog.constant {
 				what := "constant"
@@ -55,14 +140,6 @@ func Lint(set *Set) []Finding {
 			} else if len(s.needs) == 0 {
 				add(s.Line, s.Col, "selector %s has no literal need (like source == \"...\" or msg contains \"...\"): expr runs for every event", s.Name)
 			}
-			for _, l := range s.needs {
-				for _, p := range l.any {
-					c := prepare(p)
-					if c.never && len(l.any) == 1 {
-						add(s.Line, s.Col, "selector %s can never match: lower(%s) is compared with %q, which has upper-case letters", s.Name, p.path, p.lit)
-					}
-				}
-			}
 			for _, re := range s.prog.regexps {
 				if why := costlyRegexp(re.pattern); why != "" {
 					add(re.fileLine, re.fileCol, "selector %s: costly regular expression: %s", s.Name, why)
@@ -71,6 +148,9 @@ func Lint(set *Set) []Finding {
 		}
 	}
 	sort.SliceStable(out, func(i, j int) bool {
+		if out[i].File == out[j].File && out[i].Line == out[j].Line && out[i].Col == out[j].Col {
+			return false
+		}
 		a, b := out[i], out[j]
 		if a.File != b.File {
 			return a.File < b.File
@@ -81,4 +161,114 @@ func Lint(set *Set) []Finding {
 		return a.Col < b.Col
 	})
 	return out
+}
+
+// usesSelector reports whether the rule's condition (when, sequence or
+// absence) refers to the selector at index i.
+func (r *Rule) usesSelector(i int) bool {
+	if a := r.Absence; a != nil {
+		return i == a.After || i == a.Expect
+	}
+	if sq := r.Sequence; sq != nil {
+		for _, st := range sq.Steps {
+			if st.Selector == i {
+				return true
+			}
+		}
+		if r.When == nil || r.When.prog == nil {
+			return false
+		}
+	}
+	return r.When == nil || r.When.Uses(i)
+}
+
+// eqValues returns, per event path, the values a need allows when it is a
+// plain equality (or list membership) on one path; ok is false otherwise.
+func eqValues(l literal) (path string, vals []string, ok bool) {
+	for i, p := range l.any {
+		if p.op != opEq || p.fold {
+			return "", nil, false
+		}
+		if i > 0 && p.path != path {
+			return "", nil, false
+		}
+		path = p.path
+		vals = append(vals, p.lit)
+	}
+	return path, vals, len(vals) > 0
+}
+
+// neverMatches explains why no event can satisfy every need, or "".
+func neverMatches(needs []literal) string {
+	allowed := map[string][]string{}
+	for _, l := range needs {
+		for _, p := range l.any {
+			if c := prepare(p); c.never && len(l.any) == 1 {
+				return fmt.Sprintf("lower(%s) is compared with %q, which has upper-case letters", p.path, p.lit)
+			}
+		}
+		path, vals, ok := eqValues(l)
+		if !ok {
+			continue
+		}
+		if prev, seen := allowed[path]; seen {
+			var both []string
+			for _, v := range vals {
+				if contains(prev, v) {
+					both = append(both, v)
+				}
+			}
+			if len(both) == 0 {
+				return fmt.Sprintf("%s must equal %s and %s at once", path, quoteAll(prev), quoteAll(vals))
+			}
+			vals = both
+		}
+		allowed[path] = vals
+	}
+	if srcs, ok := allowed["source"]; ok {
+		known := false
+		for _, s := range srcs {
+			known = known || contains(knownSources, s)
+		}
+		if !known {
+			return fmt.Sprintf("source %s is none of %s", quoteAll(srcs), strings.Join(knownSources, ", "))
+		}
+	}
+	return ""
+}
+
+func quoteAll(vals []string) string {
+	q := make([]string, len(vals))
+	for i, v := range vals {
+		q[i] = fmt.Sprintf("%q", v)
+	}
+	if len(q) == 1 {
+		return q[0]
+	}
+	return "one of " + strings.Join(q, ", ")
+}
+
+// requiredSources returns the sources a selector requires (nil: any).
+func requiredSources(needs []literal) []string {
+	for _, l := range needs {
+		if path, vals, ok := eqValues(l); ok && path == "source" {
+			return vals
+		}
+	}
+	return nil
+}
+
+// incidentKinds returns the rule ids a selector of source klaxon.incident
+// requires as kind (nil when it requires none or is not such a selector).
+func incidentKinds(needs []literal) []string {
+	srcs := requiredSources(needs)
+	if len(srcs) != 1 || srcs[0] != ingest.SourceIncident {
+		return nil
+	}
+	for _, l := range needs {
+		if path, vals, ok := eqValues(l); ok && path == "kind" {
+			return vals
+		}
+	}
+	return nil
 }

@@ -30,11 +30,14 @@ var Severities = []string{"info", "warning", "error", "critical"}
 const DefaultSeverity = "warning"
 
 var (
-	topKeys       = []string{"rules", "lists"}
-	ruleKeys      = []string{"id", "title", "summary", "severity", "escalate", "runbook", "labels", "match", "correlate", "resolve"}
+	topKeys       = []string{"rules", "lists", "macros"}
+	ruleKeys      = []string{"id", "title", "summary", "severity", "escalate", "runbook", "labels", "match", "correlate", "resolve", "for", "keep_firing_for", "inhibited_by"}
 	escalateKeys  = []string{"count", "severity"}
-	correlateKeys = []string{"by", "window", "when"}
+	correlateKeys = []string{"by", "window", "when", "sequence", "absence"}
 	resolveKeys   = []string{"after"}
+	sequenceKeys  = []string{"within", "by", "steps"}
+	stepKeys      = []string{"match", "by"}
+	absenceKeys   = []string{"after", "expect", "within"}
 
 	ruleIDRe   = regexp.MustCompile(`^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$`)
 	selNameRe  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
@@ -103,6 +106,7 @@ func LoadFiles(paths ...string) (*Set, error) {
 			all = append(all, r)
 		}
 	}
+	errs = append(errs, checkRefs(all, first)...)
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
@@ -129,10 +133,11 @@ func ParseFile(name string, data []byte) ([]*Rule, error) {
 }
 
 type fileParser struct {
-	name  string
-	lines []string
-	errs  []error
-	lists map[string][]string
+	name   string
+	lines  []string
+	errs   []error
+	lists  map[string][]string
+	macros map[string]*Macro
 }
 
 func (p *fileParser) errAt(line, col int, rule, format string, args ...any) {
@@ -172,16 +177,23 @@ func (p *fileParser) parse(data []byte) []*Rule {
 		p.errf(root, "", "expected a mapping with rules: (and optionally lists:)")
 		return nil
 	}
-	var rulesNode *yaml.Node
+	var rulesNode, macrosNode *yaml.Node
 	p.lists = map[string][]string{}
+	p.macros = map[string]*Macro{}
 	p.mapping(root, "", topKeys, func(key string, k, v *yaml.Node) {
 		switch key {
 		case "rules":
 			rulesNode = v
 		case "lists":
 			p.parseLists(v)
+		case "macros":
+			macrosNode = v
 		}
 	})
+	if macrosNode != nil {
+		// After the lists, wherever they are in the file: macros use them.
+		p.parseMacros(macrosNode)
+	}
 	if rulesNode == nil {
 		return nil
 	}
@@ -331,7 +343,7 @@ func (p *fileParser) parseRule(n *yaml.Node, nth int) *Rule {
 		p.errf(n, fmt.Sprintf("#%d", nth), "expected a rule (a mapping with id, match, correlate, ...)")
 		return nil
 	}
-	r := &Rule{File: p.name, Line: n.Line, Col: n.Column, Severity: DefaultSeverity, By: []string{"node"}, lists: p.lists}
+	r := &Rule{File: p.name, Line: n.Line, Col: n.Column, Severity: DefaultSeverity, By: []string{"node"}, lists: p.lists, macros: p.macros}
 	name := fmt.Sprintf("#%d", nth)
 	// The id first, so that every error can name the rule.
 	for i := 0; i+1 < len(n.Content); i += 2 {
@@ -344,7 +356,7 @@ func (p *fileParser) parseRule(n *yaml.Node, nth int) *Rule {
 	}
 	nerr := len(p.errs)
 	var matchNode, correlateNode, titleNode, summaryNode *yaml.Node
-	var windowNode, whenNode, afterNode *yaml.Node
+	var windowNode, whenNode, afterNode, sequenceNode, absenceNode, forNode, keepNode *yaml.Node
 	p.mapping(n, name, ruleKeys, func(key string, k, v *yaml.Node) {
 		switch key {
 		case "id":
@@ -389,6 +401,12 @@ func (p *fileParser) parseRule(n *yaml.Node, nth int) *Rule {
 			r.Labels = p.parseLabels(v, name)
 		case "match":
 			matchNode = v
+		case "for":
+			forNode = v
+		case "keep_firing_for":
+			keepNode = v
+		case "inhibited_by":
+			r.InhibitedBy = p.parseInhibit(v, name, r)
 		case "correlate":
 			correlateNode = v
 			if v.Kind != yaml.MappingNode {
@@ -403,6 +421,10 @@ func (p *fileParser) parseRule(n *yaml.Node, nth int) *Rule {
 					windowNode = v
 				case "when":
 					whenNode = v
+				case "sequence":
+					sequenceNode = v
+				case "absence":
+					absenceNode = v
 				}
 			})
 		case "resolve":
@@ -427,22 +449,63 @@ func (p *fileParser) parseRule(n *yaml.Node, nth int) *Rule {
 	} else {
 		p.parseMatch(matchNode, name, r)
 	}
+	// Sequence and absence (they need the selectors).
+	if sequenceNode != nil {
+		r.Sequence = p.parseSequence(sequenceNode, name, r, matchNode)
+	}
+	if absenceNode != nil {
+		r.Absence = p.parseAbsence(absenceNode, name, r, matchNode)
+		if sequenceNode != nil {
+			p.errf(absenceNode, name, "correlate: a rule has either sequence or absence, not both")
+		}
+		if whenNode != nil {
+			p.errf(whenNode, name, "correlate.when: a rule with absence takes no when (it fires when the expected event is missing)")
+		}
+	}
 	// Window.
 	switch {
 	case windowNode != nil:
 		if d, ok := p.duration(windowNode, name, "correlate.window"); ok {
 			r.Window = d
+			r.windowLine, r.windowCol = windowNode.Line, windowNode.Column
 		}
+	case r.Sequence != nil:
+		r.Window = r.Sequence.Within
+	case r.Absence != nil:
+		r.Window = r.Absence.Within
+	case sequenceNode != nil || absenceNode != nil:
+		// Their errors are reported already.
 	case correlateNode != nil && correlateNode.Kind == yaml.MappingNode:
 		p.errf(correlateNode, name, "missing correlate.window")
 	case correlateNode == nil:
 		p.errf(n, name, "missing correlate (with at least window)")
 	}
 	r.ResolveAfter = r.Window
+	if r.Absence != nil {
+		// An absence resolves when the expected event arrives.
+		r.ResolveAfter = 0
+	}
 	if afterNode != nil {
 		if d, ok := p.duration(afterNode, name, "resolve.after"); ok {
 			r.ResolveAfter = d
+			r.ResolveGiven = true
 			r.resolveLine, r.resolveCol = afterNode.Line, afterNode.Column
+		}
+	}
+	if forNode != nil {
+		if d, ok := p.duration(forNode, name, "for"); ok {
+			r.For = d
+		}
+		if absenceNode != nil {
+			p.errf(forNode, name, "for: an absence rule waits by itself (absence.within); it takes no for")
+		}
+	}
+	if keepNode != nil {
+		if d, ok := p.duration(keepNode, name, "keep_firing_for"); ok {
+			r.KeepFiringFor = d
+		}
+		if afterNode != nil {
+			p.errf(keepNode, name, "keep_firing_for: give either keep_firing_for or resolve.after, not both")
 		}
 	}
 	// Condition. When a selector failed to compile the rule is dropped,
@@ -623,7 +686,7 @@ func (p *fileParser) parseMatch(n *yaml.Node, rule string, r *Rule) {
 		}
 		sel := &Selector{Name: k.Value, Expr: src, lists: p.lists}
 		sel.Line, sel.Col = p.exprPos(v, src, 1, 0)
-		prog, needs, errs := compileSelector(src, p.lists)
+		prog, needs, errs := compileSelector(src, p.lists, p.macros)
 		for _, e := range errs {
 			l, c := p.exprPos(v, src, e.line, e.col)
 			p.errAt(l, c, rule, "selector %s: %s", k.Value, e.msg)
@@ -742,15 +805,40 @@ func (r *Rule) computeHash() string {
 		Window, ResolveAfter                  int64
 		When                                  string
 		Escalate                              []Escalation
+		Macros                                map[string]string
+		Sequence                              *Sequence
+		Absence                               *Absence
+		For, KeepFiringFor                    int64
+		InhibitedBy                           []string
 	}{
 		ID: r.ID, Title: r.Title, Summary: r.Summary, Severity: r.Severity, Runbook: r.Runbook,
 		Labels: r.Labels, By: r.By, Window: int64(r.Window), ResolveAfter: int64(r.ResolveAfter),
-		Lists: map[string][]string{}, Escalate: r.Escalate,
+		Lists: map[string][]string{}, Escalate: r.Escalate, Macros: map[string]string{},
+		For: int64(r.For), KeepFiringFor: int64(r.KeepFiringFor), InhibitedBy: r.InhibitedBy,
+	}
+	if r.Sequence != nil {
+		sq := *r.Sequence
+		sq.Line, sq.Col = 0, 0
+		sq.Steps = make([]SeqStep, len(r.Sequence.Steps))
+		for i, st := range r.Sequence.Steps {
+			sq.Steps[i] = SeqStep{Selector: st.Selector, By: st.By}
+		}
+		def.Sequence = &sq
+	}
+	if r.Absence != nil {
+		a := *r.Absence
+		a.Line, a.Col = 0, 0
+		def.Absence = &a
 	}
 	for _, s := range r.Selectors {
 		def.Selectors = append(def.Selectors, sel{s.Name, strings.TrimSpace(s.Expr)})
 		for _, l := range s.prog.lists {
 			def.Lists[l] = r.lists[l]
+		}
+		for _, m := range s.prog.macros {
+			if mac := r.macros[m]; mac != nil {
+				def.Macros[m] = strings.TrimSpace(mac.Expr)
+			}
 		}
 	}
 	if r.When != nil {
@@ -821,4 +909,291 @@ func (p *fileParser) parseEscalate(v *yaml.Node, name string) []Escalation {
 		out = append(out, e)
 	}
 	return out
+}
+
+// parseMacros reads macros: named boolean expressions that selectors of the
+// file use by name. A macro may use lists and the macros defined above it.
+func (p *fileParser) parseMacros(n *yaml.Node) {
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return
+	}
+	if n.Kind != yaml.MappingNode {
+		p.errf(n, "", "macros: expected a mapping of macro names to expressions")
+		return
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], deref(n.Content[i+1])
+		if k.Kind != yaml.ScalarNode || !selNameRe.MatchString(k.Value) {
+			p.errf(k, "", "macros: invalid macro name %q (letters, digits and _, not starting with a digit)", k.Value)
+			continue
+		}
+		if reservedName(k.Value) {
+			p.errf(k, "", "macros: %q is a name of the event or a built-in function; choose another name", k.Value)
+			continue
+		}
+		if _, dup := p.macros[k.Value]; dup {
+			p.errf(k, "", "macros: macro %q given twice", k.Value)
+			continue
+		}
+		src, ok := p.scalar(v, "", "macros."+k.Value)
+		if !ok {
+			continue
+		}
+		m := &Macro{Name: k.Value, Expr: src}
+		m.Line, m.Col = p.exprPos(v, src, 1, 0)
+		// Check it alone, with the macros above it.
+		_, _, errs := compileSelector(src, p.lists, p.macros)
+		for _, e := range errs {
+			l, c := p.exprPos(v, src, e.line, e.col)
+			p.errAt(l, c, "", "macro %s: %s", k.Value, e.msg)
+		}
+		if len(errs) > 0 {
+			// Still define it, so that selectors using it get no second error.
+			m.Expr = "false"
+		}
+		p.macros[k.Value] = m
+	}
+}
+
+// parseInhibit reads inhibited_by: a list of rule ids.
+func (p *fileParser) parseInhibit(n *yaml.Node, rule string, r *Rule) []string {
+	var items []*yaml.Node
+	switch {
+	case n.Kind == yaml.SequenceNode:
+		items = n.Content
+	case n.Kind == yaml.ScalarNode && n.Tag != "!!null":
+		items = []*yaml.Node{n}
+	case n.Kind == yaml.ScalarNode:
+		return nil
+	default:
+		p.errf(n, rule, "inhibited_by: expected a list of rule ids")
+		return nil
+	}
+	var out []string
+	for _, it := range items {
+		it = deref(it)
+		s, ok := p.scalar(it, rule, "inhibited_by")
+		if !ok {
+			continue
+		}
+		switch {
+		case !ruleIDRe.MatchString(s):
+			p.errf(it, rule, "inhibited_by: invalid rule id %q", s)
+			continue
+		case s == rule:
+			p.errf(it, rule, "inhibited_by: a rule cannot inhibit itself")
+			continue
+		case contains(out, s):
+			p.errf(it, rule, "inhibited_by: %q given twice", s)
+			continue
+		}
+		out = append(out, s)
+		r.inhibitPos = append(r.inhibitPos, [2]int{it.Line, it.Column})
+	}
+	return out
+}
+
+// selectorRef resolves a selector name used by sequence or absence. A name
+// that is in match but failed to compile gives no second error.
+func (p *fileParser) selectorRef(n *yaml.Node, rule, what string, r *Rule, matchNode *yaml.Node) (int, bool) {
+	name, ok := p.scalar(n, rule, what)
+	if !ok {
+		return 0, false
+	}
+	if i := r.SelectorIndex(name); i >= 0 {
+		return i, true
+	}
+	var names []string
+	if matchNode != nil && matchNode.Kind == yaml.MappingNode {
+		for i := 0; i < len(matchNode.Content); i += 2 {
+			if matchNode.Content[i].Value == name {
+				return 0, false // reported where it is defined
+			}
+			names = append(names, matchNode.Content[i].Value)
+		}
+	}
+	msg := fmt.Sprintf("%s: unknown selector %q", what, name)
+	if sug := suggest(name, names); sug != "" {
+		msg += fmt.Sprintf(" (did you mean %q?)", sug)
+	} else if len(names) > 0 {
+		msg += " (selectors: " + strings.Join(names, ", ") + ")"
+	}
+	p.errf(n, rule, "%s", msg)
+	return 0, false
+}
+
+// parseSequence reads correlate.sequence:
+//
+//	sequence:
+//	  within: 10m              # the last step at most this long after the first
+//	  by: [fields.alloc_id]    # optional join key of every step
+//	  steps:
+//	    - restarting           # a selector name
+//	    - {match: exhausted, by: [fields.alloc_id]}   # or a step with its own join key
+func (p *fileParser) parseSequence(n *yaml.Node, rule string, r *Rule, matchNode *yaml.Node) *Sequence {
+	if n.Kind != yaml.MappingNode {
+		p.errf(n, rule, "correlate.sequence: expected a mapping with within, steps and optionally by")
+		return nil
+	}
+	sq := &Sequence{Line: n.Line, Col: n.Column}
+	var stepsNode *yaml.Node
+	var defBy []string
+	ok := true
+	p.mapping(n, rule, sequenceKeys, func(key string, k, v *yaml.Node) {
+		switch key {
+		case "within":
+			d, good := p.duration(v, rule, "correlate.sequence.within")
+			sq.Within, ok = d, ok && good
+		case "by":
+			defBy = p.parseBy(v, rule)
+		case "steps":
+			stepsNode = v
+		}
+	})
+	if sq.Within == 0 && ok {
+		p.errf(n, rule, "correlate.sequence: missing within (the longest time from the first step to the last)")
+		ok = false
+	}
+	if stepsNode == nil {
+		p.errf(n, rule, "correlate.sequence: missing steps")
+		return nil
+	}
+	if stepsNode.Kind != yaml.SequenceNode || len(stepsNode.Content) < 2 {
+		p.errf(stepsNode, rule, "correlate.sequence.steps: expected a list of at least two steps (selector names, or {match, by})")
+		return nil
+	}
+	for i, it := range stepsNode.Content {
+		it = deref(it)
+		st := SeqStep{Line: it.Line, Col: it.Column, By: defBy}
+		what := fmt.Sprintf("correlate.sequence.steps[%d]", i)
+		switch it.Kind {
+		case yaml.ScalarNode:
+			sel, good := p.selectorRef(it, rule, what, r, matchNode)
+			st.Selector, ok = sel, ok && good
+		case yaml.MappingNode:
+			var matchN *yaml.Node
+			p.mapping(it, rule, stepKeys, func(key string, k, v *yaml.Node) {
+				switch key {
+				case "match":
+					matchN = v
+				case "by":
+					st.By = p.parseBy(v, rule)
+				}
+			})
+			if matchN == nil {
+				p.errf(it, rule, "%s: missing match (a selector name)", what)
+				ok = false
+				continue
+			}
+			sel, good := p.selectorRef(matchN, rule, what+".match", r, matchNode)
+			st.Selector, ok = sel, ok && good
+		default:
+			p.errf(it, rule, "%s: expected a selector name or {match, by}", what)
+			ok = false
+			continue
+		}
+		sq.Steps = append(sq.Steps, st)
+	}
+	for _, st := range sq.Steps {
+		if len(st.By) > 0 && sq.JoinLen == 0 {
+			sq.JoinLen = len(st.By)
+		}
+	}
+	for i, st := range sq.Steps {
+		if len(st.By) != sq.JoinLen {
+			p.errAt(st.Line, st.Col, rule, "correlate.sequence.steps[%d]: every step needs a join key of %d paths (by), like the others", i, sq.JoinLen)
+			ok = false
+		}
+	}
+	if !ok {
+		return nil
+	}
+	return sq
+}
+
+// parseAbsence reads correlate.absence: {after: A, expect: B, within: T}.
+func (p *fileParser) parseAbsence(n *yaml.Node, rule string, r *Rule, matchNode *yaml.Node) *Absence {
+	if n.Kind != yaml.MappingNode {
+		p.errf(n, rule, "correlate.absence: expected a mapping with after, expect and within")
+		return nil
+	}
+	a := &Absence{Line: n.Line, Col: n.Column}
+	ok := true
+	var have [3]bool
+	p.mapping(n, rule, absenceKeys, func(key string, k, v *yaml.Node) {
+		switch key {
+		case "after":
+			sel, good := p.selectorRef(v, rule, "correlate.absence.after", r, matchNode)
+			a.After, ok, have[0] = sel, ok && good, true
+		case "expect":
+			sel, good := p.selectorRef(v, rule, "correlate.absence.expect", r, matchNode)
+			a.Expect, ok, have[1] = sel, ok && good, true
+		case "within":
+			d, good := p.duration(v, rule, "correlate.absence.within")
+			a.Within, ok, have[2] = d, ok && good, true
+		}
+	})
+	for i, key := range absenceKeys {
+		if !have[i] {
+			p.errf(n, rule, "correlate.absence: missing %s", key)
+			ok = false
+		}
+	}
+	if ok && a.After == a.Expect {
+		p.errf(n, rule, "correlate.absence: after and expect name the same selector")
+		ok = false
+	}
+	if !ok {
+		return nil
+	}
+	return a
+}
+
+// reservedName reports whether name is taken by the selector environment or
+// a built-in function of expr.
+func reservedName(name string) bool {
+	if envNames[name] || name == "lists" || name == "true" || name == "false" || name == "nil" {
+		return true
+	}
+	switch name {
+	case "len", "all", "none", "any", "one", "filter", "map", "count", "sum", "find", "findIndex",
+		"findLast", "findLastIndex", "groupBy", "sortBy", "reduce", "lower", "upper", "trim",
+		"trimPrefix", "trimSuffix", "split", "splitAfter", "replace", "repeat", "indexOf",
+		"lastIndexOf", "hasPrefix", "hasSuffix", "max", "min", "abs", "ceil", "floor", "round",
+		"int", "float", "string", "type", "toJSON", "fromJSON", "toBase64", "fromBase64", "now",
+		"duration", "date", "timezone", "first", "last", "get", "take", "keys", "values", "toPairs",
+		"fromPairs", "sort", "concat", "flatten", "uniq", "join", "reverse", "bitand", "bitor",
+		"bitxor", "bitnand", "bitnot", "bitshl", "bitshr", "bitushr", "median", "mean", "in",
+		"matches", "contains", "startsWith", "endsWith", "not", "and", "or", "let", "if", "else":
+		return true
+	}
+	return false
+}
+
+// checkRefs checks what rules say about other rules: inhibited_by names
+// loaded rules.
+func checkRefs(all []*Rule, byID map[string]*Rule) []error {
+	var errs []error
+	for _, r := range all {
+		for i, id := range r.InhibitedBy {
+			if byID[id] != nil {
+				continue
+			}
+			ids := make([]string, 0, len(byID))
+			for k := range byID {
+				ids = append(ids, k)
+			}
+			sort.Strings(ids)
+			msg := fmt.Sprintf("inhibited_by: unknown rule %q", id)
+			if sug := suggest(id, ids); sug != "" {
+				msg += fmt.Sprintf(" (did you mean %q?)", sug)
+			}
+			e := &PosError{File: r.File, Line: r.Line, Col: r.Col, Rule: r.ID, Msg: msg}
+			if i < len(r.inhibitPos) {
+				e.Line, e.Col = r.inhibitPos[i][0], r.inhibitPos[i][1]
+			}
+			errs = append(errs, e)
+		}
+	}
+	return errs
 }

@@ -107,7 +107,7 @@ func TestLint(t *testing.T) {
 		`testdata/lint.yaml:2:5: warning: rule lint.a: no runbook: tell the on-call engineer what to do`,
 		`testdata/lint.yaml:4:15: warning: rule lint.a: selector unused is not used by when (it only adds evidence)`,
 		`testdata/lint.yaml:5:17: warning: rule lint.a: selector constant is always true: it does not read the event`,
-		`testdata/lint.yaml:6:14: warning: rule lint.a: selector never can never match: lower(msg) is compared with "Reattach", which has upper-case letters`,
+		`testdata/lint.yaml:6:14: error: rule lint.a: selector never can never match: lower(msg) is compared with "Reattach", which has upper-case letters`,
 		`testdata/lint.yaml:7:15: warning: rule lint.a: selector costly has no literal need (like source == "..." or msg contains "..."): expr runs for every event`,
 		`testdata/lint.yaml:7:27: warning: rule lint.a: selector costly: costly regular expression: it starts with .* (matches are unanchored already; drop it)`,
 		`testdata/lint.yaml:8:16: warning: rule lint.a: selector slowalt has no literal need (like source == "..." or msg contains "..."): expr runs for every event`,

@@ -36,6 +36,25 @@ type Rule struct {
 	// Distincts lists the (selector, field) pairs that `when` uses in
 	// distinct(); the correlator keeps their values per window entry.
 	Distincts []DistinctRef
+	// Sequence, when set, requires its steps to occur in order within its
+	// span (in addition to When).
+	Sequence *Sequence
+	// Absence, when set, makes the rule fire when an event of one selector
+	// is not followed by an event of another within a time, decided on the
+	// event-time watermark. When is not used then.
+	Absence *Absence
+	// For is how long the condition must hold (in event time) before the
+	// incident fires (Prometheus `for`); 0 fires at once.
+	For time.Duration
+	// KeepFiringFor keeps a firing incident open for this long after the
+	// condition stopped holding (Prometheus `keep_firing_for`); when set it
+	// decides resolution instead of ResolveAfter's quiet period.
+	KeepFiringFor time.Duration
+	// InhibitedBy lists rule ids: while an incident of one of them is open
+	// for a node, this rule does not fire for that node.
+	InhibitedBy []string
+	// ResolveGiven reports whether resolve.after was given explicitly.
+	ResolveGiven bool
 
 	// File and Line locate the rule in its file.
 	File string
@@ -48,6 +67,75 @@ type Rule struct {
 	hash  string
 	// position of resolve.after when given (for lint)
 	resolveLine, resolveCol int
+	// positions of other keys (for lint): window, inhibited_by items
+	windowLine, windowCol int
+	inhibitPos            [][2]int
+	macros                map[string]*Macro // the macros of the rule's file
+}
+
+// Sequence is an ordered sequence of selector matches (EQL's sequence):
+// step i+1 must occur at or after step i, and the last step within Within
+// of the first. Steps with By must agree on the values of their paths (the
+// join key), e.g. the same fields.alloc_id.
+type Sequence struct {
+	Steps  []SeqStep
+	Within time.Duration
+	// JoinLen is the number of join paths every step with By has (0: none).
+	JoinLen   int
+	Line, Col int
+}
+
+// SeqStep is one step of a sequence.
+type SeqStep struct {
+	Selector int      // index into Rule.Selectors
+	By       []string // join paths of this step (len JoinLen, or none)
+	Line     int
+	Col      int
+}
+
+// Absence is "After not followed by Expect within Within" per group.
+type Absence struct {
+	After, Expect int // selector indexes
+	Within        time.Duration
+	Line, Col     int
+}
+
+// Macro is a named, reusable piece of selector expression (`macros:` of a
+// rule file); selectors use it by its name.
+type Macro struct {
+	Name      string
+	Expr      string
+	Line, Col int
+}
+
+// TimeDriven reports whether the rule needs the correlator to evaluate it
+// as event time passes (for, keep_firing_for), not only on events.
+func (r *Rule) TimeDriven() bool { return r.For > 0 || r.KeepFiringFor > 0 }
+
+// JoinKey returns the join key of ev for a sequence step: the values of the
+// step's By paths joined with 0x1f ("" when the sequence has no join keys).
+func (s *Sequence) JoinKey(step int, ev *ingest.Event) string {
+	if s == nil || s.JoinLen == 0 || step < 0 || step >= len(s.Steps) {
+		return ""
+	}
+	by := s.Steps[step].By
+	if len(by) == 0 {
+		return ""
+	}
+	n := 0
+	vals := make([]string, len(by))
+	for i, p := range by {
+		vals[i], _ = ev.LookupFirst(p)
+		n += len(vals[i]) + 1
+	}
+	b := make([]byte, 0, n)
+	for i, v := range vals {
+		if i > 0 {
+			b = append(b, 0x1f)
+		}
+		b = append(b, v...)
+	}
+	return string(b)
 }
 
 // Escalation is one step of severity escalation: from Count matching
@@ -94,6 +182,21 @@ type Aggregates interface {
 	// Distinct returns how many distinct values the event path field took
 	// among the events that matched the selector at index sel.
 	Distinct(sel int, field string) int
+}
+
+// AppendGroupKey appends the group key of ev (see GroupKey) to b without
+// building the group's values.
+func (r *Rule) AppendGroupKey(b []byte, ev *ingest.Event) []byte {
+	for i, p := range r.By {
+		if i > 0 {
+			b = append(b, 0x1f)
+		}
+		v, _ := ev.LookupFirst(p)
+		b = append(b, p...)
+		b = append(b, '=')
+		b = append(b, v...)
+	}
+	return b
 }
 
 // GroupKey returns the group values of ev for the rule's By paths and a key

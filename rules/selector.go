@@ -72,6 +72,7 @@ type program struct {
 	constant bool
 	regexps  []regexpRef
 	lists    []string // names of the lists it uses
+	macros   []string // names of the macros it uses
 	state    *selState
 }
 
@@ -205,9 +206,9 @@ func selectorOptions() []expr.Option {
 	}
 }
 
-// compileSelector compiles src and derives its needs. lists are the lists
-// of the rule's file.
-func compileSelector(src string, lists map[string][]string) (program, []literal, []exprError) {
+// compileSelector compiles src and derives its needs. lists and macros are
+// those of the rule's file.
+func compileSelector(src string, lists map[string][]string, macros map[string]*Macro) (program, []literal, []exprError) {
 	if len(src) > MaxExprLen {
 		return program{}, nil, []exprError{{msg: fmt.Sprintf("expression is %d bytes long; the limit is %d", len(src), MaxExprLen)}}
 	}
@@ -219,11 +220,21 @@ func compileSelector(src string, lists map[string][]string) (program, []literal,
 		return program{}, nil, []exprError{fromExprErr(src, err)}
 	}
 	prog := program{state: &selState{}}
+	used := map[string]bool{}
+	if err := expandMacros(&tree.Node, macros, used, 0); err != nil {
+		l, c := positionOf(src, err.at)
+		return program{}, nil, []exprError{{line: l, col: c, msg: err.msg}}
+	}
+	prog.macros = sortedKeys(used)
 	errs := inspect(src, tree.Node, lists, &prog)
 	if len(errs) > 0 {
 		return program{}, nil, errs
 	}
-	p, err := expr.Compile(src, selectorOptions()...)
+	opts := selectorOptions()
+	if len(used) > 0 {
+		opts = append(opts, expr.Patch(&macroPatcher{macros: macros}))
+	}
+	p, err := expr.Compile(src, opts...)
 	if err != nil {
 		return program{}, nil, []exprError{fromExprErr(src, err)}
 	}
@@ -599,4 +610,71 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// maxMacroDepth bounds macros using macros (and catches cycles).
+const maxMacroDepth = 8
+
+type macroError struct {
+	at  int // rune offset in the selector
+	msg string
+}
+
+// expandMacros replaces every identifier naming a macro by the macro's
+// parsed (and expanded) expression, recording the names used.
+func expandMacros(root *ast.Node, macros map[string]*Macro, used map[string]bool, depth int) *macroError {
+	if len(macros) == 0 {
+		return nil
+	}
+	v := &macroCollector{macros: macros}
+	ast.Walk(root, v)
+	for _, n := range v.found {
+		id := (*n).(*ast.IdentifierNode)
+		m := macros[id.Value]
+		if depth >= maxMacroDepth {
+			return &macroError{at: id.Location().From, msg: fmt.Sprintf("macro %s: macros nested more than %d deep (do they use each other?)", id.Value, maxMacroDepth)}
+		}
+		tree, err := parser.Parse(m.Expr)
+		if err != nil {
+			return &macroError{at: id.Location().From, msg: fmt.Sprintf("macro %s: %v", id.Value, err)}
+		}
+		if e := expandMacros(&tree.Node, macros, used, depth+1); e != nil {
+			e.at = id.Location().From
+			return e
+		}
+		used[id.Value] = true
+		loc := id.Location()
+		*n = tree.Node
+		(*n).SetLocation(loc)
+	}
+	return nil
+}
+
+type macroCollector struct {
+	macros map[string]*Macro
+	found  []*ast.Node
+}
+
+func (c *macroCollector) Visit(n *ast.Node) {
+	if id, ok := (*n).(*ast.IdentifierNode); ok && c.macros[id.Value] != nil {
+		c.found = append(c.found, n)
+	}
+}
+
+// macroPatcher expands macros while expr compiles a selector.
+type macroPatcher struct{ macros map[string]*Macro }
+
+func (p *macroPatcher) Visit(n *ast.Node) {
+	id, ok := (*n).(*ast.IdentifierNode)
+	if !ok || p.macros[id.Value] == nil {
+		return
+	}
+	tree, err := parser.Parse(p.macros[id.Value].Expr)
+	if err != nil {
+		return // reported by expandMacros
+	}
+	if expandMacros(&tree.Node, p.macros, map[string]bool{}, 1) != nil {
+		return
+	}
+	ast.Patch(n, tree.Node)
 }

@@ -1,14 +1,18 @@
 // Package ruletest runs the rule unit tests kept next to the rules
-// (rules.d/*_test.yaml): timed inputs (agent log lines, or events written
-// out) go through the real decoder, rules and correlator, and the incidents
-// they produce are compared with the expected ones.
+// (rules.d/*_test.yaml): timed inputs from several sources (agent log
+// lines, event-stream frames, rendered Windows events, or events written
+// out) go through the real decoders, rules and correlator, and the
+// incidents they produce are compared with the expected ones at
+// checkpoints and at the end.
 package ruletest
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"maps"
 	"os"
 	"path/filepath"
@@ -21,7 +25,9 @@ import (
 
 	"github.com/klaxon-dev/klaxon/correlate"
 	"github.com/klaxon-dev/klaxon/ingest"
+	"github.com/klaxon-dev/klaxon/ingest/nomadevents"
 	"github.com/klaxon-dev/klaxon/ingest/nomadlog"
+	"github.com/klaxon-dev/klaxon/ingest/winevt"
 	"github.com/klaxon-dev/klaxon/rules"
 )
 
@@ -45,17 +51,37 @@ type Case struct {
 	// Expect lists the incidents expected at the end, by rule and group;
 	// any other incident fails the test.
 	Expect []Expect `yaml:"expect"`
+	// Checkpoints list the incidents expected at given times (every source
+	// is taken to have delivered its events up to then).
+	Checkpoints []Checkpoint `yaml:"checkpoints"`
+	// Lateness and Idle set the correlator's options of the same names.
+	Lateness Duration `yaml:"lateness"`
+	Idle     Duration `yaml:"idle"`
 
 	line int
 }
 
-// Input is one timed input: agent log line(s) or an event.
+// Checkpoint is a set of expectations at a time offset.
+type Checkpoint struct {
+	At     Duration `yaml:"at"`
+	Expect []Expect `yaml:"expect"`
+}
+
+// Input is one timed input: agent log line(s), an event-stream frame,
+// rendered Windows event XML, or an event written out. Its events take the
+// time Start+At.
 type Input struct {
 	At Duration `yaml:"at"`
 	// Log holds one or more agent log lines (text or JSON); their own
 	// timestamps are replaced by Start+At.
 	Log string `yaml:"log"`
-	// Event is an event written out (for sources other than the agent log).
+	// Stream is one frame of the Nomad event stream (/v1/event/stream) as
+	// the server sends it: {"Index": N, "Events": [...]}. The decoder keeps
+	// its state across the frames of a test (previous statuses).
+	Stream string `yaml:"stream"`
+	// Windows holds rendered event XML (wevtutil qe /f:xml, EvtRender).
+	Windows string `yaml:"windows"`
+	// Event is an event written out (for any source).
 	Event *ingest.Event `yaml:"event"`
 }
 
@@ -182,14 +208,39 @@ func Run(set *rules.Set, c Case) error {
 			return fmt.Errorf("expect: unknown rule %q", e.Rule)
 		}
 	}
-	corr := correlate.New(set, correlate.Options{})
+	for _, cp := range c.Checkpoints {
+		for _, e := range cp.Expect {
+			if set.Rule(e.Rule) == nil {
+				return fmt.Errorf("checkpoint at %s: expect: unknown rule %q", time.Duration(cp.At), e.Rule)
+			}
+		}
+	}
+	checks := slices.Clone(c.Checkpoints)
+	sort.SliceStable(checks, func(i, j int) bool { return checks[i].At < checks[j].At })
+	corr := correlate.New(set, correlate.Options{Lateness: time.Duration(c.Lateness), Idle: time.Duration(c.Idle),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	last := map[string]correlate.Incident{}
 	emit := func(in correlate.Incident) { last[in.ID] = in }
+	dec := &decoders{ident: ingest.NewIdentity(), node: c.Node}
+	var errs []error
+	checkpoint := func(cp Checkpoint) {
+		corr.Settle(c.Start.Add(time.Duration(cp.At)), emit)
+		if err := compare(cp.Expect, last); err != nil {
+			errs = append(errs, fmt.Errorf("at %s:\n%s", fmtOffset(cp.At), indent(err.Error())))
+		}
+	}
 	var now time.Time
 	for i, in := range c.Input {
-		now = c.Start.Add(time.Duration(in.At))
+		for len(checks) > 0 && checks[0].At < in.At {
+			checkpoint(checks[0])
+			checks = checks[1:]
+		}
+		at := c.Start.Add(time.Duration(in.At))
+		if at.After(now) {
+			now = at
+		}
 		corr.Advance(now, emit)
-		evs, err := inputEvents(in, c.Node, now, i)
+		evs, err := dec.events(in, at, i)
 		if err != nil {
 			return err
 		}
@@ -197,47 +248,100 @@ func Run(set *rules.Set, c Case) error {
 			corr.Process(&evs[j], emit)
 		}
 	}
-	if end := c.Start.Add(time.Duration(c.Until)); end.After(now) {
-		corr.Advance(end, emit)
+	for _, cp := range checks {
+		checkpoint(cp)
 	}
-	return compare(c.Expect, last)
+	end := now
+	if u := c.Start.Add(time.Duration(c.Until)); u.After(end) {
+		end = u
+	}
+	corr.Settle(end, emit)
+	if err := compare(c.Expect, last); err != nil {
+		if len(errs) > 0 {
+			err = fmt.Errorf("at the end (%s):\n%s", fmtOffset(Duration(end.Sub(c.Start))), indent(err.Error()))
+		}
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }
 
-func inputEvents(in Input, node string, at time.Time, idx int) ([]ingest.Event, error) {
+func fmtOffset(d Duration) string { return time.Duration(d).String() }
+
+// decoders turns the inputs of one case into events; the event-stream
+// decoder and the node identity map live as long as the case.
+type decoders struct {
+	ident  *ingest.Identity
+	node   string
+	stream *nomadevents.Decoder
+}
+
+func (d *decoders) events(in Input, at time.Time, idx int) ([]ingest.Event, error) {
 	var evs []ingest.Event
+	collect := func(ev ingest.Event) { evs = append(evs, ev) }
+	n := 0
 	if in.Event != nil {
+		n++
 		ev := *in.Event
-		ev.Time = at
 		if ev.Node == "" {
-			ev.Node = node
+			ev.Node = d.node
 		}
 		if ev.ID == "" {
 			ev.ID = fmt.Sprintf("input-%d", idx)
 		}
+		if ev.Level == "" {
+			ev.Level = ingest.LevelInfo
+		}
 		evs = append(evs, ev)
 	}
 	if in.Log != "" {
-		d := nomadlog.NewDecoder(nomadlog.DecoderConfig{
-			IDPrefix: fmt.Sprintf("input-%d", idx), DefaultNode: node,
+		n++
+		before := len(evs)
+		ld := nomadlog.NewDecoder(nomadlog.DecoderConfig{
+			IDPrefix: fmt.Sprintf("input-%d", idx), DefaultNode: d.node, Identity: d.ident,
 			Fallback: func() time.Time { return at },
 		})
 		var off int64
-		collect := func(ev ingest.Event) { evs = append(evs, ev) }
 		for _, l := range strings.Split(strings.TrimRight(in.Log, "\n"), "\n") {
 			end := off + int64(len(l)) + 1
-			d.Line([]byte(l), off, end, collect)
+			ld.Line([]byte(l), off, end, collect)
 			off = end
 		}
-		d.Flush(collect)
-		if len(evs) == 0 {
+		ld.Flush(collect)
+		if len(evs) == before {
 			return nil, fmt.Errorf("input %d: no log record in %q", idx, in.Log)
 		}
-		for i := range evs {
-			evs[i].Time = at
+	}
+	if in.Stream != "" {
+		n++
+		if d.stream == nil {
+			d.stream = nomadevents.NewDecoder(nomadevents.DecoderConfig{Identity: d.ident, Name: "test",
+				Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		}
+		frame := strings.Join(strings.Fields(in.Stream), " ")
+		if err := d.stream.Frame([]byte(frame), collect); err != nil {
+			return nil, fmt.Errorf("input %d: stream frame: %w", idx, err)
 		}
 	}
-	if len(evs) == 0 {
-		return nil, fmt.Errorf("input %d: needs log or event", idx)
+	if in.Windows != "" {
+		n++
+		before := len(evs)
+		st, err := winevt.ReadXML(context.Background(), strings.NewReader(in.Windows), fmt.Sprintf("input-%d", idx),
+			winevt.DecoderConfig{Identity: d.ident, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}, collect)
+		if err != nil {
+			return nil, fmt.Errorf("input %d: windows: %w", idx, err)
+		}
+		if st.BadRecords > 0 || len(evs) == before {
+			return nil, fmt.Errorf("input %d: windows: no readable <Event> (%d malformed)", idx, st.BadRecords)
+		}
+	}
+	if n == 0 {
+		return nil, fmt.Errorf("input %d: needs log, stream, windows or event", idx)
+	}
+	if n > 1 {
+		return nil, fmt.Errorf("input %d: give one of log, stream, windows and event per input", idx)
+	}
+	for i := range evs {
+		evs[i].Time = at
 	}
 	return evs, nil
 }

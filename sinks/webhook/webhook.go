@@ -12,6 +12,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
+	"strings"
 	"text/template"
 
 	"github.com/klaxon-dev/klaxon/correlate"
@@ -55,6 +57,7 @@ func New(name string, cfg Config) (*Sink, error) {
 		}
 	}
 	s.secrets = append(s.secrets, cfg.URL, cfg.SigningKey.Reveal())
+	s.secrets = append(s.secrets, urlSecrets(cfg.URL)...)
 	for _, v := range cfg.Headers {
 		s.secrets = append(s.secrets, v.Reveal())
 	}
@@ -114,6 +117,32 @@ func (s *Sink) Send(ctx context.Context, in correlate.Incident) (bool, error) {
 		return retryable, fmt.Errorf("webhook sink %q: incident %s: %w", s.name, in.ID, err)
 	}
 	return false, nil
+}
+
+// urlSecrets are the parts of the URL that may hold a token and that a
+// server may echo in an error: the path, its longer segments, the query
+// and its values.
+func urlSecrets(raw string) []string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	if len(u.Path) > 1 {
+		out = append(out, u.Path, u.EscapedPath())
+		for _, seg := range strings.Split(u.Path, "/") {
+			if len(seg) >= 8 {
+				out = append(out, seg)
+			}
+		}
+	}
+	if u.RawQuery != "" {
+		out = append(out, u.RawQuery)
+		for _, vs := range u.Query() {
+			out = append(out, vs...)
+		}
+	}
+	return out
 }
 
 var _ sinks.Sink = (*Sink)(nil)

@@ -334,7 +334,8 @@ func agentNodeName(nc NomadConfig) (string, error) {
 	}
 	self, err := c.Agent().Self()
 	if err != nil {
-		return "", err
+		// A proxy in front of the agent may echo the request: no token in logs.
+		return "", errors.New(sinks.Scrub(err.Error(), nc.Token.Reveal()))
 	}
 	if n, ok := self.Config["NodeName"].(string); ok && n != "" {
 		return n, nil

@@ -4,7 +4,7 @@ BIN     := bin/klaxon
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 # Debian packages the tests use as real parts (not mocks).
-TEST_PKGS := nats-server libevtx-utils prometheus-alertmanager prometheus
+TEST_PKGS := nats-server libevtx-utils prometheus-alertmanager prometheus chromium systemd
 FUZZTIME ?= 15s
 
 .PHONY: all build run test deps fmt vet race windows rules-lint rules-test fuzz bench clean

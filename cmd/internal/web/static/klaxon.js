@@ -1,0 +1,94 @@
+// klaxon web view: keeps the incident list and the incident page current.
+// Plain DOM, no framework; text is set with textContent only.
+"use strict";
+(function () {
+  var body = document.body;
+
+  function ago(now, iso) {
+    var t = Date.parse(iso);
+    if (isNaN(t) || t <= 0) return "";
+    var s = Math.floor((now - t) / 1000);
+    if (s < 0) return "in " + (-s) + "s";
+    if (s < 60) return s + "s ago";
+    if (s < 3600) return Math.floor(s / 60) + "m ago";
+    if (s < 172800) return Math.floor(s / 3600) + "h ago";
+    return Math.floor(s / 86400) + "d ago";
+  }
+  function stamp(iso) { return iso.replace("T", " ").slice(0, 19) + "Z"; }
+  function el(tag, cls, text) {
+    var e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined) e.textContent = text;
+    return e;
+  }
+  function timeCell(now, iso) {
+    var td = el("td"), t = el("time", "", ago(now, iso));
+    t.dateTime = iso; t.title = stamp(iso);
+    td.appendChild(t);
+    return td;
+  }
+  function row(now, inc) {
+    var tr = el("tr");
+    tr.dataset.id = inc.id;
+    var sev = el("td"); sev.appendChild(el("span", "sev sev-" + inc.severity, inc.severity)); tr.appendChild(sev);
+    var st = el("td"); st.appendChild(el("span", "status status-" + inc.status, inc.status)); tr.appendChild(st);
+    var title = el("td", "title"), a = el("a", "", inc.title);
+    a.href = "/incidents/" + encodeURIComponent(inc.id);
+    title.appendChild(a); title.appendChild(el("div", "rule", inc.rule)); tr.appendChild(title);
+    tr.appendChild(el("td", "", inc.node));
+    tr.appendChild(el("td", "num", String(inc.count)));
+    tr.appendChild(timeCell(now, inc.started_at));
+    tr.appendChild(timeCell(now, inc.updated_at));
+    return tr;
+  }
+  function fill(name, list, now) {
+    var tbody = document.querySelector("#" + name + " tbody");
+    if (!tbody) return;
+    var rows = document.createDocumentFragment();
+    list.forEach(function (inc) { rows.appendChild(row(now, inc)); });
+    tbody.replaceChildren(rows);
+    document.getElementById(name + "-count").textContent = String(list.length);
+    document.getElementById(name + "-empty").hidden = list.length > 0;
+  }
+  function state(text, ok) {
+    var s = document.getElementById("live-state");
+    if (s) s.textContent = text;
+    body.dataset.live = ok ? "ok" : "error";
+  }
+
+  function pollIncidents() {
+    fetch("/api/incidents", { cache: "no-cache" })
+      .then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.json(); })
+      .then(function (d) {
+        var now = Date.parse(d.now) || Date.now();
+        fill("open", d.open || [], now);
+        fill("resolved", d.resolved || [], now);
+        document.title = (d.open && d.open.length ? "(" + d.open.length + ") " : "") + "Incidents · klaxon";
+        state("updated " + new Date().toLocaleTimeString(), true);
+      })
+      .catch(function (e) { state("not updating: " + e.message, false); })
+      .finally(function () { setTimeout(pollIncidents, 3000); });
+  }
+
+  function pollIncident(id) {
+    var sec = document.querySelector("section.incident");
+    fetch("/api/incidents/" + encodeURIComponent(id), { cache: "no-cache" })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (inc) {
+        if (inc && sec && (String(inc.seq) !== sec.dataset.seq || inc.status !== sec.dataset.status ||
+            String(inc.count) !== sec.dataset.count || Math.floor(Date.parse(inc.started_at) / 1000) !== Math.floor(Date.parse(sec.dataset.started) / 1000))) {
+          location.reload();
+          return;
+        }
+        body.dataset.live = "ok";
+        setTimeout(function () { pollIncident(id); }, 5000);
+      })
+      .catch(function () { setTimeout(function () { pollIncident(id); }, 5000); });
+  }
+
+  if (body.dataset.page === "incidents" && document.getElementById("open")) {
+    pollIncidents();
+  } else if (body.dataset.incident) {
+    setTimeout(function () { pollIncident(body.dataset.incident); }, 5000);
+  }
+})();

@@ -1,0 +1,227 @@
+# klaxon ingest on every Nomad client: a system job with one group per OS.
+#
+# Linux clients tail the Nomad agent log; Windows clients tail it too and
+# subscribe to the Windows Event Log (System, Application). Events go to the
+# external NATS cluster at var.nats_url, where `klaxon correlate`
+# (klaxon-correlate.nomad.hcl) turns them into incidents.
+#
+# Needs: the raw_exec driver enabled on the clients (the agent log and the
+# Event Log are host resources), the klaxon archive at var.artifact_url, and
+# a Nomad Variable at nomad/jobs/klaxon-ingest with nats_token (the NATS
+# token the ingesters use) and http_token (the bearer token of klaxon's HTTP
+# endpoint, required because it listens beyond loopback).
+#
+#   nomad var put nomad/jobs/klaxon-ingest nats_token=... http_token=...
+#   nomad job run -var nats_url=tls://nats-1:4222,tls://nats-2:4222 klaxon-ingest.nomad.hcl
+
+variable "datacenters" {
+  description = "Datacenters the ingesters run in."
+  type        = list(string)
+  default     = ["*"]
+}
+
+variable "node_pool" {
+  description = "Node pool of the clients to watch (\"all\": every pool)."
+  type        = string
+  default     = "all"
+}
+
+variable "nats_url" {
+  description = "NATS cluster the ingesters publish to (comma-separated URLs)."
+  type        = string
+  default     = "tls://nats.service.consul:4222"
+}
+
+variable "artifact_url" {
+  description = "Base URL of the klaxon release archives (klaxon_<os>_<arch>.zip)."
+  type        = string
+  default     = "https://releases.example.com/klaxon/latest"
+}
+
+variable "linux_log_glob" {
+  description = "Nomad agent log files on Linux clients (log_file of the agent)."
+  type        = string
+  default     = "/var/log/nomad/nomad*.log"
+}
+
+variable "windows_log_glob" {
+  description = "Nomad agent log files on Windows clients."
+  type        = string
+  default     = "C:\\ProgramData\\nomad\\logs\\nomad*.log"
+}
+
+job "klaxon-ingest" {
+  type        = "system"
+  datacenters = var.datacenters
+  node_pool   = var.node_pool
+  priority    = 70
+
+  update {
+    max_parallel = 5
+    stagger      = "10s"
+  }
+
+  group "linux" {
+    constraint {
+      attribute = "${attr.kernel.name}"
+      value     = "linux"
+    }
+
+    network {
+      port "http" {
+        static = 9464
+      }
+    }
+
+    restart {
+      attempts = 10
+      interval = "30m"
+      delay    = "15s"
+      mode     = "delay"
+    }
+
+    service {
+      name     = "klaxon-ingest"
+      provider = "nomad"
+      port     = "http"
+      tags     = ["metrics", "linux"]
+
+      check {
+        name     = "ready"
+        type     = "http"
+        path     = "/readyz"
+        interval = "15s"
+        timeout  = "3s"
+      }
+    }
+
+    task "ingest" {
+      driver = "raw_exec"
+
+      artifact {
+        source      = "${var.artifact_url}/klaxon_linux_${attr.cpu.arch}.zip"
+        destination = "local/bin"
+      }
+
+      config {
+        command = "local/bin/klaxon"
+        args    = ["ingest", "--config", "${NOMAD_TASK_DIR}/klaxon-ingest.yaml"]
+      }
+
+      template {
+        destination = "local/klaxon-ingest.yaml"
+        change_mode = "restart"
+        data        = <<-EOF
+          # role: ingest (rendered by Nomad; see deploy/config/klaxon-ingest.yaml)
+          node: "{{ env "node.unique.name" }}"
+          # On the host, so that checkpoints outlive the allocation.
+          data_dir: /var/lib/klaxon
+          nats:
+            url: "${var.nats_url}"
+            token: "{{ with nomadVar "nomad/jobs/klaxon-ingest" }}{{ .nats_token }}{{ end }}"
+          sources:
+            nomad_log:
+              - paths: ["${var.linux_log_glob}"]
+                read_from: end
+          http:
+            listen: "{{ env "NOMAD_ADDR_http" }}"
+            token: "{{ with nomadVar "nomad/jobs/klaxon-ingest" }}{{ .http_token }}{{ end }}"
+          shutdown_timeout: 15s
+        EOF
+      }
+
+      kill_timeout = "20s"
+      kill_signal  = "SIGTERM"
+
+      resources {
+        cpu    = 200
+        memory = 128
+      }
+    }
+  }
+
+  group "windows" {
+    constraint {
+      attribute = "${attr.kernel.name}"
+      value     = "windows"
+    }
+
+    network {
+      port "http" {
+        static = 9464
+      }
+    }
+
+    restart {
+      attempts = 10
+      interval = "30m"
+      delay    = "15s"
+      mode     = "delay"
+    }
+
+    service {
+      name     = "klaxon-ingest"
+      provider = "nomad"
+      port     = "http"
+      tags     = ["metrics", "windows"]
+
+      check {
+        name     = "ready"
+        type     = "http"
+        path     = "/readyz"
+        interval = "15s"
+        timeout  = "3s"
+      }
+    }
+
+    task "ingest" {
+      driver = "raw_exec"
+
+      artifact {
+        source      = "${var.artifact_url}/klaxon_windows_${attr.cpu.arch}.zip"
+        destination = "local/bin"
+      }
+
+      config {
+        command = "local/bin/klaxon.exe"
+        args    = ["ingest", "--config", "${NOMAD_TASK_DIR}/klaxon-ingest.yaml"]
+      }
+
+      template {
+        destination = "local/klaxon-ingest.yaml"
+        change_mode = "restart"
+        data        = <<-EOF
+          # role: ingest on Windows (rendered by Nomad; see deploy/config/klaxon-ingest-windows.yaml)
+          node: "{{ env "node.unique.name" }}"
+          data_dir: 'C:\ProgramData\klaxon'
+          nats:
+            url: "${var.nats_url}"
+            token: "{{ with nomadVar "nomad/jobs/klaxon-ingest" }}{{ .nats_token }}{{ end }}"
+          sources:
+            nomad_log:
+              - paths: ['${var.windows_log_glob}']
+                read_from: end
+            # Live Event Log subscription; its bookmark is the checkpoint.
+            winevt:
+              channels: [System, Application]
+            # Without the live subscription, follow the EVTX files instead:
+            # winevt_files:
+            #   - paths: ['C:\Windows\System32\winevt\Logs\System.evtx']
+          http:
+            listen: "{{ env "NOMAD_ADDR_http" }}"
+            token: "{{ with nomadVar "nomad/jobs/klaxon-ingest" }}{{ .http_token }}{{ end }}"
+          shutdown_timeout: 15s
+        EOF
+      }
+
+      # Windows has no SIGTERM: Nomad stops raw_exec tasks with a
+      # CTRL_BREAK, which klaxon handles like an interrupt.
+      kill_timeout = "20s"
+
+      resources {
+        cpu    = 200
+        memory = 160
+      }
+    }
+  }
+}

@@ -81,10 +81,9 @@ job "klaxon-correlate" {
       value    = "true"
     }
 
+    # A dynamic port on the host network; klaxon listens on it.
     network {
-      port "http" {
-        to = 9464
-      }
+      port "http" {}
     }
 
     restart {
@@ -153,7 +152,7 @@ job "klaxon-correlate" {
             - type: stdout
               format: json
           http:
-            listen: "0.0.0.0:9464"
+            listen: "{{ env "NOMAD_ADDR_http" }}"
             token: "{{ with nomadVar "nomad/jobs/klaxon-correlate" }}{{ .http_token }}{{ end }}"
           shutdown_timeout: 15s
         EOF
@@ -180,10 +179,9 @@ job "klaxon-correlate" {
       migrate = true
     }
 
+    # A dynamic port on the host network; klaxon listens on it.
     network {
-      port "http" {
-        to = 9464
-      }
+      port "http" {}
     }
 
     restart {
@@ -235,7 +233,7 @@ job "klaxon-correlate" {
               - address: "${var.nomad_addr}"
                 token: "{{ with nomadVar "nomad/jobs/klaxon-correlate" }}{{ .nomad_token }}{{ end }}"
           http:
-            listen: "0.0.0.0:9464"
+            listen: "{{ env "NOMAD_ADDR_http" }}"
             token: "{{ with nomadVar "nomad/jobs/klaxon-correlate" }}{{ .http_token }}{{ end }}"
         EOF
       }

@@ -431,7 +431,7 @@ func TestNomadCorrelateJob(t *testing.T) {
 	if len(cfg.Sources.NomadLog)+len(cfg.Sources.NomadEvents) != 0 {
 		t.Error("the correlator reads sources")
 	}
-	if cfg.HTTP.Listen != "0.0.0.0:9464" || !cfg.HTTP.Token.IsSet() {
+	if cfg.HTTP.Listen != "10.1.2.3:9464" || !cfg.HTTP.Token.IsSet() {
 		t.Errorf("http %q (token set %v)", cfg.HTTP.Listen, cfg.HTTP.Token.IsSet())
 	}
 

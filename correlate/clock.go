@@ -43,6 +43,9 @@ func (cs clocks) observe(ev *ingest.Event, proc time.Time) {
 	if ev.Time.After(cl.Latest) {
 		cl.Latest = ev.Time
 	}
+	if proc.IsZero() {
+		proc = ev.Time // before the first Advance, event time stands in
+	}
 	cl.Seen = proc
 }
 

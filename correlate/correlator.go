@@ -305,6 +305,11 @@ func (c *Correlator) match(rs *ruleState, ev *ingest.Event, mask uint64, late bo
 			}
 		}
 	}
+	if tl := g.TL; tl != nil && !ev.Time.After(tl.EvalAt) && !ev.Time.Before(c.watermark) {
+		// On time, at the instant the timeline has reached: follow it from
+		// just before.
+		tl.EvalAt = ev.Time.Add(-time.Nanosecond)
+	}
 	g.insert(e)
 	g.addCounts(mask, 1)
 	cutoff := g.newest().Add(-r.Window)
@@ -705,26 +710,31 @@ func (c *Correlator) dropIfDead(g *group) bool {
 func (c *Correlator) schedule(g *group) {
 	r := g.rs.rule
 	var due time.Time
+	// Times the watermark has passed were looked at already (a wake-up
+	// evaluates everything due): only an event or a later time can change
+	// the group now.
 	consider := func(x time.Time) {
-		if !x.IsZero() && (due.IsZero() || x.Before(due)) {
+		if x.After(c.watermark) && (due.IsZero() || x.Before(due)) {
 			due = x
 		}
 	}
 	if g.TL != nil {
-		consider(c.nextCritical(g, g.TL.EvalAt))
+		// The timeline has its own position: times up to the watermark
+		// it has not reached yet are due at once.
+		if t := c.nextCritical(g, g.TL.EvalAt); !t.IsZero() {
+			due = t
+		}
 		if g.Incident != nil && g.Pending {
 			consider(g.Incident.UpdatedAt.Add(c.opts.UpdateInterval))
 		}
 	} else if g.Incident != nil {
 		t := g.LastMatch.Add(r.ResolveAfter)
-		if len(g.Entries) > 0 {
-			// The condition may still hold then: look again once the
-			// oldest entry has left the window.
-			if ev := g.Entries[0].time().Add(r.Window + time.Nanosecond); ev.After(t) {
-				t = ev
-			}
-		}
 		consider(t)
+		if !t.After(c.watermark) && len(g.Entries) > 0 && r.Absence == nil {
+			// Quiet, but the condition held: look again once the oldest
+			// entry has left the window.
+			consider(g.Entries[0].time().Add(r.Window + time.Nanosecond))
+		}
 		if g.Pending {
 			consider(g.Incident.UpdatedAt.Add(c.opts.UpdateInterval))
 		}
@@ -732,7 +742,9 @@ func (c *Correlator) schedule(g *group) {
 		consider(g.newest().Add(r.Window + time.Nanosecond))
 	}
 	if g.Abs != nil && len(g.Abs.Await) > 0 {
-		consider(g.Abs.Await[0].Add(r.Absence.Within))
+		if d := g.Abs.Await[0].Add(r.Absence.Within); due.IsZero() || d.Before(due) {
+			due = d // even when passed: a late event's deadline is taken at the next wake-up
+		}
 	}
 	switch {
 	case due.IsZero():

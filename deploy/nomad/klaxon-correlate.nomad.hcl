@@ -147,6 +147,7 @@ job "klaxon-correlate" {
             token: "{{ with nomadVar "nomad/jobs/klaxon-correlate" }}{{ .nats_token }}{{ end }}"
             replicas: 3
           correlator:
+            # partitions: 8   (events split by node across the replicas; the same in every role)
             snapshot_interval: 1s
           sinks:
             - type: stdout

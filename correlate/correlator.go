@@ -90,6 +90,7 @@ type Correlator struct {
 
 	queue    []queued // incident changes to feed back (chained rules)
 	draining bool
+	waking   bool // in wakeDue
 	depth    int // chain depth of the event being processed
 	emitFn   func(Incident)
 
@@ -547,10 +548,12 @@ func (c *Correlator) Settle(now time.Time, emit func(Incident)) {
 // wakeDue wakes every group whose time is at or before the watermark, in
 // order of time (then rule id and group key).
 func (c *Correlator) wakeDue() {
+	c.waking = true
 	for len(c.timers) > 0 && !c.timers[0].due.After(c.watermark) {
 		g := c.timers.pop()
 		c.wake(g)
 	}
+	c.waking = false
 }
 
 // wake runs the time-driven part of one group at the watermark.
@@ -710,11 +713,11 @@ func (c *Correlator) dropIfDead(g *group) bool {
 func (c *Correlator) schedule(g *group) {
 	r := g.rs.rule
 	var due time.Time
-	// Times the watermark has passed were looked at already (a wake-up
-	// evaluates everything due): only an event or a later time can change
-	// the group now.
+	// During wake-ups, times the watermark has passed were looked at
+	// already: only an event or a later time can change the group now.
+	// After an event, they are looked at on the next Advance.
 	consider := func(x time.Time) {
-		if x.After(c.watermark) && (due.IsZero() || x.Before(due)) {
+		if !x.IsZero() && (!c.waking || x.After(c.watermark)) && (due.IsZero() || x.Before(due)) {
 			due = x
 		}
 	}
@@ -730,7 +733,7 @@ func (c *Correlator) schedule(g *group) {
 	} else if g.Incident != nil {
 		t := g.LastMatch.Add(r.ResolveAfter)
 		consider(t)
-		if !t.After(c.watermark) && len(g.Entries) > 0 && r.Absence == nil {
+		if !t.After(c.watermark) && c.waking && len(g.Entries) > 0 && r.Absence == nil {
 			// Quiet, but the condition held: look again once the oldest
 			// entry has left the window.
 			consider(g.Entries[0].time().Add(r.Window + time.Nanosecond))

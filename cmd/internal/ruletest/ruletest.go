@@ -132,10 +132,14 @@ func RunDir(dir string, out io.Writer) (passed, failed int, err error) {
 	if len(files) == 0 {
 		return 0, 0, fmt.Errorf("%s: no rule tests (*_test.yaml)", dir)
 	}
+	tested := map[string]bool{}
 	for _, f := range files {
 		results, err := RunFile(set, f)
 		if err != nil {
 			return passed, failed + 1, err
+		}
+		for _, id := range expectedRules(f) {
+			tested[id] = true
 		}
 		for _, r := range results {
 			if r.Err != nil {
@@ -147,7 +151,39 @@ func RunDir(dir string, out io.Writer) (passed, failed int, err error) {
 			}
 		}
 	}
+	// Every rule must be expected to fire by some test.
+	for _, r := range set.Rules {
+		if !tested[r.ID] {
+			failed++
+			fmt.Fprintf(out, "FAIL %s:%d: rule %s: no test expects it to fire\n", r.File, r.Line, r.ID)
+		}
+	}
 	return passed, failed, nil
+}
+
+// expectedRules lists the rules the tests of a file expect (at the end or
+// at a checkpoint).
+func expectedRules(path string) []string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	var f File
+	if yaml.Unmarshal(b, &f) != nil {
+		return nil
+	}
+	var ids []string
+	for _, c := range f.Tests {
+		for _, e := range c.Expect {
+			ids = append(ids, e.Rule)
+		}
+		for _, cp := range c.Checkpoints {
+			for _, e := range cp.Expect {
+				ids = append(ids, e.Rule)
+			}
+		}
+	}
+	return ids
 }
 
 // RunFile runs the cases of one test file.

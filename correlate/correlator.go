@@ -91,7 +91,7 @@ type Correlator struct {
 	queue    []queued // incident changes to feed back (chained rules)
 	draining bool
 	waking   bool // in wakeDue
-	depth    int // chain depth of the event being processed
+	depth    int  // chain depth of the event being processed
 	emitFn   func(Incident)
 
 	keyBuf  []byte

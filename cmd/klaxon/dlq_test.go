@@ -90,16 +90,6 @@ func (h *hookServer) refusedIncidents() int {
 	return len(h.refusedP)
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // cli runs one klaxon command in-process and returns its output.
 func cli(args ...string) (string, error) {
 	var out bytes.Buffer

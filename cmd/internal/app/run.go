@@ -238,6 +238,7 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 		corr.SetRules(s)
 		return nil
 	}
+	met.mountWebView(httpCtx, b, set, cfg, opts.Now, log)
 	addr, err := met.serveHTTP(httpCtx, cfg.HTTP, reload, log)
 	if err != nil {
 		stopSources()

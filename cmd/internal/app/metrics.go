@@ -27,6 +27,7 @@ import (
 	"github.com/klaxon-dev/klaxon/ingest/winevt"
 	"github.com/klaxon-dev/klaxon/rules"
 	"github.com/klaxon-dev/klaxon/sinks"
+	"github.com/klaxon-dev/klaxon/sinks/silence"
 )
 
 // HTTPConfig is klaxon's own HTTP endpoint: /metrics, /healthz, /readyz
@@ -144,6 +145,8 @@ type metrics struct {
 	log        *slog.Logger
 	// mount, when set, adds more routes (the web view) to the endpoint.
 	mount func(*http.ServeMux)
+	// silences, when set, is served on /api/silences.
+	silences *silence.Store
 }
 
 // incidentStatuses are the statuses an incident change can have; each gets
@@ -193,6 +196,7 @@ var (
 	descSinkFailures    = prometheus.NewDesc("klaxon_sink_failures_total", "Failed deliveries to a sink (retried or sent to the dead letters).", []string{"sink"}, nil)
 	descSinkRetries     = prometheus.NewDesc("klaxon_sink_retries_total", "Deliveries that failed and will be retried.", []string{"sink"}, nil)
 	descSinkDead        = prometheus.NewDesc("klaxon_sink_dead_letters_total", "Incident changes a sink gave up on (sent to klaxon.dlq.<sink>).", []string{"sink"}, nil)
+	descSinkSilenced    = prometheus.NewDesc("klaxon_sink_silenced_total", "Incident changes a silence kept from a sink (the latest of an incident is sent when its silence ends).", []string{"sink"}, nil)
 	descSinkDLQ         = prometheus.NewDesc("klaxon_sink_dlq_messages", "Messages on klaxon.dlq.<sink> in the KLAXON_DLQ stream.", []string{"sink"}, nil)
 	descNATS            = prometheus.NewDesc("klaxon_nats_connected", "1 when the NATS connection is up.", nil, nil)
 	descNATSReconnects  = prometheus.NewDesc("klaxon_nats_reconnects_total", "Times the NATS connection reconnected.", nil, nil)
@@ -204,7 +208,7 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descSourceEvents, descSourcePublished, descSourceErrors, descSourceLag, descSourceLast,
 		descSourceCkptAge, descCheckpointAge, descPublished, descDuplicates, descPubRetries, descPubErrors, descCorrEvents,
 		descCorrLate, descRuleMatches, descRuleEvals, descRuleEvalTime, descRuleGroups, descOpen, descRuleErrors,
-		descSinkDelivered, descSinkFailures, descSinkRetries, descSinkDead, descSinkDLQ, descNATS, descNATSReconnects, descReady} {
+		descSinkDelivered, descSinkFailures, descSinkRetries, descSinkDead, descSinkSilenced, descSinkDLQ, descNATS, descNATSReconnects, descReady} {
 		ch <- d
 	}
 }
@@ -284,6 +288,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		counter(descSinkFailures, float64(st.Retried+st.DeadLettered), d.name)
 		counter(descSinkRetries, float64(st.Retried), d.name)
 		counter(descSinkDead, float64(st.DeadLettered), d.name)
+		counter(descSinkSilenced, float64(st.Silenced), d.name)
 	}
 	connected := m.bus != nil && m.bus.NC.IsConnected()
 	if m.bus != nil {
@@ -376,6 +381,9 @@ func (m *metrics) serveHTTP(ctx context.Context, cfg HTTPConfig, reload func() e
 	})
 	if m.mount != nil {
 		m.mount(mux)
+	}
+	if m.silences != nil {
+		registerSilences(mux, m.silences, cfg.Token, m.now, log)
 	}
 	l, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

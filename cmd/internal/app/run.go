@@ -75,6 +75,13 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	// Sinks.
 	sinkCtx, stopSinks := context.WithCancel(context.Background())
 	var sinkWG sync.WaitGroup
+	sil, err := openSilences(sinkCtx, b, log)
+	if err != nil {
+		stopSinks()
+		closeBus()
+		return err
+	}
+	met.silences = sil
 	var built []sinks.Sink
 	for i, sc := range cfg.Sinks {
 		s, dc, err := buildSink(i, sc, sinkEnv{stdout: opts.Stdout, nc: b.NC, log: log})
@@ -87,6 +94,7 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 			return err
 		}
 		built = append(built, s)
+		dc.Silencer = sil
 		d := sinks.NewDispatcher(b.JS, s, dc, log)
 		met.dispatch = append(met.dispatch, namedDispatcher{s.Name(), d})
 		sinkWG.Add(1)

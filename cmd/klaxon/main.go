@@ -22,6 +22,8 @@ into incidents.
 
 Usage:
   klaxon run --config FILE        run every role on the embedded (or an external) NATS
+  klaxon ingest --config FILE     run the sources and the publisher (external NATS: nats.url)
+  klaxon correlate --config FILE  run the correlator, sinks and HTTP endpoint (nats.url)
   klaxon replay [flags] FILE...   push recorded inputs through the rules, print incidents
   klaxon rules lint [DIR]         check rule files
   klaxon rules test [DIR]         run the rule tests kept next to the rules
@@ -74,6 +76,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch args[0] {
 	case "run":
 		return cmdRun(ctx, args[1:], stdout, stderr)
+	case "ingest":
+		return cmdIngest(ctx, args[1:], stdout, stderr)
+	case "correlate":
+		return cmdCorrelate(ctx, args[1:], stdout, stderr)
 	case "replay":
 		return cmdReplay(ctx, args[1:], stdout, stderr)
 	case "rules":

@@ -129,6 +129,19 @@ type CorrelatorConfig struct {
 	// Lateness is how far behind the wall clock the correlator's time runs,
 	// so that events that arrive a little late still count (default 5s).
 	Lateness time.Duration `yaml:"lateness"`
+	// Partitions splits the events by node across correlator replicas
+	// (nats-server 2.10+). Unset (0) keeps what KLAXON_EVENTS has (1 for a
+	// new stream). Give every role's config the same value.
+	Partitions int `yaml:"partitions"`
+	// Partition is the partition this replica prefers (0 … partitions-1):
+	// it claims it at once and is handed it back by a replica that took it
+	// over. Unset: the replica prefers every partition (one replica), or,
+	// with more, takes the partitions nobody holds.
+	Partition *int `yaml:"partition"`
+	// LeaseTTL is how long a partition stays with a replica that stopped
+	// renewing its lease (dead or cut off) before another takes it over
+	// (default 10s; only with nats.url).
+	LeaseTTL time.Duration `yaml:"lease_ttl"`
 }
 
 // LoadConfig reads and validates a config file. Unknown keys are errors
@@ -233,6 +246,9 @@ func (c *Config) SetDefaults() {
 	if c.Correlator.Lateness <= 0 {
 		c.Correlator.Lateness = 5 * time.Second
 	}
+	if c.Correlator.LeaseTTL <= 0 {
+		c.Correlator.LeaseTTL = 10 * time.Second
+	}
 	if c.HTTP.Listen == "" {
 		c.HTTP.Listen = "127.0.0.1:9464"
 	}
@@ -281,6 +297,12 @@ func (c *Config) Validate() error {
 	if c.HTTP.Listen != "off" && !isLoopbackListen(c.HTTP.Listen) && !c.HTTP.Token.IsSet() {
 		errs = append(errs, fmt.Errorf("http.token: required when http.listen (%s) is not a loopback address", c.HTTP.Listen))
 	}
+	if p := c.Correlator.Partition; p != nil && (*p < 0 || (c.Correlator.Partitions > 0 && *p >= c.Correlator.Partitions)) {
+		errs = append(errs, fmt.Errorf("correlator.partition: %d: want 0 to correlator.partitions-1 (%d)", *p, max(c.Correlator.Partitions, 1)-1))
+	}
+	if c.Correlator.LeaseTTL < time.Second {
+		errs = append(errs, fmt.Errorf("correlator.lease_ttl: %s: want at least 1s", c.Correlator.LeaseTTL))
+	}
 	bc := c.BusConfig()
 	if err := bc.Validate(); err != nil {
 		errs = append(errs, err)
@@ -302,6 +324,8 @@ func (c *Config) BusConfig() bus.Config {
 		NKeySeedFile: n.NKeySeedFile,
 		Listen:       n.Listen,
 		Replicas:     n.Replicas,
+		Partitions:   c.Correlator.Partitions,
+		LeaseTTL:     c.Correlator.LeaseTTL,
 	}
 	bc.TLS.CAFile = n.TLS.CAFile
 	bc.TLS.CertFile = n.TLS.CertFile

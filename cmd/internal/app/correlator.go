@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -52,9 +53,55 @@ type correlatorRole struct {
 	since   int  // messages since the last snapshot
 	dirty   bool // incident changes since the last snapshot
 	met     *metrics
+
+	scope   partitionScope
+	snapRev uint64 // KV revision of the stored snapshot (0: none)
+	// fenced is set once another correlator took this partition over
+	// (its snapshot revision moved): this one stops without writing.
+	fenced atomic.Bool
+	// gauges receives the counters for /metrics (default: met.corr).
+	gauges func(*corrGauges)
+	// consSeq is the consumer sequence of the last delivery; gap is set
+	// when one was skipped.
+	consSeq uint64
+	gap     bool
 }
 
+// partitionScope names what one correlator consumes and where it keeps its
+// state: the whole stream, or one partition of it.
+type partitionScope struct {
+	consumer string // durable consumer name
+	key      string // snapshot key in KLAXON_STATE
+	filter   string // subject filter
+}
+
+// wholeStream is the scope of an unpartitioned correlator (the names of
+// klaxon before partitions, so that existing state is kept).
+var wholeStream = partitionScope{consumer: correlatorConsumer, key: snapshotKey, filter: bus.EventsSubjects}
+
+// scopeOf is the scope of partition p of n.
+func scopeOf(p, n int) partitionScope {
+	if n < 2 {
+		return wholeStream
+	}
+	name := fmt.Sprintf("%s-p%d", correlatorConsumer, p)
+	return partitionScope{consumer: name, key: name, filter: bus.PartitionSubjects(p, n)}
+}
+
+// errGap stops a correlator that missed a delivery: it is started again
+// from its snapshot (see handle).
+var errGap = errors.New("correlator: a delivery was lost in transit")
+
+// errFenced stops a correlator whose partition another one took over.
+var errFenced = errors.New("correlator: another correlator took this partition over")
+
 func newCorrelatorRole(ctx context.Context, b *bus.Bus, set *rules.Set, cfg CorrelatorConfig, now func() time.Time, log *slog.Logger, met *metrics) (*correlatorRole, error) {
+	return newScopedCorrelator(ctx, b, set, cfg, wholeStream, now, log, met)
+}
+
+// newScopedCorrelator makes the correlator of one scope and restores its
+// snapshot.
+func newScopedCorrelator(ctx context.Context, b *bus.Bus, set *rules.Set, cfg CorrelatorConfig, scope partitionScope, now func() time.Time, log *slog.Logger, met *metrics) (*correlatorRole, error) {
 	kv, err := b.JS.KeyValue(ctx, bus.StateBucket)
 	if err != nil {
 		return nil, fmt.Errorf("correlator: state bucket: %w", err)
@@ -67,13 +114,18 @@ func newCorrelatorRole(ctx context.Context, b *bus.Bus, set *rules.Set, cfg Corr
 		cfg:  cfg, now: now,
 		setRules: make(chan *rules.Set, 1),
 		met:      met,
+		scope:    scope,
 	}
-	entry, err := kv.Get(ctx, snapshotKey)
+	if scope != wholeStream {
+		r.log = r.log.With("consumer", scope.consumer)
+	}
+	entry, err := kv.Get(ctx, scope.key)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
 	case err != nil:
 		return nil, fmt.Errorf("correlator: read snapshot: %w", err)
 	default:
+		r.snapRev = entry.Revision()
 		var rec stateRecord
 		if err := json.Unmarshal(entry.Value(), &rec); err != nil {
 			r.log.Error("snapshot unreadable; starting with empty state", "err", err)
@@ -104,12 +156,12 @@ func (r *correlatorRole) run(ctx context.Context) error {
 	// messages delivered to a crashed process but not covered by its last
 	// snapshot would otherwise wait for their ack wait to expire. So the
 	// consumer is made anew at the first sequence the snapshot does not cover.
-	if err := r.js.DeleteConsumer(ctx, bus.EventsStream, correlatorConsumer); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+	if err := r.js.DeleteConsumer(ctx, bus.EventsStream, r.scope.consumer); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return fmt.Errorf("correlator: reset consumer: %w", err)
 	}
 	cc := jetstream.ConsumerConfig{
-		Durable:       correlatorConsumer,
-		FilterSubject: bus.EventsSubjects,
+		Durable:       r.scope.consumer,
+		FilterSubject: r.scope.filter,
 		AckPolicy:     jetstream.AckAllPolicy,
 		AckWait:       time.Minute,
 		MaxAckPending: 4 * snapshotEvery,
@@ -142,6 +194,9 @@ func (r *correlatorRole) run(ctx context.Context) error {
 	tick := time.NewTicker(r.cfg.SnapshotInterval)
 	defer tick.Stop()
 	for {
+		if r.fenced.Load() {
+			return errFenced
+		}
 		select {
 		case <-ctx.Done():
 			it.Stop()
@@ -157,6 +212,11 @@ func (r *correlatorRole) run(ctx context.Context) error {
 				return ctx.Err()
 			}
 			r.handle(ctx, m)
+			if r.gap {
+				it.Stop()
+				r.snapshot(ctx)
+				return errGap
+			}
 			if r.since >= snapshotEvery {
 				r.snapshot(ctx)
 			}
@@ -189,6 +249,18 @@ func (r *correlatorRole) handle(ctx context.Context, m jetstream.Msg) {
 		r.log.Error("message without metadata", "err", err)
 		return
 	}
+	if r.gap {
+		return
+	}
+	if md.Sequence.Consumer != r.consSeq+1 {
+		// A delivery was lost in transit (a NATS server or the consumer's
+		// leader went away): processing on would ack it with the later
+		// ones (AckAll). Stop here; run resumes from the snapshot.
+		r.log.Warn("deliveries lost in transit; resuming from the snapshot", "after_seq", r.lastSeq, "consumer_seq", md.Sequence.Consumer, "want", r.consSeq+1)
+		r.gap = true
+		return
+	}
+	r.consSeq = md.Sequence.Consumer
 	seq := md.Sequence.Stream
 	r.lastMsg = m
 	if seq <= r.lastSeq {
@@ -213,6 +285,10 @@ func (r *correlatorRole) publishGauges() {
 	for _, in := range r.corr.Open() {
 		g.open[[2]string{in.Rule, in.Severity}]++
 	}
+	if r.gauges != nil {
+		r.gauges(g)
+		return
+	}
 	r.met.corr.Store(g)
 }
 
@@ -220,6 +296,9 @@ func (r *correlatorRole) publishGauges() {
 // incident change is never dropped.
 func (r *correlatorRole) publishFunc(ctx context.Context) func(correlate.Incident) {
 	return func(in correlate.Incident) {
+		if r.fenced.Load() {
+			return // the correlator that took over derives it again
+		}
 		r.dirty = true
 		r.met.changes.WithLabelValues(in.Status).Inc()
 		b, err := json.Marshal(in)
@@ -230,7 +309,7 @@ func (r *correlatorRole) publishFunc(ctx context.Context) func(correlate.Inciden
 		msg := nats.NewMsg(bus.IncidentSubject(in.Severity, in.Rule))
 		msg.Data = b
 		msg.Header.Set(nats.MsgIdHdr, in.ChangeID())
-		for attempt := 0; ; attempt++ {
+		for attempt := 0; !r.fenced.Load(); attempt++ {
 			pctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			_, err := r.js.PublishMsg(pctx, msg)
 			cancel()
@@ -249,6 +328,9 @@ func (r *correlatorRole) publishFunc(ctx context.Context) func(correlate.Inciden
 
 // snapshot stores the state and acks everything it covers.
 func (r *correlatorRole) snapshot(ctx context.Context) {
+	if r.fenced.Load() {
+		return
+	}
 	if r.lastSeq == r.snapSeq && r.since == 0 && !r.dirty {
 		if r.lastMsg != nil {
 			_ = r.lastMsg.Ack()
@@ -271,7 +353,7 @@ func (r *correlatorRole) snapshot(ctx context.Context) {
 	}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if _, err := r.kv.Put(pctx, snapshotKey, b); err != nil {
+	if err := r.storeSnapshot(pctx, b); err != nil {
 		r.log.Error("snapshot not stored; events stay unacked", "err", err)
 		return
 	}
@@ -284,4 +366,28 @@ func (r *correlatorRole) snapshot(ctx context.Context) {
 		}
 		r.lastMsg = nil
 	}
+}
+
+// storeSnapshot writes the snapshot if the stored one is still the one
+// this correlator read or wrote last (compare-and-set on the KV revision):
+// a correlator that took the partition over has written since, and this
+// one is then fenced off.
+func (r *correlatorRole) storeSnapshot(ctx context.Context, b []byte) error {
+	var rev uint64
+	var err error
+	if r.snapRev == 0 {
+		rev, err = r.kv.Create(ctx, r.scope.key, b)
+	} else {
+		rev, err = r.kv.Update(ctx, r.scope.key, b, r.snapRev)
+	}
+	if casConflict(err) {
+		r.fenced.Store(true)
+		r.log.Warn("another correlator took this partition over; stopping without writing", "key", r.scope.key)
+		return errFenced
+	}
+	if err != nil {
+		return err
+	}
+	r.snapRev = rev
+	return nil
 }

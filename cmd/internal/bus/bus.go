@@ -129,7 +129,7 @@ func (b *Bus) open(ctx context.Context) error {
 		return fmt.Errorf("nats: jetstream: %w", err)
 	}
 	b.JS = js
-	return b.ensure(ctx)
+	return b.ensureRetrying(ctx)
 }
 
 // connOptions are the options of the connection: name, reconnects, event
@@ -327,7 +327,7 @@ func (b *Bus) ensure(ctx context.Context) error {
 			return fmt.Errorf("nats: bucket %s: %w", kc.Bucket, err)
 		}
 	}
-	return nil
+	return b.ensureLeases(ctx)
 }
 
 // Embedded reports whether the bus runs an embedded server.

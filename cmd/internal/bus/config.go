@@ -61,6 +61,10 @@ type Config struct {
 	// (a new stream is made unpartitioned); 1 removes it. More than 1 needs
 	// nats-server 2.10 or later (stream subject transforms).
 	Partitions int
+	// LeaseTTL is the TTL of the KLAXON_LEASES bucket of correlator
+	// partition leases. 0 keeps an existing bucket's (a new one gets
+	// DefaultLeaseTTL).
+	LeaseTTL time.Duration
 	// EventsMaxAge bounds KLAXON_EVENTS by age (default 72h).
 	EventsMaxAge time.Duration
 	// EventsMaxBytes bounds KLAXON_EVENTS by size (default 1 GiB).
@@ -207,6 +211,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Partitions < 0 || c.Partitions > MaxPartitions {
 		add("correlator.partitions", "must be 1 to %d, got %d", MaxPartitions, c.Partitions)
+	}
+	if c.LeaseTTL != 0 && c.LeaseTTL < time.Second {
+		add("correlator.lease_ttl", "must be at least 1s, got %s", c.LeaseTTL)
 	}
 	if c.EventsMaxAge <= 0 {
 		add("nats.events_max_age", "must be positive, got %s", c.EventsMaxAge)

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -128,11 +129,33 @@ func (b *Bus) partitioningUnsupported(want *jetstream.SubjectTransformConfig) er
 // LeasesBucket is the KV bucket of correlator partition leases.
 const LeasesBucket = "KLAXON_LEASES"
 
-// Leases returns the bucket of partition leases, made or updated so that
-// an entry not written again within ttl disappears: a lease is held by
-// writing it again before it expires.
-func (b *Bus) Leases(ctx context.Context, ttl time.Duration) (jetstream.KeyValue, error) {
-	kv, err := b.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+// DefaultLeaseTTL is the TTL of a new KLAXON_LEASES bucket when
+// Config.LeaseTTL is not set.
+const DefaultLeaseTTL = 10 * time.Second
+
+// ensureLeases makes the KLAXON_LEASES bucket, whose entries disappear when
+// they are not written again within its TTL: a lease is held by writing it
+// again before it expires. An existing bucket keeps its TTL unless
+// Config.LeaseTTL sets another.
+func (b *Bus) ensureLeases(ctx context.Context) error {
+	ttl := b.cfg.LeaseTTL
+	kv, err := b.JS.KeyValue(ctx, LeasesBucket)
+	switch {
+	case err == nil:
+		st, err := kv.Status(ctx)
+		if err != nil {
+			return fmt.Errorf("nats: bucket %s: %w", LeasesBucket, err)
+		}
+		if ttl == 0 || st.TTL() == ttl {
+			return nil
+		}
+	case !errors.Is(err, jetstream.ErrBucketNotFound):
+		return fmt.Errorf("nats: bucket %s: %w", LeasesBucket, err)
+	}
+	if ttl == 0 {
+		ttl = DefaultLeaseTTL
+	}
+	_, err = b.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      LeasesBucket,
 		Description: "klaxon correlator partition leases",
 		History:     1,
@@ -141,7 +164,56 @@ func (b *Bus) Leases(ctx context.Context, ttl time.Duration) (jetstream.KeyValue
 		Replicas:    b.cfg.Replicas,
 	})
 	if err != nil {
+		return fmt.Errorf("nats: bucket %s: %w", LeasesBucket, err)
+	}
+	return nil
+}
+
+// Leases returns the bucket of partition leases (see ensureLeases).
+func (b *Bus) Leases(ctx context.Context) (jetstream.KeyValue, error) {
+	kv, err := b.JS.KeyValue(ctx, LeasesBucket)
+	if err != nil {
 		return nil, fmt.Errorf("nats: bucket %s: %w", LeasesBucket, err)
 	}
 	return kv, nil
+}
+
+// ensureRetrying runs ensure until it succeeds, ctx is done, or it fails
+// with an error that waiting does not cure: a cluster that is still
+// forming (peers offline, no meta leader yet) or electing stream leaders
+// answers with errors for a few seconds, and a sidecar started with the
+// cluster should wait for it rather than exit.
+func (b *Bus) ensureRetrying(ctx context.Context) error {
+	for attempt := 1; ; attempt++ {
+		err := b.ensure(ctx)
+		if err == nil || !transientJSErr(err) || ctx.Err() != nil {
+			return err
+		}
+		d := reconnectDelay(attempt)
+		b.log.Warn("nats: JetStream not ready, retrying", "attempt", attempt, "in", d, "err", b.redact(err))
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (while waiting for JetStream: %v)", ctx.Err(), err)
+		case <-time.After(d):
+		}
+	}
+}
+
+// transientJSErr reports JetStream errors of a cluster that is forming or
+// electing leaders.
+func transientJSErr(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) {
+		return true
+	}
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		switch apiErr.ErrorCode {
+		case 10005, // no suitable peers for placement (peers offline)
+			10008: // JetStream system temporarily unavailable
+			return true
+		}
+		return apiErr.Code == 503
+	}
+	return false
 }

@@ -1,0 +1,386 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/klaxon-dev/klaxon/cmd/internal/bus"
+	"github.com/klaxon-dev/klaxon/ingest"
+	"github.com/klaxon-dev/klaxon/ingest/nomadevents"
+	"github.com/klaxon-dev/klaxon/ingest/nomadlog"
+	"github.com/klaxon-dev/klaxon/ingest/winevt"
+	"github.com/klaxon-dev/klaxon/rules"
+	"github.com/klaxon-dev/klaxon/sinks"
+)
+
+// roleSet says which roles a process runs.
+type roleSet struct {
+	ingest    bool // sources → publisher
+	correlate bool // correlator → incidents, sinks, rules, web view
+}
+
+func (r roleSet) String() string {
+	switch {
+	case r.ingest && r.correlate:
+		return "all"
+	case r.ingest:
+		return "ingest"
+	default:
+		return "correlate"
+	}
+}
+
+// Ingest runs the ingest role until ctx is done: the sources and the
+// publisher, over the external NATS cluster at nats.url. Shutdown order:
+// sources → publisher drained → checkpoints saved.
+func Ingest(ctx context.Context, cfg *Config, opts Options) error {
+	if err := requireURL(cfg, "ingest"); err != nil {
+		return err
+	}
+	return runRoles(ctx, cfg, opts, roleSet{ingest: true})
+}
+
+// Correlate runs the correlate role until ctx is done: the correlator of the
+// partitions this replica holds, the sinks, rule reloads and the HTTP
+// endpoint, over the external NATS cluster at nats.url. Shutdown order:
+// correlators flushed (each snapshots and releases its lease) → sinks.
+func Correlate(ctx context.Context, cfg *Config, opts Options) error {
+	if err := requireURL(cfg, "correlate"); err != nil {
+		return err
+	}
+	return runRoles(ctx, cfg, opts, roleSet{correlate: true})
+}
+
+// requireURL: the split roles meet on an external NATS.
+func requireURL(cfg *Config, role string) error {
+	if cfg.NATS.URL == "" {
+		return fmt.Errorf("%s: nats.url: required by klaxon %s (the roles meet on an external NATS cluster; klaxon run runs every role on an embedded server)", cfg.path, role)
+	}
+	return nil
+}
+
+// runRoles runs the roles of r in one process until ctx is done, then shuts
+// down in order: sources → publisher drained → correlator flushed → sinks,
+// under cfg.ShutdownTimeout.
+func runRoles(ctx context.Context, cfg *Config, opts Options, r roleSet) error {
+	log := opts.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	if opts.Stdout == nil {
+		opts.Stdout = os.Stdout
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	var set *rules.Set
+	if r.correlate {
+		var err error
+		if set, err = rules.LoadDir(cfg.RulesDir); err != nil {
+			return fmt.Errorf("rules: %w", err)
+		}
+	}
+	var node string
+	if r.ingest {
+		node = resolveNode(cfg, log)
+	}
+	log.Info("starting", "roles", r.String(), "node", node, "rules", ruleCount(set), "data_dir", cfg.DataDir)
+
+	bc := cfg.BusConfig()
+	if !r.correlate {
+		bc.LeaseTTL = 0 // the correlators' setting
+	}
+	b, err := bus.Open(ctx, bc, log)
+	if err != nil {
+		return err
+	}
+	met := newMetrics()
+	met.bus = b
+	if set != nil {
+		met.ruleErrors = set.Errors
+	}
+	// undo runs the cleanups of what started, last first, after an error.
+	var cleanups []func()
+	undo := func(err error) error {
+		for i := len(cleanups) - 1; i >= 0; i-- {
+			cleanups[i]()
+		}
+		return err
+	}
+	closeBus := func() {
+		cctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+		defer cancel()
+		if err := b.Close(cctx); err != nil {
+			log.Warn("bus close", "err", err)
+		}
+	}
+	cleanups = append(cleanups, closeBus)
+
+	// Sinks, correlators, rule reloads.
+	sinkCtx, stopSinks := context.WithCancel(context.Background())
+	cleanups = append(cleanups, stopSinks)
+	var sinkWG sync.WaitGroup
+	var built []sinks.Sink
+	var corr *correlators
+	corrDone := make(chan error, 1)
+	stopCorr := func() {}
+	stopWatch := func() {}
+	var reload func() error
+	if r.correlate {
+		if built, err = startSinks(sinkCtx, cfg, b, opts.Stdout, met, log, &sinkWG); err != nil {
+			return undo(err)
+		}
+		if corr, err = newCorrelators(ctx, b, set, cfg.Correlator, opts.Now, log, met); err != nil {
+			return undo(err)
+		}
+		var corrCtx context.Context
+		corrCtx, stopCorr = context.WithCancel(context.Background())
+		cleanups = append(cleanups, stopCorr)
+		go func() { corrDone <- corr.run(corrCtx) }()
+		reload, stopWatch = watchRules(cfg.RulesDir, corr.SetRules, opts.Reload, log)
+		cleanups = append(cleanups, stopWatch)
+	} else {
+		close(corrDone)
+		reload = func() error { return errors.New("klaxon ingest runs no rules") }
+	}
+
+	// Sources → publisher.
+	var ing *ingestRole
+	if r.ingest {
+		if ing, err = newIngestRole(cfg, node, opts.Now, met, log); err != nil {
+			return undo(err)
+		}
+		ing.startSources()
+		cleanups = append(cleanups, ing.stopSources)
+	}
+
+	httpCtx, stopHTTP := context.WithCancel(context.Background())
+	defer stopHTTP()
+	paths := "/metrics /healthz /readyz"
+	if r.correlate {
+		met.mountWebView(httpCtx, b, set, cfg, opts.Now, log)
+		paths = "/metrics /healthz /readyz POST /-/reload, web view on /"
+	}
+	addr, err := met.serveHTTP(httpCtx, cfg.HTTP, reload, log)
+	if err != nil {
+		return undo(err)
+	}
+	if addr != "" {
+		log.Info("http endpoint", "addr", addr, "paths", paths)
+	}
+	if ing != nil {
+		ing.startPublisher(b)
+	}
+
+	met.ready.Store(true)
+	if opts.Ready != nil {
+		close(opts.Ready)
+	}
+	<-ctx.Done()
+	log.Info("shutting down")
+	met.ready.Store(false)
+	deadline := time.Now().Add(cfg.ShutdownTimeout)
+	wait := func(name string, done <-chan struct{}) {
+		select {
+		case <-done:
+		case <-time.After(time.Until(deadline)):
+			log.Warn("shutdown step timed out", "step", name)
+		}
+	}
+	// 1. sources, 2. publisher: everything read is stored and committed
+	if ing != nil {
+		ing.stop(wait)
+	}
+	// 3. correlator: process what is delivered, snapshot
+	stopWatch()
+	stopCorr()
+	corrStopped := make(chan struct{})
+	go func() { <-corrDone; close(corrStopped) }()
+	wait("correlator", corrStopped)
+	// 4. sinks
+	stopSinks()
+	wait("sinks", waitGroupDone(&sinkWG))
+	for _, s := range built {
+		_ = s.Close()
+	}
+	closeBus()
+	log.Info("stopped")
+	return nil
+}
+
+func ruleCount(set *rules.Set) int {
+	if set == nil {
+		return 0
+	}
+	return len(set.Rules)
+}
+
+// watchRules reloads the rules on file changes and on reload requests,
+// handing good sets to apply. It returns the reload function of POST
+// /-/reload and the function that stops watching.
+func watchRules(dir string, apply func(*rules.Set), requests <-chan struct{}, log *slog.Logger) (reload func() error, stop func()) {
+	watcher, err := rules.NewWatcher(dir, log, apply, func(err error) {
+		log.Error("rules not reloaded; the running rules stay in place", "err", err)
+	})
+	if err != nil {
+		log.Warn("rule file watching unavailable; reload with SIGHUP", "err", err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	if watcher != nil {
+		go func() { _ = watcher.Run(ctx) }()
+	}
+	reload = func() error {
+		if watcher != nil {
+			return watcher.Reload()
+		}
+		s, err := rules.LoadDir(dir)
+		if err != nil {
+			return err
+		}
+		apply(s)
+		return nil
+	}
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-requests:
+				if err := reload(); err != nil {
+					log.Error("rules not reloaded; the running rules stay in place", "err", err)
+				}
+			}
+		}
+	}()
+	return reload, stop
+}
+
+// ingestRole is the sources feeding the publisher.
+type ingestRole struct {
+	log     *slog.Logger
+	now     func() time.Time
+	met     *metrics
+	cps     *ingest.Checkpoints
+	sources []ingest.Source
+	events  chan ingest.Event
+
+	srcCtx      context.Context
+	stopSources context.CancelFunc
+	srcWG       sync.WaitGroup
+	stopPub     context.CancelFunc
+	pubDone     chan error
+}
+
+// newIngestRole opens the checkpoints and builds the configured sources.
+func newIngestRole(cfg *Config, node string, now func() time.Time, met *metrics, log *slog.Logger) (*ingestRole, error) {
+	cps, err := ingest.OpenCheckpoints(filepath.Join(cfg.DataDir, "checkpoints.json"))
+	if err != nil {
+		return nil, err
+	}
+	ir := &ingestRole{log: log, now: now, met: met, cps: cps, events: make(chan ingest.Event, 1024)}
+	ident := ingest.NewIdentity()
+	for _, sc := range cfg.Sources.NomadLog {
+		n := node
+		if sc.Node != "" {
+			n = sc.Node
+		}
+		t, err := nomadlog.New(nomadlog.Config{
+			Paths: sc.Paths, ReadFrom: sc.ReadFrom, DefaultNode: n, Identity: ident,
+			MaxLineBytes: sc.MaxLineBytes, PollInterval: sc.PollInterval,
+			Checkpoints: cps, Now: now,
+		}, log)
+		if err != nil {
+			return nil, err
+		}
+		ir.sources = append(ir.sources, t)
+	}
+	for _, sc := range cfg.Sources.NomadEvents {
+		ncfg := nomadevents.Config{
+			Address: sc.Address, Region: sc.Region, Namespace: sc.Namespace,
+			Token: sc.Token, TokenFile: sc.TokenFile, Topics: sc.Topics,
+			Checkpoints: cps, Identity: ident,
+		}
+		ncfg.TLS = nomadevents.TLSConfig{CACert: sc.TLS.CACert, ClientCert: sc.TLS.ClientCert, ClientKey: sc.TLS.ClientKey, ServerName: sc.TLS.ServerName, Insecure: sc.TLS.Insecure}
+		s, err := nomadevents.New(ncfg, log)
+		if err != nil {
+			return nil, err
+		}
+		ir.sources = append(ir.sources, s)
+	}
+	for _, sc := range cfg.Sources.WinEvtFiles {
+		s, err := winevt.New(winevt.Config{Paths: sc.Paths, ReadFrom: sc.ReadFrom, PollInterval: sc.PollInterval, Checkpoints: cps, Identity: ident}, log)
+		if err != nil {
+			return nil, err
+		}
+		ir.sources = append(ir.sources, s)
+	}
+	if wc := cfg.Sources.WinEvt; wc != nil {
+		s, err := winevt.NewLive(winevt.LiveConfig{Channels: wc.Channels, Query: wc.Query, Checkpoints: cps, Identity: ident}, log)
+		if err != nil {
+			return nil, fmt.Errorf("sources.winevt: %w", err)
+		}
+		ir.sources = append(ir.sources, s)
+	}
+	if len(ir.sources) == 0 {
+		log.Warn("no sources configured (sources: nomad_log, nomad_events, winevt_files, winevt)")
+	}
+	return ir, nil
+}
+
+// startSources runs every source, each through its meter into events.
+func (ir *ingestRole) startSources() {
+	ir.srcCtx, ir.stopSources = context.WithCancel(context.Background())
+	ir.met.cps = ir.cps
+	for _, s := range ir.sources {
+		meter := &sourceMeter{src: s}
+		ir.met.sources = append(ir.met.sources, meter)
+		own := make(chan ingest.Event, 256)
+		ir.srcWG.Add(1)
+		go func() {
+			defer ir.srcWG.Done()
+			done := make(chan struct{})
+			go func() { meter.forward(own, ir.events, ir.now); close(done) }()
+			if err := s.Run(ir.srcCtx, own); err != nil && ir.srcCtx.Err() == nil {
+				ir.log.Error("source stopped", "source", s.Name(), "err", err)
+			}
+			close(own)
+			<-done
+		}()
+	}
+}
+
+// startPublisher publishes the events into KLAXON_EVENTS.
+func (ir *ingestRole) startPublisher(b *bus.Bus) {
+	pub := b.NewPublisher(ir.log, bus.PublisherOptions{})
+	ir.met.publisher = pub
+	var pubCtx context.Context
+	pubCtx, ir.stopPub = context.WithCancel(context.Background())
+	ir.pubDone = make(chan error, 1)
+	go func() { ir.pubDone <- pub.Run(pubCtx, ir.events) }()
+}
+
+// stop stops the sources, lets the publisher store and commit everything
+// read, and saves the checkpoints.
+func (ir *ingestRole) stop(wait func(string, <-chan struct{})) {
+	ir.stopSources()
+	wait("sources", waitGroupDone(&ir.srcWG))
+	close(ir.events)
+	pubStopped := make(chan struct{})
+	go func() {
+		if err := <-ir.pubDone; err != nil && !errors.Is(err, context.Canceled) {
+			ir.log.Warn("publisher", "err", err)
+		}
+		close(pubStopped)
+	}()
+	wait("publisher", pubStopped)
+	ir.stopPub()
+	if err := ir.cps.Flush(); err != nil {
+		ir.log.Error("checkpoints not saved", "err", err)
+	}
+}

@@ -1,0 +1,386 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/klaxon-dev/klaxon/cmd/internal/bus"
+	"github.com/klaxon-dev/klaxon/correlate"
+	"github.com/klaxon-dev/klaxon/rules"
+)
+
+// correlators runs one correlator per partition of KLAXON_EVENTS that this
+// process holds.
+//
+// On an external NATS cluster every partition has a lease in the
+// KLAXON_LEASES bucket, whose entries expire when they are not written
+// again within correlator.lease_ttl. A replica renews the leases it holds
+// every quarter of that time; it claims its preferred partition at once
+// and any partition nobody holds after one TTL of its own uptime (so that
+// the replicas starting together each get their own first). A replica that
+// took a partition over hands it back when the partition's preferred
+// replica asks for it (a "want" entry). A partition's correlator restores
+// the partition's snapshot, writes it back at once (so the snapshot's KV
+// revision moves), and stores every later snapshot with compare-and-set on
+// that revision: a previous holder that was only cut off, not dead, fails
+// its next snapshot, stops without writing, and publishes nothing more.
+//
+// With the embedded server this process is the only correlator: it runs
+// every partition without leases.
+type correlators struct {
+	b      *bus.Bus
+	cfg    CorrelatorConfig
+	now    func() time.Time
+	log    *slog.Logger
+	met    *metrics
+	n      int                // partitions
+	prefer map[int]bool       // partitions claimed at once and never handed back
+	leases jetstream.KeyValue // nil without leases
+	id     string             // this process in lease entries
+
+	mu      sync.Mutex
+	set     *rules.Set
+	workers map[int]*partitionWorker
+	gauges  map[int]*corrGauges
+	started time.Time
+}
+
+// partitionWorker is the correlator of one held partition.
+type partitionWorker struct {
+	p       int
+	role    *correlatorRole
+	cancel  context.CancelFunc
+	done    chan struct{}
+	rev     uint64    // lease revision
+	renewed time.Time // last successful renewal
+}
+
+func newCorrelators(ctx context.Context, b *bus.Bus, set *rules.Set, cfg CorrelatorConfig, now func() time.Time, log *slog.Logger, met *metrics) (*correlators, error) {
+	n, err := b.Partitions(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("correlator: %w", err)
+	}
+	host, _ := os.Hostname()
+	c := &correlators{
+		b: b, cfg: cfg, now: now, log: log.With("role", "correlator"), met: met, n: n,
+		prefer: map[int]bool{}, set: set,
+		id:      fmt.Sprintf("%s/%d/%08x", host, os.Getpid(), rand.Uint32()),
+		workers: map[int]*partitionWorker{}, gauges: map[int]*corrGauges{},
+	}
+	switch p := cfg.Partition; {
+	case p == nil:
+		for i := range n {
+			c.prefer[i] = true
+		}
+	case *p >= n:
+		return nil, fmt.Errorf("correlator.partition: %d, but KLAXON_EVENTS has %d partitions (correlator.partitions)", *p, n)
+	default:
+		c.prefer[*p] = true
+	}
+	if !b.Embedded() {
+		if c.leases, err = b.Leases(ctx); err != nil {
+			return nil, fmt.Errorf("correlator: %w", err)
+		}
+	}
+	c.log.Info("correlator partitions", "partitions", n, "prefer", sortedParts(c.prefer), "leases", c.leases != nil, "id", c.id)
+	return c, nil
+}
+
+// SetRules hands a reloaded rule set to every partition's correlator.
+func (c *correlators) SetRules(set *rules.Set) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.set = set
+	for _, w := range c.workers {
+		w.role.SetRules(set)
+	}
+}
+
+// run holds partitions until ctx is done, then stops every correlator
+// (each processes what it was delivered and snapshots) and releases the
+// leases so that another replica takes over without waiting.
+func (c *correlators) run(ctx context.Context) error {
+	c.started = time.Now()
+	every := c.cfg.LeaseTTL / 4
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		c.step(ctx)
+		select {
+		case <-ctx.Done():
+			c.stopAll()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func (c *correlators) step(ctx context.Context) {
+	for p := range c.n {
+		if ctx.Err() != nil {
+			return
+		}
+		w := c.workers[p]
+		if w != nil {
+			select {
+			case <-w.done:
+				// It stopped on its own (the consumer went away, or it was
+				// fenced off): drop it; the partition is claimed again below
+				// and its correlator restarts from the snapshot.
+				fenced := w.role.fenced.Load()
+				c.log.Warn("partition correlator stopped", "partition", p, "fenced", fenced)
+				c.remove(w)
+				if !fenced {
+					c.release(w)
+				}
+				w = nil
+			default:
+			}
+		}
+		if w != nil {
+			c.renew(ctx, w)
+			continue
+		}
+		c.claim(ctx, p)
+	}
+}
+
+func leaseKey(p int) string { return "partition-" + strconv.Itoa(p) }
+func wantKey(p int) string  { return "want-" + strconv.Itoa(p) }
+
+// claim tries to take partition p.
+func (c *correlators) claim(ctx context.Context, p int) {
+	if c.leases == nil {
+		c.start(ctx, p, 0)
+		return
+	}
+	preferred := c.prefer[p]
+	if !preferred && (time.Since(c.started) < c.cfg.LeaseTTL || c.wanted(ctx, p)) {
+		return // leave it to its preferred replica
+	}
+	rctx, cancel := context.WithTimeout(ctx, c.cfg.LeaseTTL/4)
+	defer cancel()
+	rev, err := c.leases.Create(rctx, leaseKey(p), []byte(c.id))
+	if casConflict(err) {
+		// Held. By this process (a renewal timed out, the entry lived)?
+		if e, gerr := c.leases.Get(rctx, leaseKey(p)); gerr == nil && string(e.Value()) == c.id {
+			rev, err = c.leases.Update(rctx, leaseKey(p), []byte(c.id), e.Revision())
+		}
+	}
+	switch {
+	case err == nil:
+		c.start(ctx, p, rev)
+	case casConflict(err):
+		if preferred {
+			if _, err := c.leases.Put(rctx, wantKey(p), []byte(c.id)); err != nil {
+				c.log.Warn("partition lease: asking for the partition failed", "partition", p, "err", err)
+			}
+		}
+	default:
+		c.log.Warn("partition lease: claim failed", "partition", p, "err", err)
+	}
+}
+
+// wanted reports whether another replica asks for partition p.
+func (c *correlators) wanted(ctx context.Context, p int) bool {
+	rctx, cancel := context.WithTimeout(ctx, c.cfg.LeaseTTL/4)
+	defer cancel()
+	e, err := c.leases.Get(rctx, wantKey(p))
+	return err == nil && string(e.Value()) != c.id
+}
+
+// renew renews the lease of a held partition: fence the worker off when the
+// lease was taken, or could not be renewed for most of its TTL; hand a
+// partition back to the replica that prefers it.
+func (c *correlators) renew(ctx context.Context, w *partitionWorker) {
+	if c.leases == nil {
+		return
+	}
+	rctx, cancel := context.WithTimeout(ctx, c.cfg.LeaseTTL/4)
+	rev, err := c.leases.Update(rctx, leaseKey(w.p), []byte(c.id), w.rev)
+	cancel()
+	switch {
+	case err == nil:
+		w.rev, w.renewed = rev, time.Now()
+	case casConflict(err):
+		c.log.Warn("partition lease lost to another replica", "partition", w.p)
+		c.fence(w)
+		return
+	case time.Since(w.renewed) > c.cfg.LeaseTTL*3/4:
+		c.log.Warn("partition lease not renewed in time; stopping its correlator", "partition", w.p, "err", err)
+		c.fence(w)
+		return
+	default:
+		c.log.Warn("partition lease renewal failed; retrying", "partition", w.p, "err", err)
+		return
+	}
+	if !c.prefer[w.p] && c.wanted(ctx, w.p) {
+		c.log.Info("handing the partition back to its preferred replica", "partition", w.p)
+		c.stop(w)
+		c.release(w)
+	}
+}
+
+// start runs the correlator of partition p, holding the lease at rev.
+func (c *correlators) start(ctx context.Context, p int, rev uint64) {
+	c.mu.Lock()
+	set := c.set
+	c.mu.Unlock()
+	w := &partitionWorker{p: p, rev: rev, renewed: time.Now(), done: make(chan struct{})}
+	role, err := newScopedCorrelator(ctx, c.b, set, c.cfg, scopeOf(p, c.n), c.now, c.log, c.met)
+	if err == nil && c.leases != nil {
+		err = role.takeOver(ctx)
+	}
+	if err != nil {
+		c.log.Error("partition correlator not started", "partition", p, "err", err)
+		c.release(w)
+		return
+	}
+	role.gauges = func(g *corrGauges) { c.storeGauges(p, g) }
+	w.role = role
+	wctx, cancel := context.WithCancel(context.Background())
+	w.cancel = cancel
+	go func() {
+		defer close(w.done)
+		if err := role.run(wctx); err != nil && !errors.Is(err, errFenced) && wctx.Err() == nil {
+			c.log.Error("partition correlator", "partition", p, "err", err)
+		}
+	}()
+	c.mu.Lock()
+	c.workers[p] = w
+	c.mu.Unlock()
+	if c.leases != nil {
+		c.log.Info("partition taken", "partition", p, "preferred", c.prefer[p], "resume_after_seq", role.snapSeq)
+	}
+}
+
+// stop stops a worker in order: it processes what it was delivered and
+// snapshots.
+func (c *correlators) stop(w *partitionWorker) {
+	w.cancel()
+	<-w.done
+	c.remove(w)
+}
+
+// fence stops a worker that lost its partition, without a snapshot and
+// without waiting: fenced, it writes, acks and publishes nothing more, and
+// a KV or publish call in flight must not hold up the other leases.
+func (c *correlators) fence(w *partitionWorker) {
+	w.role.fenced.Store(true)
+	w.cancel()
+	c.remove(w)
+}
+
+func (c *correlators) remove(w *partitionWorker) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.workers[w.p] == w {
+		delete(c.workers, w.p)
+	}
+	delete(c.gauges, w.p)
+}
+
+// release deletes the lease of w if it is still this process's.
+func (c *correlators) release(w *partitionWorker) {
+	if c.leases == nil || w.rev == 0 {
+		return
+	}
+	rctx, cancel := context.WithTimeout(context.Background(), c.cfg.LeaseTTL/2)
+	defer cancel()
+	if err := c.leases.Delete(rctx, leaseKey(w.p), jetstream.LastRevision(w.rev)); err != nil && !casConflict(err) {
+		c.log.Warn("partition lease not released; it expires", "partition", w.p, "err", err)
+	}
+}
+
+func (c *correlators) stopAll() {
+	c.mu.Lock()
+	ws := make([]*partitionWorker, 0, len(c.workers))
+	for _, w := range c.workers {
+		ws = append(ws, w)
+	}
+	c.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, w := range ws {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.stop(w)
+			if !w.role.fenced.Load() {
+				c.release(w)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// storeGauges merges the gauges of the held partitions for /metrics.
+func (c *correlators) storeGauges(p int, g *corrGauges) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, held := c.workers[p]; !held {
+		return // stopped meanwhile
+	}
+	c.gauges[p] = g
+	m := *g // fields not summed below are the latest partition's
+	m.stats = correlate.Stats{MatchesByRule: map[string]uint64{}}
+	m.groups = map[string]int{}
+	m.open = map[[2]string]int{}
+	for _, pg := range c.gauges {
+		m.stats.Events += pg.stats.Events
+		m.stats.Matched += pg.stats.Matched
+		m.stats.Incidents += pg.stats.Incidents
+		m.stats.Late += pg.stats.Late
+		for k, v := range pg.stats.MatchesByRule {
+			m.stats.MatchesByRule[k] += v
+		}
+		for k, v := range pg.groups {
+			m.groups[k] += v
+		}
+		for k, v := range pg.open {
+			m.open[k] += v
+		}
+	}
+	c.met.corr.Store(&m)
+}
+
+// takeOver writes the restored snapshot back (an empty one when there was
+// none), so that its KV revision moves and a previous holder of the
+// partition can store nothing more.
+func (r *correlatorRole) takeOver(ctx context.Context) error {
+	state, err := r.corr.Snapshot()
+	if err != nil {
+		return err
+	}
+	b, err := json.Marshal(stateRecord{Seq: r.snapSeq, State: state})
+	if err != nil {
+		return err
+	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return r.storeSnapshot(pctx, b)
+}
+
+// casConflict reports a failed compare-and-set on a KV entry.
+func casConflict(err error) bool {
+	return errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch)
+}
+
+func sortedParts(m map[int]bool) []int {
+	out := make([]int, 0, len(m))
+	for p := range m {
+		out = append(out, p)
+	}
+	sort.Ints(out)
+	return out
+}

@@ -10,6 +10,9 @@ import (
 	"github.com/klaxon-dev/klaxon/rules"
 )
 
+// progressTerminal decides whether replay draws its progress on stderr.
+var progressTerminal = isTerminal
+
 func cmdReplay(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("replay", "klaxon replay [--rules DIR] [--format text|json] [--node NAME] [--events] FILE...", stderr)
 	rulesDir := fs.String("rules", "rules.d", "rules directory")
@@ -41,7 +44,10 @@ func cmdReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		opts.Rules = set
 	}
+	opts.Progress = &app.ReplayProgress{}
+	stopProgress := startProgress(stderr, progressTerminal, fs.Args(), opts.Progress)
 	st, err := app.Replay(ctx, fs.Args(), opts)
+	stopProgress()
 	if *stats {
 		fmt.Fprintf(stderr, "files=%d lines=%d events=%d incidents=%d oversize=%d unparsed=%d\n",
 			st.Files, st.Lines, st.Events, st.Incidents, st.Oversize, st.Unparsed)

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime/debug"
+	"sync/atomic"
 	"time"
 
 	"github.com/klaxon-dev/klaxon/correlate"
@@ -38,6 +39,29 @@ type ReplayOptions struct {
 	Log *slog.Logger
 	// MaxLineBytes caps one input line (default 1 MiB).
 	MaxLineBytes int
+	// Progress, when set, counts the input bytes read and the events
+	// replayed while Replay runs (for a progress display).
+	Progress *ReplayProgress
+}
+
+// ReplayProgress is what Replay has done so far; safe to read while it runs.
+type ReplayProgress struct {
+	// Bytes is the input read (EVTX files count when they are done).
+	Bytes atomic.Int64
+	// Events is the events replayed.
+	Events atomic.Int64
+}
+
+// countingReader counts what is read through it.
+type countingReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
 }
 
 // ReplayStats sums up a replay.
@@ -140,11 +164,17 @@ func Replay(ctx context.Context, files []string, opts ReplayOptions) (ReplayStat
 			}
 			corr.Process(ev, emit)
 		}
+		if opts.Progress != nil && st.Events%256 == 0 {
+			opts.Progress.Events.Store(int64(st.Events))
+		}
 		if in.next() {
 			heap.Fix(h, 0)
 		} else {
 			heap.Pop(h)
 		}
+	}
+	if opts.Progress != nil {
+		opts.Progress.Events.Store(int64(st.Events))
 	}
 	if corr != nil && writeErr == nil && ctx.Err() == nil {
 		corr.Flush(emit)
@@ -235,6 +265,10 @@ func (in *replayInput) start(ctx context.Context, opts ReplayOptions, ident *ing
 		defer close(in.done)
 		defer close(in.batches)
 		defer in.f.Close()
+		var r io.Reader = in.f
+		if opts.Progress != nil {
+			r = countingReader{r: in.f, n: &opts.Progress.Bytes}
+		}
 		batch := make([]ingest.Event, 0, batchSize)
 		emit := func(ev ingest.Event) {
 			batch = append(batch, ev)
@@ -255,19 +289,24 @@ func (in *replayInput) start(ctx context.Context, opts ReplayOptions, ident *ing
 				MaxLineBytes: opts.MaxLineBytes,
 			}
 			var st nomadlog.Stats
-			st, in.err = nomadlog.ReadAll(ctx, in.f, cfg, emit)
+			st, in.err = nomadlog.ReadAll(ctx, r, cfg, emit)
 			in.stats = inputStats{Lines: st.Lines, Oversize: st.Oversize, Unparsed: st.Unparsed}
 		case kindEvents:
 			var st nomadevents.Stats
-			st, in.err = nomadevents.ReadAll(ctx, in.f, nomadevents.DecoderConfig{Identity: ident, Log: opts.Log, Name: in.name}, emit)
+			st, in.err = nomadevents.ReadAll(ctx, r, nomadevents.DecoderConfig{Identity: ident, Log: opts.Log, Name: in.name}, emit)
 			in.stats = inputStats{Lines: st.Frames, Unparsed: st.Malformed + st.Unknown}
 		case kindEVTX:
 			var st winevt.Stats
 			st, in.err = winevt.ReadEVTX(ctx, in.name, winevt.DecoderConfig{Identity: ident, Log: opts.Log}, emit)
+			if opts.Progress != nil {
+				if fi, err := in.f.Stat(); err == nil {
+					opts.Progress.Bytes.Add(fi.Size())
+				}
+			}
 			in.stats = inputStats{Lines: st.Records, Unparsed: st.BadRecords + st.BadChunks}
 		case kindEventXML:
 			var st winevt.Stats
-			st, in.err = winevt.ReadXML(ctx, in.f, in.name, winevt.DecoderConfig{Identity: ident, Log: opts.Log}, emit)
+			st, in.err = winevt.ReadXML(ctx, r, in.name, winevt.DecoderConfig{Identity: ident, Log: opts.Log}, emit)
 			in.stats = inputStats{Lines: st.Records, Unparsed: st.BadRecords}
 		}
 		if in.err != nil {

@@ -60,7 +60,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseLine$$' -fuzztime $(FUZZTIME) ./ingest/nomadlog/
 
 bench: build
-	$(GO) test -run '^$$' -bench . -benchmem ./ingest/nomadlog/ ./ingest/nomadevents/ ./ingest/winevt/ ./rules/ ./cmd/internal/app/
+	$(GO) test -run '^$$' -bench . -benchmem ./ingest/nomadlog/ ./ingest/nomadevents/ ./ingest/winevt/ ./rules/ ./correlate/ ./cmd/internal/app/
 
 clean:
 	rm -rf bin data

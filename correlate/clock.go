@@ -11,13 +11,24 @@ import (
 type clock struct {
 	Latest time.Time `json:"latest"`
 	Seen   time.Time `json:"seen,omitzero"`
+	idx    int       // index in the heap of active clocks, -1 when idle
 }
 
 // clocks holds one clock per source of events: per node for the agent log
 // and the Windows Event Log (each node ships its own), and one for the
 // Nomad event stream (the servers send every node's changes in one
 // stream). Incident events fed back are derived and have none.
-type clocks map[string]map[string]*clock
+//
+// The active clocks are kept in a min-heap by Latest, so that the
+// watermark costs O(log sources) per event rather than a scan of every
+// source per Advance. A clock leaves the heap when it reaches the top
+// while idle, and comes back with its next event.
+type clocks struct {
+	m    map[string]map[string]*clock
+	heap []*clock
+}
+
+func newClocks() clocks { return clocks{m: map[string]map[string]*clock{}} }
 
 // clockNode returns the node part of the clock key of ev.
 func clockNode(ev *ingest.Event) string {
@@ -28,57 +39,110 @@ func clockNode(ev *ingest.Event) string {
 }
 
 // observe records ev on its source's clock; proc is the Advance clock.
-func (cs clocks) observe(ev *ingest.Event, proc time.Time) {
-	m := cs[ev.Source]
+func (cs *clocks) observe(ev *ingest.Event, proc time.Time) {
+	m := cs.m[ev.Source]
 	if m == nil {
 		m = map[string]*clock{}
-		cs[ev.Source] = m
+		cs.m[ev.Source] = m
 	}
 	node := clockNode(ev)
 	cl := m[node]
 	if cl == nil {
-		cl = &clock{}
+		cl = &clock{idx: -1}
 		m[node] = cl
-	}
-	if ev.Time.After(cl.Latest) {
-		cl.Latest = ev.Time
 	}
 	if proc.IsZero() {
 		proc = ev.Time // before the first Advance, event time stands in
 	}
 	cl.Seen = proc
+	if ev.Time.After(cl.Latest) {
+		cl.Latest = ev.Time
+		if cl.idx >= 0 {
+			cs.down(cl.idx)
+		}
+	}
+	if cl.idx < 0 {
+		cs.push(cl)
+	}
 }
 
 // watermark returns the watermark the clocks allow: the oldest newest
 // event time among the sources active within idle of proc, minus lateness,
 // and never after proc (when Advance was called). Without active sources
-// it is proc. Sources idle for a day are forgotten.
-func (cs clocks) watermark(proc time.Time, idle, lateness time.Duration) time.Time {
-	var low time.Time
-	any := false
-	for src, m := range cs {
-		for node, cl := range m {
-			if !proc.IsZero() && proc.Sub(cl.Seen) > idle {
-				if proc.Sub(cl.Seen) > 24*time.Hour {
-					delete(m, node)
-				}
-				continue
-			}
-			if !any || cl.Latest.Before(low) {
-				low = cl.Latest
-			}
-			any = true
-		}
-		if len(m) == 0 {
-			delete(cs, src)
-		}
+// it is proc.
+func (cs *clocks) watermark(proc time.Time, idle, lateness time.Duration) time.Time {
+	for len(cs.heap) > 0 && !proc.IsZero() && proc.Sub(cs.heap[0].Seen) > idle {
+		cs.pop()
 	}
-	if !any {
+	if len(cs.heap) == 0 {
 		return proc
 	}
-	w := low.Add(-lateness)
+	w := cs.heap[0].Latest.Add(-lateness)
 	if !proc.IsZero() && proc.Before(w) {
 		w = proc
 	}
 	return w
+}
+
+// restore rebuilds the heap from the map (after a snapshot was read).
+func (cs *clocks) restore() {
+	cs.heap = cs.heap[:0]
+	for _, m := range cs.m {
+		for _, cl := range m {
+			cl.idx = -1
+			cs.push(cl)
+		}
+	}
+}
+
+func (cs *clocks) less(i, j int) bool { return cs.heap[i].Latest.Before(cs.heap[j].Latest) }
+
+func (cs *clocks) swap(i, j int) {
+	h := cs.heap
+	h[i], h[j] = h[j], h[i]
+	h[i].idx, h[j].idx = i, j
+}
+
+func (cs *clocks) push(cl *clock) {
+	cl.idx = len(cs.heap)
+	cs.heap = append(cs.heap, cl)
+	j := cl.idx
+	for j > 0 {
+		i := (j - 1) / 2
+		if !cs.less(j, i) {
+			break
+		}
+		cs.swap(i, j)
+		j = i
+	}
+}
+
+func (cs *clocks) down(i int) {
+	n := len(cs.heap)
+	for {
+		l := 2*i + 1
+		if l >= n {
+			return
+		}
+		j := l
+		if r := l + 1; r < n && cs.less(r, l) {
+			j = r
+		}
+		if !cs.less(j, i) {
+			return
+		}
+		cs.swap(i, j)
+		i = j
+	}
+}
+
+func (cs *clocks) pop() {
+	n := len(cs.heap) - 1
+	cs.swap(0, n)
+	cs.heap[n].idx = -1
+	cs.heap[n] = nil
+	cs.heap = cs.heap[:n]
+	if n > 0 {
+		cs.down(0)
+	}
 }

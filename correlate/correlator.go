@@ -128,7 +128,7 @@ type ruleState struct {
 // New returns a correlator for the rule set.
 func New(set *rules.Set, opts Options) *Correlator {
 	opts.setDefaults()
-	c := &Correlator{opts: opts, rules: map[string]*ruleState{}, clocks: clocks{},
+	c := &Correlator{opts: opts, rules: map[string]*ruleState{}, clocks: newClocks(),
 		open: map[string]map[string]int{}, suppressed: map[string][]*group{}, lateLog: map[string]uint64{}}
 	c.SetRules(set)
 	return c

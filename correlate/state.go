@@ -40,7 +40,7 @@ type snapshotIn struct {
 // sequences, absences, for and keep_firing_for, inhibitions, and the
 // sources' clocks.
 func (c *Correlator) Snapshot() ([]byte, error) {
-	s := snapshot{Version: 1, Watermark: c.watermark, Rules: map[string]ruleSnapshot{}, Proc: c.proc, Clocks: c.clocks}
+	s := snapshot{Version: 1, Watermark: c.watermark, Rules: map[string]ruleSnapshot{}, Proc: c.proc, Clocks: c.clocks.m}
 	for id, rs := range c.rules {
 		if len(rs.groups) == 0 {
 			continue
@@ -66,18 +66,19 @@ func (c *Correlator) Restore(b []byte) error {
 	}
 	c.watermark = s.Watermark
 	c.proc = s.Proc
-	c.clocks = clocks{}
+	c.clocks = newClocks()
 	for src, m := range s.Clocks {
 		for node, cl := range m {
 			if cl == nil {
 				continue
 			}
-			if c.clocks[src] == nil {
-				c.clocks[src] = map[string]*clock{}
+			if c.clocks.m[src] == nil {
+				c.clocks.m[src] = map[string]*clock{}
 			}
-			c.clocks[src][node] = cl
+			c.clocks.m[src][node] = cl
 		}
 	}
+	c.clocks.restore()
 	for _, rs := range c.rules {
 		rs.groups = map[string]*group{}
 	}

@@ -204,6 +204,7 @@ type Dispatcher struct {
 	attempts map[uint64]int
 	held     map[uint64]bool
 	muted    map[string]Held // by incident id: changes held by a silence
+	stopping bool            // Run is waiting for the deliveries to end
 	active   int
 	slotFree chan struct{}
 	wg       sync.WaitGroup
@@ -322,6 +323,10 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			d.log.Debug("fetch", "err", err)
 		}
 	}
+	// No background loop starts a delivery after this (wg.Add before Wait).
+	d.mu.Lock()
+	d.stopping = true
+	d.mu.Unlock()
 	d.wg.Wait()
 	bg.Wait()
 	return nil
@@ -652,7 +657,7 @@ func (d *Dispatcher) repeatLoop(ctx context.Context) {
 		for _, in := range d.cfg.Throttle.Due() {
 			d.mu.Lock()
 			q := d.incs[in.ID]
-			if (q != nil && !q.idle()) || d.active >= d.cfg.Parallelism {
+			if (q != nil && !q.idle()) || d.active >= d.cfg.Parallelism || d.stopping {
 				d.mu.Unlock()
 				continue
 			}
@@ -662,8 +667,8 @@ func (d *Dispatcher) repeatLoop(ctx context.Context) {
 			}
 			q.busy = true
 			d.active++
-			d.mu.Unlock()
 			d.wg.Add(1)
+			d.mu.Unlock()
 			go d.work(ctx, in.ID, q, &item{in: in, repeat: true})
 		}
 	}

@@ -186,6 +186,10 @@ func (d *Dispatcher) unmuteDue(ctx context.Context) {
 		}
 		d.mu.Lock()
 		q := d.incs[in.ID]
+		if d.stopping {
+			d.mu.Unlock()
+			return
+		}
 		if (q != nil && !q.idle()) || d.active >= d.cfg.Parallelism {
 			d.mu.Unlock()
 			continue // busy: the next check takes it
@@ -196,8 +200,8 @@ func (d *Dispatcher) unmuteDue(ctx context.Context) {
 		}
 		q.busy = true
 		d.active++
-		d.mu.Unlock()
 		d.wg.Add(1)
+		d.mu.Unlock()
 		go d.work(ctx, in.ID, q, &item{in: in, unmute: true})
 	}
 }

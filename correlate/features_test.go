@@ -273,3 +273,26 @@ func TestSnapshotKeepsTimeState(t *testing.T) {
 		t.Fatalf("restored correlator emitted %v", got)
 	}
 }
+
+// TestQuietSourceReleasesWatermark: live, a caught-up source that delivers
+// nothing more stops holding the watermark back after Idle, so pending
+// evidence goes out as an update without waiting for its next event; while
+// it is active, the watermark stays at its newest event.
+func TestQuietSourceReleasesWatermark(t *testing.T) {
+	set := loadFeatures(t)
+	c := New(set, Options{Logger: quietLog(), UpdateInterval: time.Millisecond, Idle: 5 * time.Second})
+	got := runOps(c, []op{
+		adv(0), ev(0, "n1", "c"), ev(0, "n1", "c"), ev(0, "n1", "c"), ev(0, "n1", "c"), ev(0, "n1", "c"),
+		adv(4 * time.Second),
+	}, "t.count")
+	if fmt.Sprint(got) != "[t.count/n1/firing@0s]" {
+		t.Fatalf("while the source is active: %v", got)
+	}
+	got = runOps(c, []op{adv(6 * time.Second)}, "t.count")
+	if fmt.Sprint(got) != "[t.count/n1/updated@6s]" {
+		t.Fatalf("after the source went quiet: %v", got)
+	}
+	if open := c.Open(); len(open) != 1 || open[0].Count != 5 {
+		t.Fatalf("open incidents %+v, want one with count 5", open)
+	}
+}

@@ -129,6 +129,11 @@ type CorrelatorConfig struct {
 	// Lateness is how far behind the wall clock the correlator's time runs,
 	// so that events that arrive a little late still count (default 5s).
 	Lateness time.Duration `yaml:"lateness"`
+	// Idle is how long a source (an agent log or Event Log per node, the
+	// event stream) may deliver nothing before it stops holding the
+	// watermark back (default: lateness). A quiet source that is caught up
+	// must not keep pending updates and resolutions waiting.
+	Idle time.Duration `yaml:"idle"`
 	// Partitions splits the events by node across correlator replicas
 	// (nats-server 2.10+). Unset (0) keeps what KLAXON_EVENTS has (1 for a
 	// new stream). Give every role's config the same value.
@@ -245,6 +250,9 @@ func (c *Config) SetDefaults() {
 	}
 	if c.Correlator.Lateness <= 0 {
 		c.Correlator.Lateness = 5 * time.Second
+	}
+	if c.Correlator.Idle <= 0 {
+		c.Correlator.Idle = c.Correlator.Lateness
 	}
 	if c.Correlator.LeaseTTL <= 0 {
 		c.Correlator.LeaseTTL = 10 * time.Second

@@ -134,7 +134,7 @@ func Replay(ctx context.Context, files []string, opts ReplayOptions) (ReplayStat
 	if !opts.Events {
 		corr = correlate.New(opts.Rules, correlate.Options{})
 	}
-	var nextAdvance time.Time
+	feed := &feeder{corr: corr}
 	h := &inputHeap{}
 	for _, in := range inputs {
 		if in.next() {
@@ -158,11 +158,7 @@ func Replay(ctx context.Context, files []string, opts ReplayOptions) (ReplayStat
 				writeErr = err
 			}
 		} else {
-			if !ev.Time.Before(nextAdvance) {
-				corr.Advance(ev.Time, emit)
-				nextAdvance = ev.Time.Add(time.Second)
-			}
-			corr.Process(ev, emit)
+			feed.process(ev, emit)
 		}
 		if opts.Progress != nil && st.Events%256 == 0 {
 			opts.Progress.Events.Store(int64(st.Events))
@@ -177,7 +173,7 @@ func Replay(ctx context.Context, files []string, opts ReplayOptions) (ReplayStat
 		opts.Progress.Events.Store(int64(st.Events))
 	}
 	if corr != nil && writeErr == nil && ctx.Err() == nil {
-		corr.Flush(emit)
+		feed.finish(emit)
 	}
 	if err := w.Flush(); err != nil && writeErr == nil {
 		writeErr = err
@@ -356,4 +352,33 @@ func (h *inputHeap) Pop() any {
 	x := old[len(old)-1]
 	*h = old[:len(old)-1]
 	return x
+}
+
+// feeder drives a correlator from events in time order, as replay and the
+// playground do: time advances with the events (once per second of event
+// time), and at the end the inputs are declared complete.
+type feeder struct {
+	corr        *correlate.Correlator
+	nextAdvance time.Time
+	last        time.Time
+}
+
+func (f *feeder) process(ev *ingest.Event, emit func(correlate.Incident)) {
+	if !ev.Time.Before(f.nextAdvance) {
+		f.corr.Advance(ev.Time, emit)
+		f.nextAdvance = ev.Time.Add(time.Second)
+	}
+	if ev.Time.After(f.last) {
+		f.last = ev.Time
+	}
+	f.corr.Process(ev, emit)
+}
+
+// finish takes the time-driven decisions due by the last event (absences,
+// for), then sends the pending evidence of firing incidents.
+func (f *feeder) finish(emit func(correlate.Incident)) {
+	if !f.last.IsZero() {
+		f.corr.Settle(f.last, emit)
+	}
+	f.corr.Flush(emit)
 }

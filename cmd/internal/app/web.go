@@ -122,8 +122,7 @@ func Playground(current func() *rules.Set, opts correlate.Options, log *slog.Log
 			last[inc.ID] = len(res.Incidents)
 			res.Incidents = append(res.Incidents, inc)
 		}
-		corr := correlate.New(set, opts)
-		var nextAdvance time.Time
+		feed := &feeder{corr: correlate.New(set, opts)}
 		for ctx.Err() == nil && in.next() {
 			ev := in.head()
 			if ev.NodeID != "" {
@@ -150,14 +149,10 @@ func Playground(current func() *rules.Set, opts correlate.Options, log *slog.Log
 					Time: ev.Time, Node: ev.Node, Source: ev.Source, Kind: ev.Kind, Level: ev.Level, Msg: ev.Msg, Fields: ev.Fields, Matches: matches,
 				})
 			}
-			if !ev.Time.Before(nextAdvance) {
-				corr.Advance(ev.Time, emit)
-				nextAdvance = ev.Time.Add(time.Second)
-			}
-			corr.Process(ev, emit)
+			feed.process(ev, emit)
 		}
 		if ctx.Err() == nil {
-			corr.Flush(emit)
+			feed.finish(emit)
 		}
 		cancel()
 		in.wait()

@@ -107,14 +107,14 @@ func newScopedCorrelator(ctx context.Context, b *bus.Bus, set *rules.Set, cfg Co
 		return nil, fmt.Errorf("correlator: state bucket: %w", err)
 	}
 	r := &correlatorRole{
-		js:   b.JS,
-		kv:   kv,
+		js: b.JS,
+		kv: kv,
 		corr: correlate.New(set, correlate.Options{
 			MaxEvidence: cfg.MaxEvidence, UpdateInterval: cfg.UpdateInterval,
 			Lateness: cfg.Lateness, Idle: cfg.Idle, Logger: log.With("role", "correlator"),
 		}),
 		log: log.With("role", "correlator"),
-		cfg:  cfg, now: now,
+		cfg: cfg, now: now,
 		setRules: make(chan *rules.Set, 1),
 		met:      met,
 		scope:    scope,

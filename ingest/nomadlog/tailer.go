@@ -419,6 +419,18 @@ func (t *Tailer) discover(path string, startup bool) {
 	if !found && startup && t.cfg.ReadFrom == ReadFromEnd {
 		start, how = lastLineEnd(f, ffi.Size()), "end"
 	}
+	if !found && t.cfg.Checkpoints != nil {
+		// Record the file's identity at once: a file first seen shorter
+		// than the fingerprint would otherwise get another ID prefix after
+		// a crash before its first acknowledged event, and its events would
+		// be published again under new IDs (not dropped as duplicates).
+		cps := t.cfg.Checkpoints
+		if err := cps.Set(id.key, checkpoint{Path: path, Offset: start, FP: id.fp, FPLen: id.fpLen, ID: id.prefix}); err == nil {
+			if err := cps.Flush(); err != nil {
+				t.log.Warn("nomadlog: checkpoint not written", "path", path, "error", err)
+			}
+		}
+	}
 	tf.readOff, tf.lineStart = start, start
 	tf.dec = NewDecoder(DecoderConfig{
 		IDPrefix:     id.prefix,

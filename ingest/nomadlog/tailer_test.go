@@ -343,6 +343,28 @@ func TestTailCheckpointUncommitted(t *testing.T) {
 	}
 }
 
+func TestTailShortFileKeepsIDsAfterCrash(t *testing.T) {
+	// A file first seen shorter than the fingerprint, and a crash before
+	// any of its events was acknowledged: after the restart the file has
+	// grown, and its lines are read again under the same IDs.
+	dir := t.TempDir()
+	p := filepath.Join(dir, "nomad.log")
+	cpPath := filepath.Join(dir, "cp.json")
+	appendFile(t, p, "a")
+	cps, _ := ingest.OpenCheckpoints(cpPath)
+	c := startTailer(t, Config{Paths: []string{p}, ReadFrom: ReadFromBeginning, Checkpoints: cps}, false)
+	c.waitMsgs("a")
+	first := c.events()[0].ID
+	c.stop() // nothing committed
+	appendFile(t, p, strings.Repeat("b", 300))
+	cps2, _ := ingest.OpenCheckpoints(cpPath)
+	c2 := startTailer(t, Config{Paths: []string{p}, ReadFrom: ReadFromEnd, Checkpoints: cps2}, false)
+	c2.waitMsgs("a", strings.Repeat("b", 300))
+	if got := c2.events()[0].ID; got != first {
+		t.Errorf("re-read id %s, want %s", got, first)
+	}
+}
+
 func TestTailVanished(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "nomad.log")

@@ -93,6 +93,9 @@ type Correlator struct {
 	waking   bool // in wakeDue
 	depth    int  // chain depth of the event being processed
 	emitFn   func(Incident)
+	// retired holds the open incidents of rules that were changed or
+	// removed; they are resolved with the next emission.
+	retired []Incident
 
 	keyBuf  []byte
 	lateLog map[string]uint64
@@ -171,6 +174,20 @@ func (c *Correlator) SetRules(set *rules.Set) {
 		}
 		next[r.ID] = &ruleState{rule: r, hash: h, groups: map[string]*group{}}
 	}
+	// A changed or removed rule's open incidents are resolved rather than
+	// forgotten, so that no page stays open; the new definition fires anew
+	// (with a new start) when its condition holds.
+	for _, id := range c.sortedRuleIDs() {
+		old := c.rules[id]
+		if next[id] == old {
+			continue
+		}
+		for _, key := range sortedKeys(old.groups) {
+			if in := old.groups[key].Incident; in != nil {
+				c.retired = append(c.retired, *in)
+			}
+		}
+	}
 	c.set = set
 	c.rules = next
 	c.rebuild()
@@ -204,6 +221,7 @@ func (c *Correlator) rebuild() {
 // (chained rules) before Process returns.
 func (c *Correlator) Process(ev *ingest.Event, emit func(Incident)) {
 	c.emitFn = emit
+	c.resolveRetired()
 	c.process(ev, 0)
 	c.drain()
 }
@@ -525,6 +543,7 @@ func (c *Correlator) Advance(now time.Time, emit func(Incident)) {
 		c.proc = now
 	}
 	c.emitFn = emit
+	c.resolveRetired()
 	if w := c.clocks.watermark(c.proc, c.opts.Idle, c.opts.Lateness); w.After(c.watermark) {
 		c.watermark = w
 	}
@@ -770,6 +789,7 @@ func (c *Correlator) schedule(g *group) {
 // shutdown), so the last change shows the final count.
 func (c *Correlator) Flush(emit func(Incident)) {
 	c.emitFn = emit
+	c.resolveRetired()
 	for _, id := range c.sortedRuleIDs() {
 		rs := c.rules[id]
 		for _, key := range sortedKeys(rs.groups) {
@@ -818,4 +838,30 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// resolveRetired sends the resolution of the incidents of changed or
+// removed rules (see SetRules), at the watermark.
+func (c *Correlator) resolveRetired() {
+	if len(c.retired) == 0 || c.emitFn == nil {
+		return
+	}
+	retired := c.retired
+	c.retired = nil
+	for _, in := range retired {
+		now := c.watermark
+		if now.Before(in.UpdatedAt) {
+			now = in.UpdatedAt
+		}
+		in.Status = StatusResolved
+		in.UpdatedAt = now
+		t := now
+		in.ResolvedAt = &t
+		in.Seq++
+		in.Summary += " (resolved because the rule was changed or removed)"
+		c.stats.Incidents++
+		c.emitFn(in)
+		c.feedBack(in)
+	}
+	c.drain()
 }

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -294,5 +296,38 @@ func TestQuietSourceReleasesWatermark(t *testing.T) {
 	}
 	if open := c.Open(); len(open) != 1 || open[0].Count != 5 {
 		t.Fatalf("open incidents %+v, want one with count 5", open)
+	}
+}
+
+// TestRemovedRuleResolvesItsIncidents: a rule removed while its incident
+// is open resolves it with the next emission, so no page stays open.
+func TestRemovedRuleResolvesItsIncidents(t *testing.T) {
+	set := loadFeatures(t)
+	c := New(set, Options{Logger: quietLog()})
+	got := runOps(c, []op{ev(0, "n1", "a"), ev(time.Second, "n1", "b")}, "t.pair")
+	if fmt.Sprint(got) != "[t.pair/n1/firing@1s]" {
+		t.Fatalf("got %v", got)
+	}
+	dir := t.TempDir()
+	src, err := os.ReadFile("testdata/features.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The same file with t.pair renamed: t.pair is gone.
+	path := filepath.Join(dir, "rules.yaml")
+	if err := os.WriteFile(path, []byte(strings.Replace(string(src), "id: t.pair", "id: t.pair2", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	next, err := rules.LoadFiles(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetRules(next)
+	got = runOps(c, []op{adv(2 * time.Second)}, "t.pair")
+	if fmt.Sprint(got) != "[t.pair/n1/resolved@1s]" {
+		t.Fatalf("after the removal: %v", got)
+	}
+	if open := c.Open(); len(open) != 0 {
+		t.Fatalf("open incidents %+v", open)
 	}
 }

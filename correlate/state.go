@@ -16,6 +16,8 @@ type snapshot struct {
 	Proc time.Time `json:"proc,omitzero"`
 	// Clocks are the sources' clocks by source and node.
 	Clocks map[string]map[string]*clock `json:"clocks,omitempty"`
+	// Retired are incidents of changed or removed rules not yet resolved.
+	Retired []Incident `json:"retired,omitempty"`
 }
 
 type ruleSnapshot struct {
@@ -34,13 +36,14 @@ type snapshotIn struct {
 	Rules     map[string]ruleSnapshotIn    `json:"rules"`
 	Proc      time.Time                    `json:"proc"`
 	Clocks    map[string]map[string]*clock `json:"clocks"`
+	Retired   []Incident                   `json:"retired"`
 }
 
 // Snapshot serialises the windows, open incidents, the per-group state of
 // sequences, absences, for and keep_firing_for, inhibitions, and the
 // sources' clocks.
 func (c *Correlator) Snapshot() ([]byte, error) {
-	s := snapshot{Version: 1, Watermark: c.watermark, Rules: map[string]ruleSnapshot{}, Proc: c.proc, Clocks: c.clocks.m}
+	s := snapshot{Version: 1, Watermark: c.watermark, Rules: map[string]ruleSnapshot{}, Proc: c.proc, Clocks: c.clocks.m, Retired: c.retired}
 	for id, rs := range c.rules {
 		if len(rs.groups) == 0 {
 			continue
@@ -66,6 +69,7 @@ func (c *Correlator) Restore(b []byte) error {
 	}
 	c.watermark = s.Watermark
 	c.proc = s.Proc
+	c.retired = s.Retired
 	c.clocks = newClocks()
 	for src, m := range s.Clocks {
 		for node, cl := range m {
@@ -85,6 +89,13 @@ func (c *Correlator) Restore(b []byte) error {
 	for id, rsnap := range s.Rules {
 		rs, ok := c.rules[id]
 		if !ok || rs.hash != rsnap.Hash {
+			// Changed or removed while klaxon was down: resolve its
+			// open incidents (see SetRules).
+			for _, gj := range rsnap.Groups {
+				if gj != nil && gj.Incident != nil {
+					c.retired = append(c.retired, *gj.Incident)
+				}
+			}
 			continue
 		}
 		r := rs.rule

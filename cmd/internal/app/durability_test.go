@@ -211,9 +211,10 @@ correlator:
 	if kb := changes("test.keep", "b"); len(kb) != 1 || kb[0].Status != correlate.StatusFiring || kb[0].Count != 3 {
 		t.Errorf("test.keep task b: %+v; want one firing change with count 3 (two matches kept from before the edit)", summary(kb))
 	}
-	// Changed rule: nothing is kept.
-	if ca := changes("test.change", "a"); len(ca) != 1 {
-		t.Errorf("test.change task a: %+v; want only the firing from before the edit (its state starts afresh)", summary(ca))
+	// Changed rule: nothing is kept, and its open incident is resolved
+	// rather than left open at the sinks.
+	if ca := changes("test.change", "a"); len(ca) != 2 || ca[1].Status != correlate.StatusResolved || !strings.Contains(ca[1].Summary, "rule was changed") {
+		t.Errorf("test.change task a: %+v; want the firing from before the edit, then its resolution (its state starts afresh)", summary(ca))
 	}
 	if cb := changes("test.change", "b"); len(cb) != 0 {
 		t.Errorf("test.change task b fired (%+v): its window was not dropped", summary(cb))

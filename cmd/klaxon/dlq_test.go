@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/klaxon-dev/klaxon/internal/testkit"
 	"io"
 	"log/slog"
 	"net"
@@ -23,23 +24,8 @@ import (
 	"github.com/klaxon-dev/klaxon/sinks"
 )
 
-// lockedBuffer is an io.Writer shared by goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+// lockedBuffer is a log destination shared by goroutines.
+type lockedBuffer = testkit.SyncBuffer
 
 // hookServer is a webhook receiver that refuses with status while it is
 // non-zero and records what it accepted, in arrival order.

@@ -5,7 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
+	"github.com/klaxon-dev/klaxon/internal/testkit"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -80,16 +80,7 @@ func shiftedCapture(t *testing.T, path string, end time.Time) []string {
 	return recs
 }
 
-// freePort returns a loopback port that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+func freePort(t *testing.T) int { return testkit.FreePort(t) }
 
 // captureRun runs the real binary over a growing copy of the capture.
 type captureRun struct {

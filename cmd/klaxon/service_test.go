@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/klaxon-dev/klaxon/internal/testkit"
 	"io"
 	"net"
 	"net/http"
@@ -212,20 +213,5 @@ func TestServeServiceRunsKlaxon(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for the role's concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is a log destination shared by goroutines.
+type syncBuffer = testkit.SyncBuffer

@@ -1,38 +1,22 @@
 package app
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/klaxon-dev/klaxon/internal/testkit"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/klaxon-dev/klaxon/correlate"
 )
 
-// lockedBuffer is a log buffer safe for concurrent writes and reads.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+// lockedBuffer is a log destination shared by goroutines.
+type lockedBuffer = testkit.SyncBuffer
 
 // ruleFile is a rule firing at three matches of msg prefix within window, per node and task.
 func ruleFile(id, prefix, window string) string {

@@ -3,8 +3,8 @@ package app
 import (
 	"context"
 	"fmt"
+	"github.com/klaxon-dev/klaxon/internal/testkit"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -13,15 +13,8 @@ import (
 	"time"
 )
 
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
+// freePort returns a free loopback host:port.
+func freePort(t *testing.T) string { return fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t)) }
 
 // TestHTTPEndpoint: /metrics shows the pipeline's counters, /healthz and
 // /readyz answer, and POST /-/reload needs the bearer token.

@@ -1,10 +1,10 @@
 package app
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/klaxon-dev/klaxon/internal/testkit"
 	"io"
 	"log/slog"
 	"net/http"
@@ -23,22 +23,7 @@ import (
 )
 
 // syncBuffer is a log destination shared by goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = testkit.SyncBuffer
 
 // runApp runs Run in the background; stop cancels it and waits.
 func runApp(t *testing.T, cfg *Config, opts Options) (stop func()) {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/klaxon-dev/klaxon/internal/testkit"
 	"image"
 	"image/png"
 	"io"
@@ -15,7 +16,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -70,23 +70,8 @@ func tail(s string, n int) string {
 	return s
 }
 
-// syncBuffer collects log output written from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is a log destination shared by goroutines.
+type syncBuffer = testkit.SyncBuffer
 
 // desktopHeapInputs writes an agent log and an EVTX file of one Windows
 // node whose desktop heap runs out, with event times in the last minutes

@@ -327,6 +327,27 @@ func (d *Decoder) event(frameIndex uint64, raw []byte, emit func(ingest.Event)) 
 	var index uint64
 	var payload, body []byte
 	_, err := walkMembers(raw, 0, func(k []byte, v int) (int, error) {
+		if string(k) == "Payload" && topic != "" && typ != "" && key != "" && index != 0 {
+			// Nomad writes Payload last: with the change known, the body
+			// is decoded where it stands (the decoders read one value and
+			// ignore what follows) and the rest of the event, checked by
+			// Frame, is not walked again.
+			_, err := walkMembers(raw, v, func(pk []byte, pv int) (int, error) {
+				if raw[pv] != 'n' {
+					switch string(pk) {
+					case "Node", "Allocation", "Evaluation", "Deployment", "Job", "Service":
+						kind, body = string(pk), raw[pv:]
+						return 0, errStop
+					}
+				}
+				return skipValue(raw, pv)
+			})
+			if err != nil && err != errStop {
+				return 0, err
+			}
+			payload = raw[v:]
+			return 0, errStop
+		}
 		if string(k) == "Payload" {
 			// {"Allocation": {...}}: the body is cut out in the same pass.
 			end, err := walkMembers(raw, v, func(pk []byte, pv int) (int, error) {
@@ -365,6 +386,9 @@ func (d *Decoder) event(frameIndex uint64, raw []byte, emit func(ingest.Event)) 
 		}
 		return end, nil
 	})
+	if err == errStop {
+		err = nil
+	}
 	if index == 0 {
 		index = frameIndex
 	}

@@ -225,12 +225,12 @@ type allocPayload struct {
 
 type taskEvents struct {
 	name   string
-	events []byte
+	events []taskEvent
 }
 
 func decodeAlloc(b []byte) (*allocPayload, error) {
 	p := &allocPayload{}
-	err := eachMember(b, func(k, v []byte) (bool, error) {
+	member := func(k, v []byte) error {
 		var err error
 		switch string(k) {
 		case "ID":
@@ -280,28 +280,57 @@ func decodeAlloc(b []byte) (*allocPayload, error) {
 					return err
 				})
 			})
-		case "TaskStates":
-			err = eachMember(v, func(task, tv []byte) (bool, error) {
-				name, err := str(append(append([]byte{'"'}, task...), '"'))
-				if err != nil {
-					return false, err
-				}
-				return false, eachMember(tv, func(sk, sv []byte) (bool, error) {
-					if string(sk) == "Events" {
-						p.Tasks = append(p.Tasks, taskEvents{name: name, events: sv})
-						return true, nil
-					}
-					return false, nil
-				})
-			})
 		}
 		if err != nil {
-			return false, fmt.Errorf("%s: %w", k, err)
+			return fmt.Errorf("%s: %w", k, err)
 		}
-		return false, nil
+		return nil
+	}
+	// The task states are walked where they stand, not cut out first:
+	// they are most of an allocation, and every cut is one more pass.
+	_, err := walkMembers(b, 0, func(k []byte, v int) (int, error) {
+		if string(k) == "TaskStates" {
+			return p.decodeTaskStates(b, v)
+		}
+		end, err := skipValue(b, v)
+		if err != nil {
+			return 0, err
+		}
+		return end, member(k, b[v:end])
 	})
 	sort.Slice(p.Tasks, func(i, j int) bool { return p.Tasks[i].name < p.Tasks[j].name })
 	return p, err
+}
+
+// decodeTaskStates decodes the events of every task of the TaskStates
+// object at b[i:] and returns the offset after it. A bad task event fails
+// the whole allocation change.
+func (p *allocPayload) decodeTaskStates(b []byte, i int) (int, error) {
+	end, err := walkMembers(b, i, func(task []byte, ti int) (int, error) {
+		name, err := str(append(append([]byte{'"'}, task...), '"'))
+		if err != nil {
+			return 0, fmt.Errorf("TaskStates: %w", err)
+		}
+		return walkMembers(b, ti, func(sk []byte, si int) (int, error) {
+			if string(sk) != "Events" {
+				return skipValue(b, si)
+			}
+			t := taskEvents{name: name}
+			end, err := walkElements(b, si, func(ei int) (int, error) {
+				te, end, err := decodeTaskEvent(b, ei)
+				if err == nil {
+					t.events = append(t.events, te)
+				}
+				return end, err
+			})
+			if err != nil {
+				return 0, fmt.Errorf("TaskStates[%s].Events: %w", name, err)
+			}
+			p.Tasks = append(p.Tasks, t)
+			return end, nil
+		})
+	})
+	return end, err
 }
 
 func (d *Decoder) alloc(c change, b []byte, emit func(ingest.Event)) error {
@@ -317,16 +346,8 @@ func (d *Decoder) alloc(c change, b []byte, emit func(ingest.Event)) error {
 	}
 	var tevs []pending
 	for _, t := range p.Tasks {
-		err := eachElement(t.events, func(raw []byte) error {
-			te, err := decodeTaskEvent(raw)
-			if err != nil {
-				return err
-			}
+		for _, te := range t.events {
 			tevs = append(tevs, pending{t.name, te})
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("TaskStates[%s].Events: %w", t.name, err)
 		}
 	}
 
@@ -429,10 +450,30 @@ type taskEvent struct {
 	FailsTask, OOM                                                        bool
 }
 
-func decodeTaskEvent(b []byte) (taskEvent, error) {
+// decodeTaskEvent decodes the task event at b[i:] and returns the offset
+// after it.
+func decodeTaskEvent(b []byte, i int) (taskEvent, int, error) {
 	var e taskEvent
-	err := eachMember(b, func(k, v []byte) (bool, error) {
-		var err error
+	end, err := walkMembers(b, i, func(k []byte, vi int) (int, error) {
+		if string(k) == "Details" {
+			return walkMembers(b, vi, func(dk []byte, di int) (int, error) {
+				end, err := skipValue(b, di)
+				if err == nil && string(dk) == "oom_killed" {
+					var s string
+					s, err = str(b[di:end])
+					e.OOM = s == "true"
+				}
+				if err != nil {
+					return 0, fmt.Errorf("Details: %w", err)
+				}
+				return end, nil
+			})
+		}
+		end, err := skipValue(b, vi)
+		if err != nil {
+			return 0, err
+		}
+		v := b[vi:end]
 		switch string(k) {
 		case "Type":
 			e.Type, err = str(v)
@@ -454,22 +495,13 @@ func decodeTaskEvent(b []byte) (taskEvent, error) {
 			e.Signal, err = num(v)
 		case "FailsTask":
 			e.FailsTask, err = boolean(v)
-		case "Details":
-			err = eachMember(v, func(dk, dv []byte) (bool, error) {
-				if string(dk) == "oom_killed" {
-					s, e2 := str(dv)
-					e.OOM = s == "true"
-					return true, e2
-				}
-				return false, nil
-			})
 		}
 		if err != nil {
-			return false, fmt.Errorf("%s: %w", k, err)
+			return 0, fmt.Errorf("%s: %w", k, err)
 		}
-		return false, nil
+		return end, nil
 	})
-	return e, err
+	return e, end, err
 }
 
 func (d *Decoder) taskEvent(allocID string, p *allocPayload, node, task string, n int, e taskEvent) ingest.Event {

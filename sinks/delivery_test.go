@@ -428,3 +428,33 @@ func TestCancelledDispatcherLosesNothing(t *testing.T) {
 }
 
 var _ = bytes.NewReader
+
+// TestOlderChangeAfterNewerIsNotSent: a change delivered again after a
+// newer change of its incident went out (its ack was lost in a crash) is
+// acknowledged without being sent: a stale firing after the resolution
+// would reopen the page. An operator's DLQ replay is still sent.
+func TestOlderChangeAfterNewerIsNotSent(t *testing.T) {
+	js := startJetStream(t)
+	h := newHook(t, func(correlate.Incident, int) (int, http.Header) { return 200, nil })
+	d := NewDispatcher(js, &httpSink{name: "hook", url: h.srv.URL}, DispatcherConfig{SendTimeout: 2 * time.Second}, quietLog())
+	runDispatcher(t, d)
+	ch := lifecycle("x", 1) // firing, updated, resolved
+	publishChange(t, js, ch[0])
+	publishChange(t, js, ch[2])
+	waitFor(t, "firing and resolved delivered", 10*time.Second, func() bool { return len(h.delivered()) == 2 })
+	// The stale update, published as a redelivery would arrive.
+	publishChange(t, js, ch[1])
+	waitFor(t, "the stale change acknowledged", 10*time.Second, func() bool { return d.Stats().Superseded == 1 })
+	if got := h.delivered(); len(got) != 2 || got[1].Status != correlate.StatusResolved {
+		t.Fatalf("deliveries %+v", got)
+	}
+	// A replay for this sink goes out even though it is older.
+	b, _ := json.Marshal(ch[1])
+	msg := nats.NewMsg("klaxon.incidents.error.r")
+	msg.Data = b
+	msg.Header.Set(HeaderOnlySink, "hook")
+	if _, err := js.PublishMsg(context.Background(), msg); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the replayed change delivered", 10*time.Second, func() bool { return len(h.delivered()) == 3 })
+}

@@ -175,6 +175,10 @@ type DispatcherStats struct {
 	// Silenced: muted by a silence (acknowledged, held for later).
 	// Unsilenced: held changes sent after their silence ended.
 	Silenced, Unsilenced uint64
+	// Superseded: changes not sent because a newer change of the same
+	// incident was already delivered (a redelivery after a crash whose
+	// acknowledgement was lost).
+	Superseded uint64
 }
 
 // Dispatcher feeds one sink from its durable consumer.
@@ -204,15 +208,29 @@ type Dispatcher struct {
 	attempts map[uint64]int
 	held     map[uint64]bool
 	muted    map[string]Held // by incident id: changes held by a silence
-	stopping bool            // Run is waiting for the deliveries to end
+	// newest is the newest change delivered per incident, so that an older
+	// change delivered again (its ack lost in a crash) is not sent after
+	// it: a stale "firing" after a "resolved" would reopen a page.
+	newest   map[string]deliveredKey
+	newestGC time.Time
+	stopping bool // Run is waiting for the deliveries to end
 	active   int
 	slotFree chan struct{}
 	wg       sync.WaitGroup
 
 	delivered, retried, dead, undecodable                atomic.Uint64
 	filtered, skipped, folded, deferred, heldN, repeated atomic.Uint64
-	silenced, unsilenced                                 atomic.Uint64
+	silenced, unsilenced, superseded                     atomic.Uint64
 }
+
+type deliveredKey struct {
+	key changeKey
+	at  time.Time
+}
+
+// newestKeep is how long the newest delivered change of an incident is
+// remembered: longer than any redelivery takes (ack wait and back-off).
+const newestKeep = time.Hour
 
 type incQueue struct {
 	busy  bool
@@ -241,7 +259,7 @@ func NewDispatcher(js jetstream.JetStream, sink Sink, cfg DispatcherConfig, log 
 	return &Dispatcher{
 		cfg: cfg, js: js, sink: sink, log: log.With("sink", sink.Name()),
 		incs: map[string]*incQueue{}, attempts: map[uint64]int{}, held: map[uint64]bool{},
-		muted: map[string]Held{}, slotFree: make(chan struct{}, 1),
+		muted: map[string]Held{}, newest: map[string]deliveredKey{}, slotFree: make(chan struct{}, 1),
 	}
 }
 
@@ -251,7 +269,7 @@ func (d *Dispatcher) Stats() DispatcherStats {
 		Delivered: d.delivered.Load(), Retried: d.retried.Load(), DeadLettered: d.dead.Load(), Undecodable: d.undecodable.Load(),
 		Filtered: d.filtered.Load(), Skipped: d.skipped.Load(), Folded: d.folded.Load(), Deferred: d.deferred.Load(),
 		Held: d.heldN.Load(), Repeated: d.repeated.Load(),
-		Silenced: d.silenced.Load(), Unsilenced: d.unsilenced.Load(),
+		Silenced: d.silenced.Load(), Unsilenced: d.unsilenced.Load(), Superseded: d.superseded.Load(),
 	}
 }
 
@@ -501,6 +519,14 @@ func (d *Dispatcher) handle(ctx context.Context, q *incQueue, it *item) {
 	if d.mute(ctx, q, it, log) {
 		return
 	}
+	if d.cfg.Throttle == nil && it.msg.Headers().Get(HeaderOnlySink) == "" && d.isSuperseded(in) {
+		// A throttle folds superseded changes itself; an operator's DLQ
+		// replay (HeaderOnlySink) is sent regardless.
+		d.superseded.Add(1)
+		log.Info("change not sent: a newer change of the incident was already delivered")
+		d.ack(it.msg)
+		return
+	}
 	send := in
 	if t := d.cfg.Throttle; t != nil {
 		dec := t.Offer(in)
@@ -527,6 +553,7 @@ func (d *Dispatcher) handle(ctx context.Context, q *incQueue, it *item) {
 	switch {
 	case err == nil:
 		d.delivered.Add(1)
+		d.noteDelivered(in)
 		if t := d.cfg.Throttle; t != nil {
 			t.Delivered(send)
 		}
@@ -789,5 +816,33 @@ func sleep(ctx context.Context, d time.Duration) {
 	select {
 	case <-ctx.Done():
 	case <-t.C:
+	}
+}
+
+// isSuperseded reports whether a newer change of in's incident than in was
+// delivered by this dispatcher.
+func (d *Dispatcher) isSuperseded(in correlate.Incident) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n, ok := d.newest[in.ID]
+	return ok && keyOf(in).less(n.key)
+}
+
+// noteDelivered records in as delivered and forgets what is older than
+// newestKeep (at most once a minute).
+func (d *Dispatcher) noteDelivered(in correlate.Incident) {
+	now := time.Now()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if n, ok := d.newest[in.ID]; !ok || !keyOf(in).less(n.key) {
+		d.newest[in.ID] = deliveredKey{keyOf(in), now}
+	}
+	if now.Sub(d.newestGC) > time.Minute {
+		d.newestGC = now
+		for id, n := range d.newest {
+			if now.Sub(n.at) > newestKeep {
+				delete(d.newest, id)
+			}
+		}
 	}
 }

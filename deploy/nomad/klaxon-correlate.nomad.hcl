@@ -147,7 +147,7 @@ job "klaxon-correlate" {
             token: "{{ with nomadVar "nomad/jobs/klaxon-correlate" }}{{ .nats_token }}{{ end }}"
             replicas: 3
           correlator:
-            # partitions: 8   (events split by node across the replicas; the same in every role)
+            partitions: 2     # events split by node across the two replicas (nats-server 2.10+)
             snapshot_interval: 1s
           sinks:
             - type: stdout

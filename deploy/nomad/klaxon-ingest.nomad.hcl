@@ -118,6 +118,7 @@ job "klaxon-ingest" {
           data_dir: /var/lib/klaxon
           nats:
             url: "${var.nats_url}"
+            replicas: 3
             token: "{{ with nomadVar "nomad/jobs/klaxon-ingest" }}{{ .nats_token }}{{ end }}"
           sources:
             nomad_log:
@@ -196,6 +197,7 @@ job "klaxon-ingest" {
           data_dir: 'C:\ProgramData\klaxon'
           nats:
             url: "${var.nats_url}"
+            replicas: 3
             token: "{{ with nomadVar "nomad/jobs/klaxon-ingest" }}{{ .nats_token }}{{ end }}"
           sources:
             nomad_log:

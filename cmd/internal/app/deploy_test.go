@@ -428,6 +428,9 @@ func TestNomadCorrelateJob(t *testing.T) {
 	if cfg.NATS.URL == "" || cfg.NATS.Replicas != 3 {
 		t.Errorf("nats url %q replicas %d", cfg.NATS.URL, cfg.NATS.Replicas)
 	}
+	if p := cfg.Correlator.Partitions; p != g.num("count") {
+		t.Errorf("correlator.partitions %d, want one per replica (%d)", p, g.num("count"))
+	}
 	if len(cfg.Sources.NomadLog)+len(cfg.Sources.NomadEvents) != 0 {
 		t.Error("the correlator reads sources")
 	}
@@ -518,8 +521,8 @@ func TestDeployConfigs(t *testing.T) {
 					t.Errorf("all-in-one: url %q, %d log sources, %d sinks", cfg.NATS.URL, len(cfg.Sources.NomadLog), len(cfg.Sinks))
 				}
 			case "ingest", "ingest-windows":
-				if cfg.NATS.URL == "" || len(cfg.Sources.NomadLog) == 0 {
-					t.Errorf("ingest: url %q, %d log sources", cfg.NATS.URL, len(cfg.Sources.NomadLog))
+				if cfg.NATS.URL == "" || len(cfg.Sources.NomadLog) == 0 || cfg.NATS.Replicas != 3 {
+					t.Errorf("ingest: url %q, %d log sources, replicas %d", cfg.NATS.URL, len(cfg.Sources.NomadLog), cfg.NATS.Replicas)
 				}
 				if !strings.Contains(string(raw), "# role: ingest") {
 					t.Error("no role comment")
@@ -528,8 +531,8 @@ func TestDeployConfigs(t *testing.T) {
 					t.Error("Windows ingest without the Event Log")
 				}
 			case "correlate":
-				if cfg.NATS.URL == "" || cfg.NATS.Replicas != 3 || len(cfg.Sources.NomadLog) != 0 {
-					t.Errorf("correlate: url %q, replicas %d, %d log sources", cfg.NATS.URL, cfg.NATS.Replicas, len(cfg.Sources.NomadLog))
+				if cfg.NATS.URL == "" || cfg.NATS.Replicas != 3 || len(cfg.Sources.NomadLog) != 0 || cfg.Correlator.Partitions < 2 {
+					t.Errorf("correlate: url %q, replicas %d, %d log sources, %d partitions", cfg.NATS.URL, cfg.NATS.Replicas, len(cfg.Sources.NomadLog), cfg.Correlator.Partitions)
 				}
 				if !strings.Contains(string(raw), "# role: correlate") {
 					t.Error("no role comment")

@@ -128,6 +128,7 @@ type cpred struct {
 	slow  bool // fold with a non-ASCII literal: always via strings.ToLower
 	ki    bool // fold literal has k or i (see foldSpecial)
 	field string
+	fid   int32 // index of field among the fields preds look at
 	lit   string
 }
 
@@ -221,18 +222,40 @@ type scratch struct {
 	gen   uint32
 	stamp []uint32
 	val   []bool
+	// The fields preds look at, looked up once per event (several preds
+	// often test one field): fstamp[fid] == gen when fval/fkind hold it.
+	fstamp []uint32
+	fval   []string
+	fkind  []uint8
 }
+
+// Kinds of a looked-up field value.
+const (
+	fieldAbsent uint8 = iota
+	fieldString
+	fieldOther // not a string: left to expr
+)
 
 func buildIndex(rules []*Rule) *index {
 	ix := &index{bySource: map[string][]int32{}, evals: make([]ruleEval, len(rules))}
 	ids := map[pred]int32{}
+	fids := map[string]int32{}
 	predID := func(p pred) int32 {
 		if id, ok := ids[p]; ok {
 			return id
 		}
 		id := int32(len(ix.preds))
 		ids[p] = id
-		ix.preds = append(ix.preds, prepare(p))
+		c := prepare(p)
+		if c.path == pathField {
+			fid, ok := fids[c.field]
+			if !ok {
+				fid = int32(len(fids))
+				fids[c.field] = fid
+			}
+			c.fid = fid
+		}
+		ix.preds = append(ix.preds, c)
 		return id
 	}
 	for ri, r := range rules {
@@ -277,8 +300,11 @@ func buildIndex(rules []*Rule) *index {
 		ix.bySource[src] = list
 	}
 	ix.raw = buildRaw(ix)
-	n := len(ix.preds)
-	ix.pool.New = func() any { return &scratch{stamp: make([]uint32, n), val: make([]bool, n)} }
+	n, nf := len(ix.preds), len(fids)
+	ix.pool.New = func() any {
+		return &scratch{stamp: make([]uint32, n), val: make([]bool, n),
+			fstamp: make([]uint32, nf), fval: make([]string, nf), fkind: make([]uint8, nf)}
+	}
 	return ix
 }
 
@@ -312,6 +338,7 @@ func (s *Set) Match(ev *ingest.Event, fn func(r *Rule, mask uint64)) {
 	sc.gen++
 	if sc.gen == 0 { // wrapped: forget every stamp
 		clear(sc.stamp)
+		clear(sc.fstamp)
 		sc.gen = 1
 	}
 	envSet := false
@@ -392,7 +419,11 @@ func (ix *index) needsHold(sc *scratch, ev *ingest.Event, e *selEntry) bool {
 			if sc.stamp[id] == sc.gen {
 				v = sc.val[id]
 			} else {
-				v = ix.preds[id].eval(ev)
+				if p := &ix.preds[id]; p.path == pathField {
+					v = p.evalField(sc, ev)
+				} else {
+					v = p.eval(ev)
+				}
 				sc.stamp[id], sc.val[id] = sc.gen, v
 			}
 			if v {
@@ -405,6 +436,32 @@ func (ix *index) needsHold(sc *scratch, ev *ingest.Event, e *selEntry) bool {
 		}
 	}
 	return true
+}
+
+// evalField is eval for a field pred, with the field looked up once per
+// event in sc.
+func (c *cpred) evalField(sc *scratch, ev *ingest.Event) bool {
+	if sc.fstamp[c.fid] != sc.gen {
+		sc.fstamp[c.fid] = sc.gen
+		sc.fval[c.fid], sc.fkind[c.fid] = "", fieldAbsent
+		if x, ok := ev.Fields[c.field]; ok && x != nil {
+			if s, ok := x.(string); ok {
+				sc.fval[c.fid], sc.fkind[c.fid] = s, fieldString
+			} else {
+				sc.fkind[c.fid] = fieldOther
+			}
+		}
+	}
+	switch sc.fkind[c.fid] {
+	case fieldAbsent:
+		return false
+	case fieldOther:
+		return true
+	}
+	if !c.fold {
+		return plainOp(c.op, sc.fval[c.fid], c.lit)
+	}
+	return c.foldOp(sc.fval[c.fid])
 }
 
 // eval tests the pred on ev. It errs on the side of true: a field value

@@ -682,21 +682,7 @@ func (d *Dispatcher) repeatLoop(ctx context.Context) {
 			lastPrune = time.Now()
 		}
 		for _, in := range d.cfg.Throttle.Due() {
-			d.mu.Lock()
-			q := d.incs[in.ID]
-			if (q != nil && !q.idle()) || d.active >= d.cfg.Parallelism || d.stopping {
-				d.mu.Unlock()
-				continue
-			}
-			if q == nil {
-				q = &incQueue{}
-				d.incs[in.ID] = q
-			}
-			q.busy = true
-			d.active++
-			d.wg.Add(1)
-			d.mu.Unlock()
-			go d.work(ctx, in.ID, q, &item{in: in, repeat: true})
+			d.startIdle(ctx, &item{in: in, repeat: true})
 		}
 	}
 }
@@ -845,4 +831,33 @@ func (d *Dispatcher) noteDelivered(in correlate.Incident) {
 			}
 		}
 	}
+}
+
+// startIdle delivers it (a repeat or a change held by a silence, not from
+// the consumer) on its incident's queue when the incident has nothing
+// queued or in flight and a slot is free; it reports whether it started.
+func (d *Dispatcher) startIdle(ctx context.Context, it *item) bool {
+	id := it.in.ID
+	d.mu.Lock()
+	q := d.incs[id]
+	if (q != nil && !q.idle()) || d.active >= d.cfg.Parallelism || d.stopping {
+		d.mu.Unlock()
+		return false
+	}
+	if q == nil {
+		q = &incQueue{}
+		d.incs[id] = q
+	}
+	q.busy = true
+	d.active++
+	d.wg.Add(1) // under d.mu: Run sets stopping under it before it waits
+	d.mu.Unlock()
+	go d.work(ctx, id, q, it)
+	return true
+}
+
+func (d *Dispatcher) isStopping() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.stopping
 }

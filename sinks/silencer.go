@@ -184,25 +184,10 @@ func (d *Dispatcher) unmuteDue(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		d.mu.Lock()
-		q := d.incs[in.ID]
-		if d.stopping {
-			d.mu.Unlock()
+		// A busy incident is taken by the next check.
+		if !d.startIdle(ctx, &item{in: in, unmute: true}) && d.isStopping() {
 			return
 		}
-		if (q != nil && !q.idle()) || d.active >= d.cfg.Parallelism {
-			d.mu.Unlock()
-			continue // busy: the next check takes it
-		}
-		if q == nil {
-			q = &incQueue{}
-			d.incs[in.ID] = q
-		}
-		q.busy = true
-		d.active++
-		d.wg.Add(1)
-		d.mu.Unlock()
-		go d.work(ctx, in.ID, q, &item{in: in, unmute: true})
 	}
 }
 

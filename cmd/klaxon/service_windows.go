@@ -130,15 +130,11 @@ func serviceInstall(o *serviceOptions, stdout io.Writer) error {
 }
 
 func serviceUninstall(o *serviceOptions, stdout io.Writer) error {
-	m, err := connectSCM(o)
+	m, s, err := openService(o, "uninstall")
 	if err != nil {
 		return err
 	}
 	defer m.Disconnect()
-	s, err := m.OpenService(o.name)
-	if err != nil {
-		return fmt.Errorf("service uninstall: service %q: %w", o.name, err)
-	}
 	defer s.Close()
 	if st, err := s.Query(); err == nil && st.State != svc.Stopped {
 		if err := stopAndWait(s, o.name); err != nil {
@@ -156,15 +152,11 @@ func serviceUninstall(o *serviceOptions, stdout io.Writer) error {
 }
 
 func serviceStart(o *serviceOptions, stdout io.Writer) error {
-	m, err := connectSCM(o)
+	m, s, err := openService(o, "start")
 	if err != nil {
 		return err
 	}
 	defer m.Disconnect()
-	s, err := m.OpenService(o.name)
-	if err != nil {
-		return fmt.Errorf("service start: service %q: %w", o.name, err)
-	}
 	defer s.Close()
 	if err := s.Start(); err != nil {
 		return fmt.Errorf("service start: %s: %w", o.name, err)
@@ -178,21 +170,32 @@ func serviceStart(o *serviceOptions, stdout io.Writer) error {
 }
 
 func serviceStop(o *serviceOptions, stdout io.Writer) error {
-	m, err := connectSCM(o)
+	m, s, err := openService(o, "stop")
 	if err != nil {
 		return err
 	}
 	defer m.Disconnect()
-	s, err := m.OpenService(o.name)
-	if err != nil {
-		return fmt.Errorf("service stop: service %q: %w", o.name, err)
-	}
 	defer s.Close()
 	if err := stopAndWait(s, o.name); err != nil {
 		return fmt.Errorf("service stop: %w", err)
 	}
 	fmt.Fprintf(stdout, "service %s stopped\n", o.name)
 	return nil
+}
+
+// openService connects to the service control manager and opens the
+// service of o for the command verb.
+func openService(o *serviceOptions, verb string) (*mgr.Mgr, *mgr.Service, error) {
+	m, err := connectSCM(o)
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err := m.OpenService(o.name)
+	if err != nil {
+		m.Disconnect()
+		return nil, nil, fmt.Errorf("service %s: service %q: %w", verb, o.name, err)
+	}
+	return m, s, nil
 }
 
 func stopAndWait(s *mgr.Service, name string) error {

@@ -399,7 +399,9 @@ func TestCancelledDispatcherLosesNothing(t *testing.T) {
 			all = append(all, in)
 		}
 	}
-	cfg := DispatcherConfig{Parallelism: 4}
+	// A short send timeout keeps the ack wait (and so the wait for changes
+	// acknowledged above the ack floor after the restart) within the test.
+	cfg := DispatcherConfig{Parallelism: 4, SendTimeout: 2 * time.Second}
 	d1 := NewDispatcher(js, &httpSink{name: "k", url: h.srv.URL}, cfg, quietLog())
 	stop := runDispatcher(t, d1)
 	waitFor(t, "some deliveries", 10*time.Second, func() bool { return len(h.delivered()) >= 5 })
@@ -457,4 +459,50 @@ func TestOlderChangeAfterNewerIsNotSent(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the replayed change delivered", 10*time.Second, func() bool { return len(h.delivered()) == 3 })
+}
+
+// TestOrderKeptAcrossACrash: a run is killed with firing in flight (never
+// acknowledged: it comes back only after the ack wait) and the update
+// already refused (back at once). The next run holds the update until the
+// firing came back, so the incident's changes arrive in order.
+func TestOrderKeptAcrossACrash(t *testing.T) {
+	js := startJetStream(t)
+	ctx := context.Background()
+	ch := lifecycle("x", 1)
+	publishChange(t, js, ch[0])
+	publishChange(t, js, ch[1])
+	cfg := DispatcherConfig{SendTimeout: time.Second}
+	probe := NewDispatcher(js, &httpSink{name: "k"}, cfg, quietLog())
+	// The killed run: its consumer handed out both changes; it NAKed the
+	// update (held back) and died while sending the firing.
+	cons, err := js.CreateOrUpdateConsumer(ctx, "KLAXON_INCIDENTS", jetstream.ConsumerConfig{
+		Durable: ConsumerName("k"), FilterSubject: IncidentsSubjects, AckPolicy: jetstream.AckExplicitPolicy,
+		AckWait: probe.ackWait(), MaxDeliver: -1, DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := cons.Fetch(2, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []jetstream.Msg
+	for m := range batch.Messages() {
+		msgs = append(msgs, m)
+	}
+	if len(msgs) != 2 {
+		t.Fatalf("fetched %d", len(msgs))
+	}
+	if err := msgs[1].Nak(); err != nil {
+		t.Fatal(err)
+	}
+	h := newHook(t, func(correlate.Incident, int) (int, http.Header) { return 200, nil })
+	start := time.Now()
+	runDispatcher(t, NewDispatcher(js, &httpSink{name: "k", url: h.srv.URL}, cfg, quietLog()))
+	waitFor(t, "both changes", 30*time.Second, func() bool { return len(h.delivered()) == 2 })
+	got := h.delivered()
+	if got[0].Seq != 1 || got[1].Seq != 2 {
+		t.Fatalf("delivered seq %d then %d, want 1 then 2", got[0].Seq, got[1].Seq)
+	}
+	t.Logf("in order after %s (the firing came back after the ack wait, %s)", time.Since(start).Round(time.Millisecond), probe.ackWait())
 }

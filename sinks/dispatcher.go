@@ -239,6 +239,11 @@ type incQueue struct {
 	// or held back, by stream sequence, with when they are due back. A
 	// change goes ahead only when no earlier one is away.
 	away map[uint64]time.Time
+	// unsure holds, after a restart, the earlier changes of the incident
+	// that were delivered to the previous run and may still be pending
+	// (not acknowledged), with when to stop waiting for them: a later
+	// change waits for them as for away ones.
+	unsure map[uint64]time.Time
 }
 
 type item struct {
@@ -288,7 +293,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		Description:   "klaxon sink " + d.sink.Name(),
 		FilterSubject: d.cfg.Subject,
 		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       d.cfg.SendTimeout + 30*time.Second,
+		AckWait:       d.ackWait(),
 		MaxDeliver:    -1, // attempts are counted here, so the DLQ step is ours
 		MaxAckPending: d.cfg.MaxAckPending,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
@@ -301,6 +306,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	}
 	if !d.cfg.NoRestore {
 		d.restore(ctx, cons)
+		d.restoreOrder(ctx, cons)
 	}
 	var bg sync.WaitGroup
 	if r, ok := d.sink.(Runner); ok {
@@ -413,6 +419,7 @@ func (d *Dispatcher) accept(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	delete(q.away, seq)
+	delete(q.unsure, seq)
 	d.held[seq] = true
 	if q.busy {
 		q.queue = append(q.queue, it)
@@ -434,6 +441,19 @@ func (d *Dispatcher) holdBack(q *incQueue, seq uint64) (time.Duration, bool) {
 	now := time.Now()
 	var first time.Time
 	hold := false
+	for s, until := range q.unsure {
+		if now.After(until) {
+			delete(q.unsure, s) // acknowledged before the restart after all
+			continue
+		}
+		if s < seq {
+			// Poll: it comes back as soon as its ack wait or delay ends.
+			if due := now.Add(500 * time.Millisecond); !hold || due.Before(first) {
+				first = due
+			}
+			hold = true
+		}
+	}
 	for s, due := range q.away {
 		if now.Sub(due) > d.cfg.SendTimeout+time.Minute {
 			// It never came back (deleted from the stream?): stop waiting.
@@ -458,7 +478,9 @@ func (d *Dispatcher) holdBack(q *incQueue, seq uint64) (time.Duration, bool) {
 	return delay, true
 }
 
-func (q *incQueue) idle() bool { return !q.busy && len(q.queue) == 0 && len(q.away) == 0 }
+func (q *incQueue) idle() bool {
+	return !q.busy && len(q.queue) == 0 && len(q.away) == 0 && len(q.unsure) == 0
+}
 
 // work delivers it and then the changes queued behind it, in order.
 func (d *Dispatcher) work(ctx context.Context, id string, q *incQueue, it *item) {
@@ -513,6 +535,7 @@ func (d *Dispatcher) handle(ctx context.Context, q *incQueue, it *item) {
 		return
 	}
 	delete(q.away, it.seq)
+	delete(q.unsure, it.seq)
 	d.mu.Unlock()
 	in := it.in
 	log := d.log.With("incident", in.ID, "rule", in.Rule, "status", in.Status, "seq", in.Seq)
@@ -860,4 +883,89 @@ func (d *Dispatcher) isStopping() bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.stopping
+}
+
+// ackWait is the consumer's ack wait: a change a killed run had in flight
+// comes back after it. Sends end within SendTimeout, and changes queued
+// behind a send report progress, so a live run never sees a redelivery of
+// what it holds.
+func (d *Dispatcher) ackWait() time.Duration { return d.cfg.SendTimeout + 10*time.Second }
+
+// restoreOrder keeps the order of each incident's changes across a
+// restart. The changes the previous run was given but did not acknowledge
+// come back when their delay or the ack wait ends, while later changes come
+// at once: every change between the ack floor and the last delivered one is
+// marked unsure, and a later change of its incident waits until it came
+// back or the ack wait passed. (JetStream does not tell which changes above
+// the ack floor were acknowledged: the next change of an incident whose
+// change was acknowledged there waits the ack wait once.)
+func (d *Dispatcher) restoreOrder(ctx context.Context, cons jetstream.Consumer) {
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	info, err := cons.Info(rctx)
+	if err != nil {
+		d.log.Warn("order of pending changes not restored", "err", err)
+		return
+	}
+	floor, last := info.AckFloor.Stream, info.Delivered.Stream
+	if info.NumAckPending == 0 || last <= floor {
+		return
+	}
+	oc, err := d.js.OrderedConsumer(rctx, d.cfg.Stream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{d.cfg.Subject},
+		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:    floor + 1,
+	})
+	if err != nil {
+		d.log.Warn("order of pending changes not restored", "err", err)
+		return
+	}
+	until := time.Now().Add(d.ackWait() + time.Second)
+	n := 0
+	for done := false; !done && rctx.Err() == nil; {
+		batch, err := oc.FetchNoWait(256)
+		if err != nil {
+			break
+		}
+		got := 0
+		for msg := range batch.Messages() {
+			got++
+			md, err := msg.Metadata()
+			if err != nil {
+				continue
+			}
+			seq := md.Sequence.Stream
+			if seq > last || md.NumPending == 0 {
+				done = true
+			}
+			if seq > last {
+				break
+			}
+			if only := msg.Headers().Get(HeaderOnlySink); only != "" && only != d.sink.Name() {
+				continue
+			}
+			var in correlate.Incident
+			if json.Unmarshal(msg.Data(), &in) != nil || in.ID == "" || !d.cfg.Route.Match(in) {
+				continue
+			}
+			d.mu.Lock()
+			q := d.incs[in.ID]
+			if q == nil {
+				q = &incQueue{}
+				d.incs[in.ID] = q
+			}
+			if q.unsure == nil {
+				q.unsure = map[uint64]time.Time{}
+			}
+			q.unsure[seq] = until
+			d.mu.Unlock()
+			n++
+		}
+		if got == 0 {
+			break
+		}
+	}
+	if n > 0 {
+		d.log.Info("changes possibly pending from the previous run; later changes of their incidents wait for them", "changes", n)
+	}
 }

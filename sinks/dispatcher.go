@@ -891,14 +891,21 @@ func (d *Dispatcher) isStopping() bool {
 // what it holds.
 func (d *Dispatcher) ackWait() time.Duration { return d.cfg.SendTimeout + 10*time.Second }
 
+// unsureWait is how long after a restart a change waits for earlier
+// changes of its incident that the previous run had not acknowledged.
+// Those it had NAKed (retries, held-back changes, a shutdown) come back
+// within it. One it had in flight when it was killed comes back only after
+// the ack wait; if a newer change of its incident went out meanwhile, it is
+// not sent (isSuperseded): the sink sees each incident's changes in order,
+// ending with the newest. JetStream does not tell which changes above the
+// ack floor were acknowledged, so an incident whose change was acknowledged
+// there waits this long once.
+const unsureWait = 5 * time.Second
+
 // restoreOrder keeps the order of each incident's changes across a
-// restart. The changes the previous run was given but did not acknowledge
-// come back when their delay or the ack wait ends, while later changes come
-// at once: every change between the ack floor and the last delivered one is
-// marked unsure, and a later change of its incident waits until it came
-// back or the ack wait passed. (JetStream does not tell which changes above
-// the ack floor were acknowledged: the next change of an incident whose
-// change was acknowledged there waits the ack wait once.)
+// restart: every change between the ack floor and the last one delivered
+// to the previous run is marked unsure, and a later change of its incident
+// waits until it came back or unsureWait passed.
 func (d *Dispatcher) restoreOrder(ctx context.Context, cons jetstream.Consumer) {
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -920,7 +927,7 @@ func (d *Dispatcher) restoreOrder(ctx context.Context, cons jetstream.Consumer) 
 		d.log.Warn("order of pending changes not restored", "err", err)
 		return
 	}
-	until := time.Now().Add(d.ackWait() + time.Second)
+	until := time.Now().Add(unsureWait)
 	n := 0
 	for done := false; !done && rctx.Err() == nil; {
 		batch, err := oc.FetchNoWait(256)

@@ -13,7 +13,7 @@ FUZZ_FRAME ?= 40000x
 FUZZ_XML ?= 30000x
 FUZZ_LINE ?= 300000x
 
-.PHONY: all build run test deps fmt vet race windows rules-lint rules-test fuzz bench clean
+.PHONY: all build run test deps fmt vet race windows rules-lint rules-test fuzz bench dist clean
 
 all: build
 
@@ -68,5 +68,21 @@ fuzz:
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem ./ingest/nomadlog/ ./ingest/nomadevents/ ./ingest/winevt/ ./rules/ ./correlate/ ./cmd/internal/app/
 
+# Release archives the Nomad jobs download (deploy/nomad: artifact_url/
+# klaxon_<os>_<arch>.zip with the binary and rules.d/).
+DIST_TARGETS := linux/amd64 linux/arm64 windows/amd64
+
+dist:
+	rm -rf dist
+	@set -e; for t in $(DIST_TARGETS); do \
+	  os=$${t%/*}; arch=$${t#*/}; ext=""; [ "$$os" = windows ] && ext=.exe; \
+	  stage=dist/stage/klaxon_$${os}_$${arch}; mkdir -p $$stage; \
+	  CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -ldflags "$(LDFLAGS)" -o $$stage/klaxon$$ext ./cmd/klaxon; \
+	  cp -r rules.d $$stage/rules.d; \
+	  $(GO) run ./cmd/internal/zipdir dist/klaxon_$${os}_$${arch}.zip $$stage; \
+	  echo "dist/klaxon_$${os}_$${arch}.zip"; \
+	done
+	rm -rf dist/stage
+
 clean:
-	rm -rf bin data
+	rm -rf bin data dist

@@ -286,7 +286,7 @@ func checkTask(t *testing.T, task hclBlock, driver, role string, env map[string]
 	if !strings.HasPrefix(task.block("config").str("command"), "local/") {
 		t.Errorf("%s: command %q not from the artifact in local/", task.name, task.block("config").str("command"))
 	}
-	task.block("artifact")
+	checkArtifact(t, task)
 	cfgFile := path.Base(strings.ReplaceAll(args[i+1], `\`, "/"))
 	tmpl := task.block("template")
 	if dest := tmpl.str("destination"); dest != "local/"+cfgFile {
@@ -783,5 +783,38 @@ func TestREADMEListsMetrics(t *testing.T) {
 		if strings.HasPrefix(n, "klaxon_") && !strings.Contains(string(b), "`"+n+"`") {
 			t.Errorf("README does not list `%s`", n)
 		}
+	}
+}
+
+// checkArtifact: the task downloads an archive `make dist` builds
+// (klaxon_<os>_<arch>.zip of DIST_TARGETS) into the directory its command
+// runs from.
+func checkArtifact(t *testing.T, task hclBlock) {
+	t.Helper()
+	cmd := task.block("config").str("command")
+	goos := "linux"
+	if strings.HasSuffix(cmd, ".exe") {
+		goos = "windows"
+	}
+	art := task.block("artifact")
+	src := art.str("source")
+	if want := "/klaxon_" + goos + "_${attr.cpu.arch}.zip"; !strings.HasSuffix(strings.Trim(src, `"`), want) {
+		t.Errorf("%s: artifact %s, want …%s", task.name, src, want)
+	}
+	if dest := art.str("destination"); dest != path.Dir(cmd) {
+		t.Errorf("%s: artifact unpacked to %q, command %q", task.name, dest, cmd)
+	}
+	mk, err := os.ReadFile("../../../Makefile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var targets string
+	for _, line := range strings.Split(string(mk), "\n") {
+		if v, ok := strings.CutPrefix(line, "DIST_TARGETS :="); ok {
+			targets = v
+		}
+	}
+	if !slices.Contains(strings.Fields(targets), goos+"/amd64") {
+		t.Errorf("%s: make dist builds %q, not %s/amd64", task.name, targets, goos)
 	}
 }

@@ -14,7 +14,7 @@ import (
 var progressTerminal = isTerminal
 
 func cmdReplay(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("replay", "klaxon replay [--rules DIR] [--format text|json] [--node NAME] [--events] FILE...", stderr)
+	fs := newFlags("replay", "klaxon replay [--rules DIR] [--format text|json] [--node NAME] [--events] FILE|DIR...", stderr)
 	rulesDir := fs.String("rules", "rules.d", "rules directory")
 	format := fs.String("format", "text", "output format: text (one line per incident change) or json (one object per line)")
 	node := fs.String("node", "", "node name for inputs that do not carry one")
@@ -44,9 +44,13 @@ func cmdReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		opts.Rules = set
 	}
+	inputs, err := app.ExpandInputs(fs.Args())
+	if err != nil {
+		return err
+	}
 	opts.Progress = &app.ReplayProgress{}
-	stopProgress := startProgress(stderr, progressTerminal, fs.Args(), opts.Progress)
-	st, err := app.Replay(ctx, fs.Args(), opts)
+	stopProgress := startProgress(stderr, progressTerminal, inputs, opts.Progress)
+	st, err := app.Replay(ctx, inputs, opts)
 	stopProgress()
 	if *stats {
 		fmt.Fprintf(stderr, "files=%d lines=%d events=%d incidents=%d oversize=%d unparsed=%d\n",

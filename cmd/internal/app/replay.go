@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"sync/atomic"
 	"time"
@@ -240,20 +241,79 @@ func openInput(name string) (*replayInput, error) {
 		return nil, fmt.Errorf("replay: %s: %w", name, err)
 	}
 	in := &replayInput{name: name, f: f, batches: make(chan []ingest.Event, 16), done: make(chan struct{})}
-	switch {
-	case winevt.DetectEVTX(head):
-		in.kind = kindEVTX
-	case nomadevents.Detect(head):
-		in.kind = kindEvents
-	case winevt.DetectXML(head):
-		in.kind = kindEventXML
-	case n == 0 || nomadlog.Detect(head):
-		in.kind = kindLog
-	default:
+	in.kind = detectKind(head)
+	if in.kind == "" {
 		f.Close()
 		return nil, fmt.Errorf("replay: %s: unknown input format (expected a Nomad agent log (text or JSON), a Nomad event-stream recording (NDJSON), an EVTX file or rendered event XML)", name)
 	}
 	return in, nil
+}
+
+// detectKind tells the kind of input from its first bytes ("" when it is
+// none that replay reads).
+func detectKind(head []byte) string {
+	switch {
+	case winevt.DetectEVTX(head):
+		return kindEVTX
+	case nomadevents.Detect(head):
+		return kindEvents
+	case winevt.DetectXML(head):
+		return kindEventXML
+	case len(head) == 0 || nomadlog.Detect(head):
+		return kindLog
+	}
+	return ""
+}
+
+// ExpandInputs replaces every directory among paths by the files in it
+// (not below it) that replay can read, in name order; other files of a
+// directory (job files, notes) are skipped. A directory without any input
+// is an error; files named on their own are kept as they are.
+func ExpandInputs(paths []string) ([]string, error) {
+	var out []string
+	for _, p := range paths {
+		fi, err := os.Stat(p)
+		if err != nil || !fi.IsDir() {
+			out = append(out, p) // Replay reports what is wrong with it
+			continue
+		}
+		entries, err := os.ReadDir(p)
+		if err != nil {
+			return nil, fmt.Errorf("replay: %w", err)
+		}
+		n := len(out)
+		for _, e := range entries {
+			if !e.Type().IsRegular() {
+				continue
+			}
+			name := filepath.Join(p, e.Name())
+			head, err := readHead(name)
+			if err != nil {
+				return nil, fmt.Errorf("replay: %w", err)
+			}
+			if len(head) > 0 && detectKind(head) != "" {
+				out = append(out, name)
+			}
+		}
+		if len(out) == n {
+			return nil, fmt.Errorf("replay: %s: no input replay can read in this directory", p)
+		}
+	}
+	return out, nil
+}
+
+func readHead(name string) ([]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	head := make([]byte, 4096)
+	n, err := io.ReadFull(f, head)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	return head[:n], nil
 }
 
 func (in *replayInput) start(ctx context.Context, opts ReplayOptions, ident *ingest.Identity) {

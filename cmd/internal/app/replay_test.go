@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -342,7 +343,18 @@ func TestReplayCaptureFolders(t *testing.T) {
 			dir := filepath.Join(base, tc.folder)
 			files, _ := filepath.Glob(filepath.Join(dir, "*.log"))
 			streams, _ := filepath.Glob(filepath.Join(dir, "*.ndjson"))
-			changes, st := replayJSON(t, ReplayOptions{}, append(files, streams...)...)
+			// The folder as one argument: its logs and recordings, not
+			// its job files.
+			inputs, err := ExpandInputs([]string{dir})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := append(files, streams...)
+			slices.Sort(want)
+			if !slices.Equal(inputs, want) {
+				t.Fatalf("inputs of %s: %q, want %q", dir, inputs, want)
+			}
+			changes, st := replayJSON(t, ReplayOptions{}, inputs...)
 			if st.Unparsed != 0 {
 				t.Errorf("stats %+v", st)
 			}
@@ -405,4 +417,33 @@ func groupString(g map[string]string) string {
 		parts[i] = k + "=" + g[k]
 	}
 	return strings.Join(parts, " ")
+}
+
+func TestExpandInputs(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, text string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	log := write("b.log", "2026-01-01T00:00:00.000Z [INFO]  client: started client: node_id=x\n")
+	write("job.nomad.hcl", "job \"x\" {\n  type = \"service\"\n}\n")
+	write("empty.log", "")
+	other := filepath.Join(t.TempDir(), "a.log")
+	got, err := ExpandInputs([]string{other, dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{other, log}; !slices.Equal(got, want) {
+		t.Fatalf("got %q, want %q (a named file kept as it is, the directory's input only)", got, want)
+	}
+	none := t.TempDir()
+	if err := os.WriteFile(filepath.Join(none, "README.md"), []byte("# notes\n\nnothing to replay here\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ExpandInputs([]string{none}); err == nil || !strings.Contains(err.Error(), none) {
+		t.Fatalf("a directory without inputs: %v", err)
+	}
 }

@@ -419,11 +419,7 @@ func (ix *index) needsHold(sc *scratch, ev *ingest.Event, e *selEntry) bool {
 			if sc.stamp[id] == sc.gen {
 				v = sc.val[id]
 			} else {
-				if p := &ix.preds[id]; p.path == pathField {
-					v = p.evalField(sc, ev)
-				} else {
-					v = p.eval(ev)
-				}
+				v = ix.preds[id].eval(sc, ev)
 				sc.stamp[id], sc.val[id] = sc.gen, v
 			}
 			if v {
@@ -438,35 +434,10 @@ func (ix *index) needsHold(sc *scratch, ev *ingest.Event, e *selEntry) bool {
 	return true
 }
 
-// evalField is eval for a field pred, with the field looked up once per
-// event in sc.
-func (c *cpred) evalField(sc *scratch, ev *ingest.Event) bool {
-	if sc.fstamp[c.fid] != sc.gen {
-		sc.fstamp[c.fid] = sc.gen
-		sc.fval[c.fid], sc.fkind[c.fid] = "", fieldAbsent
-		if x, ok := ev.Fields[c.field]; ok && x != nil {
-			if s, ok := x.(string); ok {
-				sc.fval[c.fid], sc.fkind[c.fid] = s, fieldString
-			} else {
-				sc.fkind[c.fid] = fieldOther
-			}
-		}
-	}
-	switch sc.fkind[c.fid] {
-	case fieldAbsent:
-		return false
-	case fieldOther:
-		return true
-	}
-	if !c.fold {
-		return plainOp(c.op, sc.fval[c.fid], c.lit)
-	}
-	return c.foldOp(sc.fval[c.fid])
-}
-
 // eval tests the pred on ev. It errs on the side of true: a field value
-// that is not a string is left to expr.
-func (c *cpred) eval(ev *ingest.Event) bool {
+// that is not a string is left to expr. Fields are looked up once per event
+// in sc (several preds often test one field).
+func (c *cpred) eval(sc *scratch, ev *ingest.Event) bool {
 	var v string
 	switch c.path {
 	case pathID:
@@ -484,15 +455,24 @@ func (c *cpred) eval(ev *ingest.Event) bool {
 	case pathMsg:
 		v = ev.Msg
 	case pathField:
-		x, ok := ev.Fields[c.field]
-		if !ok || x == nil {
-			return false
+		if sc.fstamp[c.fid] != sc.gen {
+			sc.fstamp[c.fid] = sc.gen
+			sc.fval[c.fid], sc.fkind[c.fid] = "", fieldAbsent
+			if x, ok := ev.Fields[c.field]; ok && x != nil {
+				if s, ok := x.(string); ok {
+					sc.fval[c.fid], sc.fkind[c.fid] = s, fieldString
+				} else {
+					sc.fkind[c.fid] = fieldOther
+				}
+			}
 		}
-		s, ok := x.(string)
-		if !ok {
+		switch sc.fkind[c.fid] {
+		case fieldAbsent:
+			return false
+		case fieldOther:
 			return true
 		}
-		v = s
+		v = sc.fval[c.fid]
 	}
 	if !c.fold {
 		return plainOp(c.op, v, c.lit)

@@ -483,11 +483,7 @@ func (c *Correlator) fire(g *group, now time.Time, last *ingest.Event) {
 // resolve closes the incident of g at now.
 func (c *Correlator) resolve(g *group, now time.Time) {
 	in := g.Incident
-	in.Status = StatusResolved
-	in.UpdatedAt = now
-	t := now
-	in.ResolvedAt = &t
-	in.Seq++
+	in.markResolved(now)
 	c.emit(g, nil)
 	g.Incident = nil
 	g.Evidence = nil
@@ -521,10 +517,15 @@ func (c *Correlator) emit(g *group, last *ingest.Event) {
 	in.Title, in.Summary = rs.rule.Render(td)
 	in.Evidence = slices.Clone(g.Evidence)
 	g.Pending = false
-	c.stats.Incidents++
 	out := *in
 	out.Group = maps.Clone(in.Group)
 	out.Labels = maps.Clone(in.Labels)
+	c.send(out)
+}
+
+// send emits an incident change and feeds it back to chained rules.
+func (c *Correlator) send(out Incident) {
+	c.stats.Incidents++
 	if c.emitFn != nil {
 		c.emitFn(out)
 	}
@@ -853,15 +854,9 @@ func (c *Correlator) resolveRetired() {
 		if now.Before(in.UpdatedAt) {
 			now = in.UpdatedAt
 		}
-		in.Status = StatusResolved
-		in.UpdatedAt = now
-		t := now
-		in.ResolvedAt = &t
-		in.Seq++
+		in.markResolved(now)
 		in.Summary += " (resolved because the rule was changed or removed)"
-		c.stats.Incidents++
-		c.emitFn(in)
-		c.feedBack(in)
+		c.send(in)
 	}
 	c.drain()
 }

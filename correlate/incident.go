@@ -63,6 +63,15 @@ func (in *Incident) ChangeID() string {
 	return in.ID + ":" + strconv.FormatInt(in.StartedAt.UnixNano(), 36) + ":" + strconv.Itoa(in.Seq)
 }
 
+// markResolved makes in the change that resolves it at now.
+func (in *Incident) markResolved(now time.Time) {
+	in.Status = StatusResolved
+	in.UpdatedAt = now
+	t := now
+	in.ResolvedAt = &t
+	in.Seq++
+}
+
 // IncidentID is the stable fingerprint of a rule id and a group key.
 func IncidentID(rule, groupKey string) string {
 	h := sha256.New()

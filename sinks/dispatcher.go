@@ -305,8 +305,15 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		d.loadMuted(ctx)
 	}
 	if !d.cfg.NoRestore {
-		d.restore(ctx, cons)
-		d.restoreOrder(ctx, cons)
+		ictx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		info, err := cons.Info(ictx)
+		cancel()
+		if err != nil {
+			d.log.Warn("state and order of pending changes not restored", "err", err)
+		} else {
+			d.restore(ctx, info)
+			d.restoreOrder(ctx, info)
+		}
 	}
 	var bg sync.WaitGroup
 	if r, ok := d.sink.(Runner); ok {
@@ -729,33 +736,13 @@ func (d *Dispatcher) repeat(ctx context.Context, in correlate.Incident) {
 // delivered), the sink's open set (Restorer) from the latest change of
 // every incident in the stream (telling the sink early about a change it
 // is about to receive is harmless).
-func (d *Dispatcher) restore(ctx context.Context, cons jetstream.Consumer) {
+func (d *Dispatcher) restore(ctx context.Context, info *jetstream.ConsumerInfo) {
 	restorer, _ := d.sink.(Restorer)
 	if d.cfg.Throttle == nil && restorer == nil {
 		return
 	}
-	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	info, err := cons.Info(rctx)
-	if err != nil {
-		d.log.Warn("state not restored", "err", err)
-		return
-	}
 	floor := info.AckFloor.Stream
 	if floor == 0 && restorer == nil {
-		return
-	}
-	if st, err := d.js.Stream(rctx, d.cfg.Stream); err == nil {
-		if si, err := st.Info(rctx); err == nil && si.State.Msgs == 0 {
-			return
-		}
-	}
-	oc, err := d.js.OrderedConsumer(rctx, d.cfg.Stream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{d.cfg.Subject},
-		DeliverPolicy:  jetstream.DeliverAllPolicy,
-	})
-	if err != nil {
-		d.log.Warn("state not restored", "err", err)
 		return
 	}
 	type last struct {
@@ -768,37 +755,18 @@ func (d *Dispatcher) restore(ctx context.Context, cons jetstream.Consumer) {
 			m[in.ID] = last{in, at}
 		}
 	}
-	for done := false; !done && rctx.Err() == nil; {
-		batch, err := oc.FetchNoWait(256)
-		if err != nil {
-			d.log.Warn("state not fully restored", "err", err)
-			break
+	until := uint64(0) // the sink's open set needs every incident
+	if restorer == nil {
+		until = floor // the throttle only what was acknowledged
+	}
+	err := d.scanChanges(ctx, 1, until, func(seq uint64, at time.Time, in correlate.Incident) {
+		keep(all, in, at)
+		if seq <= floor {
+			keep(acked, in, at)
 		}
-		n := 0
-		for msg := range batch.Messages() {
-			n++
-			md, err := msg.Metadata()
-			if err != nil {
-				continue
-			}
-			if md.NumPending == 0 || (restorer == nil && md.Sequence.Stream >= floor) {
-				done = true
-			}
-			if only := msg.Headers().Get(HeaderOnlySink); only != "" && only != d.sink.Name() {
-				continue
-			}
-			var in correlate.Incident
-			if json.Unmarshal(msg.Data(), &in) != nil || in.ID == "" || !d.cfg.Route.Match(in) {
-				continue
-			}
-			keep(all, in, md.Timestamp)
-			if md.Sequence.Stream <= floor {
-				keep(acked, in, md.Timestamp)
-			}
-		}
-		if n == 0 {
-			break
-		}
+	})
+	if err != nil {
+		d.log.Warn("state not fully restored", "err", err)
 	}
 	if t := d.cfg.Throttle; t != nil {
 		for _, l := range acked {
@@ -817,6 +785,59 @@ func (d *Dispatcher) restore(ctx context.Context, cons jetstream.Consumer) {
 	if len(all) > 0 {
 		d.log.Info("state restored from the incidents stream", "incidents", len(all), "open", open)
 	}
+}
+
+// scanChanges calls fn with every incident change of this sink in the
+// stream from sequence start up to until (0: to the end), in order, with
+// its stream sequence and store time; replays for other sinks and changes
+// the route does not take are left out.
+func (d *Dispatcher) scanChanges(ctx context.Context, start, until uint64, fn func(seq uint64, at time.Time, in correlate.Incident)) error {
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if st, err := d.js.Stream(rctx, d.cfg.Stream); err == nil {
+		if si, err := st.Info(rctx); err == nil && si.State.Msgs == 0 {
+			return nil
+		}
+	}
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{d.cfg.Subject}, DeliverPolicy: jetstream.DeliverAllPolicy}
+	if start > 1 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, start
+	}
+	oc, err := d.js.OrderedConsumer(rctx, d.cfg.Stream, cfg)
+	if err != nil {
+		return err
+	}
+	for rctx.Err() == nil {
+		batch, err := oc.FetchNoWait(256)
+		if err != nil {
+			return err
+		}
+		n := 0
+		for msg := range batch.Messages() {
+			n++
+			md, err := msg.Metadata()
+			if err != nil {
+				continue
+			}
+			seq := md.Sequence.Stream
+			if until > 0 && seq > until {
+				return nil
+			}
+			if only := msg.Headers().Get(HeaderOnlySink); only == "" || only == d.sink.Name() {
+				var in correlate.Incident
+				if json.Unmarshal(msg.Data(), &in) == nil && in.ID != "" && d.cfg.Route.Match(in) {
+					fn(seq, md.Timestamp, in)
+				}
+			}
+			if md.NumPending == 0 || seq == until {
+				return nil
+			}
+		}
+		if n == 0 {
+			return nil
+		}
+	}
+	return rctx.Err()
 }
 
 func sleep(ctx context.Context, d time.Duration) {
@@ -906,71 +927,29 @@ const unsureWait = 5 * time.Second
 // restart: every change between the ack floor and the last one delivered
 // to the previous run is marked unsure, and a later change of its incident
 // waits until it came back or unsureWait passed.
-func (d *Dispatcher) restoreOrder(ctx context.Context, cons jetstream.Consumer) {
-	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	info, err := cons.Info(rctx)
-	if err != nil {
-		d.log.Warn("order of pending changes not restored", "err", err)
-		return
-	}
+func (d *Dispatcher) restoreOrder(ctx context.Context, info *jetstream.ConsumerInfo) {
 	floor, last := info.AckFloor.Stream, info.Delivered.Stream
 	if info.NumAckPending == 0 || last <= floor {
 		return
 	}
-	oc, err := d.js.OrderedConsumer(rctx, d.cfg.Stream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{d.cfg.Subject},
-		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:    floor + 1,
-	})
-	if err != nil {
-		d.log.Warn("order of pending changes not restored", "err", err)
-		return
-	}
 	until := time.Now().Add(unsureWait)
 	n := 0
-	for done := false; !done && rctx.Err() == nil; {
-		batch, err := oc.FetchNoWait(256)
-		if err != nil {
-			break
+	err := d.scanChanges(ctx, floor+1, last, func(seq uint64, _ time.Time, in correlate.Incident) {
+		d.mu.Lock()
+		q := d.incs[in.ID]
+		if q == nil {
+			q = &incQueue{}
+			d.incs[in.ID] = q
 		}
-		got := 0
-		for msg := range batch.Messages() {
-			got++
-			md, err := msg.Metadata()
-			if err != nil {
-				continue
-			}
-			seq := md.Sequence.Stream
-			if seq > last || md.NumPending == 0 {
-				done = true
-			}
-			if seq > last {
-				break
-			}
-			if only := msg.Headers().Get(HeaderOnlySink); only != "" && only != d.sink.Name() {
-				continue
-			}
-			var in correlate.Incident
-			if json.Unmarshal(msg.Data(), &in) != nil || in.ID == "" || !d.cfg.Route.Match(in) {
-				continue
-			}
-			d.mu.Lock()
-			q := d.incs[in.ID]
-			if q == nil {
-				q = &incQueue{}
-				d.incs[in.ID] = q
-			}
-			if q.unsure == nil {
-				q.unsure = map[uint64]time.Time{}
-			}
-			q.unsure[seq] = until
-			d.mu.Unlock()
-			n++
+		if q.unsure == nil {
+			q.unsure = map[uint64]time.Time{}
 		}
-		if got == 0 {
-			break
-		}
+		q.unsure[seq] = until
+		d.mu.Unlock()
+		n++
+	})
+	if err != nil {
+		d.log.Warn("order of pending changes not fully restored", "err", err)
 	}
 	if n > 0 {
 		d.log.Info("changes possibly pending from the previous run; later changes of their incidents wait for them", "changes", n)

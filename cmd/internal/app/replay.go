@@ -229,13 +229,11 @@ func openInput(name string) (*replayInput, error) {
 	if err != nil {
 		return nil, fmt.Errorf("replay: %w", err)
 	}
-	head := make([]byte, 4096)
-	n, err := io.ReadFull(f, head)
-	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+	head, err := readHead(f)
+	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("replay: %s: %w", name, err)
 	}
-	head = head[:n]
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("replay: %s: %w", name, err)
@@ -287,9 +285,14 @@ func ExpandInputs(paths []string) ([]string, error) {
 				continue
 			}
 			name := filepath.Join(p, e.Name())
-			head, err := readHead(name)
+			f, err := os.Open(name)
 			if err != nil {
 				return nil, fmt.Errorf("replay: %w", err)
+			}
+			head, err := readHead(f)
+			f.Close()
+			if err != nil {
+				return nil, fmt.Errorf("replay: %s: %w", name, err)
 			}
 			if len(head) > 0 && detectKind(head) != "" {
 				out = append(out, name)
@@ -302,14 +305,10 @@ func ExpandInputs(paths []string) ([]string, error) {
 	return out, nil
 }
 
-func readHead(name string) ([]byte, error) {
-	f, err := os.Open(name)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
+// readHead reads the first bytes of an input, enough to tell its kind.
+func readHead(r io.Reader) ([]byte, error) {
 	head := make([]byte, 4096)
-	n, err := io.ReadFull(f, head)
+	n, err := io.ReadFull(r, head)
 	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
 		return nil, err
 	}

@@ -5,6 +5,7 @@
 package externaltest
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -97,4 +98,38 @@ func AlertmanagerVersion() string {
 		}
 	}
 	return string(out)
+}
+
+// Alert is an alert as Alertmanager's API v2 returns it (gettableAlert),
+// the fields klaxon's tests look at.
+type Alert struct {
+	Labels       map[string]string `json:"labels"`
+	Annotations  map[string]string `json:"annotations"`
+	StartsAt     time.Time         `json:"startsAt"`
+	EndsAt       time.Time         `json:"endsAt"`
+	GeneratorURL string            `json:"generatorURL"`
+	Status       struct {
+		State string `json:"state"`
+	} `json:"status"`
+}
+
+// Active reports whether the alert fires now (not resolved, not silenced
+// or inhibited).
+func (a Alert) Active() bool {
+	return a.Status.State == "active" && (a.EndsAt.IsZero() || a.EndsAt.After(time.Now()))
+}
+
+// Alerts returns the alerts of the Alertmanager at base (GET /api/v2/alerts).
+func Alerts(t testing.TB, base string) []Alert {
+	t.Helper()
+	resp, err := http.Get(base + "/api/v2/alerts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out []Alert
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }

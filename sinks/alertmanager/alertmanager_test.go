@@ -23,34 +23,9 @@ func startAlertmanager(t *testing.T, resolveTimeout string) string {
 	return externaltest.StartAlertmanager(t, resolveTimeout)
 }
 
-type gettableAlert struct {
-	Labels       map[string]string `json:"labels"`
-	Annotations  map[string]string `json:"annotations"`
-	StartsAt     time.Time         `json:"startsAt"`
-	EndsAt       time.Time         `json:"endsAt"`
-	GeneratorURL string            `json:"generatorURL"`
-	Status       struct {
-		State string `json:"state"`
-	} `json:"status"`
-}
-
-func activeAlerts(t *testing.T, base string) []gettableAlert {
-	t.Helper()
-	resp, err := http.Get(base + "/api/v2/alerts")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var out []gettableAlert
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-func findAlert(t *testing.T, base, id string) *gettableAlert {
-	for _, a := range activeAlerts(t, base) {
-		if a.Labels["incident_id"] == id && a.Status.State == "active" && (a.EndsAt.IsZero() || a.EndsAt.After(time.Now())) {
+func findAlert(t *testing.T, base, id string) *externaltest.Alert {
+	for _, a := range externaltest.Alerts(t, base) {
+		if a.Labels["incident_id"] == id && a.Active() {
 			return &a
 		}
 	}
@@ -69,7 +44,7 @@ func TestAgainstAlertmanager(t *testing.T) {
 	if _, err := s.Send(ctx, ch[0]); err != nil {
 		t.Fatal(err)
 	}
-	var a *gettableAlert
+	var a *externaltest.Alert
 	sinktest.WaitFor(t, "the alert in Alertmanager", 10*time.Second, func() bool { a = findAlert(t, base, "inc123"); return a != nil })
 	want := map[string]string{
 		"alertname": ch[0].Rule, "node": "win-7", "severity": "critical", "incident_id": "inc123",
@@ -154,7 +129,7 @@ func TestRestoreAfterRestart(t *testing.T) {
 	until := time.Now().Add(6 * time.Second)
 	for time.Now().Before(until) {
 		if findAlert(t, base, "restored") == nil {
-			t.Fatalf("alert expired after the restart: %+v (now %s)", activeAlerts(t, base), time.Now())
+			t.Fatalf("alert expired after the restart: %+v (now %s)", externaltest.Alerts(t, base), time.Now())
 		}
 		time.Sleep(200 * time.Millisecond)
 	}

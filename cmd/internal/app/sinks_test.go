@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"github.com/klaxon-dev/klaxon/internal/testkit"
 	"io"
@@ -213,7 +212,7 @@ correlator: {snapshot_interval: 100ms}
 		"nomad.task.crash_loop":         {"node": "vm", "severity": "error", "fields_task": "app"},
 		"nomad.task.unhealthy_restarts": {"node": "vm", "severity": "warning", "fields_task": "srv"},
 	}
-	var alerts map[string]amAlert
+	var alerts map[string]externaltest.Alert
 	waitUntil(t, 25*time.Second, "the capture's alerts in Alertmanager", func() bool {
 		alerts = activeAMAlerts(t, am)
 		for rule := range want {
@@ -253,32 +252,12 @@ correlator: {snapshot_interval: 100ms}
 	stop()
 }
 
-type amAlert struct {
-	Labels       map[string]string `json:"labels"`
-	Annotations  map[string]string `json:"annotations"`
-	StartsAt     time.Time         `json:"startsAt"`
-	EndsAt       time.Time         `json:"endsAt"`
-	GeneratorURL string            `json:"generatorURL"`
-	Status       struct {
-		State string `json:"state"`
-	} `json:"status"`
-}
-
 // activeAMAlerts returns Alertmanager's active alerts by alertname.
-func activeAMAlerts(t *testing.T, base string) map[string]amAlert {
+func activeAMAlerts(t *testing.T, base string) map[string]externaltest.Alert {
 	t.Helper()
-	resp, err := http.Get(base + "/api/v2/alerts")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var list []amAlert
-	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]amAlert{}
-	for _, a := range list {
-		if a.Status.State == "active" && (a.EndsAt.IsZero() || a.EndsAt.After(time.Now())) {
+	out := map[string]externaltest.Alert{}
+	for _, a := range externaltest.Alerts(t, base) {
+		if a.Active() {
 			out[a.Labels["alertname"]] = a
 		}
 	}

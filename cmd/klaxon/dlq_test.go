@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/klaxon-dev/klaxon/internal/testkit"
 	"io"
 	"log/slog"
 	"net"
@@ -23,9 +22,6 @@ import (
 	"github.com/klaxon-dev/klaxon/correlate"
 	"github.com/klaxon-dev/klaxon/sinks"
 )
-
-// lockedBuffer is a log destination shared by goroutines.
-type lockedBuffer = testkit.SyncBuffer
 
 // hookServer is a webhook receiver that refuses with status while it is
 // non-zero and records what it accepted, in arrival order.
@@ -134,7 +130,7 @@ correlator: {snapshot_interval: 100ms}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var logs lockedBuffer
+	var logs syncBuffer
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, []string{"run", "--config", cfgPath}, io.Discard, &logs) }()
 	stopped := false

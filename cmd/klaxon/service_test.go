@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/klaxon-dev/klaxon/internal/testkit"
 	"io"
 	"net"
 	"net/http"
@@ -16,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/klaxon-dev/klaxon/internal/testkit"
 )
 
 func TestParseServiceArgs(t *testing.T) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/klaxon-dev/klaxon/internal/testkit"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -14,9 +13,6 @@ import (
 
 	"github.com/klaxon-dev/klaxon/correlate"
 )
-
-// lockedBuffer is a log destination shared by goroutines.
-type lockedBuffer = testkit.SyncBuffer
 
 // ruleFile is a rule firing at three matches of msg prefix within window, per node and task.
 func ruleFile(id, prefix, window string) string {
@@ -89,7 +85,7 @@ correlator:
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs lockedBuffer
+	var logs syncBuffer
 	reload := make(chan struct{}, 1)
 	start := func() (stop func()) {
 		t.Helper()

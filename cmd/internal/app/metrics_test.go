@@ -3,7 +3,6 @@ package app
 import (
 	"context"
 	"fmt"
-	"github.com/klaxon-dev/klaxon/internal/testkit"
 	"io"
 	"net/http"
 	"os"
@@ -11,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/klaxon-dev/klaxon/internal/testkit"
 )
 
 // freePort returns a free loopback host:port.

@@ -10,7 +10,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"github.com/klaxon-dev/klaxon/internal/testkit"
 	"math/big"
 	"net"
 	"os"
@@ -25,6 +24,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/klaxon-dev/klaxon/ingest"
+	"github.com/klaxon-dev/klaxon/internal/testkit"
 )
 
 // These tests run a real nats-server binary as a separate process: Debian's

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/klaxon-dev/klaxon/internal/testkit"
 	"image"
 	"image/png"
 	"io"
@@ -22,6 +21,7 @@ import (
 	"github.com/klaxon-dev/klaxon/cmd/internal/app"
 	"github.com/klaxon-dev/klaxon/correlate"
 	"github.com/klaxon-dev/klaxon/ingest/winevt/evtxwriter"
+	"github.com/klaxon-dev/klaxon/internal/testkit"
 )
 
 // chromium finds Debian's chromium; the test is skipped without it unless

@@ -4,6 +4,9 @@ BIN     := bin/klaxon
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 # Debian packages the tests use as real parts (not mocks).
+# apt-get waits this long (seconds) for another apt/dpkg process's lock,
+# as on a machine still installing packages at boot.
+APT_LOCK_TIMEOUT ?= 300
 TEST_PKGS := nats-server libevtx-utils prometheus-alertmanager prometheus chromium systemd
 # Fuzz budgets are execution counts, not durations: a duration races the
 # coordinator's deadline (golang/go#75804, fixed in Go 1.27) and fails at the
@@ -35,7 +38,8 @@ deps:
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
-	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; \
+	  $$SUDO apt-get -o DPkg::Lock::Timeout=$(APT_LOCK_TIMEOUT) update -q && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get -o DPkg::Lock::Timeout=$(APT_LOCK_TIMEOUT) install -y -q $$missing; \
 	fi
 	$(GO) mod download
 

@@ -179,7 +179,13 @@ type DispatcherStats struct {
 	// incident was already delivered (a redelivery after a crash whose
 	// acknowledgement was lost).
 	Superseded uint64
+	// FetchErrors: failed fetches from the sink's consumer (each followed
+	// by a back-off).
+	FetchErrors uint64
 }
+
+// fetchBackoff is the delay after the n-th consecutive failed fetch.
+var fetchBackoff = ExponentialBackoff(100*time.Millisecond, 10*time.Second)
 
 // Dispatcher feeds one sink from its durable consumer.
 //
@@ -220,7 +226,7 @@ type Dispatcher struct {
 
 	delivered, retried, dead, undecodable                atomic.Uint64
 	filtered, skipped, folded, deferred, heldN, repeated atomic.Uint64
-	silenced, unsilenced, superseded                     atomic.Uint64
+	silenced, unsilenced, superseded, fetchErrors        atomic.Uint64
 }
 
 type deliveredKey struct {
@@ -274,7 +280,7 @@ func (d *Dispatcher) Stats() DispatcherStats {
 		Delivered: d.delivered.Load(), Retried: d.retried.Load(), DeadLettered: d.dead.Load(), Undecodable: d.undecodable.Load(),
 		Filtered: d.filtered.Load(), Skipped: d.skipped.Load(), Folded: d.folded.Load(), Deferred: d.deferred.Load(),
 		Held: d.heldN.Load(), Repeated: d.repeated.Load(),
-		Silenced: d.silenced.Load(), Unsilenced: d.unsilenced.Load(), Superseded: d.superseded.Load(),
+		Silenced: d.silenced.Load(), Unsilenced: d.unsilenced.Load(), Superseded: d.superseded.Load(), FetchErrors: d.fetchErrors.Load(),
 	}
 }
 
@@ -333,6 +339,20 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		bg.Add(1)
 		go func() { defer bg.Done(); d.silenceLoop(ctx) }()
 	}
+	// Fetch failures (no responders while the cluster elects a leader, a
+	// lost connection) are retried with a jittered back-off, said once per
+	// episode at WARN and counted (DispatcherStats.FetchErrors).
+	fetchFailures := 0
+	fetchFailed := func(err error) {
+		fetchFailures++
+		d.fetchErrors.Add(1)
+		if fetchFailures == 1 {
+			d.log.Warn("fetch failed; retrying with back-off", "err", err)
+		} else {
+			d.log.Debug("fetch failed again", "err", err, "attempt", fetchFailures)
+		}
+		sleep(ctx, fetchBackoff(fetchFailures))
+	}
 	for ctx.Err() == nil {
 		free := d.waitSlots(ctx)
 		if free == 0 {
@@ -343,15 +363,19 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				break
 			}
-			d.log.Warn("fetch failed", "err", err)
-			sleep(ctx, time.Second)
+			fetchFailed(err)
 			continue
 		}
 		for msg := range batch.Messages() {
 			d.accept(ctx, msg)
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && ctx.Err() == nil {
-			d.log.Debug("fetch", "err", err)
+			fetchFailed(err)
+			continue
+		}
+		if fetchFailures > 0 {
+			d.log.Info("fetching again", "failed_attempts", fetchFailures)
+			fetchFailures = 0
 		}
 	}
 	// No background loop starts a delivery after this (wg.Add before Wait).

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/klaxon-dev/klaxon/correlate"
+	"github.com/klaxon-dev/klaxon/internal/testkit"
 )
 
 // startJetStream runs a real embedded NATS server with JetStream.
@@ -185,5 +187,38 @@ func TestDispatcherResumesDurably(t *testing.T) {
 	sort.Strings(got)
 	if len(got) != 3 || got[0] != "a" || got[1] != "b" || got[2] != "c" {
 		t.Fatalf("deliveries %v, want a b c once each", s.got)
+	}
+}
+
+// TestDispatcherFetchBacksOff: while fetching fails (here the consumer is
+// gone, as during a cluster's fail-over the stream has no responders), the
+// dispatcher waits a growing, jittered delay between fetches, counts each
+// failure and says so once at WARN, not once per fetch.
+func TestDispatcherFetchBacksOff(t *testing.T) {
+	js := startJetStream(t)
+	var logBuf testkit.SyncBuffer
+	d := NewDispatcher(js, &scripted{}, DispatcherConfig{Stream: "KLAXON_INCIDENTS", SendTimeout: time.Second},
+		slog.New(slog.NewTextHandler(&logBuf, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = d.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, "the consumer", 15*time.Second, func() bool {
+		_, err := js.Consumer(context.Background(), "KLAXON_INCIDENTS", ConsumerName("scripted"))
+		return err == nil
+	})
+	if err := js.DeleteConsumer(context.Background(), "KLAXON_INCIDENTS", ConsumerName("scripted")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a failed fetch", 15*time.Second, func() bool { return d.Stats().FetchErrors >= 1 })
+	first := time.Now()
+	waitFor(t, "four failed fetches", 15*time.Second, func() bool { return d.Stats().FetchErrors >= 4 })
+	// The delays after failures 1..3 are at least 50+100+200 ms (equal
+	// jitter halves them at most); without a back-off they take microseconds.
+	if took := time.Since(first); took < 350*time.Millisecond {
+		t.Errorf("failures 1 to 4 within %v: fetches are not backing off", took)
+	}
+	if n := strings.Count(logBuf.String(), `level=WARN msg="fetch failed`); n != 1 {
+		t.Errorf("%d WARN lines for one failure episode, want 1:\n%s", n, logBuf.String())
 	}
 }

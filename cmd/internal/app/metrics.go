@@ -196,6 +196,7 @@ var (
 	descSinkFailures    = prometheus.NewDesc("klaxon_sink_failures_total", "Failed deliveries to a sink (retried or sent to the dead letters).", []string{"sink"}, nil)
 	descSinkRetries     = prometheus.NewDesc("klaxon_sink_retries_total", "Deliveries that failed and will be retried.", []string{"sink"}, nil)
 	descSinkDead        = prometheus.NewDesc("klaxon_sink_dead_letters_total", "Incident changes a sink gave up on (sent to klaxon.dlq.<sink>).", []string{"sink"}, nil)
+	descSinkFetchErrors = prometheus.NewDesc("klaxon_sink_fetch_errors_total", "Failed fetches from a sink's JetStream consumer (each is followed by a jittered back-off).", []string{"sink"}, nil)
 	descSinkSilenced    = prometheus.NewDesc("klaxon_sink_silenced_total", "Incident changes a silence kept from a sink (the latest of an incident is sent when its silence ends).", []string{"sink"}, nil)
 	descSinkDLQ         = prometheus.NewDesc("klaxon_sink_dlq_messages", "Messages on klaxon.dlq.<sink> in the KLAXON_DLQ stream.", []string{"sink"}, nil)
 	descNATS            = prometheus.NewDesc("klaxon_nats_connected", "1 when the NATS connection is up.", nil, nil)
@@ -208,7 +209,7 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descSourceEvents, descSourcePublished, descSourceErrors, descSourceLag, descSourceLast,
 		descSourceCkptAge, descCheckpointAge, descPublished, descDuplicates, descPubRetries, descPubErrors, descCorrEvents,
 		descCorrLate, descRuleMatches, descRuleEvals, descRuleEvalTime, descRuleGroups, descOpen, descRuleErrors,
-		descSinkDelivered, descSinkFailures, descSinkRetries, descSinkDead, descSinkSilenced, descSinkDLQ, descNATS, descNATSReconnects, descReady} {
+		descSinkDelivered, descSinkFailures, descSinkRetries, descSinkDead, descSinkSilenced, descSinkFetchErrors, descSinkDLQ, descNATS, descNATSReconnects, descReady} {
 		ch <- d
 	}
 }
@@ -289,6 +290,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		counter(descSinkRetries, float64(st.Retried), d.name)
 		counter(descSinkDead, float64(st.DeadLettered), d.name)
 		counter(descSinkSilenced, float64(st.Silenced), d.name)
+		counter(descSinkFetchErrors, float64(st.FetchErrors), d.name)
 	}
 	connected := m.bus != nil && m.bus.NC.IsConnected()
 	if m.bus != nil {

@@ -249,6 +249,7 @@ func (c *correlators) start(ctx context.Context, p int, rev uint64) {
 	}
 	role.gauges = func(g *corrGauges) { c.storeGauges(p, g) }
 	w.role = role
+	resumeAfter := role.snapSeq // read before run's goroutine owns role
 	wctx, cancel := context.WithCancel(context.Background())
 	w.cancel = cancel
 	go func() {
@@ -261,7 +262,7 @@ func (c *correlators) start(ctx context.Context, p int, rev uint64) {
 	c.workers[p] = w
 	c.mu.Unlock()
 	if c.leases != nil {
-		c.log.Info("partition taken", "partition", p, "preferred", c.prefer[p], "resume_after_seq", role.snapSeq)
+		c.log.Info("partition taken", "partition", p, "preferred", c.prefer[p], "resume_after_seq", resumeAfter)
 	}
 }
 

@@ -118,6 +118,9 @@ type Stats struct {
 	// Chained counts incident changes fed back as klaxon.incident events;
 	// ChainDropped those not fed back because the chain was too deep.
 	Chained, ChainDropped uint64
+	// Observations counts further records of an occurrence already in a
+	// group's window (another source's report of it): evidence, not counts.
+	Observations uint64
 	// MatchesByRule counts (event, rule) matches per rule id.
 	MatchesByRule map[string]uint64
 }
@@ -307,23 +310,18 @@ func (c *Correlator) match(rs *ruleState, ev *ingest.Event, mask uint64, late bo
 		}
 		return
 	}
-	e := entry{T: ev.Time.UnixNano(), Mask: mask}
+	if ev.Occurrence != "" {
+		if i := g.sameOccurrence(ev.Occurrence, ev.Time.UnixNano()); i >= 0 {
+			c.observeAgain(g, i, ev, mask)
+			return
+		}
+	}
+	e := entry{T: ev.Time.UnixNano(), Mask: mask, O: ev.Occurrence}
 	if len(r.Distincts) > 0 {
 		e.Distinct = make([]string, len(r.Distincts))
-		for i, d := range r.Distincts {
-			if mask&(1<<uint(d.Selector)) != 0 {
-				e.Distinct[i], _ = ev.Lookup(d.Field)
-			}
-		}
 	}
-	if sq := r.Sequence; sq != nil && sq.JoinLen > 0 {
-		for k, st := range sq.Steps {
-			if mask&(1<<uint(st.Selector)) != 0 {
-				e.J = sq.JoinKey(k, ev)
-				break
-			}
-		}
-	}
+	setDistinct(r, &e, ev, mask)
+	setJoin(r, &e, ev, mask)
 	if tl := g.TL; tl != nil && !ev.Time.After(tl.EvalAt) && !ev.Time.Before(c.watermark) {
 		// On time, at the instant the timeline has reached: follow it from
 		// just before.
@@ -356,6 +354,64 @@ func (c *Correlator) match(rs *ruleState, ev *ingest.Event, mask uint64, late bo
 	g.Pending = true
 	if a := r.Absence; a != nil {
 		c.absenceEvent(g, a, ev.Time, mask)
+	}
+	c.evaluate(g, ev.Time, ev)
+	c.schedule(g)
+}
+
+// setDistinct records in e the values of the rule's distinct() references
+// whose selectors are in mask.
+func setDistinct(r *rules.Rule, e *entry, ev *ingest.Event, mask uint64) {
+	for i, d := range r.Distincts {
+		if mask&(1<<uint(d.Selector)) == 0 {
+			continue
+		}
+		if e.Distinct == nil {
+			e.Distinct = make([]string, len(r.Distincts))
+		}
+		e.Distinct[i], _ = ev.Lookup(d.Field)
+	}
+}
+
+// setJoin records in e the sequence join key of the first step in mask.
+func setJoin(r *rules.Rule, e *entry, ev *ingest.Event, mask uint64) {
+	sq := r.Sequence
+	if sq == nil || sq.JoinLen == 0 || e.J != "" {
+		return
+	}
+	for k, st := range sq.Steps {
+		if mask&(1<<uint(st.Selector)) != 0 {
+			e.J = sq.JoinKey(k, ev)
+			return
+		}
+	}
+}
+
+// observeAgain takes another record of the occurrence of entry i (the
+// event stream's task event of a restart the agent log reported, say): it
+// joins the evidence, and counts only for selectors the occurrence had not
+// matched yet; counts, distinct values, sequences and absences see one
+// occurrence once.
+func (c *Correlator) observeAgain(g *group, i int, ev *ingest.Event, mask uint64) {
+	r := g.rs.rule
+	c.stats.Observations++
+	g.addEvidence(ev, c.opts.MaxEvidence)
+	e := &g.Entries[i]
+	added := mask &^ e.Mask
+	if added == 0 {
+		if g.Incident != nil {
+			g.Pending = true // the next update shows the evidence
+			c.schedule(g)
+		}
+		return
+	}
+	e.Mask |= added
+	g.addCounts(added, 1)
+	setDistinct(r, e, ev, added)
+	setJoin(r, e, ev, added)
+	g.Pending = true
+	if a := r.Absence; a != nil {
+		c.absenceEvent(g, a, e.time(), added)
 	}
 	c.evaluate(g, ev.Time, ev)
 	c.schedule(g)
@@ -515,6 +571,7 @@ func (c *Correlator) emit(g *group, last *ingest.Event) {
 		td.Fields = g.Evidence[n-1].Fields
 	}
 	in.Title, in.Summary = rs.rule.Render(td)
+	in.Counts = td.Counts
 	in.Evidence = slices.Clone(g.Evidence)
 	g.Pending = false
 	out := *in

@@ -116,6 +116,9 @@ type entry struct {
 	Distinct []string
 	// J is the event's sequence join key ("" without join keys).
 	J string
+	// O is the event's Occurrence ("" when it is its own): other records
+	// of it add evidence, not counts.
+	O string
 }
 
 type entryJSON struct {
@@ -123,11 +126,12 @@ type entryJSON struct {
 	Mask     uint64    `json:"m"`
 	Distinct []string  `json:"d,omitempty"`
 	J        string    `json:"j,omitempty"`
+	O        string    `json:"o,omitempty"`
 }
 
 // MarshalJSON writes the entry as in snapshot version 1 (time as RFC 3339).
 func (e entry) MarshalJSON() ([]byte, error) {
-	return json.Marshal(entryJSON{time.Unix(0, e.T).UTC(), e.Mask, e.Distinct, e.J})
+	return json.Marshal(entryJSON{time.Unix(0, e.T).UTC(), e.Mask, e.Distinct, e.J, e.O})
 }
 
 // UnmarshalJSON reads an entry of a snapshot.
@@ -136,7 +140,7 @@ func (e *entry) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &x); err != nil {
 		return err
 	}
-	*e = entry{T: x.Time.UnixNano(), Mask: x.Mask, Distinct: x.Distinct, J: x.J}
+	*e = entry{T: x.Time.UnixNano(), Mask: x.Mask, Distinct: x.Distinct, J: x.J, O: x.O}
 	return nil
 }
 
@@ -168,6 +172,27 @@ func (g *group) insert(e entry) {
 	g.Entries = append(g.Entries, entry{})
 	copy(g.Entries[i+1:], g.Entries[i:])
 	g.Entries[i] = e
+}
+
+// sameOccurrence returns the index of the entry that records occurrence o
+// within ingest.OccurrenceTolerance of t (the nearest), or -1.
+func (g *group) sameOccurrence(o string, t int64) int {
+	tol := int64(ingest.OccurrenceTolerance)
+	lo := sort.Search(len(g.Entries), func(i int) bool { return g.Entries[i].T >= t-tol })
+	best, bestD := -1, tol+1
+	for i := lo; i < len(g.Entries) && g.Entries[i].T <= t+tol; i++ {
+		if g.Entries[i].O != o {
+			continue
+		}
+		d := g.Entries[i].T - t
+		if d < 0 {
+			d = -d
+		}
+		if d < bestD {
+			best, bestD = i, d
+		}
+	}
+	return best
 }
 
 func (g *group) addCounts(mask uint64, d int) {

@@ -38,6 +38,10 @@ type Incident struct {
 	ResolvedAt *time.Time `json:"resolved_at"`
 	// Count is the number of matching events since the incident started.
 	Count int `json:"count"`
+	// Counts are the occurrences each selector of the rule matched in the
+	// window at this change (what the summary reports: restarts,
+	// failures…); an occurrence several sources reported counts once.
+	Counts map[string]int `json:"counts,omitempty"`
 	// Seq numbers the changes of one incident occurrence (1 = firing).
 	Seq int `json:"seq"`
 	// Evidence holds the last matching events (capped; Count has the total).

@@ -47,12 +47,35 @@ type Event struct {
 	Msg string `json:"msg"`
 	// Fields holds everything else.
 	Fields map[string]any `json:"fields,omitempty"`
+	// Occurrence names the real-world happening the record describes, the
+	// same for every source that reports it (e.g. the agent log's
+	// "restarting task" line and the event stream's Restarting task event of
+	// one restart): see TaskOccurrence. Empty when a record is its own
+	// occurrence. The correlator counts records of one occurrence once.
+	Occurrence string `json:"occurrence,omitempty"`
 
 	// Commit, when set, is called once the event is durably stored (JetStream
 	// acknowledged it, or replay consumed it). Commits are called in the order
 	// the events were emitted by one source. Sources use it to advance their
 	// checkpoints.
 	Commit func() `json:"-"`
+}
+
+// OccurrenceTolerance is how far apart in event time two records of one
+// occurrence may lie: the sources stamp it from the same agent clock, a few
+// milliseconds apart (log lines carry milliseconds, the stream
+// nanoseconds), while two real occurrences of one task event type are
+// seconds apart (a restart waits for its delay, a check for its interval).
+const OccurrenceTolerance = time.Second
+
+// TaskOccurrence is the Occurrence of a Nomad task event: the allocation,
+// the task and the event type ("Restarting", "Not Restarting", "Restart
+// Signaled", ...). Empty when one of them is unknown.
+func TaskOccurrence(allocID, task, eventType string) string {
+	if allocID == "" || task == "" || eventType == "" {
+		return ""
+	}
+	return "task/" + allocID + "/" + task + "/" + eventType
 }
 
 // Field returns the named field as a string ("" when absent).

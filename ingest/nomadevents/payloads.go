@@ -507,6 +507,7 @@ func decodeTaskEvent(b []byte, i int) (taskEvent, int, error) {
 func (d *Decoder) taskEvent(allocID string, p *allocPayload, node, task string, n int, e taskEvent) ingest.Event {
 	f := fields{}
 	f.set("alloc_id", allocID)
+	f.set("namespace", p.Namespace)
 	f.set("job", p.JobID)
 	f.set("task_group", p.TaskGroup)
 	f.set("task", task)
@@ -548,6 +549,8 @@ func (d *Decoder) taskEvent(allocID string, p *allocPayload, node, task string, 
 		Level:  level,
 		Msg:    "Task event",
 		Fields: f,
+
+		Occurrence: ingest.TaskOccurrence(allocID, task, e.Type),
 	}
 }
 

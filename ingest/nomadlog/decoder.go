@@ -222,8 +222,34 @@ func (d *Decoder) start(l Line, off, end int64) {
 		Level:  l.Level,
 		Msg:    l.Msg,
 		Fields: l.Fields,
+
+		Occurrence: taskOccurrence(&l),
 	}
 	d.pendEnd = end
+}
+
+// taskOccurrence is the ingest.TaskOccurrence of a task runner's line: a
+// "Task event" line names its type; "restarting task" and "not restarting
+// task" (the restart tracker's decision, logged a moment before the task
+// event it causes) are the Restarting and Not Restarting events.
+func taskOccurrence(l *Line) string {
+	if l.Logger != "client.alloc_runner.task_runner" && l.Logger != "client" {
+		return ""
+	}
+	var typ string
+	switch l.Msg {
+	case "Task event":
+		typ, _ = l.Fields["type"].(string)
+	case "restarting task":
+		typ = "Restarting"
+	case "not restarting task":
+		typ = "Not Restarting"
+	default:
+		return ""
+	}
+	alloc, _ := l.Fields["alloc_id"].(string)
+	task, _ := l.Fields["task"].(string)
+	return ingest.TaskOccurrence(alloc, task, typ)
 }
 
 // id returns IDPrefix:off with one allocation.

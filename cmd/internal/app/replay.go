@@ -17,6 +17,7 @@ import (
 
 	"github.com/klaxon-dev/klaxon/correlate"
 	"github.com/klaxon-dev/klaxon/ingest"
+	"github.com/klaxon-dev/klaxon/ingest/nomadalloc"
 	"github.com/klaxon-dev/klaxon/ingest/nomadevents"
 	"github.com/klaxon-dev/klaxon/ingest/nomadlog"
 	"github.com/klaxon-dev/klaxon/ingest/winevt"
@@ -136,6 +137,7 @@ func Replay(ctx context.Context, files []string, opts ReplayOptions) (ReplayStat
 		corr = correlate.New(opts.Rules, correlate.Options{})
 	}
 	feed := &feeder{corr: corr}
+	allocs := nomadalloc.New(nomadalloc.Config{Log: opts.Log})
 	h := &inputHeap{}
 	for _, in := range inputs {
 		if in.next() {
@@ -154,6 +156,9 @@ func Replay(ctx context.Context, files []string, opts ReplayOptions) (ReplayStat
 				ev.Node = n
 			}
 		}
+		// Log lines name an allocation, not its job: the stream's events
+		// of it, earlier in time, did.
+		allocs.Observe(ctx, ev)
 		if opts.Events {
 			if err := enc.Encode(ev); err != nil {
 				writeErr = err

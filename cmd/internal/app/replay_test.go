@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -78,20 +79,39 @@ func lastByID(ins []correlate.Incident) map[string]correlate.Incident {
 // allocJobs maps allocation ids to job ids from an event-stream capture.
 func allocJobs(t *testing.T, path string) map[string]string {
 	t.Helper()
+	m := map[string]string{}
+	for id, a := range streamAllocs(t, path) {
+		m[id] = a.job
+	}
+	return m
+}
+
+// streamAlloc is what a recorded event stream says of one allocation: its
+// job and, per task, the restarts Nomad counted (TaskStates[task].Restarts,
+// the highest seen).
+type streamAlloc struct {
+	job      string
+	restarts map[string]int
+}
+
+func streamAllocs(t *testing.T, path string) map[string]streamAlloc {
+	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	m := map[string]string{}
+	m := map[string]streamAlloc{}
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 1<<20), 64<<20)
 	for sc.Scan() {
 		var frame struct {
 			Events []struct {
-				Topic   string
 				Payload struct {
-					Allocation *struct{ ID, JobID string }
+					Allocation *struct {
+						ID, JobID  string
+						TaskStates map[string]struct{ Restarts int }
+					}
 				}
 			}
 		}
@@ -99,17 +119,35 @@ func allocJobs(t *testing.T, path string) map[string]string {
 			t.Fatal(err)
 		}
 		for _, e := range frame.Events {
-			if a := e.Payload.Allocation; a != nil {
-				m[a.ID] = a.JobID
+			a := e.Payload.Allocation
+			if a == nil {
+				continue
+			}
+			sa, ok := m[a.ID]
+			if !ok {
+				sa = streamAlloc{job: a.JobID, restarts: map[string]int{}}
+				m[a.ID] = sa
+			}
+			for task, ts := range a.TaskStates {
+				sa.restarts[task] = max(sa.restarts[task], ts.Restarts)
 			}
 		}
 	}
 	return m
 }
 
-// TestReplayCrashloopCapture: the real capture fires gc_pressure for node
-// vm, crash_loop for job crashloop and unhealthy_restarts for job
-// unhealthy, and nothing else.
+// nomadRestarts sums Nomad's own restart counts per job and task.
+func nomadRestarts(t *testing.T, path string) map[[2]string]int {
+	t.Helper()
+	sum := map[[2]string]int{}
+	for _, a := range streamAllocs(t, path) {
+		for task, n := range a.restarts {
+			sum[[2]string{a.job, task}] += n
+		}
+	}
+	return sum
+}
+
 func TestReplayCrashloopCapture(t *testing.T) {
 	dir := needShared(t, "nomad/captures/crashloop-gc-checkrestart")
 	changes, st := replayJSON(t, ReplayOptions{}, filepath.Join(dir, "nomad.log"))
@@ -162,8 +200,18 @@ func TestReplayCrashloopCapture(t *testing.T) {
 			t.Errorf("%s: no allocation in the evidence", in.Rule)
 		}
 	}
-	if in := got[correlate.IncidentID("nomad.task.crash_loop", "node=vm\x1ffields.task=app")]; in.Count != 12 {
-		t.Errorf("crash loop count %d, want 12 (4 allocations × 2 restarts + 1 exhausted policy)", in.Count)
+	restarts := nomadRestarts(t, filepath.Join(dir, "events.ndjson"))
+	for _, in := range got {
+		if in.Rule != "nomad.task.crash_loop" {
+			continue
+		}
+		if in.Count != 12 {
+			t.Errorf("crash loop count %d, want 12 (4 allocations × 2 restarts + 1 exhausted policy)", in.Count)
+		}
+		// The log alone names no job; its restarts are still Nomad's.
+		if want := restarts[[2]string{"crashloop", "app"}]; in.Counts["restarting"] != want || want == 0 {
+			t.Errorf("crash loop: %d restarts counted from the log alone, Nomad counted %d", in.Counts["restarting"], want)
+		}
 	}
 }
 
@@ -329,8 +377,8 @@ func TestReplayCaptureFolders(t *testing.T) {
 	}{
 		{"crashloop-gc-checkrestart", map[string]string{
 			"nomad.client.gc_pressure":      "node=vm",
-			"nomad.task.crash_loop":         "fields.task=app node=vm",
-			"nomad.task.unhealthy_restarts": "fields.task=srv node=vm",
+			"nomad.task.crash_loop":         "fields.job=crashloop fields.namespace=default fields.task=app fields.task_group=web node=vm",
+			"nomad.task.unhealthy_restarts": "fields.job=unhealthy fields.namespace=default fields.task=srv fields.task_group=svc node=vm",
 			"nomad.job.reschedule_storm":    "fields.job=crashloop",
 		}},
 		{"reconnect", map[string]string{
@@ -355,6 +403,10 @@ func TestReplayCaptureFolders(t *testing.T) {
 				t.Fatalf("inputs of %s: %q, want %q", dir, inputs, want)
 			}
 			changes, st := replayJSON(t, ReplayOptions{}, inputs...)
+			restarts := map[[2]string]int{}
+			for _, s := range streams {
+				maps.Copy(restarts, nomadRestarts(t, s))
+			}
 			if st.Unparsed != 0 {
 				t.Errorf("stats %+v", st)
 			}
@@ -382,13 +434,22 @@ func TestReplayCaptureFolders(t *testing.T) {
 			last := lastByID(changes)
 			for _, in := range last {
 				switch in.Rule {
-				case "nomad.task.crash_loop":
+				case "nomad.task.crash_loop", "nomad.task.unhealthy_restarts":
 					sources := map[string]bool{}
 					for _, ev := range in.Evidence {
 						sources[ev.Source] = true
 					}
 					if !sources["nomad.log"] || !sources["nomad.event"] {
-						t.Errorf("crash loop evidence from %v, want both the log and the stream", sources)
+						t.Errorf("%s evidence from %v, want both the log and the stream", in.Rule, sources)
+					}
+					// The log and the stream report each restart: counted
+					// once, they are the restarts Nomad itself counted.
+					key := [2]string{in.Group["fields.job"], in.Group["fields.task"]}
+					if want := restarts[key]; in.Counts["restarting"] != want || want == 0 {
+						t.Errorf("%s %v: %d restarts counted, Nomad counted %d", in.Rule, key, in.Counts["restarting"], want)
+					}
+					if !strings.Contains(in.Title, "of job "+key[0]) || !strings.Contains(in.Summary, "Job "+key[0]) {
+						t.Errorf("%s: title/summary do not name job %s: %q / %q", in.Rule, key[0], in.Title, in.Summary)
 					}
 				case "nomad.client.reconnect_churn":
 					for _, s := range []string{"edge-affine", "edge-pinned", "43b1e50f", "281c9d57"} {

@@ -25,6 +25,7 @@ import (
 
 	"github.com/klaxon-dev/klaxon/correlate"
 	"github.com/klaxon-dev/klaxon/ingest"
+	"github.com/klaxon-dev/klaxon/ingest/nomadalloc"
 	"github.com/klaxon-dev/klaxon/ingest/nomadevents"
 	"github.com/klaxon-dev/klaxon/ingest/nomadlog"
 	"github.com/klaxon-dev/klaxon/ingest/winevt"
@@ -94,6 +95,9 @@ type Expect struct {
 	Status string `yaml:"status"`
 	// MinCount, when set, is the least expected count.
 	MinCount int `yaml:"min_count"`
+	// Counts, when set, are the expected counts of the incident's
+	// selectors (what its summary says: restarts, failures, ...).
+	Counts map[string]int `yaml:"counts"`
 }
 
 // Duration is a time.Duration in YAML ("90s", "15m").
@@ -258,6 +262,7 @@ func Run(set *rules.Set, c Case) error {
 	last := map[string]correlate.Incident{}
 	emit := func(in correlate.Incident) { last[in.ID] = in }
 	dec := &decoders{ident: ingest.NewIdentity(), node: c.Node}
+	allocs := nomadalloc.New(nomadalloc.Config{Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	var errs []error
 	checkpoint := func(cp Checkpoint) {
 		corr.Settle(c.Start.Add(time.Duration(cp.At)), emit)
@@ -281,6 +286,7 @@ func Run(set *rules.Set, c Case) error {
 			return err
 		}
 		for j := range evs {
+			allocs.Observe(context.Background(), &evs[j]) // as replay does
 			corr.Process(&evs[j], emit)
 		}
 	}
@@ -326,6 +332,10 @@ func (d *decoders) events(in Input, at time.Time, idx int) ([]ingest.Event, erro
 		}
 		if ev.Level == "" {
 			ev.Level = ingest.LevelInfo
+		}
+		if ev.Occurrence == "" && ev.Kind == "Allocation.TaskEvent" {
+			// As the stream decoder names it.
+			ev.Occurrence = ingest.TaskOccurrence(ev.Field("alloc_id"), ev.Field("task"), ev.Field("type"))
 		}
 		evs = append(evs, ev)
 	}
@@ -416,6 +426,11 @@ func compare(expect []Expect, got map[string]correlate.Incident) error {
 		}
 		if e.MinCount > 0 && match.Count < e.MinCount {
 			errs = append(errs, fmt.Errorf("%s %s: count %d, want at least %d", e.Rule, fmtGroup(e.Group), match.Count, e.MinCount))
+		}
+		for _, sel := range slices.Sorted(maps.Keys(e.Counts)) {
+			if got, want := match.Counts[sel], e.Counts[sel]; got != want {
+				errs = append(errs, fmt.Errorf("%s %s: count of %s %d, want %d", e.Rule, fmtGroup(e.Group), sel, got, want))
+			}
 		}
 	}
 	ids := slices.Sorted(maps.Keys(got))

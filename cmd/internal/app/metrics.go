@@ -44,7 +44,9 @@ type HTTPConfig struct {
 // and what of it JetStream acknowledged (the events whose positions the
 // source's checkpoint may then cover).
 type sourceMeter struct {
-	src       ingest.Source
+	src ingest.Source
+	// observe, when set, sees each event before it is forwarded.
+	observe   func(*ingest.Event)
 	events    atomic.Uint64
 	published atomic.Uint64
 	lagMillis atomic.Int64 // read time − event time of the last event
@@ -67,6 +69,9 @@ func (m *sourceMeter) forward(in <-chan ingest.Event, out chan<- ingest.Event, n
 		if !ev.Time.IsZero() {
 			m.lagMillis.Store(t.Sub(ev.Time).Milliseconds())
 			m.lastEvent.Store(ev.Time.UnixNano())
+		}
+		if m.observe != nil {
+			m.observe(&ev)
 		}
 		commit := ev.Commit
 		ev.Commit = func() {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/klaxon-dev/klaxon/cmd/internal/bus"
 	"github.com/klaxon-dev/klaxon/ingest"
+	"github.com/klaxon-dev/klaxon/ingest/nomadalloc"
 	"github.com/klaxon-dev/klaxon/ingest/nomadevents"
 	"github.com/klaxon-dev/klaxon/ingest/nomadlog"
 	"github.com/klaxon-dev/klaxon/ingest/winevt"
@@ -87,8 +88,9 @@ func runRoles(ctx context.Context, cfg *Config, opts Options, r roleSet) error {
 		}
 	}
 	var node string
+	var agentAnswered bool
 	if r.ingest {
-		node = resolveNode(cfg, log)
+		node, agentAnswered = resolveNode(cfg, log)
 	}
 	log.Info("starting", "roles", r.String(), "node", node, "rules", ruleCount(set), "data_dir", cfg.DataDir)
 
@@ -158,6 +160,11 @@ func runRoles(ctx context.Context, cfg *Config, opts Options, r roleSet) error {
 		}
 		ing.startSources()
 		cleanups = append(cleanups, ing.stopSources)
+		if !agentAnswered && cfg.Node == "" && cfg.Nomad.Address != "" {
+			// Asked until it answers: then the host name is an alias of
+			// the agent's node name, and events are labelled with it.
+			go askNodeName(ing.srcCtx, cfg.Nomad, node, ing.ident, log)
+		}
 	}
 
 	httpCtx, stopHTTP := context.WithCancel(context.Background())
@@ -269,6 +276,10 @@ type ingestRole struct {
 	cps     *ingest.Checkpoints
 	sources []ingest.Source
 	events  chan ingest.Event
+	// ident is the sources' shared node identity map.
+	ident *ingest.Identity
+	// allocs gives log lines the job of their allocation.
+	allocs *nomadalloc.Cache
 
 	srcCtx      context.Context
 	stopSources context.CancelFunc
@@ -285,6 +296,8 @@ func newIngestRole(cfg *Config, node string, now func() time.Time, met *metrics,
 	}
 	ir := &ingestRole{log: log, now: now, met: met, cps: cps, events: make(chan ingest.Event, 1024)}
 	ident := ingest.NewIdentity()
+	ir.ident = ident
+	ir.allocs = newAllocCache(cfg, log)
 	for _, sc := range cfg.Sources.NomadLog {
 		n := node
 		if sc.Node != "" {
@@ -338,7 +351,7 @@ func (ir *ingestRole) startSources() {
 	ir.srcCtx, ir.stopSources = context.WithCancel(context.Background())
 	ir.met.cps = ir.cps
 	for _, s := range ir.sources {
-		meter := &sourceMeter{src: s}
+		meter := &sourceMeter{src: s, observe: ir.observe}
 		ir.met.sources = append(ir.met.sources, meter)
 		own := make(chan ingest.Event, 256)
 		ir.srcWG.Add(1)
@@ -353,6 +366,31 @@ func (ir *ingestRole) startSources() {
 			<-done
 		}()
 	}
+}
+
+// observe gives an event what the ingest role knows beyond its source:
+// the job of the allocation a log line names.
+func (ir *ingestRole) observe(ev *ingest.Event) {
+	ir.allocs.Observe(ir.srcCtx, ev)
+}
+
+// newAllocCache learns allocations' jobs from the event stream and asks
+// the agent (nomad.address, else the first event-stream source's) for
+// those it has not seen.
+func newAllocCache(cfg *Config, log *slog.Logger) *nomadalloc.Cache {
+	nc := cfg.Nomad
+	if nc.Address == "" && len(cfg.Sources.NomadEvents) > 0 {
+		nc.Address, nc.Token = cfg.Sources.NomadEvents[0].Address, cfg.Sources.NomadEvents[0].Token
+	}
+	acfg := nomadalloc.Config{Log: log}
+	if nc.Address != "" {
+		if c, err := nomadClient(nc, 0); err != nil {
+			log.Warn("nomad: allocations' jobs will be learnt from the event stream only", "err", err)
+		} else {
+			acfg.Lookup = nomadalloc.APILookup(c, nc.Token.Reveal())
+		}
+	}
+	return nomadalloc.New(acfg)
 }
 
 // startPublisher publishes the events into KLAXON_EVENTS.

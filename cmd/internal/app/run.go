@@ -77,27 +77,72 @@ func waitGroupDone(wg *sync.WaitGroup) <-chan struct{} {
 
 // resolveNode names this machine: config, else the local Nomad agent's
 // node name, else the host name.
-func resolveNode(cfg *Config, log *slog.Logger) string {
+func resolveNode(cfg *Config, log *slog.Logger) (node string, agentAnswered bool) {
 	if cfg.Node != "" {
-		return ingest.CanonicalHost(cfg.Node)
-	}
-	if cfg.Nomad.Address != "" {
-		if n, err := agentNodeName(cfg.Nomad); err == nil && n != "" {
-			return ingest.CanonicalHost(n)
-		} else if err != nil {
-			log.Warn("node name from the Nomad agent unavailable; using the host name", "addr", cfg.Nomad.Address, "err", err)
-		}
+		return ingest.CanonicalHost(cfg.Node), false
 	}
 	h, _ := os.Hostname()
-	return ingest.CanonicalHost(h)
+	if cfg.Nomad.Address != "" {
+		if n, err := agentNodeName(cfg.Nomad); err == nil && n != "" {
+			return ingest.CanonicalHost(n), true
+		} else if err != nil {
+			log.Warn("node name from the Nomad agent unavailable; using the host name until the agent answers", "addr", cfg.Nomad.Address, "host", ingest.CanonicalHost(h), "err", err)
+		}
+	}
+	return ingest.CanonicalHost(h), false
+}
+
+// askNodeName asks the agent for its node name until it answers (with a
+// growing delay, up to a minute) and then makes host an alias of it: events
+// labelled with the host name so far are labelled with the node's name.
+func askNodeName(ctx context.Context, nc NomadConfig, host string, ident *ingest.Identity, log *slog.Logger) {
+	bo := sinks.ExponentialBackoff(time.Second, time.Minute)
+	for attempt := 1; ; attempt++ {
+		if !sleepCtx(ctx, bo(attempt)) {
+			return
+		}
+		n, err := agentNodeName(nc)
+		if err != nil || n == "" {
+			continue
+		}
+		name := ingest.CanonicalHost(n)
+		ident.Learn("", name, host)
+		log.Info("node name from the Nomad agent", "node", name, "was", host, "attempts", attempt)
+		return
+	}
+}
+
+// sleepCtx waits d; false when ctx ended first.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// nomadClient is a client of the Nomad agent nc names, starting from the
+// api package's defaults (NOMAD_* variables), timeout bounding each request
+// (0: none, for streams).
+func nomadClient(nc NomadConfig, timeout time.Duration) (*nomad.Client, error) {
+	conf := nomad.DefaultConfig()
+	if nc.Address != "" {
+		conf.Address = nc.Address
+	}
+	if t := nc.Token.Reveal(); t != "" {
+		conf.SecretID = t
+	}
+	if timeout > 0 {
+		conf.HttpClient = &http.Client{Timeout: timeout}
+	}
+	return nomad.NewClient(conf)
 }
 
 func agentNodeName(nc NomadConfig) (string, error) {
-	conf := nomad.DefaultConfig()
-	conf.Address = nc.Address
-	conf.SecretID = nc.Token.Reveal()
-	conf.HttpClient = &http.Client{Timeout: 3 * time.Second}
-	c, err := nomad.NewClient(conf)
+	c, err := nomadClient(nc, 3*time.Second)
 	if err != nil {
 		return "", err
 	}

@@ -10,11 +10,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/klaxon-dev/klaxon/ingest"
 )
 
 // externalNATS starts Debian's nats-server as a separate process with
@@ -138,6 +141,46 @@ correlator:
 	}
 }
 
+// TestAskNodeNameUntilTheAgentAnswers: with the agent down at start the
+// host name is used; once the agent answers, the host name resolves to the
+// agent's node name (events are labelled with it from then on).
+func TestAskNodeNameUntilTheAgentAnswers(t *testing.T) {
+	var up atomic.Bool
+	var asked atomic.Int32
+	agent := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked.Add(1)
+		if !up.Load() {
+			http.Error(w, "agent starting", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprint(w, `{"config":{"NodeName":"Win-Client-7"},"member":{},"stats":{}}`)
+	}))
+	defer agent.Close()
+	cfg := Config{Nomad: NomadConfig{Address: agent.URL}}
+	host, answered := resolveNode(&cfg, quiet())
+	if answered {
+		t.Fatal("resolveNode: the agent answered while down")
+	}
+	ident := ingest.NewIdentity()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() { askNodeName(ctx, cfg.Nomad, host, ident, quiet()); close(done) }()
+	waitUntil(t, 10*time.Second, "a second question to the agent", func() bool { return asked.Load() >= 2 })
+	if got := ident.Resolve(host); got != host {
+		t.Fatalf("host resolves to %q before the agent answered", got)
+	}
+	up.Store(true)
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("askNodeName did not stop after the agent answered")
+	}
+	if got := ident.Resolve(host); got != "win-client-7" {
+		t.Errorf("host %q resolves to %q, want win-client-7", host, got)
+	}
+}
+
 // TestResolveNode: config, else the agent's /v1/agent/self, else the host name.
 func TestResolveNode(t *testing.T) {
 	agent := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -166,7 +209,7 @@ func TestResolveNode(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			var logs strings.Builder
-			if got := resolveNode(&tc.cfg, logTo(&logs)); got != tc.want {
+			if got, _ := resolveNode(&tc.cfg, logTo(&logs)); got != tc.want {
 				t.Errorf("node %q, want %q", got, tc.want)
 			}
 			if strings.Contains(logs.String(), "s3cret") || strings.Contains(logs.String(), "wrong") {

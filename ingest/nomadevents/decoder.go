@@ -413,7 +413,7 @@ func (d *Decoder) event(frameIndex uint64, raw []byte, emit func(ingest.Event)) 
 		}
 		return nil
 	}
-	c := change{index: index, typ: typ, key: key, kind: kind + "." + typ}
+	c := change{epoch: d.epoch, index: index, typ: typ, key: key, kind: kind + "." + typ}
 	switch kind {
 	case "Node":
 		err = d.node(c, body, emit)
@@ -451,6 +451,7 @@ func (d *Decoder) unknown(index uint64, what string, err error) error {
 
 // change identifies the change being decoded.
 type change struct {
+	epoch uint64
 	index uint64
 	typ   string
 	key   string
@@ -458,7 +459,19 @@ type change struct {
 }
 
 func (c change) id() string {
+	if c.epoch > 0 {
+		return "nomadev:" + strconv.FormatUint(c.epoch, 10) + "." + strconv.FormatUint(c.index, 10) + ":" + c.typ + ":" + c.key
+	}
 	return "nomadev:" + strconv.FormatUint(c.index, 10) + ":" + c.typ + ":" + c.key
+}
+
+// resetIndex starts a new epoch of the server's indexes (its index went
+// back): the frames that follow are new whatever their index.
+func (d *Decoder) resetIndex() {
+	d.epoch++
+	d.seenSet = map[uint64]map[string]struct{}{}
+	d.seenOrder = nil
+	d.index.Store(0)
 }
 
 // seen records (index, typ, key) and reports whether it was seen before.

@@ -103,6 +103,10 @@ type SourceStats struct {
 	Resent int64
 	// Stale counts frames below the resume index, dropped.
 	Stale int64
+	// Resets counts connections whose first frame was below the
+	// checkpoint: the server's index went back, and its stream was
+	// followed from there.
+	Resets int64
 }
 
 // Source streams /v1/event/stream of a Nomad agent. It implements
@@ -124,6 +128,7 @@ type Source struct {
 	reconnects atomic.Int64
 	resent     atomic.Int64
 	stale      atomic.Int64
+	resets     atomic.Int64
 
 	// checkpointing
 	cpMu         sync.Mutex
@@ -277,6 +282,7 @@ func (s *Source) Stats() SourceStats {
 		LastIndex:  s.dec.Index(),
 		Resent:     s.resent.Load(),
 		Stale:      s.stale.Load(),
+		Resets:     s.resets.Load(),
 	}
 }
 
@@ -507,23 +513,33 @@ func (s *Source) stream(ctx context.Context, out chan<- ingest.Event) (progress 
 		wg.Wait()
 	}()
 
-	// The resume filter and gap check (see Run).
-	first := true
+	// The resume filter, reset and gap checks (see Run).
+	first, warnedStale := true, false
 	s.dec.accept = func(index uint64, emit func(ingest.Event)) bool {
 		s.dec.resending = false
+		if first {
+			first = false
+			switch {
+			case want > 0 && index < want:
+				s.indexReset(want, index)
+				want = 0
+				return true
+			case want > 0 && index > want+1:
+				emit(s.gap(want+1, index))
+			}
+		}
 		if index < want {
 			s.stale.Add(1)
+			if !warnedStale {
+				warnedStale = true
+				s.log.Warn("nomadevents: frames below the resume index dropped (counted as stale)",
+					"address", s.cfg.Address, "index", index, "resume_index", want)
+			}
 			return false
 		}
 		if index == want && want > 0 {
 			s.dec.resending = true
 			s.resent.Add(1)
-		}
-		if first {
-			first = false
-			if want > 0 && index > want+1 {
-				emit(s.gap(want+1, index))
-			}
 		}
 		return true
 	}
@@ -594,6 +610,18 @@ func (s *Source) stream(ctx context.Context, out chan<- ingest.Event) (progress 
 			}
 		}
 	}
+}
+
+// indexReset starts over from the server's stream when its first frame
+// after a connect is below the checkpoint: the server's index went back (a
+// dev agent restarted without its state, a cluster restored from a
+// snapshot or rebuilt). Its frames are all new; dropping them as stale
+// would leave klaxon blind while it looks healthy.
+func (s *Source) indexReset(checkpoint, index uint64) {
+	s.resets.Add(1)
+	s.log.Warn("nomadevents: the server's event index went backwards (state reset, restored or rebuilt); following its stream from the new index",
+		"address", s.cfg.Address, "checkpoint_index", checkpoint, "server_index", index)
+	s.dec.resetIndex()
 }
 
 // gap builds the event reporting that indexes from..to-1 may be missing.

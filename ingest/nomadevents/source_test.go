@@ -119,6 +119,12 @@ func (f *fakeNomad) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return true
 	}
 	write([]byte("{}\n"))
+	if n := len(frames); n > 0 && frames[n-1].index < index {
+		// Nothing buffered at or after the requested index (the server's
+		// index went back): the subscription waits for new frames, which
+		// are the buffered ones here.
+		index = 0
+	}
 	sent := 0
 	for _, fr := range frames {
 		if fr.index < index || fr.index < minIndex || (maxIndex > 0 && fr.index > maxIndex) {
@@ -469,6 +475,103 @@ func TestSourceReportsGap(t *testing.T) {
 	}
 	if rest := ids(got[1:]); !slices.Equal(rest, want2) {
 		t.Errorf("after the gap: %d events, want %d", len(rest), len(want2))
+	}
+}
+
+// TestSourceFollowsAnIndexReset: the server's index went back below the
+// checkpoint (a dev agent restarted without its state, a restored cluster):
+// its frames are followed from the new index, said once at WARN with both
+// indexes and counted, not dropped as stale, and no gap is reported.
+func TestSourceFollowsAnIndexReset(t *testing.T) {
+	lines := readLinesOf(t, capturePath(t, "reconnect"))
+	var early [][]byte
+	for _, l := range lines {
+		if idx := frameIndex(t, l); idx > 0 && idx <= 30 {
+			early = append(early, l)
+		}
+	}
+	fake := newFakeNomad(t, lines)
+	srv := httptest.NewServer(fake)
+	t.Cleanup(srv.Close)
+	cps, err := ingest.OpenCheckpoints(filepath.Join(t.TempDir(), "cp.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Address: srv.URL, Checkpoints: cps, MinBackoff: 5 * time.Millisecond}
+	r1 := startSource(t, cfg, discard)
+	want1 := expectedIDs(t, lines, 0, 0)
+	waitFor(t, "the whole recording", 10*time.Second, func() bool { return len(r1.got()) >= len(want1) })
+	var last uint64
+	for _, l := range lines {
+		last = max(last, frameIndex(t, l))
+	}
+	waitFor(t, "checkpoint", 5*time.Second, func() bool {
+		var cp checkpoint
+		ok, _ := cps.Get("nomadevents:"+srv.URL, &cp)
+		return ok && cp.Index == last
+	})
+	_ = r1.stop(t)
+
+	// The server comes back with its state gone: its index starts again
+	// and its first frames are the early part of the recording.
+	fake.mu.Lock()
+	fake.frames = nil
+	fake.mu.Unlock()
+	for _, l := range early {
+		fake.add(t, l)
+	}
+	var logs syncBuf
+	r2 := startSource(t, cfg, slog.New(slog.NewTextHandler(&logs, nil)))
+	// What the decoder that saw the recording emits for the new server's
+	// frames: not the task events it already emitted (a restored cluster
+	// sends its allocations' old events again), every other change anew.
+	var want2 []string
+	{
+		d := NewDecoder(DecoderConfig{})
+		var evs []ingest.Event
+		for _, l := range lines {
+			_ = d.Frame(l, func(ingest.Event) {})
+		}
+		d.resetIndex()
+		for _, l := range early {
+			_ = d.Frame(l, func(e ingest.Event) { evs = append(evs, e) })
+		}
+		want2 = ids(evs)
+	}
+	waitFor(t, "the new server's events", 10*time.Second, func() bool { return len(r2.got()) >= len(want2) })
+	_ = r2.stop(t)
+	got := r2.got()
+	if len(got) != len(want2) {
+		t.Errorf("%d events after the reset, want %d", len(got), len(want2))
+	}
+	for i, ev := range got {
+		if ev.Kind == KindGap {
+			t.Errorf("event %d: a gap reported for an index reset: %s", i, ev.Msg)
+		}
+	}
+	// New IDs: an index used again is not taken for a re-send.
+	old := map[string]bool{}
+	for _, ev := range r1.got() {
+		old[ev.ID] = true
+	}
+	for _, ev := range got {
+		if old[ev.ID] {
+			t.Errorf("event %s after the reset has the ID of an event before it", ev.ID)
+		}
+	}
+	st := r2.src.Stats()
+	if st.Resets != 1 || st.Stale != 0 || st.Gaps != 0 {
+		t.Errorf("stats: resets %d stale %d gaps %d, want 1 0 0", st.Resets, st.Stale, st.Gaps)
+	}
+	if n := strings.Count(logs.String(), "event index went backwards"); n != 1 {
+		t.Errorf("%d reset warnings, want 1:\n%s", n, logs.String())
+	}
+	if !strings.Contains(logs.String(), fmt.Sprintf("checkpoint_index=%d", last)) {
+		t.Errorf("the warning does not name the checkpoint index %d:\n%s", last, logs.String())
+	}
+	var cp checkpoint
+	if ok, _ := cps.Get("nomadevents:"+srv.URL, &cp); !ok || cp.Index > 30 {
+		t.Errorf("checkpoint index %d after the reset, want the new server's (≤ 30)", cp.Index)
 	}
 }
 

@@ -113,6 +113,9 @@ type state struct {
 
 	seenSet   map[uint64]map[string]struct{}
 	seenOrder []uint64
+	// epoch counts the server's index resets seen: event IDs carry it so
+	// that an index used again after a reset is not taken for a re-send.
+	epoch uint64
 }
 
 func (s *state) init() {
@@ -228,6 +231,7 @@ type stateJSON struct {
 	Evals   map[string]*statusState `json:"evals,omitempty"`
 	Deploys map[string]*statusState `json:"deployments,omitempty"`
 	Seen    map[uint64][]string     `json:"seen,omitempty"`
+	Epoch   uint64                  `json:"epoch,omitempty"`
 }
 
 // State returns the diff state (node, allocation, evaluation and deployment
@@ -243,6 +247,7 @@ func (d *Decoder) State() ([]byte, error) {
 		Evals:   d.evals,
 		Deploys: d.deploys,
 		Seen:    make(map[uint64][]string, len(d.seenSet)),
+		Epoch:   d.epoch,
 	}
 	for idx, set := range d.seenSet {
 		keys := make([]string, 0, len(set))
@@ -267,6 +272,7 @@ func (d *Decoder) Restore(b []byte) error {
 	}
 	d.state.init()
 	d.clock = sj.Clock
+	d.epoch = sj.Epoch
 	for id, n := range sj.Nodes {
 		if n == nil {
 			continue

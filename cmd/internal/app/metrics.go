@@ -183,6 +183,9 @@ var (
 	descSourceErrors    = prometheus.NewDesc("klaxon_source_parse_errors_total", "Input a source could not use (unparsed or oversize lines, malformed frames, damaged records).", []string{"source"}, nil)
 	descSourceLag       = prometheus.NewDesc("klaxon_source_lag_seconds", "Read time minus event time of the last event a source read.", []string{"source"}, nil)
 	descSourceLast      = prometheus.NewDesc("klaxon_source_last_event_timestamp_seconds", "Event time of the last event a source read.", []string{"source"}, nil)
+	descStreamResets    = prometheus.NewDesc("klaxon_nomad_event_stream_resets_total", "Times the Nomad server's event index went back below the source's checkpoint (state reset, restored or rebuilt); the stream was followed from the new index.", []string{"source"}, nil)
+	descStreamGaps      = prometheus.NewDesc("klaxon_nomad_event_stream_gaps_total", "Resumes of the Nomad event stream past indexes that left the server's buffer (changes in between may be missing).", []string{"source"}, nil)
+	descStreamStale     = prometheus.NewDesc("klaxon_nomad_event_stream_stale_frames_total", "Nomad event-stream frames below the resume index, dropped.", []string{"source"}, nil)
 	descSourceCkptAge   = prometheus.NewDesc("klaxon_source_checkpoint_age_seconds", "How long a source's position has waited for JetStream to acknowledge the events it read (0 when none waits).", []string{"source"}, nil)
 	descCheckpointAge   = prometheus.NewDesc("klaxon_checkpoint_age_seconds", "Time since the source checkpoints were last written.", nil, nil)
 	descPublished       = prometheus.NewDesc("klaxon_events_published_total", "Events JetStream stored.", nil, nil)
@@ -212,6 +215,7 @@ var (
 // Describe implements prometheus.Collector.
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descSourceEvents, descSourcePublished, descSourceErrors, descSourceLag, descSourceLast,
+		descStreamResets, descStreamGaps, descStreamStale,
 		descSourceCkptAge, descCheckpointAge, descPublished, descDuplicates, descPubRetries, descPubErrors, descCorrEvents,
 		descCorrLate, descRuleMatches, descRuleEvals, descRuleEvalTime, descRuleGroups, descOpen, descRuleErrors,
 		descSinkDelivered, descSinkFailures, descSinkRetries, descSinkDead, descSinkSilenced, descSinkFetchErrors, descSinkDLQ, descNATS, descNATSReconnects, descReady} {
@@ -241,6 +245,12 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 			gauge(descSourceLast, float64(t)/1e9, name)
 		}
 		gauge(descSourceCkptAge, s.checkpointAge(now), name)
+		if es, ok := s.src.(*nomadevents.Source); ok {
+			st := es.Stats()
+			counter(descStreamResets, float64(st.Resets), name)
+			counter(descStreamGaps, float64(st.Gaps), name)
+			counter(descStreamStale, float64(st.Stale), name)
+		}
 	}
 	if m.cps != nil {
 		if t := m.cps.LastFlush(); !t.IsZero() {

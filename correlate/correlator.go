@@ -38,12 +38,18 @@ type Options struct {
 	Logger *slog.Logger
 }
 
+// Defaults of Options.
+const (
+	DefaultMaxEvidence    = 20
+	DefaultUpdateInterval = time.Minute
+)
+
 func (o *Options) setDefaults() {
 	if o.MaxEvidence <= 0 {
-		o.MaxEvidence = 20
+		o.MaxEvidence = DefaultMaxEvidence
 	}
 	if o.UpdateInterval <= 0 {
-		o.UpdateInterval = time.Minute
+		o.UpdateInterval = DefaultUpdateInterval
 	}
 	if o.MaxEntries <= 0 {
 		o.MaxEntries = 10000

@@ -397,8 +397,15 @@ func (d *Decoder) alloc(c change, b []byte, emit func(ingest.Event)) error {
 		level = ingest.LevelWarn
 	}
 	d.st.changes.Add(1)
+	at := p.ModifyTime
+	if c.typ == "PlanResult" {
+		// A plan's allocation updates keep the ModifyTime of the
+		// allocation as the scheduler read it (seconds old when the plan
+		// is applied); it happens now: the newest time the stream told.
+		at = d.clock
+	}
 	emit(ingest.Event{
-		ID: c.id(), Time: d.eventTime(p.ModifyTime), Node: node, NodeID: p.NodeID,
+		ID: c.id(), Time: d.eventTime(at), Node: node, NodeID: p.NodeID,
 		Source: ingest.SourceNomadEvent, Kind: c.kind, Level: level, Msg: msg, Fields: f,
 	})
 
@@ -668,8 +675,15 @@ func (d *Decoder) eval(c change, b []byte, emit func(ingest.Event)) error {
 	}
 	st.Status, st.Time = p.Status, max(p.ModifyTime, st.Time)
 	d.st.changes.Add(1)
+	at := p.ModifyTime
+	if c.typ == "PlanResult" {
+		// A plan's allocation updates keep the ModifyTime of the
+		// allocation as the scheduler read it (seconds old when the plan
+		// is applied); it happens now: the newest time the stream told.
+		at = d.clock
+	}
 	emit(ingest.Event{
-		ID: c.id(), Time: d.eventTime(p.ModifyTime), Node: node, NodeID: p.NodeID,
+		ID: c.id(), Time: d.eventTime(at), Node: node, NodeID: p.NodeID,
 		Source: ingest.SourceNomadEvent, Kind: c.kind, Level: level, Msg: msg, Fields: f,
 	})
 	return nil

@@ -712,3 +712,31 @@ func TestNewValidates(t *testing.T) {
 		t.Errorf("token prints %q", got)
 	}
 }
+
+// TestPlanResultIsNotLate: a plan's allocation updates keep the
+// ModifyTime the scheduler read (seconds before the plan is applied); their
+// events are timed when the stream tells them, never before the events
+// already seen (in the recording some were 12 s older and counted late).
+func TestPlanResultIsNotLate(t *testing.T) {
+	lines := readLinesOf(t, capturePath(t, "reconnect"))
+	d := NewDecoder(DecoderConfig{Log: discard})
+	var newest time.Time
+	plans, older := 0, 0
+	for _, l := range lines {
+		_ = d.Frame(l, func(ev ingest.Event) {
+			if ev.Kind == "Allocation.PlanResult" {
+				plans++
+				if ev.Time.Before(newest) {
+					older++
+					t.Errorf("%s at %s, before %s seen already", ev.ID, ev.Time.Format(time.RFC3339Nano), newest.Format(time.RFC3339Nano))
+				}
+			}
+			if ev.Time.After(newest) {
+				newest = ev.Time
+			}
+		})
+	}
+	if plans == 0 {
+		t.Fatal("no PlanResult allocation updates in the recording")
+	}
+}

@@ -9,12 +9,17 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
+	nomad "github.com/hashicorp/nomad/api"
 	"gopkg.in/yaml.v3"
 
 	"github.com/klaxon-dev/klaxon/cmd/internal/bus"
+	"github.com/klaxon-dev/klaxon/correlate"
 	"github.com/klaxon-dev/klaxon/ingest"
+	"github.com/klaxon-dev/klaxon/ingest/nomadevents"
+	"github.com/klaxon-dev/klaxon/ingest/nomadlog"
 )
 
 // Config is the file given to `klaxon run --config`.
@@ -205,7 +210,8 @@ func (c *Config) SetDefaults() {
 	}
 	c.RulesDir = rel(c.RulesDir)
 	if c.Nomad.Address == "" {
-		c.Nomad.Address = os.Getenv("NOMAD_ADDR")
+		// $NOMAD_ADDR, else the local agent (nomad/api's default).
+		c.Nomad.Address = nomad.DefaultConfig().Address
 	}
 	if c.Nomad.Token == "" {
 		c.Nomad.Token = ingest.Secret(os.Getenv("NOMAD_TOKEN"))
@@ -218,11 +224,23 @@ func (c *Config) SetDefaults() {
 		if s.ReadFrom == "" {
 			s.ReadFrom = "end"
 		}
+		if s.MaxLineBytes == 0 {
+			s.MaxLineBytes = nomadlog.DefaultMaxLineBytes
+		}
+		if s.PollInterval <= 0 {
+			s.PollInterval = nomadlog.DefaultPollInterval
+		}
 	}
 	for i := range c.Sources.NomadEvents {
 		s := &c.Sources.NomadEvents[i]
 		if s.Address == "" {
 			s.Address = c.Nomad.Address
+		}
+		if s.Namespace == "" {
+			s.Namespace = "*"
+		}
+		if len(s.Topics) == 0 {
+			s.Topics = slices.Clone(nomadevents.DefaultTopics)
 		}
 		if s.Token == "" && s.TokenFile == "" {
 			s.Token = c.Nomad.Token
@@ -244,6 +262,12 @@ func (c *Config) SetDefaults() {
 	}
 	for i := range c.Sinks {
 		c.Sinks[i].setDefaults(rel)
+	}
+	if c.Correlator.UpdateInterval <= 0 {
+		c.Correlator.UpdateInterval = correlate.DefaultUpdateInterval
+	}
+	if c.Correlator.MaxEvidence <= 0 {
+		c.Correlator.MaxEvidence = correlate.DefaultMaxEvidence
 	}
 	if c.Correlator.SnapshotInterval <= 0 {
 		c.Correlator.SnapshotInterval = time.Second

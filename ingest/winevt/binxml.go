@@ -64,6 +64,15 @@ type chunkDecoder struct {
 	data  []byte
 	tmpls map[uint32]*template
 	gc    evtx.Chunk // golang-evtx's view, for raw (template-less) fragments
+	lib   []string   // what golang-evtx logged since takeLib
+}
+
+// takeLib returns and forgets the messages golang-evtx logged while
+// decoding the current record.
+func (cd *chunkDecoder) takeLib() []string {
+	m := cd.lib
+	cd.lib = nil
+	return m
 }
 
 func newChunkDecoder(data []byte) *chunkDecoder {
@@ -96,7 +105,9 @@ func (cd *chunkDecoder) template(defOff uint32) (t *template) {
 		return t
 	}
 	var tdd evtx.TemplateDefinitionData
-	if err := tdd.Parse(r); err != nil {
+	var err error
+	callLib(&cd.lib, func() { err = tdd.Parse(r) })
+	if err != nil {
 		t.err = fmt.Errorf("template at 0x%x: %v", defOff, err)
 		return t
 	}
@@ -192,7 +203,9 @@ func (cd *chunkDecoder) rawFragment(off int) ([]*elem, error) {
 	if _, err := r.Seek(int64(off), io.SeekStart); err != nil {
 		return nil, err
 	}
-	el, err := evtx.Parse(r, &cd.gc, false)
+	var el evtx.Element
+	var err error
+	callLib(&cd.lib, func() { el, err = evtx.Parse(r, &cd.gc, false) })
 	if err != nil && err != io.EOF {
 		return nil, fmt.Errorf("fragment at 0x%x: %v", off, err)
 	}

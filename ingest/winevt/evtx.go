@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"log/slog"
+	"math"
 	"path/filepath"
 	"runtime"
 	"sort"
@@ -24,6 +26,10 @@ const (
 	recordHeader    = 24      // magic, size, record id, FILETIME
 	fileFlagNoCRC   = 0x4     // header flag: CRC32s are not maintained
 )
+
+// chunkCutOff says that a chunk slot ends with the file: not damage while
+// the file grows.
+const chunkCutOff = "cut off at the end of the file"
 
 var (
 	fileMagic   = []byte("ElfFile\x00")
@@ -44,7 +50,24 @@ type slot struct {
 	index       int   // slot number (0 = the chunk at 0x1000)
 	off         int64 // file offset
 	first, last uint64
-	avail       int // bytes present (< chunkSize for a cut last slot)
+	avail       int    // bytes present (< chunkSize for a cut last slot)
+	order       uint64 // the record number it starts at: first, or inferred when the header's range is damaged
+}
+
+// sane reports whether the header's record range is possible.
+func (s slot) sane() bool { return saneRange(s.first, s.last) }
+
+// maxID is the highest record number the chunk header announces: its last
+// one, or as many as a chunk can hold after order when its range is damaged.
+// (A chunk's records can go beyond it: see maxPlausibleID.)
+func (s slot) maxID() uint64 {
+	if s.sane() {
+		return s.last
+	}
+	if s.order > math.MaxUint64-maxChunkRecords {
+		return math.MaxUint64
+	}
+	return s.order + maxChunkRecords - 1
 }
 
 // fileInfo is what ReadEVTX and the Source need of a file header.
@@ -99,13 +122,43 @@ func scanSlots(f io.ReaderAt, size int64, name string, st *Stats) ([]slot, error
 			// Like libevtx and python-evtx: a chunk cut by the end of the
 			// file is not read.
 			st.BadChunks++
-			st.addError(fmt.Sprintf("%s: chunk %d (offset 0x%x): cut off at the end of the file (%d of %d bytes)", name, i, off, avail, chunkSize))
+			st.addError(fmt.Sprintf("%s: chunk %d (offset 0x%x): %s (%d of %d bytes)", name, i, off, chunkCutOff, avail, chunkSize))
 			continue
 		}
-		out = append(out, slot{index: i, off: off, first: le.Uint64(h[0x18:]), last: le.Uint64(h[0x20:]), avail: avail})
+		s := slot{index: i, off: off, first: le.Uint64(h[0x18:]), last: le.Uint64(h[0x20:]), avail: avail}
+		s.order = s.first
+		if !s.sane() {
+			s.order = inferOrder(f, s)
+		}
+		out = append(out, s)
 	}
-	sort.SliceStable(out, func(a, b int) bool { return out[a].first < out[b].first })
+	sort.SliceStable(out, func(a, b int) bool { return out[a].order < out[b].order })
 	return out, nil
+}
+
+// inferOrder returns the number the records of a chunk whose header range
+// is damaged count from, read from the records themselves.
+func inferOrder(f io.ReaderAt, s slot) uint64 {
+	bp, err := readSlot(f, s)
+	if err != nil {
+		return s.first
+	}
+	defer chunkPool.Put(bp)
+	heads, _ := walkRecords(*bp, s.avail, recordsLimit(*bp))
+	if len(heads) == 0 {
+		return s.first
+	}
+	return idBase(heads)
+}
+
+// recordsLimit is where the records of a chunk end: its free space offset,
+// or the chunk's end when that offset is unusable.
+func recordsLimit(data []byte) int {
+	free := int(le.Uint32(data[0x30:]))
+	if free < chunkHeaderSize || free > chunkSize {
+		return chunkSize
+	}
+	return free
 }
 
 // zeroSlot reports whether the slot at off holds only zero bytes.
@@ -126,95 +179,124 @@ func allZero(b []byte) bool {
 	return true
 }
 
-// rec is one decoded record of a chunk.
+// rec is one record of a chunk: decoded, or damaged (err).
 type rec struct {
 	id      uint64
+	off     int // offset in the chunk
 	ev      ingest.Event
 	hasTime bool
-	err     error // the record could not be decoded
+	hdrTime time.Time // the record header's time
+	err     error     // the record could not be decoded, or its number is implausible
+	badID   bool      // its number is implausible
+	badTime bool      // its time was impossible and has been replaced
+	lib     []string  // what golang-evtx logged while decoding it
 }
 
 // chunkOut is the result of decoding one chunk.
 type chunkOut struct {
+	slot  slot
 	recs  []rec
 	stats Stats
-	// tailErr is set when decoding stopped early at a bad record boundary
-	// (the rest of the chunk could not be walked).
-	tailErr bool
+	// tail is set when decoding stopped early at a bad record boundary
+	// (the rest of the chunk could not be walked): where and why.
+	tail string
 }
 
-// decodeChunk decodes the records of a chunk. data holds the slot (padded to
-// 64 KiB when the file ends inside it; avail bytes are real).
-func decodeChunk(data []byte, s slot, fi fileInfo, name string, n *normalizer, minID uint64) chunkOut {
-	var out chunkOut
+// decoder holds what decoding the chunks of one read of a file needs.
+type decoder struct {
+	fi    fileInfo
+	name  string // file name, for places
+	norm  *normalizer
+	minID uint64    // records numbered up to minID are not decoded
+	now   time.Time // the reader's clock, for impossible times
+}
+
+// place names a chunk in errors.
+func (d *decoder) place(s slot) string {
+	return fmt.Sprintf("%s: chunk %d (offset 0x%x)", d.name, s.index, s.off)
+}
+
+// recPlace names a record in errors.
+func (d *decoder) recPlace(s slot, id uint64, off int) string {
+	return fmt.Sprintf("%s: record %d (offset 0x%x)", d.place(s), id, off)
+}
+
+// chunk decodes the records of a chunk. data holds the slot (padded to
+// 64 KiB when the file ends inside it; s.avail bytes are real).
+func (d *decoder) chunk(data []byte, s slot) chunkOut {
+	out := chunkOut{slot: s}
 	st := &out.stats
-	place := fmt.Sprintf("%s: chunk %d (offset 0x%x)", name, s.index, s.off)
 	st.Chunks++
-	free := int(le.Uint32(data[0x30:]))
-	limit := free
-	if free < chunkHeaderSize || free > chunkSize {
-		st.addError(fmt.Sprintf("%s: bad free space offset 0x%x; reading to the first bad record", place, free))
-		limit = chunkSize
+	limit := d.checkHeader(data, s, st)
+	heads, tail := walkRecords(data, s.avail, limit)
+	if tail != "" {
+		out.tail = d.place(s) + ": " + tail
+		st.BadRecords++
+		st.addError(out.tail)
 	}
-	if !fi.noCRC {
-		hc := crc32.NewIEEE()
-		hc.Write(data[:0x78])
-		hc.Write(data[0x80:chunkHeaderSize])
-		if hc.Sum32() != le.Uint32(data[0x7c:]) {
-			st.ChecksumErrors++
-			st.addError(fmt.Sprintf("%s: chunk header checksum mismatch (read anyway)", place))
-		} else if limit <= s.avail && crc32.ChecksumIEEE(data[chunkHeaderSize:limit]) != le.Uint32(data[0x34:]) {
-			st.ChecksumErrors++
-			st.addError(fmt.Sprintf("%s: record data checksum mismatch (read anyway)", place))
-		}
-	}
+	plausible := plausibleIDs(s, heads)
 	cd := newChunkDecoder(data)
-	off := chunkHeaderSize
-	for off+recordHeader <= limit {
-		if !bytes.Equal(data[off:off+4], recordMagic) {
-			if limit == chunkSize && allZero(data[off:off+4]) {
-				break // end of records in a chunk without a usable free space offset
-			}
-			st.BadRecords++
-			st.addError(fmt.Sprintf("%s: offset 0x%x: bad record signature; rest of the chunk skipped", place, off))
-			out.tailErr = true
-			break
+	for i, h := range heads {
+		if !plausible[i] {
+			r := rec{id: h.id, off: h.off, badID: true,
+				err: fmt.Errorf("implausible record number (the chunk header says %d to %d; not consecutive with a neighbour)", s.first, s.last)}
+			d.addRec(&out, r)
+			continue
 		}
-		size := int(le.Uint32(data[off+4:]))
-		id := le.Uint64(data[off+8:])
-		if size < recordHeader+4 || off+size > chunkSize {
-			st.BadRecords++
-			st.addError(fmt.Sprintf("%s: record %d (offset 0x%x): bad record size %d; rest of the chunk skipped", place, id, off, size))
-			out.tailErr = true
-			break
+		if h.id > d.minID {
+			d.addRec(&out, decodeRecord(cd, d.norm, h.off, h.size, h.id))
 		}
-		if off+size > s.avail {
-			st.BadRecords++
-			st.addError(fmt.Sprintf("%s: record %d (offset 0x%x): cut off at the end of the file", place, id, off))
-			out.tailErr = true
-			break
-		}
-		if id > minID {
-			r := decodeRecord(cd, n, off, size, id)
-			if r.err != nil {
-				st.BadRecords++
-				st.addError(fmt.Sprintf("%s: record %d (offset 0x%x): %v", place, id, off, r.err))
-			}
-			out.recs = append(out.recs, r)
-		}
-		off += size
 	}
+	checkTimes(out.recs, d.now, st)
 	return out
+}
+
+// addRec appends r to out and counts it when it is damaged.
+func (d *decoder) addRec(out *chunkOut, r rec) {
+	if r.err != nil {
+		out.stats.BadRecords++
+		out.stats.addError(fmt.Sprintf("%s: %v", d.recPlace(out.slot, r.id, r.off), r.err))
+	}
+	if len(r.lib) > 0 {
+		out.stats.ParserWarnings++
+	}
+	out.recs = append(out.recs, r)
+}
+
+// checkHeader checks a chunk's free space offset and CRC32s; it returns
+// where the records end.
+func (d *decoder) checkHeader(data []byte, s slot, st *Stats) (limit int) {
+	limit = recordsLimit(data)
+	if limit == chunkSize && int(le.Uint32(data[0x30:])) != chunkSize {
+		st.addError(fmt.Sprintf("%s: bad free space offset 0x%x; reading to the first bad record", d.place(s), le.Uint32(data[0x30:])))
+	}
+	if d.fi.noCRC {
+		return limit
+	}
+	hc := crc32.NewIEEE()
+	hc.Write(data[:0x78])
+	hc.Write(data[0x80:chunkHeaderSize])
+	switch {
+	case hc.Sum32() != le.Uint32(data[0x7c:]):
+		st.ChecksumErrors++
+		st.addError(fmt.Sprintf("%s: chunk header checksum mismatch (read anyway)", d.place(s)))
+	case limit <= s.avail && crc32.ChecksumIEEE(data[chunkHeaderSize:limit]) != le.Uint32(data[0x34:]):
+		st.ChecksumErrors++
+		st.addError(fmt.Sprintf("%s: record data checksum mismatch (read anyway)", d.place(s)))
+	}
+	return limit
 }
 
 // decodeRecord decodes the record at off; a panic of the binary XML parser
 // is turned into the record's error.
 func decodeRecord(cd *chunkDecoder, n *normalizer, off, size int, id uint64) (r rec) {
-	r.id = id
+	r.id, r.off = id, off
+	r.hdrTime = fileTime(le.Uint64(cd.data[off+16:]))
 	defer func() {
 		if p := recover(); p != nil {
 			r.err = fmt.Errorf("binary XML: %v", p)
 		}
+		r.lib = cd.takeLib()
 	}()
 	roots, err := cd.fragment(off+recordHeader, off+size-4, 0)
 	if err != nil {
@@ -232,7 +314,7 @@ func decodeRecord(cd *chunkDecoder, n *normalizer, off, size int, id uint64) (r 
 		r.err = errors.New("no Event element")
 		return r
 	}
-	r.ev, r.hasTime = n.normalize(ev, fileTime(le.Uint64(cd.data[off+16:])))
+	r.ev, r.hasTime = n.normalize(ev, r.hdrTime)
 	return r
 }
 
@@ -281,10 +363,16 @@ func ReadEVTX(ctx context.Context, path string, cfg DecoderConfig, emit func(ing
 	if err != nil {
 		return st, err
 	}
-	n := &normalizer{ident: cfg.Identity}
-	err = decodeSlots(ctx, f, slots, fi, name, n, 0, func(co *chunkOut) {
+	d := &decoder{fi: fi, name: name, norm: &normalizer{ident: cfg.Identity}, now: cfg.now()}
+	log := cfg.logger()
+	warned := 0
+	err = decodeSlots(ctx, f, slots, d, func(co *chunkOut) {
 		for i := range co.recs {
 			r := &co.recs[i]
+			if len(r.lib) > 0 && warned < maxParserWarnings {
+				warned++
+				logParserWarning(log, path, co.slot, r)
+			}
 			if r.err != nil {
 				continue
 			}
@@ -296,16 +384,36 @@ func ReadEVTX(ctx context.Context, path string, cfg DecoderConfig, emit func(ing
 		}
 		st.merge(&co.stats)
 	})
-	if len(st.Errors) > 0 {
-		cfg.logger().Warn("winevt: damaged EVTX file; readable records were read", "path", path,
-			"bad_chunks", st.BadChunks, "bad_records", st.BadRecords, "checksum_errors", st.ChecksumErrors, "first", st.Errors[0])
+	if len(st.Errors) > 0 || st.BadTimes > 0 || st.ParserWarnings > 0 {
+		first := ""
+		if len(st.Errors) > 0 {
+			first = st.Errors[0]
+		}
+		log.Warn("winevt: damaged EVTX file; readable records were read", "path", path,
+			"bad_chunks", st.BadChunks, "bad_records", st.BadRecords, "checksum_errors", st.ChecksumErrors,
+			"bad_times", st.BadTimes, "parser_warnings", st.ParserWarnings, "first", first)
 	}
 	return st, err
 }
 
+// maxParserWarnings bounds the parser warnings ReadEVTX logs per file; the
+// rest are only counted (Stats.ParserWarnings).
+const maxParserWarnings = maxErrors
+
+// logParserWarning logs, as one warning, what golang-evtx printed while
+// decoding record r of chunk s.
+func logParserWarning(log *slog.Logger, path string, s slot, r *rec) {
+	args := []any{"path", path, "chunk", s.index, "chunk_offset", fmt.Sprintf("0x%x", s.off),
+		"record", r.id, "record_offset", fmt.Sprintf("0x%x", r.off), "messages", len(r.lib), "message", r.lib[0]}
+	if r.err != nil {
+		args = append(args, "error", r.err.Error())
+	}
+	log.Warn("winevt: golang-evtx could not parse a record", args...)
+}
+
 // decodeSlots decodes the chunks of slots with up to GOMAXPROCS workers and
 // hands the results to sink in slot order.
-func decodeSlots(ctx context.Context, f io.ReaderAt, slots []slot, fi fileInfo, name string, n *normalizer, minID uint64, sink func(*chunkOut)) error {
+func decodeSlots(ctx context.Context, f io.ReaderAt, slots []slot, d *decoder, sink func(*chunkOut)) error {
 	workers := decodeWorkers()
 	window := 2 * workers
 	results := make([]chan chunkOut, len(slots))
@@ -323,7 +431,7 @@ func decodeSlots(ctx context.Context, f io.ReaderAt, slots []slot, fi fileInfo, 
 				return
 			}
 			go func(i int, s slot) {
-				results[i] <- decodeSlot(f, s, fi, name, n, minID)
+				results[i] <- d.slot(f, s)
 			}(i, s)
 		}
 	}()
@@ -343,23 +451,24 @@ func decodeSlots(ctx context.Context, f io.ReaderAt, slots []slot, fi fileInfo, 
 	return nil
 }
 
-// decodeSlot reads and decodes one chunk; a panic is confined to the chunk.
-func decodeSlot(f io.ReaderAt, s slot, fi fileInfo, name string, n *normalizer, minID uint64) (co chunkOut) {
+// slot reads and decodes one chunk; a panic is confined to the chunk.
+func (d *decoder) slot(f io.ReaderAt, s slot) (co chunkOut) {
 	defer func() {
 		if p := recover(); p != nil {
-			co = chunkOut{}
+			co = chunkOut{slot: s}
 			co.stats.BadChunks++
-			co.stats.addError(fmt.Sprintf("%s: chunk %d (offset 0x%x): %v", name, s.index, s.off, p))
+			co.stats.addError(fmt.Sprintf("%s: %v", d.place(s), p))
 		}
 	}()
 	bp, err := readSlot(f, s)
 	if err != nil {
+		co.slot = s
 		co.stats.BadChunks++
-		co.stats.addError(fmt.Sprintf("%s: chunk %d (offset 0x%x): read: %v", name, s.index, s.off, err))
+		co.stats.addError(fmt.Sprintf("%s: read: %v", d.place(s), err))
 		return co
 	}
 	defer chunkPool.Put(bp)
-	return decodeChunk(*bp, s, fi, name, n, minID)
+	return d.chunk(*bp, s)
 }
 
 // workersOverride sets the number of decoding workers (tests, benchmarks);

@@ -37,6 +37,16 @@ type DecoderConfig struct {
 	Identity *ingest.Identity
 	// Log receives warnings about damaged input; nil means slog.Default().
 	Log *slog.Logger
+	// Now is the reader's clock, against which impossible (future) event
+	// times are found; nil means time.Now.
+	Now func() time.Time
+}
+
+func (c DecoderConfig) now() time.Time {
+	if c.Now == nil {
+		return time.Now()
+	}
+	return c.Now()
 }
 
 func (c DecoderConfig) logger() *slog.Logger {
@@ -65,6 +75,12 @@ type Stats struct {
 	ChecksumErrors int64
 	// NoTime counts events without any timestamp (their Time is zero).
 	NoTime int64
+	// BadTimes counts EVTX records whose time was impossible (damaged) and
+	// was replaced (see the package's damage rules).
+	BadTimes int64
+	// ParserWarnings counts EVTX records for which golang-evtx printed
+	// parse errors; each is logged once as a warning instead.
+	ParserWarnings int64
 	// Errors are the first 100 places of problems, e.g.
 	// "file.evtx: chunk 3 (offset 0x31000): record 1234: <what>".
 	Errors []string
@@ -83,6 +99,8 @@ func (s *Stats) merge(o *Stats) {
 	s.BadRecords += o.BadRecords
 	s.ChecksumErrors += o.ChecksumErrors
 	s.NoTime += o.NoTime
+	s.BadTimes += o.BadTimes
+	s.ParserWarnings += o.ParserWarnings
 	for _, e := range o.Errors {
 		s.addError(e)
 	}

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -22,9 +24,15 @@ const (
 // DefaultPollInterval is the default Config.PollInterval.
 const DefaultPollInterval = time.Second
 
-// maxRecordAttempts is how many polls a record that cannot be decoded is
-// retried (it may be half written) before it is counted and skipped.
+// maxRecordAttempts is how many polls a record that may be half written is
+// read before it is counted as damaged and skipped. Only the end of the
+// newest chunk (the one Windows appends to) can be half written; anything
+// else that cannot be decoded is damage at once.
 const maxRecordAttempts = 3
+
+// maxPlaces bounds the places of damage a followed file remembers (to log
+// and count each once).
+const maxPlaces = 10000
 
 // Config configures a Source.
 type Config struct {
@@ -42,6 +50,9 @@ type Config struct {
 	Identity *ingest.Identity
 	// PollInterval is how often files are checked (default 1s).
 	PollInterval time.Duration
+	// Now is the clock against which impossible (future) event times are
+	// found; nil means time.Now.
+	Now func() time.Time
 }
 
 // checkpoint is the position stored per file.
@@ -59,25 +70,33 @@ type Source struct {
 	running atomic.Bool
 	files   map[string]*wfile
 	emitted atomic.Int64 // records sent
-	skipped atomic.Int64 // records given up on
+	skipped atomic.Int64 // damaged records given up on, each once
+	chunks  atomic.Int64 // damaged chunks, each once
+	times   atomic.Int64 // records sent with a replaced (impossible) time
+	parser  atomic.Int64 // records golang-evtx printed parse errors for, each once
+	reads   atomic.Int64 // times a file was read and decoded
 }
 
-// Stats returns the records the source sent (Records) and the damaged
-// records it gave up on (BadRecords). Safe for concurrent use.
+// Stats returns the records the source sent (Records), the damaged records
+// and chunks it gave up on (BadRecords, BadChunks; each place counted once),
+// the records sent with a replaced impossible time (BadTimes) and those
+// golang-evtx printed parse errors for (ParserWarnings). Safe for
+// concurrent use.
 func (s *Source) Stats() Stats {
-	return Stats{Records: s.emitted.Load(), BadRecords: s.skipped.Load()}
+	return Stats{Records: s.emitted.Load(), BadRecords: s.skipped.Load(), BadChunks: s.chunks.Load(),
+		BadTimes: s.times.Load(), ParserWarnings: s.parser.Load()}
 }
 
 // wfile is one followed file.
 type wfile struct {
 	path  string // absolute
 	key   string // checkpoint key
-	last  uint64 // last EventRecordID sent
+	last  uint64 // highest plausible record number sent or given up on
 	size  int64
 	mtime time.Time
-	retry bool           // a record failed: read again even if unchanged
-	fails map[uint64]int // attempts per failing record
-	bad   map[string]bool
+	retry bool            // a record may be half written: read again even if unchanged
+	tries map[string]int  // reads per place that may be half written
+	seen  map[string]bool // places of damage already logged and counted
 }
 
 // New validates cfg and returns a Source.
@@ -174,7 +193,7 @@ func (s *Source) poll(ctx context.Context, out chan<- ingest.Event, startup bool
 // start sets up a newly found file: from its checkpoint, its end (at
 // startup with read_from end) or its beginning.
 func (s *Source) start(path string, startup bool) (*wfile, error) {
-	wf := &wfile{path: path, key: "winevt:" + path, fails: map[uint64]int{}, bad: map[string]bool{}}
+	wf := &wfile{path: path, key: "winevt:" + path, tries: map[string]int{}, seen: map[string]bool{}}
 	how := "beginning"
 	var cp checkpoint
 	found := false
@@ -217,7 +236,11 @@ func lastRecordID(path string) (uint64, error) {
 	slots, err := scanSlots(f, fi.Size(), filepath.Base(path), &st)
 	var last uint64
 	for _, sl := range slots {
-		last = max(last, sl.last)
+		if sl.sane() {
+			last = max(last, sl.last)
+		} else {
+			last = max(last, sl.order) // the header's range is damaged: what its records start at
+		}
 	}
 	return last, err
 }
@@ -246,60 +269,24 @@ func (s *Source) read(ctx context.Context, wf *wfile, out chan<- ingest.Event) e
 	if err != nil {
 		return err
 	}
-	var maxID uint64
-	todo := slots[:0:0]
-	for _, sl := range slots {
-		maxID = max(maxID, sl.last)
-		if sl.last > wf.last || sl.last < sl.first {
-			todo = append(todo, sl)
+	for _, e := range st.Errors {
+		if !strings.Contains(e, chunkCutOff) && s.firstSeen(wf, e) { // a chunk cut off by the end of a growing file is read when complete
+			s.chunks.Add(1)
+			s.log.Warn("winevt: damaged chunk skipped", "path", wf.path, "where", e)
 		}
 	}
-	if len(slots) > 0 && maxID < wf.last {
-		s.log.Warn("winevt: file has only older records than the checkpoint (cleared or replaced); reading it from the beginning",
-			"path", wf.path, "checkpoint", wf.last, "last_in_file", maxID)
-		wf.last, todo = 0, slots
-		clear(wf.fails)
+	todo := s.plan(f, wf, slots)
+	newest := -1 // the chunk Windows appends to: the one with the highest numbers
+	if len(slots) > 0 {
+		newest = slots[len(slots)-1].index
 	}
 	wf.retry = false
-	stopped := false
-	err = decodeSlots(ctx, f, todo, info, name, s.norm, wf.last, func(co *chunkOut) {
-		for _, e := range co.stats.Errors {
-			if !wf.bad[e] && len(wf.bad) < 10000 {
-				wf.bad[e] = true
-				s.log.Warn("winevt: damaged record or chunk", "path", wf.path, "where", e)
-			}
-		}
-		for i := range co.recs {
-			r := &co.recs[i]
-			if stopped || r.id <= wf.last {
-				continue
-			}
-			if r.err != nil {
-				wf.fails[r.id]++
-				if wf.fails[r.id] < maxRecordAttempts {
-					wf.retry, stopped = true, true // maybe half written: try again next poll
-					continue
-				}
-				delete(wf.fails, r.id)
-				s.log.Error("winevt: skipping record that cannot be decoded", "path", wf.path, "record", r.id, "error", r.err)
-				s.skipped.Add(1)
-				wf.last = r.id
-				continue
-			}
-			delete(wf.fails, r.id)
-			ev := r.ev
-			if cps := s.cfg.Checkpoints; cps != nil {
-				key, id := wf.key, r.id
-				ev.Commit = func() { _ = cps.Set(key, checkpoint{RecordID: id}) }
-			}
-			select {
-			case out <- ev:
-				s.emitted.Add(1)
-				wf.last = r.id
-			case <-ctx.Done():
-				stopped = true
-				return
-			}
+	s.reads.Add(1)
+	d := &decoder{fi: info, name: name, norm: s.norm, minID: wf.last, now: s.now()}
+	stop := false
+	err = decodeSlots(ctx, f, todo, d, func(co *chunkOut) {
+		if !stop {
+			stop = s.deliver(ctx, wf, co, co.slot.index == newest, out)
 		}
 	})
 	if err != nil {
@@ -309,6 +296,178 @@ func (s *Source) read(ctx context.Context, wf *wfile, out chan<- ingest.Event) e
 		wf.size, wf.mtime = fi.Size(), fi.ModTime()
 	}
 	return nil
+}
+
+func (s *Source) now() time.Time {
+	if s.cfg.Now == nil {
+		return time.Now()
+	}
+	return s.cfg.Now()
+}
+
+// plan returns the chunks that may hold records after wf.last, in record
+// order. A file whose records all lie before wf.last was cleared or
+// replaced: it is read from the beginning. The chunk headers tell cheaply;
+// when they say so, the records themselves confirm it (wf.last only ever
+// moves to a plausible record number, so an unchanged file never looks
+// replaced, whatever its headers say).
+func (s *Source) plan(f io.ReaderAt, wf *wfile, slots []slot) []slot {
+	if len(slots) > 0 && wf.last > 0 && headersMax(slots) < wf.last {
+		if fileMax := plausibleMax(f, slots); fileMax < wf.last {
+			s.log.Warn("winevt: file has only older records than the checkpoint (cleared or replaced); reading it from the beginning",
+				"path", wf.path, "checkpoint", wf.last, "last_in_file", fileMax)
+			wf.last = 0
+			clear(wf.tries)
+		}
+	}
+	todo := slots[:0:0]
+	for _, sl := range slots {
+		if sl.maxID() > wf.last {
+			todo = append(todo, sl)
+		}
+	}
+	return todo
+}
+
+// headersMax is the highest record number the chunk headers announce.
+func headersMax(slots []slot) uint64 {
+	var m uint64
+	for _, sl := range slots {
+		m = max(m, sl.maxID())
+	}
+	return m
+}
+
+// plausibleMax is the highest plausible record number of the chunks,
+// read from their record headers.
+func plausibleMax(f io.ReaderAt, slots []slot) uint64 {
+	var m uint64
+	for _, sl := range slots {
+		bp, err := readSlot(f, sl)
+		if err != nil {
+			continue
+		}
+		m = max(m, maxPlausibleID(*bp, sl))
+		chunkPool.Put(bp)
+	}
+	return m
+}
+
+// deliver sends the new records of one decoded chunk in order; damage is
+// logged and counted once per place. It returns true when reading must
+// stop: ctx is done, or the growing chunk ends in what may be a record
+// being written, which is read again at the next poll.
+func (s *Source) deliver(ctx context.Context, wf *wfile, co *chunkOut, growing bool, out chan<- ingest.Event) bool {
+	pending := s.pending(wf, co, growing)
+	s.chunkErrors(wf, co)
+	for i := range co.recs {
+		r := &co.recs[i]
+		place := recPlace(co, r)
+		if len(r.lib) > 0 && place != pending && s.firstSeen(wf, "parser: "+place) {
+			s.parser.Add(1)
+			logParserWarning(s.log, wf.path, co.slot, r)
+		}
+		switch {
+		case r.err != nil && place == pending:
+			return true
+		case r.err != nil:
+			if s.firstSeen(wf, place) {
+				s.skipped.Add(1)
+				s.log.Warn("winevt: skipping damaged record", "path", wf.path, "chunk", co.slot.index,
+					"chunk_offset", fmt.Sprintf("0x%x", co.slot.off), "record", r.id, "record_offset", fmt.Sprintf("0x%x", r.off), "error", r.err)
+			}
+			if !r.badID {
+				wf.last = max(wf.last, r.id) // a plausible number: nothing before it is still to come
+			}
+			continue
+		case r.id <= wf.last:
+			continue
+		}
+		if !s.send(ctx, wf, r, out) {
+			return true
+		}
+	}
+	if co.tail != "" && co.tail == pending {
+		return true
+	}
+	if co.tail != "" && s.firstSeen(wf, co.tail) {
+		s.skipped.Add(1)
+		s.log.Warn("winevt: skipping damaged record", "path", wf.path, "where", co.tail)
+	}
+	return false
+}
+
+// send sends the record r (ctx permitting) and moves wf.last to it.
+func (s *Source) send(ctx context.Context, wf *wfile, r *rec, out chan<- ingest.Event) bool {
+	ev := r.ev
+	if cps := s.cfg.Checkpoints; cps != nil {
+		key, id := wf.key, r.id
+		ev.Commit = func() { _ = cps.Set(key, checkpoint{RecordID: id}) }
+	}
+	select {
+	case out <- ev:
+	case <-ctx.Done():
+		return false
+	}
+	s.emitted.Add(1)
+	if r.badTime {
+		s.times.Add(1)
+	}
+	wf.last = r.id
+	return true
+}
+
+// recPlace is the place of a damaged record as the decoder names it.
+func recPlace(co *chunkOut, r *rec) string {
+	return fmt.Sprintf("chunk %d (offset 0x%x): record %d (offset 0x%x)", co.slot.index, co.slot.off, r.id, r.off)
+}
+
+// pending returns the place of the growing chunk's trailing problem (its
+// last record undecodable, or a bad record boundary after it) while it may
+// still be a record being written, and asks for the file to be read again;
+// "" when there is none or it has had its reads.
+func (s *Source) pending(wf *wfile, co *chunkOut, growing bool) string {
+	if !growing {
+		return ""
+	}
+	p := co.tail
+	if n := len(co.recs); n > 0 && co.recs[n-1].err != nil && !co.recs[n-1].badID {
+		p = recPlace(co, &co.recs[n-1])
+	}
+	if p == "" || wf.tries[p] >= maxRecordAttempts-1 {
+		return ""
+	}
+	if len(wf.tries) >= maxPlaces {
+		clear(wf.tries)
+	}
+	wf.tries[p]++
+	wf.retry = true
+	return p
+}
+
+// chunkErrors logs, once each, the problems of a chunk that are not about
+// one record (checksums, a bad free space offset).
+func (s *Source) chunkErrors(wf *wfile, co *chunkOut) {
+	for _, e := range co.stats.Errors {
+		if strings.Contains(e, ": record ") || e == co.tail {
+			continue // a record's: handled by deliver
+		}
+		if s.firstSeen(wf, e) {
+			s.log.Warn("winevt: damaged chunk read anyway", "path", wf.path, "where", e)
+		}
+	}
+}
+
+// firstSeen reports whether place is new for wf, and remembers it.
+func (s *Source) firstSeen(wf *wfile, place string) bool {
+	if wf.seen[place] {
+		return false
+	}
+	if len(wf.seen) >= maxPlaces {
+		clear(wf.seen)
+	}
+	wf.seen[place] = true
+	return true
 }
 
 var _ ingest.Source = (*Source)(nil)

@@ -12,6 +12,8 @@ type clock struct {
 	Latest time.Time `json:"latest"`
 	Seen   time.Time `json:"seen,omitzero"`
 	idx    int       // index in the heap of active clocks, -1 when idle
+	// src and node are the clock's keys in clocks.m (its checkpoint item).
+	src, node string
 }
 
 // clocks holds one clock per source of events: per node for the agent log
@@ -26,6 +28,8 @@ type clock struct {
 type clocks struct {
 	m    map[string]map[string]*clock
 	heap []*clock
+	// dirty holds the clocks changed since the last checkpoint.
+	dirty map[*clock]struct{}
 }
 
 func newClocks() clocks { return clocks{m: map[string]map[string]*clock{}} }
@@ -48,9 +52,10 @@ func (cs *clocks) observe(ev *ingest.Event, proc time.Time) {
 	node := clockNode(ev)
 	cl := m[node]
 	if cl == nil {
-		cl = &clock{idx: -1}
+		cl = &clock{idx: -1, src: ev.Source, node: node}
 		m[node] = cl
 	}
+	cs.touch(cl)
 	if proc.IsZero() {
 		proc = ev.Time // before the first Advance, event time stands in
 	}
@@ -82,6 +87,24 @@ func (cs *clocks) watermark(proc time.Time, idle, lateness time.Duration) time.T
 		w = proc
 	}
 	return w
+}
+
+// touch records that cl changed.
+func (cs *clocks) touch(cl *clock) {
+	if cs.dirty == nil {
+		cs.dirty = map[*clock]struct{}{}
+	}
+	cs.dirty[cl] = struct{}{}
+}
+
+// set adds a clock read from a snapshot or checkpoint (restore builds the
+// heap once all are in).
+func (cs *clocks) set(src, node string, cl *clock) {
+	if cs.m[src] == nil {
+		cs.m[src] = map[string]*clock{}
+	}
+	cl.src, cl.node = src, node
+	cs.m[src][node] = cl
 }
 
 // restore rebuilds the heap from the map (after a snapshot was read).

@@ -106,6 +106,7 @@ type Correlator struct {
 	keyBuf  []byte
 	lateLog map[string]uint64
 	stats   Stats
+	ckpt    checkpointState // what changed since the last checkpoint (checkpoint.go)
 }
 
 // Stats counts what the correlator did.
@@ -192,6 +193,7 @@ func (c *Correlator) SetRules(set *rules.Set) {
 			continue
 		}
 		for _, key := range sortedKeys(old.groups) {
+			c.touch(old.groups[key]) // its checkpoint item goes
 			if in := old.groups[key].Incident; in != nil {
 				c.retired = append(c.retired, *in)
 			}
@@ -205,6 +207,8 @@ func (c *Correlator) SetRules(set *rules.Set) {
 // rebuild recreates the timers and the inhibition indexes from the groups
 // (after SetRules and Restore).
 func (c *Correlator) rebuild() {
+	c.ckpt.quiet = true // nothing a checkpoint keeps changes here
+	defer func() { c.ckpt.quiet = false }()
 	c.timers = c.timers[:0]
 	c.open = map[string]map[string]int{}
 	c.suppressed = map[string][]*group{}
@@ -304,6 +308,7 @@ func (c *Correlator) match(rs *ruleState, ev *ingest.Event, mask uint64, late bo
 		}
 		rs.groups[key] = g
 	}
+	c.touch(g)
 	newest := g.newest()
 	if !newest.IsZero() && ev.Time.Before(newest.Add(-r.Window)) {
 		// Too old to count in any window this group still has.
@@ -579,6 +584,7 @@ func (c *Correlator) emit(g *group, last *ingest.Event) {
 	in.Title, in.Summary = rs.rule.Render(td)
 	in.Counts = td.Counts
 	in.Evidence = slices.Clone(g.Evidence)
+	c.touch(g)
 	g.Pending = false
 	out := *in
 	out.Group = maps.Clone(in.Group)
@@ -789,11 +795,13 @@ func (c *Correlator) dropIfDead(g *group) bool {
 	if g.rs.groups[g.Key] == g {
 		delete(g.rs.groups, g.Key)
 	}
+	c.touch(g)
 	return true
 }
 
 // schedule sets when g must be woken next.
 func (c *Correlator) schedule(g *group) {
+	c.touch(g) // scheduled after every change (events, wake-ups, releases)
 	r := g.rs.rule
 	var due time.Time
 	// During wake-ups, times the watermark has passed were looked at

@@ -58,7 +58,9 @@ func (c *Correlator) Snapshot() ([]byte, error) {
 }
 
 // Restore loads a snapshot taken by Snapshot. State of rules that are no
-// longer loaded, or whose definition changed since, is dropped.
+// longer loaded, or whose definition changed since, is dropped. Every item
+// of the restored state counts as changed for the next Checkpoint (a
+// snapshot is migrated to incremental checkpoints by writing it all once).
 func (c *Correlator) Restore(b []byte) error {
 	var s snapshotIn
 	if err := json.Unmarshal(b, &s); err != nil {
@@ -73,13 +75,9 @@ func (c *Correlator) Restore(b []byte) error {
 	c.clocks = newClocks()
 	for src, m := range s.Clocks {
 		for node, cl := range m {
-			if cl == nil {
-				continue
+			if cl != nil {
+				c.clocks.set(src, node, cl)
 			}
-			if c.clocks.m[src] == nil {
-				c.clocks.m[src] = map[string]*clock{}
-			}
-			c.clocks.m[src][node] = cl
 		}
 	}
 	c.clocks.restore()
@@ -87,36 +85,17 @@ func (c *Correlator) Restore(b []byte) error {
 		rs.groups = map[string]*group{}
 	}
 	for id, rsnap := range s.Rules {
-		rs, ok := c.rules[id]
-		if !ok || rs.hash != rsnap.Hash {
-			// Changed or removed while klaxon was down: resolve its
-			// open incidents (see SetRules).
-			for _, gj := range rsnap.Groups {
-				if gj != nil && gj.Incident != nil {
-					c.retired = append(c.retired, *gj.Incident)
-				}
-			}
-			continue
-		}
-		r := rs.rule
 		for _, gj := range rsnap.Groups {
-			if gj == nil || len(gj.Counts) != len(r.Selectors) {
-				continue
+			if gj != nil {
+				// Changed or removed while klaxon was down: its open
+				// incidents are resolved (see SetRules).
+				c.restoreGroup(id, rsnap.Hash, gj)
 			}
-			g := &group{groupState: gj.groupState, rs: rs, hidx: -1}
-			g.vals = make([]string, len(r.By))
-			for i, p := range r.By {
-				g.vals[i] = gj.Values[p]
-			}
-			if r.Absence != nil && g.Abs == nil {
-				g.Abs = &absState{}
-			}
-			if r.TimeDriven() && g.TL == nil {
-				g.TL = &timeline{EvalAt: c.watermark}
-			}
-			rs.groups[g.Key] = g
 		}
 	}
 	c.rebuild()
+	clear(c.ckpt.dirty)
+	c.ckpt.pending = nil
+	c.touchAll()
 	return nil
 }

@@ -1,0 +1,267 @@
+package correlate
+
+import (
+	"encoding/json"
+	"fmt"
+	"iter"
+	"time"
+)
+
+// Incremental checkpoints.
+//
+// The state of a correlator is a set of items, each encoded on its own: one
+// per group of a rule (its window, incident, sequence, absence and timeline
+// state) and one per source clock. Next to them a small meta record holds
+// the watermark, the Advance clock and the incidents of retired rules. The
+// correlator records which items changed (a dirty set filled wherever a
+// group or clock changes); Checkpoint encodes only those, so the cost of a
+// checkpoint follows what changed, not the size of the state.
+// RestoreCheckpoint rebuilds the correlator from the meta record and the
+// items. How items are stored, and how a crash between the writes of one
+// checkpoint is made harmless, is the caller's business (see
+// correlate/checkpoint).
+
+// checkpointState is the bookkeeping of incremental checkpoints.
+type checkpointState struct {
+	// dirty holds the groups changed since the last Checkpoint (the
+	// pointers of dropped groups too: their items are deleted).
+	dirty map[*group]struct{}
+	// pending holds the items handed out by Checkpoint calls whose result
+	// was not stored yet (Committed not called), and items the restored
+	// checkpoint holds but the correlator no longer has.
+	pending map[itemRef]struct{}
+	// quiet is set while the correlator rebuilds indexes (nothing changes).
+	quiet bool
+}
+
+// itemRef names an item: a group (kind 'g': rule id, group key) or a source
+// clock (kind 'c': source, node).
+type itemRef struct {
+	kind byte
+	a, b string
+}
+
+// ID is the item's id: unique per item and stable.
+func (r itemRef) ID() string { return string(r.kind) + "\x00" + r.a + "\x00" + r.b }
+
+// touch records that g changed.
+func (c *Correlator) touch(g *group) {
+	if c.ckpt.quiet {
+		return
+	}
+	if c.ckpt.dirty == nil {
+		c.ckpt.dirty = map[*group]struct{}{}
+	}
+	c.ckpt.dirty[g] = struct{}{}
+}
+
+// touchAll records that every group and clock changed (after Restore of a
+// snapshot, whose items are not stored on their own yet).
+func (c *Correlator) touchAll() {
+	for _, rs := range c.rules {
+		for _, g := range rs.groups {
+			c.touch(g)
+		}
+	}
+	for _, m := range c.clocks.m {
+		for _, cl := range m {
+			c.clocks.touch(cl)
+		}
+	}
+}
+
+// Checkpoint is the part of a correlator's state that changed since the
+// last stored checkpoint.
+type Checkpoint struct {
+	// Meta is the meta record: watermark, Advance clock, incidents of
+	// retired rules. It is written with every checkpoint.
+	Meta []byte
+	// Changed are the encoded items that changed, by item id.
+	Changed map[string][]byte
+	// Deleted are the ids of items the correlator no longer has.
+	Deleted []string
+}
+
+// checkpointMeta is the meta record.
+type checkpointMeta struct {
+	Version   int        `json:"version"`
+	Watermark time.Time  `json:"watermark"`
+	Proc      time.Time  `json:"proc,omitzero"`
+	Retired   []Incident `json:"retired,omitempty"`
+}
+
+// groupItem is the item of a group: the rule it belongs to (id and hash of
+// the definition) and its state as in a snapshot.
+type groupItem struct {
+	Rule  string `json:"rule"`
+	Hash  string `json:"hash"`
+	Group *group `json:"group"`
+}
+
+type groupItemIn struct {
+	Rule  string     `json:"rule"`
+	Hash  string     `json:"hash"`
+	Group *groupJSON `json:"group"`
+}
+
+// clockItem is the item of a source clock.
+type clockItem struct {
+	Source string `json:"source"`
+	Node   string `json:"node"`
+	Clock  *clock `json:"clock"`
+}
+
+// Checkpoint encodes the items that changed since the last Committed call
+// (or restore), the ids of items that are gone, and the meta record. It
+// does not forget them: a caller that could not store the checkpoint calls
+// Checkpoint again later and gets these items again, with what changed
+// since. After the checkpoint was stored, the caller calls Committed before
+// the correlator changes again.
+func (c *Correlator) Checkpoint() (Checkpoint, error) {
+	if c.ckpt.pending == nil {
+		c.ckpt.pending = map[itemRef]struct{}{}
+	}
+	for g := range c.ckpt.dirty {
+		c.ckpt.pending[itemRef{'g', g.rs.rule.ID, g.Key}] = struct{}{}
+	}
+	clear(c.ckpt.dirty)
+	for cl := range c.clocks.dirty {
+		c.ckpt.pending[itemRef{'c', cl.src, cl.node}] = struct{}{}
+	}
+	clear(c.clocks.dirty)
+	cp := Checkpoint{Changed: make(map[string][]byte, len(c.ckpt.pending))}
+	for ref := range c.ckpt.pending {
+		b, ok, err := c.encodeItem(ref)
+		if err != nil {
+			return Checkpoint{}, err
+		}
+		if ok {
+			cp.Changed[ref.ID()] = b
+		} else {
+			cp.Deleted = append(cp.Deleted, ref.ID())
+		}
+	}
+	meta, err := json.Marshal(checkpointMeta{Version: 2, Watermark: c.watermark, Proc: c.proc, Retired: c.retired})
+	if err != nil {
+		return Checkpoint{}, fmt.Errorf("correlator checkpoint: %w", err)
+	}
+	cp.Meta = meta
+	return cp, nil
+}
+
+// Committed tells the correlator that the last Checkpoint was stored.
+func (c *Correlator) Committed() { clear(c.ckpt.pending) }
+
+// encodeItem encodes the item ref names; ok is false when it is gone.
+func (c *Correlator) encodeItem(ref itemRef) (b []byte, ok bool, err error) {
+	switch ref.kind {
+	case 'g':
+		rs := c.rules[ref.a]
+		if rs == nil {
+			return nil, false, nil
+		}
+		g := rs.groups[ref.b]
+		if g == nil {
+			return nil, false, nil
+		}
+		b, err = json.Marshal(groupItem{Rule: rs.rule.ID, Hash: rs.hash, Group: g})
+	case 'c':
+		cl := c.clocks.m[ref.a][ref.b]
+		if cl == nil {
+			return nil, false, nil
+		}
+		b, err = json.Marshal(clockItem{Source: ref.a, Node: ref.b, Clock: cl})
+	default:
+		return nil, false, fmt.Errorf("correlator checkpoint: unknown item kind %q", ref.kind)
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("correlator checkpoint: %w", err)
+	}
+	return b, true, nil
+}
+
+// RestoreCheckpoint loads a checkpoint: the meta record and every item
+// (id, encoded item) of the stored state, in any order. As with Restore,
+// the state of rules that are no longer loaded, or whose definition
+// changed since, is dropped (their open incidents are resolved with the
+// next emission); the items of those groups are reported as deleted by the
+// next Checkpoint. Nothing else counts as changed.
+func (c *Correlator) RestoreCheckpoint(meta []byte, items iter.Seq2[string, []byte]) error {
+	var m checkpointMeta
+	if err := json.Unmarshal(meta, &m); err != nil {
+		return fmt.Errorf("correlator checkpoint: meta: %w", err)
+	}
+	if m.Version != 2 {
+		return fmt.Errorf("correlator checkpoint: unknown version %d", m.Version)
+	}
+	c.watermark, c.proc, c.retired = m.Watermark, m.Proc, m.Retired
+	c.clocks = newClocks()
+	for _, rs := range c.rules {
+		rs.groups = map[string]*group{}
+	}
+	clear(c.ckpt.dirty)
+	c.ckpt.pending = map[itemRef]struct{}{}
+	for id, b := range items {
+		if len(id) == 0 {
+			return fmt.Errorf("correlator checkpoint: item without id")
+		}
+		switch id[0] {
+		case 'g':
+			var gi groupItemIn
+			if err := json.Unmarshal(b, &gi); err != nil {
+				return fmt.Errorf("correlator checkpoint: group item: %w", err)
+			}
+			if gi.Group == nil {
+				continue
+			}
+			if !c.restoreGroup(gi.Rule, gi.Hash, gi.Group) {
+				c.ckpt.pending[itemRef{'g', gi.Rule, gi.Group.Key}] = struct{}{}
+			}
+		case 'c':
+			var ci clockItem
+			if err := json.Unmarshal(b, &ci); err != nil {
+				return fmt.Errorf("correlator checkpoint: clock item: %w", err)
+			}
+			if ci.Clock != nil {
+				c.clocks.set(ci.Source, ci.Node, ci.Clock)
+			}
+		default:
+			return fmt.Errorf("correlator checkpoint: unknown item kind %q", id[0])
+		}
+	}
+	c.clocks.restore()
+	clear(c.clocks.dirty)
+	c.rebuild()
+	return nil
+}
+
+// restoreGroup adds a group read from a snapshot or checkpoint to its rule
+// and reports whether it was kept. The group of a rule that is gone or
+// changed is dropped, and its open incident retired (resolved with the
+// next emission, see SetRules).
+func (c *Correlator) restoreGroup(ruleID, hash string, gj *groupJSON) bool {
+	rs, ok := c.rules[ruleID]
+	if !ok || rs.hash != hash {
+		if gj.Incident != nil {
+			c.retired = append(c.retired, *gj.Incident)
+		}
+		return false
+	}
+	r := rs.rule
+	if len(gj.Counts) != len(r.Selectors) {
+		return false
+	}
+	g := &group{groupState: gj.groupState, rs: rs, hidx: -1}
+	g.vals = make([]string, len(r.By))
+	for i, p := range r.By {
+		g.vals[i] = gj.Values[p]
+	}
+	if r.Absence != nil && g.Abs == nil {
+		g.Abs = &absState{}
+	}
+	if r.TimeDriven() && g.TL == nil {
+		g.TL = &timeline{EvalAt: c.watermark}
+	}
+	rs.groups[g.Key] = g
+	return true
+}

@@ -112,7 +112,7 @@ func ReadAll(ctx context.Context, r io.Reader, format string, cfg ReadConfig, em
 	}
 	d.flush(emit)
 	if err != nil {
-		err = fmt.Errorf("journald: %s: %w", nameOr(cfg.Name), err)
+		err = fmt.Errorf("journald: %w", err)
 	}
 	return d.Stats(), err
 }
@@ -142,7 +142,7 @@ func ReadJournal(ctx context.Context, file string, cfg ReadConfig, emit func(ing
 	}
 	j, err := lookJournalctl(cfg.Journalctl)
 	if err != nil {
-		return Stats{}, fmt.Errorf("%w (needed to read the journal file %s)", err, file)
+		return Stats{}, fmt.Errorf("%w (needed to read journal files)", err)
 	}
 	dc := cfg.decoderConfig()
 	for {
@@ -158,7 +158,7 @@ func ReadJournal(ctx context.Context, file string, cfg ReadConfig, emit func(ing
 		}
 		d.flush(emit)
 		if err != nil {
-			err = fmt.Errorf("journald: %s: %w", file, err)
+			err = fmt.Errorf("journald: %w", err)
 		}
 		return d.Stats(), err
 	}

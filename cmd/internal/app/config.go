@@ -9,7 +9,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
+	"strings"
 	"time"
 
 	nomad "github.com/hashicorp/nomad/api"
@@ -18,6 +20,7 @@ import (
 	"github.com/klaxon-dev/klaxon/cmd/internal/bus"
 	"github.com/klaxon-dev/klaxon/correlate"
 	"github.com/klaxon-dev/klaxon/ingest"
+	"github.com/klaxon-dev/klaxon/ingest/journald"
 	"github.com/klaxon-dev/klaxon/ingest/nomadevents"
 	"github.com/klaxon-dev/klaxon/ingest/nomadlog"
 )
@@ -83,6 +86,8 @@ type SourcesConfig struct {
 	NomadLog    []NomadLogConfig    `yaml:"nomad_log"`
 	NomadEvents []NomadEventsConfig `yaml:"nomad_events"`
 	WinEvtFiles []WinEvtFilesConfig `yaml:"winevt_files"`
+	// Journald follows systemd units in the journal (Linux).
+	Journald []JournaldConfig `yaml:"journald"`
 	// WinEvt subscribes to Windows Event Log channels (Windows only).
 	WinEvt *WinEvtLiveConfig `yaml:"winevt"`
 }
@@ -115,6 +120,18 @@ type WinEvtFilesConfig struct {
 	Paths        []string      `yaml:"paths"`
 	ReadFrom     string        `yaml:"read_from"`
 	PollInterval time.Duration `yaml:"poll_interval"`
+}
+
+// JournaldConfig follows the agent's log in the systemd journal through
+// journalctl.
+type JournaldConfig struct {
+	Units        []string `yaml:"units"`          // default [nomad.service]
+	Directory    string   `yaml:"directory"`      // a journal directory instead of the system journal
+	Files        []string `yaml:"files"`          // journal files instead of the system journal
+	ReadFrom     string   `yaml:"read_from"`      // end (default) or beginning
+	Node         string   `yaml:"node"`           // overrides each entry's _HOSTNAME
+	MaxLineBytes int      `yaml:"max_line_bytes"` // default 1 MiB
+	Journalctl   string   `yaml:"journalctl"`     // command or path, default journalctl
 }
 
 // NomadLogConfig is one agent-log tailer.
@@ -231,6 +248,28 @@ func (c *Config) SetDefaults() {
 			s.PollInterval = nomadlog.DefaultPollInterval
 		}
 	}
+	for i := range c.Sources.Journald {
+		s := &c.Sources.Journald[i]
+		if len(s.Units) == 0 {
+			s.Units = []string{journald.DefaultUnit}
+		}
+		s.Directory = rel(s.Directory)
+		for j, p := range s.Files {
+			s.Files[j] = rel(p)
+		}
+		switch {
+		case s.Journalctl == "":
+			s.Journalctl = journald.DefaultJournalctl
+		case filepath.Base(s.Journalctl) != s.Journalctl:
+			s.Journalctl = rel(s.Journalctl) // a path, not a command name
+		}
+		if s.ReadFrom == "" {
+			s.ReadFrom = "end"
+		}
+		if s.MaxLineBytes == 0 {
+			s.MaxLineBytes = nomadlog.DefaultMaxLineBytes
+		}
+	}
 	for i := range c.Sources.NomadEvents {
 		s := &c.Sources.NomadEvents[i]
 		if s.Address == "" {
@@ -303,6 +342,9 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("sources.nomad_log[%d].max_line_bytes: must not be negative", i))
 		}
 	}
+	for i, s := range c.Sources.Journald {
+		errs = append(errs, s.validate(fmt.Sprintf("sources.journald[%d]", i))...)
+	}
 	for i, s := range c.Sources.NomadEvents {
 		if s.Address == "" {
 			errs = append(errs, fmt.Errorf("sources.nomad_events[%d].address: required (or nomad.address / $NOMAD_ADDR)", i))
@@ -340,6 +382,33 @@ func (c *Config) Validate() error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+func (s JournaldConfig) validate(at string) []error {
+	var errs []error
+	if runtime.GOOS == "windows" {
+		errs = append(errs, fmt.Errorf("%s: the systemd journal is not available on Windows", at))
+	}
+	for j, u := range s.Units {
+		if strings.TrimSpace(u) == "" {
+			errs = append(errs, fmt.Errorf("%s.units[%d]: empty", at, j))
+		}
+	}
+	if s.Directory != "" && len(s.Files) > 0 {
+		errs = append(errs, fmt.Errorf("%s: directory and files: give one of them (or neither, for the system journal)", at))
+	}
+	for j, f := range s.Files {
+		if f == "" {
+			errs = append(errs, fmt.Errorf("%s.files[%d]: empty", at, j))
+		}
+	}
+	if s.ReadFrom != "end" && s.ReadFrom != "beginning" {
+		errs = append(errs, fmt.Errorf("%s.read_from: %q: want end or beginning", at, s.ReadFrom))
+	}
+	if s.MaxLineBytes < 0 {
+		errs = append(errs, fmt.Errorf("%s.max_line_bytes: must not be negative", at))
+	}
+	return errs
 }
 
 // BusConfig returns the bus configuration.

@@ -22,6 +22,7 @@ import (
 	"github.com/klaxon-dev/klaxon/cmd/internal/bus"
 	"github.com/klaxon-dev/klaxon/correlate"
 	"github.com/klaxon-dev/klaxon/ingest"
+	"github.com/klaxon-dev/klaxon/ingest/journald"
 	"github.com/klaxon-dev/klaxon/ingest/nomadevents"
 	"github.com/klaxon-dev/klaxon/ingest/nomadlog"
 	"github.com/klaxon-dev/klaxon/ingest/winevt"
@@ -106,6 +107,9 @@ func (m *sourceMeter) parseErrors() float64 {
 	case *nomadevents.Source:
 		st := s.Stats()
 		return float64(st.Malformed + st.Unknown)
+	case *journald.Source:
+		st := s.Stats()
+		return float64(st.Unparsed + st.Oversize + st.Malformed)
 	case *winevt.Source:
 		st := s.Stats()
 		return float64(st.BadRecords + st.BadChunks)

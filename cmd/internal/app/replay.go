@@ -17,6 +17,7 @@ import (
 
 	"github.com/klaxon-dev/klaxon/correlate"
 	"github.com/klaxon-dev/klaxon/ingest"
+	"github.com/klaxon-dev/klaxon/ingest/journald"
 	"github.com/klaxon-dev/klaxon/ingest/nomadalloc"
 	"github.com/klaxon-dev/klaxon/ingest/nomadevents"
 	"github.com/klaxon-dev/klaxon/ingest/nomadlog"
@@ -220,6 +221,11 @@ const (
 	kindEvents   = "nomad event stream"
 	kindEVTX     = "evtx"
 	kindEventXML = "event xml"
+	// The systemd journal: a journal file (read through journalctl), its
+	// export format, journalctl -o json.
+	kindJournal       = "journal file"
+	kindJournalExport = "journal export"
+	kindJournalJSON   = "journal json"
 )
 
 // inputStats are the counters replay sums over inputs of every kind:
@@ -247,7 +253,7 @@ func openInput(name string) (*replayInput, error) {
 	in.kind = detectKind(head)
 	if in.kind == "" {
 		f.Close()
-		return nil, fmt.Errorf("replay: %s: unknown input format (expected a Nomad agent log (text or JSON), a Nomad event-stream recording (NDJSON), an EVTX file or rendered event XML)", name)
+		return nil, fmt.Errorf("replay: %s: unknown input format (expected a Nomad agent log (text or JSON), a Nomad event-stream recording (NDJSON), an EVTX file, rendered event XML, a systemd journal file or journal export/JSON)", name)
 	}
 	return in, nil
 }
@@ -255,6 +261,14 @@ func openInput(name string) (*replayInput, error) {
 // detectKind tells the kind of input from its first bytes ("" when it is
 // none that replay reads).
 func detectKind(head []byte) string {
+	switch journald.Detect(head) {
+	case journald.FormatJournal:
+		return kindJournal
+	case journald.FormatExport:
+		return kindJournalExport
+	case journald.FormatJSON:
+		return kindJournalJSON
+	}
 	switch {
 	case winevt.DetectEVTX(head):
 		return kindEVTX
@@ -368,6 +382,23 @@ func (in *replayInput) start(ctx context.Context, opts ReplayOptions, ident *ing
 			var st winevt.Stats
 			st, in.err = winevt.ReadXML(ctx, r, in.name, winevt.DecoderConfig{Identity: ident, Log: opts.Log}, emit)
 			in.stats = inputStats{Lines: st.Records, Unparsed: st.BadRecords}
+		case kindJournal, kindJournalExport, kindJournalJSON:
+			jcfg := journald.ReadConfig{Name: in.name, DefaultNode: opts.Node, Identity: ident, MaxLineBytes: opts.MaxLineBytes}
+			var st journald.Stats
+			switch in.kind {
+			case kindJournal:
+				st, in.err = journald.ReadJournal(ctx, in.name, jcfg, emit)
+				if opts.Progress != nil {
+					if fi, err := in.f.Stat(); err == nil {
+						opts.Progress.Bytes.Add(fi.Size())
+					}
+				}
+			case kindJournalExport:
+				st, in.err = journald.ReadAll(ctx, r, journald.FormatExport, jcfg, emit)
+			default:
+				st, in.err = journald.ReadAll(ctx, r, journald.FormatJSON, jcfg, emit)
+			}
+			in.stats = inputStats{Lines: st.Entries, Oversize: st.Oversize, Unparsed: st.Unparsed + st.Malformed}
 		}
 		if in.err != nil {
 			in.err = fmt.Errorf("replay: %s: %w", in.name, in.err)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/klaxon-dev/klaxon/cmd/internal/bus"
 	"github.com/klaxon-dev/klaxon/ingest"
+	"github.com/klaxon-dev/klaxon/ingest/journald"
 	"github.com/klaxon-dev/klaxon/ingest/nomadalloc"
 	"github.com/klaxon-dev/klaxon/ingest/nomadevents"
 	"github.com/klaxon-dev/klaxon/ingest/nomadlog"
@@ -313,6 +314,17 @@ func newIngestRole(cfg *Config, node string, now func() time.Time, met *metrics,
 		}
 		ir.sources = append(ir.sources, t)
 	}
+	for i, sc := range cfg.Sources.Journald {
+		s, err := journald.New(journald.Config{
+			Units: sc.Units, Directory: sc.Directory, Files: sc.Files, ReadFrom: sc.ReadFrom,
+			Node: sc.Node, DefaultNode: node, Identity: ident, MaxLineBytes: sc.MaxLineBytes,
+			Journalctl: sc.Journalctl, Checkpoints: cps, Now: now,
+		}, log)
+		if err != nil {
+			return nil, fmt.Errorf("sources.journald[%d]: %w", i, err)
+		}
+		ir.sources = append(ir.sources, s)
+	}
 	for _, sc := range cfg.Sources.NomadEvents {
 		ncfg := nomadevents.Config{
 			Address: sc.Address, Region: sc.Region, Namespace: sc.Namespace,
@@ -341,7 +353,7 @@ func newIngestRole(cfg *Config, node string, now func() time.Time, met *metrics,
 		ir.sources = append(ir.sources, s)
 	}
 	if len(ir.sources) == 0 {
-		log.Warn("no sources configured (sources: nomad_log, nomad_events, winevt_files, winevt)")
+		log.Warn("no sources configured (sources: nomad_log, journald, nomad_events, winevt_files, winevt)")
 	}
 	return ir, nil
 }

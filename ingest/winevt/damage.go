@@ -3,6 +3,7 @@ package winevt
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"time"
 )
 
@@ -13,17 +14,22 @@ import (
 //
 // Record numbers. Windows numbers the records of a chunk consecutively, and
 // the chunk header holds the first and last number. A record's number is
-// plausible when it continues the numbering of a record next to it (the
-// previous one's plus one, or the next one's minus one), or when it fits the
-// header's range at its position: record i of the n walked, in a chunk
-// whose sane header says [first, last], has first+i <= id <= last-(n-1-i).
-// (A carved or half-overwritten chunk can hold newer records than its
-// header says; they are numbered consecutively all the same.) A record with
-// an implausible number is damage: counted, skipped, and never a checkpoint.
+// plausible when it fits the header's range at its position: record i of
+// the n walked, in a chunk whose sane header says [first, last], has
+// first+i <= id <= last-(n-1-i). A carved or half-overwritten chunk can hold
+// newer records than its header says, numbered consecutively all the same:
+// so a number outside that range is plausible too when it continues the
+// numbering of a record next to it (the previous one's plus one, or the
+// next one's minus one) and is not beyond the file's ceiling: the highest
+// number that the chunk headers agreeing with their records announce, plus
+// what one chunk can hold. (Two neighbours damaged alike stay out.) A
+// record with an implausible number is damage: counted, skipped, and never
+// a checkpoint.
 //
 // Times. A record's time (TimeCreated, else the record header's) is
-// impossible when it is before 1990 or more than a day after the reader's
-// clock; or when it is more than a day away from the record header's own
+// impossible when TimeCreated is there but cannot be parsed (a year beyond
+// 9999), when it is before 1990 or more than a day after the reader's
+// clock, or when it is more than a day away from the record header's own
 // time (an independent copy of the moment it was written) and also from
 // each of the nearest records on both sides (up to two each side), while
 // those agree within a day: a lone spike. (A genuine clock step or a resume
@@ -105,15 +111,32 @@ func saneRange(first, last uint64) bool {
 }
 
 // plausibleIDs tells which of the records heads of chunk s carry a
-// plausible number (see the damage rules).
-func plausibleIDs(s slot, heads []recHead) []bool {
+// plausible number (see the damage rules) in a file whose ceiling is given.
+func plausibleIDs(s slot, heads []recHead, ceiling uint64) []bool {
 	n := len(heads)
 	ok := make([]bool, n)
 	for i, h := range heads {
-		ok[i] = (i > 0 && heads[i-1].id+1 == h.id) || (i+1 < n && h.id+1 == heads[i+1].id) ||
-			(s.sane() && inRange(h.id, i, n, s.first, s.last))
+		ok[i] = (s.sane() && inRange(h.id, i, n, s.first, s.last)) ||
+			(h.id <= ceiling && ((i > 0 && heads[i-1].id+1 == h.id) || (i+1 < n && h.id+1 == heads[i+1].id)))
 	}
 	return ok
+}
+
+// ceiling returns the highest record number the chunks of a file may
+// plausibly hold (see the damage rules); no limit when no chunk header
+// agrees with its records.
+func ceiling(slots []slot) uint64 {
+	var m uint64
+	found := false
+	for _, s := range slots {
+		if s.trusted() {
+			m, found = max(m, s.last), true
+		}
+	}
+	if !found || m > math.MaxUint64-maxChunkRecords {
+		return math.MaxUint64
+	}
+	return m + maxChunkRecords
 }
 
 // inRange reports whether record i of n, numbered id, fits [lo, hi].
@@ -124,10 +147,10 @@ func inRange(id uint64, i, n int, lo, hi uint64) bool {
 
 // maxPlausibleID returns the highest plausible record number of chunk s
 // (data is the chunk), 0 when it has none.
-func maxPlausibleID(data []byte, s slot) uint64 {
+func maxPlausibleID(data []byte, s slot, ceiling uint64) uint64 {
 	heads, _ := walkRecords(data, s.avail, recordsLimit(data))
 	var m uint64
-	for i, ok := range plausibleIDs(s, heads) {
+	for i, ok := range plausibleIDs(s, heads, ceiling) {
 		if ok {
 			m = max(m, heads[i].id)
 		}
@@ -161,10 +184,15 @@ func checkTimes(recs []rec, now time.Time, st *Stats) {
 			bad[i] = true
 		}
 	}
+	for i := range recs {
+		if recs[i].rawTime != "" {
+			bad[i] = true
+		}
+	}
 	var prev *rec // the last record with a trusted time
 	for i := range recs {
 		r := &recs[i]
-		if r.err != nil || !r.hasTime {
+		if r.err != nil || (!r.hasTime && r.rawTime == "") {
 			continue
 		}
 		if !bad[i] && !impossibleTime(r.ev.Time, now) {
@@ -218,7 +246,10 @@ func nextTrusted(recs []rec, i int, now time.Time, bad map[int]bool) *rec {
 
 // replaceTime gives r, whose time is impossible, the best time at hand.
 func replaceTime(r, prev, next *rec, now time.Time) {
-	bad := r.ev.Time
+	bad := r.rawTime
+	if bad == "" {
+		bad = formatTime(r.ev.Time)
+	}
 	near := func(t time.Time) bool {
 		return (prev == nil && next == nil) || (prev != nil && !far(t, prev.ev.Time)) || (next != nil && !far(t, next.ev.Time))
 	}
@@ -230,10 +261,11 @@ func replaceTime(r, prev, next *rec, now time.Time) {
 	case next != nil:
 		r.ev.Time = next.ev.Time
 	default:
-		r.ev.Time, r.hasTime = time.Time{}, false
+		r.ev.Time = time.Time{}
 	}
+	r.hasTime = !r.ev.Time.IsZero()
 	r.badTime = true
 	if r.ev.Fields != nil {
-		r.ev.Fields["damaged_time"] = formatTime(bad)
+		r.ev.Fields["damaged_time"] = bad
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -51,17 +52,21 @@ type slot struct {
 	off         int64 // file offset
 	first, last uint64
 	avail       int    // bytes present (< chunkSize for a cut last slot)
-	order       uint64 // the record number it starts at: first, or inferred when the header's range is damaged
+	order       uint64 // the record number it starts at (chunkOrder)
 }
 
 // sane reports whether the header's record range is possible.
 func (s slot) sane() bool { return saneRange(s.first, s.last) }
 
+// trusted reports whether the header's record range is possible and agrees
+// with the chunk's records.
+func (s slot) trusted() bool { return s.sane() && s.order == s.first }
+
 // maxID is the highest record number the chunk header announces: its last
 // one, or as many as a chunk can hold after order when its range is damaged.
 // (A chunk's records can go beyond it: see maxPlausibleID.)
 func (s slot) maxID() uint64 {
-	if s.sane() {
+	if s.trusted() {
 		return s.last
 	}
 	if s.order > math.MaxUint64-maxChunkRecords {
@@ -101,8 +106,9 @@ func readFileHeader(f io.ReaderAt) (fileInfo, error) {
 // with another signature are counted in st.
 func scanSlots(f io.ReaderAt, size int64, name string, st *Stats) ([]slot, error) {
 	var out []slot
-	var h [0x30]byte
-	for i, off := 0, int64(fileHeaderSize); off+int64(len(h)) <= size; i, off = i+1, off+chunkSize {
+	var h [chunkHeaderSize + recordHeader]byte // the header and the first record's
+	for i, off := 0, int64(fileHeaderSize); off+0x30 <= size; i, off = i+1, off+chunkSize {
+		clear(h[:])
 		if _, err := f.ReadAt(h[:], off); err != nil && err != io.EOF {
 			return out, fmt.Errorf("winevt: %s: chunk %d (offset 0x%x): %w", name, i, off, err)
 		}
@@ -126,14 +132,36 @@ func scanSlots(f io.ReaderAt, size int64, name string, st *Stats) ([]slot, error
 			continue
 		}
 		s := slot{index: i, off: off, first: le.Uint64(h[0x18:]), last: le.Uint64(h[0x20:]), avail: avail}
-		s.order = s.first
-		if !s.sane() {
-			s.order = inferOrder(f, s)
-		}
+		s.order = chunkOrder(f, s, h[chunkHeaderSize:])
 		out = append(out, s)
 	}
 	sort.SliceStable(out, func(a, b int) bool { return out[a].order < out[b].order })
 	return out, nil
+}
+
+// chunkOrder returns the record number chunk s starts at, so that chunks
+// are read in record order even when a damaged header says otherwise: the
+// header's first number when its first record (rec0, its header) agrees;
+// else that record's number when the next record continues it; else the
+// header's when its range is sane; else what most records count from.
+func chunkOrder(f io.ReaderAt, s slot, rec0 []byte) uint64 {
+	if bytes.Equal(rec0[:4], recordMagic) {
+		id0 := le.Uint64(rec0[8:])
+		if s.sane() && id0 == s.first {
+			return s.first
+		}
+		var rec1 [16]byte
+		next := int64(chunkHeaderSize) + int64(le.Uint32(rec0[4:]))
+		if next >= chunkHeaderSize+minRecordSize && next+int64(len(rec1)) <= chunkSize {
+			if _, err := f.ReadAt(rec1[:], s.off+next); err == nil && bytes.Equal(rec1[:4], recordMagic) && le.Uint64(rec1[8:]) == id0+1 {
+				return id0
+			}
+		}
+	}
+	if s.sane() {
+		return s.first
+	}
+	return inferOrder(f, s)
 }
 
 // inferOrder returns the number the records of a chunk whose header range
@@ -189,6 +217,7 @@ type rec struct {
 	err     error     // the record could not be decoded, or its number is implausible
 	badID   bool      // its number is implausible
 	badTime bool      // its time was impossible and has been replaced
+	rawTime string    // TimeCreated when it could not be parsed
 	lib     []string  // what golang-evtx logged while decoding it
 }
 
@@ -204,11 +233,12 @@ type chunkOut struct {
 
 // decoder holds what decoding the chunks of one read of a file needs.
 type decoder struct {
-	fi    fileInfo
-	name  string // file name, for places
-	norm  *normalizer
-	minID uint64    // records numbered up to minID are not decoded
-	now   time.Time // the reader's clock, for impossible times
+	fi      fileInfo
+	name    string // file name, for places
+	norm    *normalizer
+	minID   uint64    // records numbered up to minID are not decoded
+	ceiling uint64    // the highest plausible record number (ceiling)
+	now     time.Time // the reader's clock, for impossible times
 }
 
 // place names a chunk in errors.
@@ -234,7 +264,7 @@ func (d *decoder) chunk(data []byte, s slot) chunkOut {
 		st.BadRecords++
 		st.addError(out.tail)
 	}
-	plausible := plausibleIDs(s, heads)
+	plausible := plausibleIDs(s, heads, d.ceiling)
 	cd := newChunkDecoder(data)
 	for i, h := range heads {
 		if !plausible[i] {
@@ -315,6 +345,11 @@ func decodeRecord(cd *chunkDecoder, n *normalizer, off, size int, id uint64) (r 
 		return r
 	}
 	r.ev, r.hasTime = n.normalize(ev, r.hdrTime)
+	if raw := strings.TrimSpace(ev.child("System").child("TimeCreated").attr("SystemTime")); raw != "" {
+		if _, ok := parseSystemTime(raw); !ok {
+			r.rawTime = raw // damaged: the header time stands in, see checkTimes
+		}
+	}
 	return r
 }
 
@@ -363,7 +398,7 @@ func ReadEVTX(ctx context.Context, path string, cfg DecoderConfig, emit func(ing
 	if err != nil {
 		return st, err
 	}
-	d := &decoder{fi: fi, name: name, norm: &normalizer{ident: cfg.Identity}, now: cfg.now()}
+	d := &decoder{fi: fi, name: name, norm: &normalizer{ident: cfg.Identity}, ceiling: ceiling(slots), now: cfg.now()}
 	log := cfg.logger()
 	warned := 0
 	err = decodeSlots(ctx, f, slots, d, func(co *chunkOut) {

@@ -59,12 +59,12 @@ func (h *libHook) Write(p []byte) (int, error) {
 // its level prefix (nor the standard logger's date and file prefixes), and
 // false for a line that is not one.
 func libMessage(p []byte) (string, bool) {
-	head := p[:min(len(p), 160)]
+	head := p[:min(len(p), 512)]
 	if nl := bytes.IndexByte(head, '\n'); nl >= 0 {
 		head = head[:nl]
 	}
 	for _, pre := range libPrefixes {
-		if i := bytes.Index(head, pre); i >= 0 {
+		if i := bytes.Index(head, pre); i >= 0 && stdHeader(head[:i]) {
 			line := p[i:]
 			if nl := bytes.IndexByte(line, '\n'); nl >= 0 {
 				line = line[:nl]
@@ -73,6 +73,22 @@ func libMessage(p []byte) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// stdHeader reports whether h is what the standard logger puts before a
+// message: its prefix, date, time and file:line, as its flags say.
+func stdHeader(h []byte) bool {
+	pfx := []byte(log.Prefix())
+	h = bytes.TrimSuffix(bytes.TrimPrefix(h, pfx), pfx)
+	if j := bytes.LastIndex(h, []byte(".go:")); j >= 0 { // Lshortfile, Llongfile
+		h = h[:bytes.LastIndexByte(h[:j], ' ')+1]
+	}
+	for _, c := range h {
+		if (c < '0' || c > '9') && c != '/' && c != ':' && c != '.' && c != ' ' {
+			return false
+		}
+	}
+	return true
 }
 
 // installHook wraps the standard logger's output with libHook, again if

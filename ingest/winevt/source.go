@@ -75,6 +75,7 @@ type Source struct {
 	times   atomic.Int64 // records sent with a replaced (impossible) time
 	parser  atomic.Int64 // records golang-evtx printed parse errors for, each once
 	reads   atomic.Int64 // times a file was read and decoded
+	polls   atomic.Int64 // polls done
 }
 
 // Stats returns the records the source sent (Records), the damaged records
@@ -137,6 +138,7 @@ func (s *Source) Run(ctx context.Context, out chan<- ingest.Event) error {
 		case <-timer.C:
 		}
 		s.poll(ctx, out, startup)
+		s.polls.Add(1)
 		startup = false
 		if ctx.Err() != nil {
 			return nil
@@ -236,7 +238,7 @@ func lastRecordID(path string) (uint64, error) {
 	slots, err := scanSlots(f, fi.Size(), filepath.Base(path), &st)
 	var last uint64
 	for _, sl := range slots {
-		if sl.sane() {
+		if sl.trusted() {
 			last = max(last, sl.last)
 		} else {
 			last = max(last, sl.order) // the header's range is damaged: what its records start at
@@ -282,7 +284,7 @@ func (s *Source) read(ctx context.Context, wf *wfile, out chan<- ingest.Event) e
 	}
 	wf.retry = false
 	s.reads.Add(1)
-	d := &decoder{fi: info, name: name, norm: s.norm, minID: wf.last, now: s.now()}
+	d := &decoder{fi: info, name: name, norm: s.norm, minID: wf.last, ceiling: ceiling(slots), now: s.now()}
 	stop := false
 	err = decodeSlots(ctx, f, todo, d, func(co *chunkOut) {
 		if !stop {
@@ -342,12 +344,13 @@ func headersMax(slots []slot) uint64 {
 // read from their record headers.
 func plausibleMax(f io.ReaderAt, slots []slot) uint64 {
 	var m uint64
+	c := ceiling(slots)
 	for _, sl := range slots {
 		bp, err := readSlot(f, sl)
 		if err != nil {
 			continue
 		}
-		m = max(m, maxPlausibleID(*bp, sl))
+		m = max(m, maxPlausibleID(*bp, sl, c))
 		chunkPool.Put(bp)
 	}
 	return m

@@ -1,0 +1,1026 @@
+// Package checkpoint keeps the state of a correlator in a JetStream KV
+// bucket as incremental checkpoints: every item of the state (a group of a
+// rule, a source clock) under its own keys, written only when it changed,
+// and a meta record, written last, that says which writes are part of the
+// committed state and which stream sequence it covers. See "Correlator
+// checkpoints" in docs/ARCHITECTURE.md for the layout and why a crash or a
+// fenced writer cannot corrupt it.
+//
+// Keys, under the scope key K (e.g. "correlator-p0"):
+//
+//	K                      meta record: covered seq, epoch, gen, valid map,
+//	                       the correlator's meta state (inline, or chunks)
+//	K.i.<hash>.<0|1>       the two slots of an item (hash of its id)
+//	K.x.<hash>.<e>.<g>.<n> chunks of an item too large for one message
+//	K.m.<e>.<g>.<n>        chunks of a large meta state
+//	K.legacy               a single-value snapshot of klaxon before
+//	                       incremental checkpoints, while it is migrated
+package checkpoint
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/klaxon-dev/klaxon/correlate"
+)
+
+// ErrFenced is returned when another correlator took the state over (the
+// meta record moved on under this one): the caller must stop without
+// writing anything more.
+var ErrFenced = errors.New("checkpoint: another correlator took this state over")
+
+// errRaced: the meta record moved between reading it and claiming it.
+var errRaced = errors.New("checkpoint: the state changed while it was read")
+
+// Options tune a Store.
+type Options struct {
+	// ChunkSize bounds the value of one KV message; larger items are split
+	// into chunks (default: the server's max payload minus 4 KiB).
+	ChunkSize int
+	// Window is the number of asynchronous publishes in flight (default 256).
+	Window int
+	// Logger receives notices (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// Store reads and writes the checkpoints of one scope (one correlator or
+// partition). It is not safe for concurrent use.
+type Store struct {
+	js     jetstream.JetStream // own context: asynchronous publishes
+	kv     jetstream.KeyValue
+	stream jetstream.Stream // the bucket's stream (purges), looked up once
+	key    string
+	prefix string // subject prefix of the bucket's keys
+	log    *slog.Logger
+	chunk  int
+	window int
+
+	loaded  bool
+	epoch   uint64            // this writer's epoch (claimed at Load)
+	gen     uint64            // last committed generation
+	metaRev uint64            // KV revision of the meta record
+	valid   map[uint64]uint64 // epoch → last committed generation of it
+	legacy  bool              // the committed state is K.legacy
+	metaCk  []string          // chunk keys of the committed meta state
+	items   map[hkey]*item
+	refs    map[uint64]int // current records per epoch (prunes valid)
+	owed    []purge        // clean-up not done yet
+
+	// unsure is set when the meta write of the last attempt failed in a way
+	// that leaves open whether it was stored (a timeout).
+	unsure  bool
+	attempt *attempt
+
+	// hook, in tests, is called before each publish ("publish", its
+	// number in the attempt) and before the commit ("commit", 0); an error
+	// stops the attempt there, as a crash would.
+	hook func(stage string, n int) error
+}
+
+// hkey is the hash of an item id: its key in the bucket.
+type hkey [16]byte
+
+func hashID(id string) hkey {
+	s := sha256.Sum256([]byte(id))
+	return hkey(s[:16])
+}
+
+func (h hkey) String() string { return hex.EncodeToString(h[:]) }
+
+// slot is what the store knows of one slot of an item.
+type slot struct {
+	rev        uint64 // KV revision of its record (0: empty)
+	epoch, gen uint64
+	del        bool
+	chunks     []string // chunk keys of its record
+}
+
+// item is what the store knows of an item's keys.
+type item struct {
+	cur   int // slot with the committed record, -1 when none
+	slots [2]slot
+}
+
+// purge is a clean-up: the messages of a subject filter below a sequence
+// (0: all of them).
+type purge struct {
+	filter string
+	below  uint64
+	done   func()
+}
+
+// SaveStats says what one Save wrote.
+type SaveStats struct {
+	Items, Deleted int // items written, items deleted
+	Messages       int // KV messages published (item slots, chunks, meta)
+	Bytes          int
+	// Overwrites counts slots written again after their compare-and-set
+	// failed (records of an unfinished or fenced attempt).
+	Overwrites int
+}
+
+// metaRecord is the value of K. Version 0 (no "v") is the single-value
+// snapshot of klaxon before incremental checkpoints: {"seq", "state"}.
+type metaRecord struct {
+	V     int               `json:"v,omitempty"`
+	Seq   uint64            `json:"seq"`
+	Epoch uint64            `json:"epoch,omitempty"`
+	Gen   uint64            `json:"gen,omitempty"`
+	Valid map[uint64]uint64 `json:"valid,omitempty"`
+	// Legacy: the state is the single-value snapshot in K.legacy.
+	Legacy bool `json:"legacy,omitempty"`
+	// State is the correlator's meta record, inline, or in Chunks chunks
+	// of Len bytes with the SHA-256 Sum.
+	State  json.RawMessage `json:"state,omitempty"`
+	Chunks int             `json:"chunks,omitempty"`
+	Len    int             `json:"len,omitempty"`
+	Sum    string          `json:"sum,omitempty"`
+}
+
+// header starts the value of an item slot; the item follows after a
+// newline (or is in chunks).
+type header struct {
+	ID     string `json:"id"`
+	Epoch  uint64 `json:"e"`
+	Gen    uint64 `json:"g"`
+	Del    bool   `json:"del,omitempty"`
+	Chunks int    `json:"n,omitempty"`
+	Len    int    `json:"len,omitempty"`
+	Sum    string `json:"sum,omitempty"`
+}
+
+// New returns the store of the scope key in the bucket kv.
+func New(js jetstream.JetStream, kv jetstream.KeyValue, key string, opts Options) (*Store, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Window <= 0 {
+		opts.Window = 256
+	}
+	nc := js.Conn()
+	if opts.ChunkSize <= 0 {
+		opts.ChunkSize = max(int(nc.MaxPayload())-4096, 1024)
+	}
+	own, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(opts.Window*2), jetstream.WithPublishAsyncTimeout(30*time.Second))
+	if err != nil {
+		return nil, err
+	}
+	return &Store{
+		js: own, kv: kv, key: key, prefix: "$KV." + kv.Bucket() + ".",
+		log: opts.Logger, chunk: opts.ChunkSize, window: opts.Window,
+		items: map[hkey]*item{}, refs: map[uint64]int{}, valid: map[uint64]uint64{},
+	}, nil
+}
+
+// Close releases the store's publishing context.
+func (s *Store) Close() { s.js.CleanupPublisher() }
+
+func (s *Store) slotKey(h hkey, i int) string {
+	return s.key + ".i." + h.String() + "." + strconv.Itoa(i)
+}
+func (s *Store) chunkKey(h hkey, e, g uint64, n int) string {
+	return fmt.Sprintf("%s.x.%s.%d.%d.%d", s.key, h, e, g, n)
+}
+func (s *Store) metaChunkKey(e, g uint64, n int) string {
+	return fmt.Sprintf("%s.m.%d.%d.%d", s.key, e, g, n)
+}
+func (s *Store) legacyKey() string { return s.key + ".legacy" }
+
+// Load reads the committed state into c, claims the scope (a new epoch,
+// written to the meta record with compare-and-set: a previous writer that
+// is still alive can commit nothing more) and returns the stream sequence
+// the state covers. Writes of an unfinished checkpoint, and late writes of
+// a fenced writer, are ignored and cleaned up. A single-value snapshot of
+// klaxon before incremental checkpoints is migrated: it is restored and
+// every item is written with the first Save.
+func (s *Store) Load(ctx context.Context, c *correlate.Correlator) (uint64, error) {
+	for attempt := 0; ; attempt++ {
+		seq, err := s.load(ctx, c, true)
+		if err != nil {
+			s.loaded = false
+		}
+		if errors.Is(err, errRaced) {
+			if attempt < 5 {
+				continue
+			}
+			return 0, ErrFenced
+		}
+		return seq, err
+	}
+}
+
+// Read reads the committed state of the scope key into c without claiming
+// it (for tools and tests) and returns the stream sequence it covers.
+func Read(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, key string, c *correlate.Correlator) (uint64, error) {
+	s, err := New(js, kv, key, Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return 0, err
+	}
+	defer s.Close()
+	return s.load(ctx, c, false)
+}
+
+// scanned is what a scan of the scope's keys found.
+type scanned struct {
+	items   map[hkey]*item
+	best    map[hkey]*record // the newest valid record of each item
+	chunks  map[string]kvValue
+	maxRev  map[hkey]uint64 // newest revision under an item's keys
+	legacy  []byte
+	maxE    uint64
+	metaCks map[string]uint64 // meta chunk keys → revision
+}
+
+type kvValue struct {
+	b   []byte
+	rev uint64
+}
+
+type record struct {
+	hdr     header
+	slot    int
+	payload []byte // inline payload (nil when chunked)
+}
+
+func (s *Store) load(ctx context.Context, c *correlate.Correlator, claim bool) (uint64, error) {
+	var m metaRecord
+	var metaRev uint64
+	var old []byte // a single-value snapshot in K
+	e, err := s.kv.Get(ctx, s.key)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+	case err != nil:
+		return 0, fmt.Errorf("checkpoint: read %s: %w", s.key, err)
+	default:
+		metaRev = e.Revision()
+		if err := json.Unmarshal(e.Value(), &m); err != nil {
+			return 0, fmt.Errorf("checkpoint: %s unreadable: %w", s.key, err)
+		}
+		switch m.V {
+		case 0:
+			old = e.Value()
+			m = metaRecord{Seq: m.Seq}
+		case 2:
+		default:
+			return 0, fmt.Errorf("checkpoint: %s: unknown version %d", s.key, m.V)
+		}
+	}
+	valid := func(ep, g uint64) bool {
+		v, ok := m.Valid[ep]
+		return ok && g <= v
+	}
+	sc, err := s.scan(ctx, valid)
+	if err != nil {
+		return 0, err
+	}
+	if m.Legacy {
+		if sc.legacy == nil {
+			return 0, fmt.Errorf("checkpoint: %s says the state is in %s, which is missing", s.key, s.legacyKey())
+		}
+		old = sc.legacy
+	}
+	var metaState []byte
+	if m.V == 2 && !m.Legacy {
+		if metaState, err = s.metaState(&m, sc); err != nil {
+			return 0, err
+		}
+	}
+	// Items: assemble the chosen records; the rest is garbage.
+	payloads := make(map[string][]byte, len(sc.best))
+	refs := map[uint64]int{}
+	for h, r := range sc.best {
+		it := sc.items[h]
+		it.cur = r.slot
+		refs[r.hdr.Epoch]++ // a current tombstone too: its epoch stays valid until it is purged
+		if r.hdr.Del {
+			continue
+		}
+		p := r.payload
+		if r.hdr.Chunks > 0 {
+			if p, err = assemble(sc.chunks, r.hdr.Len, r.hdr.Sum, s.itemChunkKeys(h, r.hdr)); err != nil {
+				return 0, fmt.Errorf("checkpoint: item %q: %w", r.hdr.ID, err)
+			}
+		}
+		payloads[r.hdr.ID] = p
+	}
+	if !claim {
+		return s.restore(c, m.Seq, old, metaState, payloads)
+	}
+	epoch := max(m.Epoch, sc.maxE) + 1
+	keep := map[uint64]uint64{epoch: 0}
+	for ep := range refs {
+		keep[ep] = m.Valid[ep]
+	}
+	cl := metaRecord{V: 2, Seq: m.Seq, Epoch: epoch, Valid: keep, Legacy: old != nil}
+	if old != nil && !m.Legacy {
+		// Keep the single-value snapshot where the claim does not replace it.
+		if _, err := s.kv.Put(ctx, s.legacyKey(), old); err != nil {
+			return 0, fmt.Errorf("checkpoint: keep the snapshot: %w", err)
+		}
+	}
+	ck, err := s.putMeta(ctx, &cl, metaState, nil)
+	if err != nil {
+		return 0, err
+	}
+	b, err := json.Marshal(cl)
+	if err != nil {
+		return 0, err
+	}
+	var rev uint64
+	if metaRev == 0 {
+		rev, err = s.kv.Create(ctx, s.key, b)
+	} else {
+		rev, err = s.kv.Update(ctx, s.key, b, metaRev)
+	}
+	if casConflict(err) {
+		return 0, errRaced
+	}
+	if err != nil {
+		return 0, fmt.Errorf("checkpoint: claim %s: %w", s.key, err)
+	}
+	s.loaded, s.epoch, s.gen, s.metaRev, s.valid, s.legacy, s.metaCk = true, epoch, 0, rev, keep, old != nil, ck
+	s.items, s.refs, s.owed = sc.items, refs, nil
+	s.unsure, s.attempt = false, nil
+	// Clean-up (bounded by what the scan saw: later writes are not
+	// touched): items without a current record, chunks nothing current
+	// refers to, meta chunks of earlier records.
+	used := map[string]bool{}
+	for _, k := range ck {
+		used[k] = true
+	}
+	for h, it := range s.items {
+		if it.cur < 0 || it.slots[it.cur].del {
+			s.forget(h, it, sc.maxRev[h]+1)
+			continue
+		}
+		for _, k := range it.slots[it.cur].chunks {
+			used[k] = true
+		}
+	}
+	for k, v := range sc.chunks {
+		if !used[k] {
+			s.owe(k, v.rev+1, nil)
+		}
+	}
+	for k, rev := range sc.metaCks {
+		if !used[k] {
+			s.owe(k, rev+1, nil)
+		}
+	}
+	seq, err := s.restore(c, m.Seq, old, metaState, payloads)
+	if err != nil {
+		return 0, err
+	}
+	s.cleanup(ctx)
+	return seq, nil
+}
+
+// restore loads the state into c: the single-value snapshot old, or the
+// meta state and the items.
+//
+// A single-value snapshot that cannot be read is logged and skipped: the
+// correlator starts with empty state from the start of the stream (as
+// klaxon did before incremental checkpoints).
+func (s *Store) restore(c *correlate.Correlator, seq uint64, old, metaState []byte, payloads map[string][]byte) (uint64, error) {
+	if old != nil {
+		var rec struct {
+			State json.RawMessage `json:"state"`
+		}
+		err := json.Unmarshal(old, &rec)
+		if err == nil {
+			err = c.Restore(rec.State)
+		}
+		if err != nil {
+			s.log.Error("snapshot unreadable; starting with empty state", "key", s.key, "err", err)
+			return 0, nil
+		}
+		return seq, nil
+	}
+	if metaState == nil {
+		return seq, nil // nothing stored yet
+	}
+	if err := c.RestoreCheckpoint(metaState, maps.All(payloads)); err != nil {
+		return 0, err
+	}
+	return seq, nil
+}
+
+// scan reads every key of the scope once and picks, for each item, the
+// newest record that valid accepts.
+func (s *Store) scan(ctx context.Context, valid func(epoch, gen uint64) bool) (*scanned, error) {
+	sc := &scanned{items: map[hkey]*item{}, best: map[hkey]*record{}, chunks: map[string]kvValue{},
+		maxRev: map[hkey]uint64{}, metaCks: map[string]uint64{}}
+	w, err := s.kv.Watch(ctx, s.key+".>", jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint: read %s: %w", s.key, err)
+	}
+	defer w.Stop()
+	for {
+		var e jetstream.KeyValueEntry
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("checkpoint: read %s: %w", s.key, ctx.Err())
+		case e = <-w.Updates():
+		}
+		if e == nil {
+			break
+		}
+		if e.Operation() != jetstream.KeyValuePut {
+			continue
+		}
+		rest := strings.TrimPrefix(e.Key(), s.key+".")
+		kind, rest, _ := strings.Cut(rest, ".")
+		switch kind {
+		case "legacy":
+			sc.legacy = e.Value()
+		case "m":
+			sc.metaCks[e.Key()] = e.Revision()
+			sc.chunks[e.Key()] = kvValue{e.Value(), e.Revision()}
+			if ep, err := strconv.ParseUint(strings.SplitN(rest, ".", 2)[0], 10, 64); err == nil {
+				sc.maxE = max(sc.maxE, ep)
+			}
+		case "x":
+			parts := strings.Split(rest, ".")
+			h, ok := parseHash(parts[0])
+			if !ok {
+				continue
+			}
+			sc.chunks[e.Key()] = kvValue{e.Value(), e.Revision()}
+			sc.maxRev[h] = max(sc.maxRev[h], e.Revision())
+			if len(parts) > 1 {
+				if ep, err := strconv.ParseUint(parts[1], 10, 64); err == nil {
+					sc.maxE = max(sc.maxE, ep)
+				}
+			}
+		case "i":
+			hs, si, _ := strings.Cut(rest, ".")
+			h, ok := parseHash(hs)
+			n, err := strconv.Atoi(si)
+			if !ok || err != nil || n < 0 || n > 1 {
+				continue
+			}
+			sc.maxRev[h] = max(sc.maxRev[h], e.Revision())
+			it := sc.items[h]
+			if it == nil {
+				it = &item{cur: -1}
+				sc.items[h] = it
+			}
+			hdr, payload, err := splitRecord(e.Value())
+			if err != nil {
+				s.log.Warn("checkpoint: unreadable item record ignored", "key", e.Key(), "err", err)
+				it.slots[n] = slot{rev: e.Revision()}
+				continue
+			}
+			it.slots[n] = slot{rev: e.Revision(), epoch: hdr.Epoch, gen: hdr.Gen, del: hdr.Del, chunks: s.itemChunkKeys(h, hdr)}
+			sc.maxE = max(sc.maxE, hdr.Epoch)
+			if !valid(hdr.Epoch, hdr.Gen) {
+				continue
+			}
+			if b := sc.best[h]; b == nil || newer(hdr, b.hdr) {
+				if hdr.Chunks > 0 {
+					payload = nil
+				}
+				sc.best[h] = &record{hdr: hdr, slot: n, payload: payload}
+			}
+		}
+	}
+	return sc, nil
+}
+
+func newer(a, b header) bool {
+	if a.Epoch != b.Epoch {
+		return a.Epoch > b.Epoch
+	}
+	return a.Gen > b.Gen
+}
+
+func parseHash(s string) (hkey, bool) {
+	var h hkey
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) != len(h) {
+		return h, false
+	}
+	copy(h[:], b)
+	return h, true
+}
+
+// splitRecord splits an item slot's value into its header and payload.
+func splitRecord(v []byte) (header, []byte, error) {
+	var hdr header
+	line, payload, ok := bytes.Cut(v, []byte{'\n'})
+	if !ok {
+		return hdr, nil, errors.New("no header")
+	}
+	if err := json.Unmarshal(line, &hdr); err != nil {
+		return hdr, nil, err
+	}
+	return hdr, payload, nil
+}
+
+func (s *Store) itemChunkKeys(h hkey, hdr header) []string {
+	if hdr.Chunks == 0 {
+		return nil
+	}
+	ks := make([]string, hdr.Chunks)
+	for i := range ks {
+		ks[i] = s.chunkKey(h, hdr.Epoch, hdr.Gen, i)
+	}
+	return ks
+}
+
+// assemble joins chunks and checks their length and sum.
+func assemble(chunks map[string]kvValue, n int, sum string, keys []string) ([]byte, error) {
+	out := make([]byte, 0, n)
+	for _, k := range keys {
+		v, ok := chunks[k]
+		if !ok {
+			return nil, fmt.Errorf("chunk %s missing", k)
+		}
+		out = append(out, v.b...)
+	}
+	if len(out) != n || digest(out) != sum {
+		return nil, errors.New("chunks do not add up to the record")
+	}
+	return out, nil
+}
+
+func digest(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:16])
+}
+
+// metaState returns the correlator's meta state of m (inline or chunks).
+func (s *Store) metaState(m *metaRecord, sc *scanned) ([]byte, error) {
+	if m.Chunks == 0 {
+		if len(m.State) == 0 {
+			return nil, fmt.Errorf("checkpoint: %s has no state", s.key)
+		}
+		return m.State, nil
+	}
+	keys := make([]string, m.Chunks)
+	for i := range keys {
+		keys[i] = s.metaChunkKey(m.Epoch, m.Gen, i)
+	}
+	b, err := assemble(sc.chunks, m.Len, m.Sum, keys)
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint: %s: %w", s.key, err)
+	}
+	return b, nil
+}
+
+// putMeta places the meta state in m: inline, or, when it is large, in
+// chunks written now (returned).
+func (s *Store) putMeta(ctx context.Context, m *metaRecord, state []byte, st *SaveStats) ([]string, error) {
+	if len(state)+512 <= s.chunk {
+		m.State = state
+		return nil, nil
+	}
+	m.Len, m.Sum = len(state), digest(state)
+	var keys []string
+	var pubs []pub
+	for i := 0; len(state) > 0; i++ {
+		n := min(len(state), s.chunk)
+		k := s.metaChunkKey(m.Epoch, m.Gen, i)
+		keys = append(keys, k)
+		pubs = append(pubs, pub{key: k, data: state[:n]})
+		state = state[n:]
+	}
+	m.Chunks = len(keys)
+	if err := s.publishAll(ctx, pubs, st); err != nil {
+		return nil, fmt.Errorf("checkpoint: meta chunks: %w", err)
+	}
+	return keys, nil
+}
+
+// pub is one message to publish: a chunk (no expectation) or an item slot
+// (expect, compare-and-set on the subject's last sequence).
+type pub struct {
+	key    string
+	data   []byte
+	expect *uint64
+	rev    uint64 // set when stored
+	err    error
+}
+
+// publishAll publishes asynchronously, at most window in flight, and
+// waits for every acknowledgement.
+func (s *Store) publishAll(ctx context.Context, pubs []pub, st *SaveStats) error {
+	type inflight struct {
+		i int
+		f jetstream.PubAckFuture
+	}
+	var q []inflight
+	wait := func(x inflight) error {
+		select {
+		case ack := <-x.f.Ok():
+			pubs[x.i].rev = ack.Sequence
+		case err := <-x.f.Err():
+			pubs[x.i].err = err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		return nil
+	}
+	for i := range pubs {
+		p := &pubs[i]
+		var opts []jetstream.PublishOpt
+		if p.expect != nil {
+			opts = append(opts, jetstream.WithExpectLastSequencePerSubject(*p.expect))
+		}
+		if s.hook != nil {
+			if err := s.hook("publish", i); err != nil {
+				for _, x := range q {
+					_ = wait(x) // what was sent lands, as before a crash
+				}
+				return err
+			}
+		}
+		if len(q) >= s.window {
+			if err := wait(q[0]); err != nil {
+				return err
+			}
+			q = q[1:]
+		}
+		f, err := s.js.PublishMsgAsync(&nats.Msg{Subject: s.prefix + p.key, Data: p.data}, opts...)
+		if err != nil {
+			p.err = err
+			continue
+		}
+		if st != nil {
+			st.Messages++
+			st.Bytes += len(p.data)
+		}
+		q = append(q, inflight{i, f})
+	}
+	for _, x := range q {
+		if err := wait(x); err != nil {
+			return err
+		}
+	}
+	for i := range pubs {
+		if pubs[i].err != nil && pubs[i].expect == nil {
+			return pubs[i].err
+		}
+	}
+	return nil
+}
+
+// attempt is a checkpoint being written: its generation and item writes.
+type attempt struct {
+	gen    uint64
+	seq    uint64
+	writes []*write
+	metaCk []string
+}
+
+// write is the write of one item into one slot.
+type write struct {
+	h      hkey
+	it     *item
+	slot   int
+	del    bool
+	hdr    header
+	head   []byte
+	chunks []string
+	prev   slot // what the slot held before
+}
+
+// Save writes what changed in c since its last stored checkpoint, then
+// commits it with the meta record covering stream sequence seq. On
+// ErrFenced the caller stops; on another error the checkpoint is not
+// stored and Save may be called again later (it writes what changed since
+// as well).
+func (s *Store) Save(ctx context.Context, c *correlate.Correlator, seq uint64) (SaveStats, error) {
+	var st SaveStats
+	if !s.loaded {
+		return st, errors.New("checkpoint: Save before Load")
+	}
+	if s.unsure {
+		if err := s.resolve(ctx, c); err != nil {
+			return st, err
+		}
+	}
+	cp, err := c.Checkpoint()
+	if err != nil {
+		return st, err
+	}
+	a := &attempt{gen: s.gen + 1, seq: seq}
+	var pubs []pub
+	add := func(id string, payload []byte, del bool) {
+		h := hashID(id)
+		it := s.items[h]
+		if it == nil {
+			if del {
+				return // never stored
+			}
+			it = &item{cur: -1}
+			s.items[h] = it
+		}
+		w := &write{h: h, it: it, del: del, hdr: header{ID: id, Epoch: s.epoch, Gen: a.gen, Del: del}}
+		if it.cur == 0 {
+			w.slot = 1 // the other slot: the committed record stays until the commit
+		}
+		w.prev = it.slots[w.slot]
+		hb, err := json.Marshal(w.hdr)
+		if err == nil && len(hb)+1+len(payload) > s.chunk {
+			w.hdr.Len, w.hdr.Sum = len(payload), digest(payload)
+			for n := 0; len(payload) > 0; n++ {
+				k := s.chunkKey(h, s.epoch, a.gen, n)
+				c := min(len(payload), s.chunk)
+				pubs = append(pubs, pub{key: k, data: payload[:c]})
+				w.chunks = append(w.chunks, k)
+				payload = payload[c:]
+			}
+			w.hdr.Chunks = len(w.chunks)
+			hb, _ = json.Marshal(w.hdr)
+		}
+		w.head = append(append(hb, '\n'), payload...)
+		a.writes = append(a.writes, w)
+		if del {
+			st.Deleted++
+		} else {
+			st.Items++
+		}
+	}
+	for id, b := range cp.Changed {
+		add(id, b, false)
+	}
+	for _, id := range cp.Deleted {
+		add(id, nil, true)
+	}
+	// Chunks first, then the slots (compare-and-set), in one pipeline.
+	heads := len(pubs)
+	for _, w := range a.writes {
+		exp := w.it.slots[w.slot].rev
+		pubs = append(pubs, pub{key: s.slotKey(w.h, w.slot), data: w.head, expect: &exp})
+	}
+	if err := s.publishAll(ctx, pubs, &st); err != nil {
+		return st, fmt.Errorf("checkpoint: write items: %w", err)
+	}
+	var firstErr error
+	for i, w := range a.writes {
+		p := &pubs[heads+i]
+		if p.err != nil && wrongLastSeq(p.err) {
+			p.err = s.overwrite(ctx, w, &st)
+			p.rev = w.it.slots[w.slot].rev
+		}
+		if errors.Is(p.err, ErrFenced) {
+			return st, ErrFenced
+		}
+		if p.err != nil {
+			firstErr = cmp.Or(firstErr, p.err)
+			continue
+		}
+		w.it.slots[w.slot] = slot{rev: p.rev, epoch: s.epoch, gen: a.gen, del: w.del, chunks: w.chunks}
+	}
+	if firstErr != nil {
+		return st, fmt.Errorf("checkpoint: write item: %w", firstErr)
+	}
+	// Commit.
+	if s.hook != nil {
+		if err := s.hook("commit", 0); err != nil {
+			return st, err
+		}
+	}
+	m := metaRecord{V: 2, Seq: seq, Epoch: s.epoch, Gen: a.gen, Valid: maps.Clone(s.valid)}
+	m.Valid[s.epoch] = a.gen
+	ck, err := s.putMeta(ctx, &m, cp.Meta, &st)
+	if err != nil {
+		return st, err
+	}
+	a.metaCk = ck
+	b, err := json.Marshal(m)
+	if err != nil {
+		return st, err
+	}
+	rev, err := s.kv.Update(ctx, s.key, b, s.metaRev)
+	if casConflict(err) {
+		// Ours after all (an earlier attempt stored it, unacknowledged)? Else fenced.
+		return st, s.conflict(ctx, c, a)
+	}
+	if err != nil {
+		s.unsure, s.attempt = true, a
+		return st, fmt.Errorf("checkpoint: commit: %w", err)
+	}
+	st.Messages++
+	st.Bytes += len(b)
+	s.committed(ctx, c, a, rev)
+	return st, nil
+}
+
+// overwrite writes w's slot after a compare-and-set failed: the slot holds
+// a record this store did not know of. One of an older epoch (a fenced
+// writer's late write) or of this epoch (an attempt whose acknowledgement
+// was lost) is superseded; one of a newer epoch means another writer took
+// over.
+func (s *Store) overwrite(ctx context.Context, w *write, st *SaveStats) error {
+	key := s.slotKey(w.h, w.slot)
+	for range 3 {
+		var rev uint64
+		e, err := s.kv.Get(ctx, key)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+		case err != nil:
+			return err
+		default:
+			rev = e.Revision()
+			if hdr, _, err := splitRecord(e.Value()); err == nil && hdr.Epoch > s.epoch {
+				return ErrFenced
+			}
+		}
+		ack, err := s.js.PublishMsg(ctx, &nats.Msg{Subject: s.prefix + key, Data: w.head}, jetstream.WithExpectLastSequencePerSubject(rev))
+		if err == nil {
+			st.Messages++
+			st.Bytes += len(w.head)
+			st.Overwrites++
+			w.it.slots[w.slot].rev = ack.Sequence
+			return nil
+		}
+		if !wrongLastSeq(err) {
+			return err
+		}
+	}
+	return fmt.Errorf("checkpoint: %s keeps changing", key)
+}
+
+// conflict handles a failed compare-and-set of the meta record.
+func (s *Store) conflict(ctx context.Context, c *correlate.Correlator, a *attempt) error {
+	e, err := s.kv.Get(ctx, s.key)
+	if err != nil {
+		s.unsure, s.attempt = true, a
+		return fmt.Errorf("checkpoint: commit: %w", err)
+	}
+	var m metaRecord
+	if json.Unmarshal(e.Value(), &m) == nil && m.V == 2 && m.Epoch == s.epoch && m.Gen == a.gen {
+		s.committed(ctx, c, a, e.Revision())
+		return nil
+	}
+	return ErrFenced
+}
+
+// resolve settles an attempt whose commit may or may not have been stored.
+func (s *Store) resolve(ctx context.Context, c *correlate.Correlator) error {
+	e, err := s.kv.Get(ctx, s.key)
+	if err != nil {
+		return fmt.Errorf("checkpoint: read %s: %w", s.key, err)
+	}
+	a := s.attempt
+	s.unsure, s.attempt = false, nil
+	if e.Revision() == s.metaRev {
+		return nil // not stored: the attempt's items are written again
+	}
+	var m metaRecord
+	if json.Unmarshal(e.Value(), &m) == nil && m.V == 2 && m.Epoch == s.epoch && m.Gen == a.gen {
+		s.committed(ctx, c, a, e.Revision())
+		return nil
+	}
+	return ErrFenced
+}
+
+// committed records a stored commit and cleans up what it superseded.
+func (s *Store) committed(ctx context.Context, c *correlate.Correlator, a *attempt, rev uint64) {
+	c.Committed()
+	s.gen, s.metaRev = a.gen, rev
+	s.valid[s.epoch] = a.gen
+	for _, w := range a.writes {
+		it := w.it
+		if it.cur >= 0 {
+			s.refs[it.slots[it.cur].epoch]--
+		}
+		it.cur = w.slot
+		s.refs[s.epoch]++
+		cur := it.slots[w.slot]
+		// Chunks of what the slot held before (not this generation's).
+		if len(w.prev.chunks) > 0 && (w.prev.epoch != s.epoch || w.prev.gen != a.gen) {
+			for _, k := range w.prev.chunks {
+				s.owe(k, cur.rev, nil)
+			}
+		}
+		if w.del {
+			s.forget(w.h, it, cur.rev+1) // the tombstone is current until purged
+		}
+	}
+	for _, k := range s.metaCk {
+		s.owe(k, rev, nil)
+	}
+	s.metaCk = a.metaCk
+	if s.legacy {
+		s.owe(s.legacyKey(), rev, nil)
+		s.legacy = false
+	}
+	s.cleanup(ctx)
+	for ep := range s.valid {
+		if ep != s.epoch && s.refs[ep] <= 0 {
+			delete(s.valid, ep)
+			delete(s.refs, ep)
+		}
+	}
+}
+
+// forget purges the records of item h below revision bound; once done,
+// the item is forgotten unless it was written again meanwhile.
+func (s *Store) forget(h hkey, it *item, bound uint64) {
+	s.owe(s.key+".x."+h.String()+".>", bound, nil)
+	s.owe(s.key+".i."+h.String()+".>", bound, func() {
+		if s.items[h] != it {
+			return
+		}
+		for i := range it.slots {
+			if it.slots[i].rev == 0 || it.slots[i].rev >= bound {
+				continue
+			}
+			if i == it.cur {
+				s.refs[it.slots[i].epoch]--
+				it.cur = -1
+			}
+			it.slots[i] = slot{}
+		}
+		if it.slots[0].rev == 0 && it.slots[1].rev == 0 {
+			delete(s.items, h)
+		}
+	})
+}
+
+func (s *Store) owe(filter string, below uint64, done func()) {
+	s.owed = append(s.owed, purge{filter: filter, below: below, done: done})
+}
+
+// cleanup runs the clean-ups owed, a few at a time; those that fail stay
+// owed (tried again after the next commit).
+func (s *Store) cleanup(ctx context.Context) {
+	if len(s.owed) == 0 {
+		return
+	}
+	if s.stream == nil {
+		st, err := s.js.Stream(ctx, "KV_"+s.kv.Bucket())
+		if err != nil {
+			s.log.Debug("checkpoint: clean-up postponed", "err", err)
+			return
+		}
+		s.stream = st
+	}
+	owed := s.owed
+	s.owed = nil
+	failed := make([]bool, len(owed))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for i, p := range owed {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			opts := []jetstream.StreamPurgeOpt{jetstream.WithPurgeSubject(s.prefix + p.filter)}
+			if p.below > 0 {
+				opts = append(opts, jetstream.WithPurgeSequence(p.below))
+			}
+			if err := s.stream.Purge(ctx, opts...); err != nil {
+				failed[i] = true
+			}
+		}()
+	}
+	wg.Wait()
+	n := 0
+	for i, p := range owed {
+		if failed[i] {
+			s.owed = append(s.owed, p)
+			n++
+			continue
+		}
+		if p.done != nil {
+			p.done()
+		}
+	}
+	if n > 0 {
+		s.log.Debug("checkpoint: clean-ups postponed", "count", n)
+	}
+}
+
+// casConflict reports a failed compare-and-set on a KV entry.
+func casConflict(err error) bool {
+	return errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) || wrongLastSeq(err)
+}
+
+// wrongLastSeq reports a publish refused for its expected last sequence.
+func wrongLastSeq(err error) bool {
+	var ae *jetstream.APIError
+	if errors.As(err, &ae) {
+		return ae.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || ae.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
+	}
+	return false
+}

@@ -1,0 +1,547 @@
+package checkpoint
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/klaxon-dev/klaxon/correlate"
+	"github.com/klaxon-dev/klaxon/ingest"
+	"github.com/klaxon-dev/klaxon/rules"
+)
+
+const bucket = "KLAXON_STATE"
+
+var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// env is a real embedded NATS server with JetStream (file store) and the
+// state bucket as klaxon creates it.
+type env struct {
+	srv *server.Server
+	nc  *nats.Conn
+	js  jetstream.JetStream
+	kv  jetstream.KeyValue
+	set *rules.Set
+}
+
+func newEnv(t testing.TB) *env {
+	t.Helper()
+	srv, err := server.NewServer(&server.Options{Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	t.Cleanup(srv.Shutdown)
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.CreateOrUpdateKeyValue(context.Background(), jetstream.KeyValueConfig{Bucket: bucket, History: 1, Storage: jetstream.FileStorage})
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := rules.LoadFiles("../testdata/rules.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &env{srv: srv, nc: nc, js: js, kv: kv, set: set}
+}
+
+func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func (e *env) store(t testing.TB, key string, opts Options) *Store {
+	t.Helper()
+	if opts.Logger == nil {
+		opts.Logger = quiet()
+	}
+	s, err := New(e.js, e.kv, key, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+func (e *env) correlator() *correlate.Correlator {
+	return correlate.New(e.set, correlate.Options{Logger: quiet()})
+}
+
+// load is a new process: a store and a correlator restored from the bucket.
+func (e *env) load(t testing.TB, key string, opts Options) (*Store, *correlate.Correlator, uint64) {
+	t.Helper()
+	s := e.store(t, key, opts)
+	c := e.correlator()
+	seq, err := s.Load(context.Background(), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, c, seq
+}
+
+// lastSeq is the last sequence of the bucket's stream (messages written).
+func (e *env) lastSeq(t testing.TB) uint64 {
+	t.Helper()
+	st, err := e.js.Stream(context.Background(), "KV_"+bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.CachedInfo().State.LastSeq
+}
+
+// keys returns the bucket's keys under prefix.
+func (e *env) keys(t testing.TB, prefix string) []string {
+	t.Helper()
+	ks, err := e.kv.Keys(context.Background())
+	if errors.Is(err, jetstream.ErrNoKeysFound) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, k := range ks {
+		if k == prefix || strings.HasPrefix(k, prefix+".") {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// events: event i of n nodes, in time order; the messages of the test
+// rules ("a", "b", "x", "fail") in turn, so that every node has groups of
+// three rules, and some fire.
+func event(i, nodes int) ingest.Event {
+	msgs := []string{"a", "x", "fail", "b"}
+	node := i % nodes
+	round := i / nodes
+	return ingest.Event{
+		ID: fmt.Sprintf("e%d", i), Time: t0.Add(time.Duration(i) * 50 * time.Millisecond), Node: fmt.Sprintf("node-%05d", node),
+		Source: "nomad.log", Kind: "test", Level: "info", Msg: msgs[(node+round)%len(msgs)],
+		Fields: map[string]any{"alloc_id": fmt.Sprintf("alloc-%d-%d", node, round), "detail": strings.Repeat("evidence ", 8)},
+	}
+}
+
+// feed runs events [from, to) through the correlators, advancing every
+// second of event time; it returns the incident changes of the first.
+func feed(from, to, nodes int, cs ...*correlate.Correlator) []correlate.Incident {
+	var out []correlate.Incident
+	for k, c := range cs {
+		emit := func(in correlate.Incident) {
+			if k == 0 {
+				out = append(out, in)
+			}
+		}
+		for i := from; i < to; i++ {
+			ev := event(i, nodes)
+			if i%20 == 0 {
+				c.Advance(ev.Time, emit)
+			}
+			c.Process(&ev, emit)
+		}
+	}
+	return out
+}
+
+func snapshot(t testing.TB, c *correlate.Correlator) []byte {
+	t.Helper()
+	b, err := c.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func sameState(t testing.TB, what string, want, got *correlate.Correlator) {
+	t.Helper()
+	a, b := snapshot(t, want), snapshot(t, got)
+	if !bytes.Equal(a, b) {
+		t.Fatalf("%s: the restored state differs (%d vs %d bytes)", what, len(a), len(b))
+	}
+}
+
+// TestStateOverOneMegabyte: a state far beyond NATS's 1 MB message limit
+// (thousands of groups) is checkpointed and restored through a real
+// embedded NATS, and the restored correlator raises the same incidents.
+func TestStateOverOneMegabyte(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	const nodes = 3000
+	c := e.correlator()
+	feed(0, 4*nodes, nodes, c)
+	snap := snapshot(t, c)
+	if len(snap) < 2<<20 {
+		t.Fatalf("state of %d bytes; the test wants several MB", len(snap))
+	}
+	// What klaxon did before: one value per partition.
+	if _, err := e.kv.Put(ctx, "single", snap); err == nil || !strings.Contains(err.Error(), "maximum payload exceeded") {
+		t.Fatalf("a %d-byte value was stored (err %v): the limit this test is about is not there", len(snap), err)
+	}
+	s, _, _ := e.load(t, "correlator", Options{})
+	// The store restored nothing into its own correlator; hand it c.
+	st, err := s.Save(ctx, c, 4*nodes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Items < 3*nodes {
+		t.Fatalf("first save wrote %d items; want every group and clock", st.Items)
+	}
+	_, c2, seq := e.load(t, "correlator", Options{})
+	if seq != 4*nodes {
+		t.Errorf("restored seq %d, want %d", seq, 4*nodes)
+	}
+	sameState(t, "after restore", c, c2)
+	want := feed(4*nodes, 6*nodes, nodes, c)
+	got := feed(4*nodes, 6*nodes, nodes, c2)
+	if len(want) == 0 {
+		t.Fatal("no incident changes after the restore: nothing compared")
+	}
+	if !reflect.DeepEqual(want, got) {
+		t.Errorf("after the restore %d incident changes, uninterrupted %d (or they differ)", len(got), len(want))
+	}
+}
+
+// TestSmallChangeWritesOnlyDirtyItems: after a full checkpoint, one event
+// costs a checkpoint of the items it changed plus the meta record: that
+// many KV messages, whatever the size of the state.
+func TestSmallChangeWritesOnlyDirtyItems(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	const nodes = 2000
+	s, c, _ := e.load(t, "correlator", Options{})
+	feed(0, 3*nodes, nodes, c)
+	if _, err := s.Save(ctx, c, 1); err != nil {
+		t.Fatal(err)
+	}
+	before := e.lastSeq(t)
+	ev := event(3*nodes, nodes) // one more event
+	c.Process(&ev, func(correlate.Incident) {})
+	cp, err := c.Checkpoint() // what changed (Checkpoint hands it out again to Save)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(cp.Changed) + len(cp.Deleted); n == 0 || n > 3 {
+		t.Fatalf("one event changed %d items; want its group(s) and clock", n)
+	}
+	st, err := s.Save(ctx, c, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	puts := e.lastSeq(t) - before
+	if want := uint64(len(cp.Changed) + len(cp.Deleted) + 1); puts != want || uint64(st.Messages) != want {
+		t.Errorf("a checkpoint after one event wrote %d KV messages (store counted %d); want %d: the changed items and the meta record", puts, st.Messages, want)
+	}
+	// A checkpoint with nothing changed writes the meta record only.
+	before = e.lastSeq(t)
+	if _, err := s.Save(ctx, c, 3); err != nil {
+		t.Fatal(err)
+	}
+	if puts := e.lastSeq(t) - before; puts != 1 {
+		t.Errorf("a checkpoint without changes wrote %d messages; want 1", puts)
+	}
+	_, c2, seq := e.load(t, "correlator", Options{})
+	if seq != 3 {
+		t.Errorf("seq %d, want 3", seq)
+	}
+	sameState(t, "after small checkpoints", c, c2)
+}
+
+// crashAt makes a store stop an attempt at a stage, as a SIGKILL would.
+func crashAt(stage string, after int) func(string, int) error {
+	return func(st string, n int) error {
+		if st == stage && n >= after {
+			return errors.New("crash")
+		}
+		return nil
+	}
+}
+
+// TestCrashBetweenWrites: a checkpoint cut short anywhere (after some of
+// its items, after all of them but before its meta record) restores the
+// previous checkpoint; replaying the events after its sequence gives the
+// state of the uninterrupted run: nothing counted twice, nothing lost.
+func TestCrashBetweenWrites(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		stage string
+		after int
+	}{{"before any item", "publish", 0}, {"after some items", "publish", 500}, {"before the meta record", "commit", 0}} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			ctx := context.Background()
+			const nodes = 1000
+			s, c, _ := e.load(t, "correlator", Options{})
+			feed(0, 3*nodes, nodes, c)
+			if _, err := s.Save(ctx, c, 3*nodes); err != nil {
+				t.Fatal(err)
+			}
+			ref := e.correlator() // the uninterrupted run
+			feed(0, 3*nodes, nodes, ref)
+			// Every group changes, then the checkpoint is cut short.
+			feed(3*nodes, 5*nodes, nodes, c, ref)
+			before := e.lastSeq(t)
+			s.hook = crashAt(tc.stage, tc.after)
+			if _, err := s.Save(ctx, c, 5*nodes); err == nil {
+				t.Fatal("the cut checkpoint was stored")
+			}
+			written := e.lastSeq(t) - before
+			if tc.stage == "publish" && tc.after > 0 && (written == 0 || written >= uint64(2*nodes)) {
+				t.Fatalf("%d messages written before the crash; want some of the items", written)
+			}
+			// A new process: the previous checkpoint, then the events after it.
+			_, c2, seq := e.load(t, "correlator", Options{})
+			if seq != 3*nodes {
+				t.Fatalf("restored seq %d, want %d (the last stored checkpoint)", seq, 3*nodes)
+			}
+			mid := e.correlator()
+			feed(0, 3*nodes, nodes, mid)
+			sameState(t, "restored after the crash", mid, c2)
+			feed(int(seq), 5*nodes, nodes, c2)
+			sameState(t, "after the replay", ref, c2)
+			// It goes on: checkpoint, restore again.
+			s2 := e.store(t, "correlator", Options{})
+			c3 := e.correlator()
+			if _, err := s2.Load(ctx, c3); err != nil {
+				t.Fatal(err)
+			}
+			feed(3*nodes, 5*nodes, nodes, c3)
+			feed(5*nodes, 6*nodes, nodes, c3, ref)
+			if _, err := s2.Save(ctx, c3, 6*nodes); err != nil {
+				t.Fatal(err)
+			}
+			_, c4, seq := e.load(t, "correlator", Options{})
+			if seq != 6*nodes {
+				t.Errorf("seq %d, want %d", seq, 6*nodes)
+			}
+			sameState(t, "after the next checkpoint", ref, c4)
+		})
+	}
+}
+
+// TestFencedWriterIsIgnored: a correlator that took the state over fences
+// the previous one: the old one's commit fails (ErrFenced), its late item
+// writes are ignored by every later restore, and the new one writes over
+// them.
+func TestFencedWriterIsIgnored(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	const nodes = 500
+	sa, ca, _ := e.load(t, "correlator-p0", Options{})
+	feed(0, 2*nodes, nodes, ca)
+	if _, err := sa.Save(ctx, ca, 2*nodes); err != nil {
+		t.Fatal(err)
+	}
+	// B takes over (A was cut off, not dead).
+	sb, cb, seq := e.load(t, "correlator-p0", Options{})
+	if seq != 2*nodes {
+		t.Fatalf("B resumes after %d, want %d", seq, 2*nodes)
+	}
+	// A goes on a little and tries to checkpoint: its items land, its
+	// commit is refused.
+	feed(2*nodes, 3*nodes, nodes, ca)
+	if _, err := sa.Save(ctx, ca, 3*nodes); !errors.Is(err, ErrFenced) {
+		t.Fatalf("the fenced writer's save: %v; want ErrFenced", err)
+	}
+	// B processes other events (so the states differ) and checkpoints over
+	// A's late writes.
+	ref := e.correlator()
+	feed(0, 2*nodes, nodes, ref)
+	for _, c := range []*correlate.Correlator{cb, ref} {
+		for i := 2 * nodes; i < 3*nodes; i++ {
+			ev := event(i, nodes)
+			ev.Msg = "x" // not what A saw
+			c.Process(&ev, func(correlate.Incident) {})
+		}
+	}
+	st, err := sb.Save(ctx, cb, 3*nodes)
+	if err != nil {
+		t.Fatalf("B's save over A's late writes: %v", err)
+	}
+	if st.Overwrites == 0 {
+		t.Error("B wrote no slot A had written late: the test misses the case")
+	}
+	// A again: refused before it writes anything B holds.
+	feed(3*nodes, 4*nodes, nodes, ca)
+	if _, err := sa.Save(ctx, ca, 4*nodes); !errors.Is(err, ErrFenced) {
+		t.Fatalf("the fenced writer's second save: %v; want ErrFenced", err)
+	}
+	_, cc, seq := e.load(t, "correlator-p0", Options{})
+	if seq != 3*nodes {
+		t.Errorf("seq %d, want %d", seq, 3*nodes)
+	}
+	sameState(t, "restored after the fenced writer", ref, cc)
+	// Only B's unfinished part is garbage: A's late writes are not read.
+	_, cd, _ := e.load(t, "correlator-p0", Options{})
+	sameState(t, "restored again", ref, cd)
+}
+
+// TestFencedWriterLateWritesBeforeCommit: the old writer's items that land
+// after the new one read the state, and before the new one writes them,
+// are ignored by a restore (their generation was never committed).
+func TestFencedWriterLateWrites(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	const nodes = 300
+	sa, ca, _ := e.load(t, "k", Options{})
+	feed(0, 2*nodes, nodes, ca)
+	if _, err := sa.Save(ctx, ca, 2*nodes); err != nil {
+		t.Fatal(err)
+	}
+	ref := e.correlator()
+	feed(0, 2*nodes, nodes, ref)
+	_, _, _ = e.load(t, "k", Options{}) // B takes over, and dies
+	feed(2*nodes, 3*nodes, nodes, ca)
+	if _, err := sa.Save(ctx, ca, 3*nodes); !errors.Is(err, ErrFenced) {
+		t.Fatalf("save of the fenced writer: %v", err)
+	}
+	_, cc, seq := e.load(t, "k", Options{})
+	if seq != 2*nodes {
+		t.Errorf("seq %d, want %d", seq, 2*nodes)
+	}
+	sameState(t, "restored", ref, cc)
+}
+
+// TestMigrationFromSingleValueSnapshot: the state klaxon kept before
+// (one value {"seq", "state"} under the scope key) is restored, then
+// written as items by the first save; a crash in between keeps it.
+func TestMigrationFromSingleValueSnapshot(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	const nodes = 200
+	old := e.correlator()
+	feed(0, 3*nodes, nodes, old)
+	rec, _ := json.Marshal(map[string]any{"seq": 42, "state": json.RawMessage(snapshot(t, old))})
+	if _, err := e.kv.Put(ctx, "correlator", rec); err != nil {
+		t.Fatal(err)
+	}
+	// First start: restored; the migration is cut short.
+	s, c, seq := e.load(t, "correlator", Options{})
+	if seq != 42 {
+		t.Fatalf("seq %d, want 42", seq)
+	}
+	sameState(t, "migrated", old, c)
+	s.hook = crashAt("commit", 0)
+	if _, err := s.Save(ctx, c, 43); err == nil {
+		t.Fatal("cut save stored")
+	}
+	// Second start: still the snapshot; this time the save completes.
+	s, c, seq = e.load(t, "correlator", Options{})
+	if seq != 42 {
+		t.Fatalf("after the cut migration seq %d, want 42", seq)
+	}
+	sameState(t, "migrated again", old, c)
+	if _, err := s.Save(ctx, c, 42); err != nil {
+		t.Fatal(err)
+	}
+	if ks := e.keys(t, "correlator.legacy"); len(ks) != 0 {
+		t.Errorf("the snapshot is still kept after the migration: %v", ks)
+	}
+	_, c, seq = e.load(t, "correlator", Options{})
+	if seq != 42 {
+		t.Fatalf("after the migration seq %d, want 42", seq)
+	}
+	sameState(t, "after the migration", old, c)
+	m, err := e.kv.Get(ctx, "correlator")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(m.Value(), []byte(`"v":2`)) || bytes.Contains(m.Value(), []byte(`"legacy"`)) {
+		t.Errorf("meta record after the migration: %s", m.Value())
+	}
+}
+
+// TestLargeItemsAreChunked: a group larger than a message is written in
+// chunks and read back; the chunks of superseded versions are removed.
+func TestLargeItemsAreChunked(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	opts := Options{ChunkSize: 2048}
+	s, c, _ := e.load(t, "big", opts)
+	// One node, many events: one group with a long window.
+	feed(0, 300, 1, c)
+	st, err := s.Save(ctx, c, 300)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Messages <= st.Items+1 {
+		t.Fatalf("%d messages for %d items: nothing was chunked", st.Messages, st.Items)
+	}
+	for round := 1; round <= 3; round++ {
+		feed(300*round, 300*(round+1), 1, c)
+		if _, err := s.Save(ctx, c, uint64(300*(round+1))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s2, c2, _ := e.load(t, "big", opts)
+	sameState(t, "chunked", c, c2)
+	// The chunks kept are those of the current records (the previous
+	// versions' are gone).
+	chunks := 0
+	for _, k := range e.keys(t, "big") {
+		if strings.HasPrefix(k, "big.x.") {
+			chunks++
+		}
+	}
+	want := 0
+	for _, it := range s2.items {
+		want += len(it.slots[it.cur].chunks)
+	}
+	if want == 0 || chunks != want {
+		t.Errorf("%d chunk keys; the current records have %d", chunks, want)
+	}
+}
+
+// TestNoGarbageAccumulates: with groups coming and going over many
+// checkpoints, the bucket holds the live items (two slots each) and the
+// meta record, not every version ever written.
+func TestNoGarbageAccumulates(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	s, c, _ := e.load(t, "gc", Options{})
+	const nodes = 200
+	for round := range 30 {
+		// A different set of nodes every few rounds; time moves on, so the
+		// groups of the nodes that went quiet are dropped.
+		base := (round / 5) * nodes
+		for i := round * nodes; i < (round+1)*nodes; i++ {
+			ev := event(i, nodes)
+			ev.Node = fmt.Sprintf("node-%05d", base+i%nodes)
+			ev.Time = t0.Add(time.Duration(round) * 20 * time.Minute).Add(time.Duration(i%nodes) * time.Millisecond)
+			c.Advance(ev.Time, func(correlate.Incident) {})
+			c.Process(&ev, func(correlate.Incident) {})
+		}
+		if _, err := s.Save(ctx, c, uint64(round+1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	items := 0
+	for _, n := range c.ActiveGroups() {
+		items += n
+	}
+	keys := e.keys(t, "gc")
+	// items: groups + clocks (the clocks of every node ever seen stay).
+	if limit := 2*(items+6*nodes) + 1; len(keys) > limit {
+		t.Errorf("%d keys for %d groups: garbage accumulates (limit %d)", len(keys), items, limit)
+	}
+	_, c2, _ := e.load(t, "gc", Options{})
+	sameState(t, "after churn", c, c2)
+}

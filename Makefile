@@ -7,7 +7,7 @@ LDFLAGS := -X main.version=$(VERSION)
 # apt-get waits this long (seconds) for another apt/dpkg process's lock,
 # as on a machine still installing packages at boot.
 APT_LOCK_TIMEOUT ?= 300
-TEST_PKGS := nats-server libevtx-utils prometheus-alertmanager prometheus chromium systemd
+TEST_PKGS := xz-utils nats-server libevtx-utils prometheus-alertmanager prometheus chromium systemd systemd-journal-remote
 # Fuzz budgets are execution counts, not durations: a duration races the
 # coordinator's deadline (golang/go#75804, fixed in Go 1.27) and fails at the
 # boundary on a loaded machine with "context deadline exceeded". Minimising a

@@ -27,8 +27,8 @@ type Stats struct {
 	// NoMessage counts entries without a usable MESSAGE (absent, or left
 	// out by journalctl), and, in replay, entries of other units.
 	NoMessage int64
-	// Malformed counts lines of journalctl's output (or of an export/JSON
-	// input) that were not journal entries.
+	// Malformed counts lines of a JSON input (journalctl -o json) that
+	// were not journal entries.
 	Malformed int64
 	// Restarts counts journalctl runs after the first (live source).
 	Restarts int64

@@ -110,7 +110,7 @@ func TestReadJournalMatchesLogFile(t *testing.T) {
 // --all), with control characters or invalid UTF-8 (byte arrays). Entries
 // of other units are left out of replay.
 func TestReadJournalOddMessages(t *testing.T) {
-	_, remote := journaltest.Tools(t)
+	jctl, remote := journaltest.Tools(t)
 	long := "2026-11-22T01:00:00.000Z [INFO]  client.gc: long: data=" + strings.Repeat("x", 6000)
 	color := "2026-11-22T01:00:01.000Z [WARN]  client: colored \x1b[31mred\x1b[0m"
 	latin1 := "2026-11-22T01:00:02.000Z [ERROR] client: caf\xe9 not utf-8"
@@ -132,6 +132,10 @@ func TestReadJournalOddMessages(t *testing.T) {
 	}
 	if st.NoMessage != 1 {
 		t.Errorf("NoMessage %d, want 1 (the other unit's entry)", st.NoMessage)
+	}
+	// journalctl -o json prints these as byte arrays: the same events.
+	if g, w := keys(readAll(t, journaltest.JSON(t, jctl, file), FormatJSON)), keys(got); !slices.Equal(g, w) {
+		t.Errorf("journalctl -o json of the same journal:\n got %q\nwant %q", g, w)
 	}
 }
 

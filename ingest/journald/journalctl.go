@@ -18,9 +18,11 @@ import (
 // DefaultJournalctl is the journalctl command looked up in PATH.
 const DefaultJournalctl = "journalctl"
 
-// journalctl runs journalctl. Its output is always -o json with --all
-// (fields over 4096 bytes are printed, not nulled); it adapts to older
-// versions by dropping options they reject.
+// journalctl runs journalctl. Its output is always -o export: binary-safe
+// without escapes, every field whole (-o json leaves out fields over 4096
+// bytes unless --all), and three times cheaper for journalctl to write
+// than -o json (0.75 s against 2.2 s for 100,000 entries here). It adapts
+// to older versions by dropping options they reject.
 type journalctl struct {
 	path string
 	// noOutputFields: this journalctl has no --output-fields (< 236).
@@ -66,7 +68,7 @@ func (s scope) args() []string {
 // args returns the arguments of one run: the journal, the units, then the
 // extra arguments.
 func (j *journalctl) args(sc scope, units []string, extra ...string) []string {
-	a := []string{"--no-pager", "--output=json", "--all"}
+	a := []string{"--no-pager", "--output=export"}
 	if !j.noOutputFields {
 		a = append(a, "--output-fields="+outputFields)
 	}
@@ -92,21 +94,17 @@ func (j *journalctl) adapt(stderr string) (string, bool) {
 	return "", false
 }
 
-// maxOutputLine bounds one line of journalctl's JSON output for a
-// MESSAGE line limit of max bytes: escapes can make a byte six, and binary
-// values print as arrays of numbers (up to four bytes each).
-func maxOutputLine(max int) int {
-	return 6*max + 64<<10
+// maxField bounds one field of journalctl's output for a MESSAGE line limit
+// of max bytes (a MESSAGE may hold several lines); longer fields are
+// skipped and counted.
+func maxField(max int) int {
+	return 4*max + 64<<10
 }
 
-// lineFunc receives one output line (without its newline), or nil with
-// oversize set for a line over the limit (which is skipped).
-type lineFunc func(line []byte, oversize bool) error
-
-// run runs journalctl with args, handing each line of its output to fn,
-// until it exits, fn fails or ctx is done. The error of a failed run names
+// run runs journalctl with args and hands its output to consume, until it
+// exits, consume returns or ctx is done. The error of a failed run names
 // journalctl's exit status and the last line it wrote to stderr.
-func (j *journalctl) run(ctx context.Context, args []string, maxLine int, fn lineFunc) (stderr string, err error) {
+func (j *journalctl) run(ctx context.Context, args []string, consume func(io.Reader) error) (stderr string, err error) {
 	cmd := exec.CommandContext(ctx, j.path, args...)
 	cmd.Env = append(os.Environ(), "SYSTEMD_COLORS=0", "SYSTEMD_PAGER=", "PAGER=", "SYSTEMD_LESS=")
 	cmd.WaitDelay = 2 * time.Second
@@ -119,7 +117,7 @@ func (j *journalctl) run(ctx context.Context, args []string, maxLine int, fn lin
 	if err := cmd.Start(); err != nil {
 		return "", fmt.Errorf("journalctl: %w", err)
 	}
-	ferr := readLines(out, maxLine, fn)
+	ferr := consume(out)
 	if ferr != nil {
 		_ = cmd.Process.Kill()
 	}
@@ -138,6 +136,10 @@ func (j *journalctl) run(ctx context.Context, args []string, maxLine int, fn lin
 	}
 	return stderr, nil
 }
+
+// lineFunc receives one line (without its newline), or nil with oversize
+// set for a line over the limit (which is skipped).
+type lineFunc func(line []byte, oversize bool) error
 
 // readLines splits r into lines for fn; lines over max are skipped without
 // being held in memory.

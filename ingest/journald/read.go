@@ -80,7 +80,7 @@ func ReadAll(ctx context.Context, r io.Reader, format string, cfg ReadConfig, em
 	var err error
 	switch format {
 	case FormatJSON:
-		err = readLines(r, maxOutputLine(cfg.MaxLineBytes), func(line []byte, oversize bool) error {
+		err = readLines(r, maxJSONLine(cfg.MaxLineBytes), func(line []byte, oversize bool) error {
 			if cancelled() {
 				return ctx.Err()
 			}
@@ -91,22 +91,7 @@ func ReadAll(ctx context.Context, r io.Reader, format string, cfg ReadConfig, em
 			err = nil
 		}
 	case FormatExport:
-		x := newExportReader(r, cfg.MaxLineBytes)
-		for {
-			if cancelled() {
-				err = ctx.Err()
-				break
-			}
-			e, rerr := x.next()
-			if rerr != nil {
-				if !errors.Is(rerr, io.EOF) {
-					err = rerr
-				}
-				break
-			}
-			d.feed(&e, emit)
-		}
-		d.stats.Oversize += x.skipped
+		err = feedExport(ctx, d, r, cfg.MaxLineBytes, emit)
 	default:
 		return Stats{}, fmt.Errorf("journald: %s: unknown format %q", nameOr(cfg.Name), format)
 	}
@@ -115,6 +100,32 @@ func ReadAll(ctx context.Context, r io.Reader, format string, cfg ReadConfig, em
 		err = fmt.Errorf("journald: %w", err)
 	}
 	return d.Stats(), err
+}
+
+// feedExport decodes an export stream into d until its end.
+func feedExport(ctx context.Context, d *decoder, r io.Reader, maxLine int, emit func(ingest.Event)) error {
+	x := newExportReader(r, maxField(maxLine))
+	defer func() { d.stats.Oversize += x.skipped }()
+	for n := 1; ; n++ {
+		if n&1023 == 0 && ctx.Err() != nil {
+			return ctx.Err()
+		}
+		e, err := x.next()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		d.feed(&e, emit)
+	}
+}
+
+// maxJSONLine bounds one line of journalctl -o json output for a MESSAGE
+// line limit of max bytes: escapes can make a byte six, and binary values
+// print as arrays of numbers (up to four bytes each).
+func maxJSONLine(max int) int {
+	return 6*max + 64<<10
 }
 
 // feedJSON decodes one line of journalctl -o json output into d.
@@ -135,7 +146,7 @@ func feedJSON(d *decoder, line []byte, oversize bool, emit func(ingest.Event)) {
 }
 
 // ReadJournal decodes a binary journal file (FormatJournal) through
-// journalctl --file.
+// journalctl --file (its export output).
 func ReadJournal(ctx context.Context, file string, cfg ReadConfig, emit func(ingest.Event)) (Stats, error) {
 	if cfg.Name == "" {
 		cfg.Name = file
@@ -147,9 +158,8 @@ func ReadJournal(ctx context.Context, file string, cfg ReadConfig, emit func(ing
 	dc := cfg.decoderConfig()
 	for {
 		d := newDecoder(dc, nil)
-		stderr, err := j.run(ctx, j.args(scope{files: []string{file}}, nil), maxOutputLine(cfg.MaxLineBytes), func(line []byte, oversize bool) error {
-			feedJSON(d, line, oversize, emit)
-			return nil
+		stderr, err := j.run(ctx, j.args(scope{files: []string{file}}, nil), func(r io.Reader) error {
+			return feedExport(ctx, d, r, cfg.MaxLineBytes, emit)
 		})
 		if err != nil && d.stats.Entries == 0 {
 			if _, ok := j.adapt(stderr); ok {

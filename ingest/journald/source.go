@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -412,60 +413,48 @@ func (s *Source) follow(ctx context.Context, d *decoder, pos *position, follow b
 	args := s.j.args(s.cfg.scope(), s.cfg.Units, extra...)
 	rctx, stop := context.WithCancel(ctx)
 	defer stop()
-	type item struct {
-		line     []byte
-		oversize bool
-	}
-	lines := make(chan item, 256)
+	// Entries are parsed as journalctl prints them and handed over here,
+	// where the ticker flushes what waited long enough.
+	entries := make(chan *Entry, 256)
 	type result struct {
-		stderr string
-		err    error
+		stderr  string
+		err     error
+		skipped int64
 	}
 	done := make(chan result, 1)
 	go func() {
-		stderr, err := s.j.run(rctx, args, maxOutputLine(s.cfg.MaxLineBytes), func(line []byte, oversize bool) error {
-			it := item{oversize: oversize}
-			if !oversize {
-				it.line = append([]byte(nil), line...)
-			}
-			select {
-			case lines <- it:
-				return nil
-			case <-rctx.Done():
-				return rctx.Err()
+		var skipped int64
+		stderr, err := s.j.run(rctx, args, func(r io.Reader) error {
+			x := newExportReader(r, maxField(s.cfg.MaxLineBytes))
+			defer func() { skipped = x.skipped }()
+			for {
+				e, err := x.next()
+				if err != nil {
+					return err
+				}
+				select {
+				case entries <- &e:
+				case <-rctx.Done():
+					return rctx.Err()
+				}
 			}
 		})
-		close(lines)
-		done <- result{stderr, err}
+		close(entries)
+		done <- result{stderr, err, skipped}
 	}()
 	tick := time.NewTicker(min(s.cfg.FlushAfter/2, 250*time.Millisecond))
 	defer tick.Stop()
 	lastFlush := s.cfg.Now()
 	for {
 		select {
-		case it, ok := <-lines:
+		case e, ok := <-entries:
 			if !ok {
 				r := <-done
+				d.stats.Oversize += r.skipped
 				d.flushIdle(0, emit) // what is held is complete: journalctl ended
-				if !follow && r.err == nil {
-					return r.stderr, nil
-				}
 				return r.stderr, r.err
 			}
-			if it.oversize {
-				d.stats.Oversize++
-				continue
-			}
-			if len(it.line) == 0 {
-				continue
-			}
-			e, err := parseJSON(it.line)
-			if err != nil {
-				d.stats.Malformed++
-				s.log.Warn("journald: journalctl printed a line that is not an entry; skipped", "source", s.Name(), "error", err, "line", truncate(it.line, 200))
-				continue
-			}
-			d.feed(&e, emit)
+			d.feed(e, emit)
 			if e.Cursor != "" {
 				pos.cursor = e.Cursor
 			}
@@ -494,11 +483,17 @@ func (s *Source) tail(ctx context.Context) (string, error) {
 	extra = append(extra, "--lines=1")
 	for {
 		cursor := ""
-		stderr, err := s.j.run(ctx, s.j.args(s.cfg.scope(), s.cfg.Units, extra...), maxOutputLine(s.cfg.MaxLineBytes), func(line []byte, oversize bool) error {
-			if e, err := parseJSON(line); err == nil && e.Cursor != "" {
-				cursor = e.Cursor
+		stderr, err := s.j.run(ctx, s.j.args(s.cfg.scope(), s.cfg.Units, extra...), func(r io.Reader) error {
+			x := newExportReader(r, maxField(s.cfg.MaxLineBytes))
+			for {
+				e, err := x.next()
+				if err != nil {
+					return err
+				}
+				if e.Cursor != "" {
+					cursor = e.Cursor
+				}
 			}
-			return nil
 		})
 		if err != nil {
 			if opt, ok := s.j.adapt(stderr); ok {
@@ -552,11 +547,4 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	case <-ctx.Done():
 		return false
 	}
-}
-
-func truncate(b []byte, n int) string {
-	if len(b) > n {
-		return string(b[:n]) + "..."
-	}
-	return string(b)
 }

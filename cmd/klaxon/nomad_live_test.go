@@ -212,6 +212,64 @@ func (r *liveRun) find(rule string, want map[string]string) (correlate.Incident,
 	return correlate.Incident{}, false
 }
 
+// startLive starts `klaxon run` in dir on the agent's log and, with
+// stream, its event stream.
+func startLive(t *testing.T, bin, rulesDir, dir, addr, logGlob string, stream bool) *liveRun {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := filepath.Join(dir, "klaxon.yaml")
+	sink := filepath.Join(dir, "incidents.jsonl")
+	streamCfg := ""
+	if stream {
+		streamCfg = "  nomad_events:\n    - {}\n"
+	}
+	cfg := fmt.Sprintf(`data_dir: %s
+rules_dir: %s
+nomad: {address: %q}
+http: {listen: "127.0.0.1:0"}
+sources:
+  nomad_log:
+    - paths: [%q]
+      read_from: beginning
+      poll_interval: 50ms
+%ssinks:
+  - {type: file, name: jsonl, path: %q}
+correlator:
+  update_interval: 1s
+  lateness: 1s
+`, filepath.Join(dir, "data"), rulesDir, addr, logGlob, streamCfg, sink)
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run := &liveRun{t: t, sink: sink}
+	run.proc = soStart(t, dir, "klaxon", bin, "run", "--config", cfgPath, "--log-level", "debug")
+	t.Cleanup(func() {
+		if t.Failed() {
+			l := run.proc.log()
+			if len(l) > 8000 {
+				l = l[len(l)-8000:]
+			}
+			t.Logf("--- klaxon in %s:\n%s", dir, l)
+			for _, in := range run.incidents() {
+				t.Logf("incident %s %s %v counts=%v: %s — %s", in.Status, in.Rule, in.Group, in.Counts, in.Title, in.Summary)
+			}
+		}
+	})
+	want := "nomadlog: following file"
+	if stream {
+		want = "nomadevents: streaming"
+	}
+	waitFor(t, 30*time.Second, "klaxon to start", func() bool {
+		if run.proc.exited() {
+			t.Fatalf("klaxon exited:\n%s", run.proc.log())
+		}
+		return strings.Contains(run.proc.log(), want)
+	})
+	return run
+}
+
 // TestLiveNomadAgent runs klaxon against a real Nomad 2.0.5 agent: its
 // agent log and its event stream, both followed live. It checks what an
 // on-call engineer sees on the first page: one incident per crash-looping
@@ -239,48 +297,10 @@ func TestLiveNomadAgent(t *testing.T) {
 }`
 	agent := startNomadAgent(t, nomadBin, agentDir, agentOptions{name: "vm-live", extraHCL: gcHCL})
 
-	cfgPath := filepath.Join(dir, "klaxon.yaml")
-	sink := filepath.Join(dir, "incidents.jsonl")
-	cfg := fmt.Sprintf(`data_dir: %s
-rules_dir: %s
-nomad: {address: %q}
-http: {listen: "127.0.0.1:0"}
-sources:
-  nomad_log:
-    - paths: [%q]
-      read_from: beginning
-      poll_interval: 50ms
-  nomad_events:
-    - {}
-sinks:
-  - {type: file, name: jsonl, path: %q}
-correlator:
-  update_interval: 1s
-  lateness: 1s
-`, filepath.Join(dir, "data"), rulesDir, agent.addr(), filepath.Join(agentDir, "nomad*.log"), sink)
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	run := &liveRun{t: t, sink: sink}
-	run.proc = soStart(t, dir, "klaxon", bin, "run", "--config", cfgPath, "--log-level", "debug")
-	t.Cleanup(func() {
-		if t.Failed() {
-			l := run.proc.log()
-			if len(l) > 8000 {
-				l = l[len(l)-8000:]
-			}
-			t.Logf("--- klaxon:\n%s", l)
-			for _, in := range run.incidents() {
-				t.Logf("incident %s %s %v counts=%v: %s — %s", in.Status, in.Rule, in.Group, in.Counts, in.Title, in.Summary)
-			}
-		}
-	})
-	waitFor(t, 30*time.Second, "klaxon to follow the stream", func() bool {
-		if run.proc.exited() {
-			t.Fatalf("klaxon exited:\n%s", run.proc.log())
-		}
-		return strings.Contains(run.proc.log(), "nomadevents: streaming")
-	})
+	run := startLive(t, bin, rulesDir, filepath.Join(dir, "klaxon"), agent.addr(), filepath.Join(agentDir, "nomad*.log"), true)
+	// A sidecar that tails the log alone learns each allocation's job from
+	// the agent's API.
+	logOnly := startLive(t, bin, rulesDir, filepath.Join(dir, "klaxon-log-only"), agent.addr(), filepath.Join(agentDir, "nomad*.log"), false)
 
 	// Phase 1: the jobs.
 	for name, hcl := range map[string]string{
@@ -319,6 +339,19 @@ correlator:
 		if !sources["nomad.log"] || !sources["nomad.event"] {
 			t.Errorf("%s: evidence from %v, want both the log and the stream", job, sources)
 		}
+	}
+	for _, job := range []string{"alpha", "beta"} {
+		waitFor(t, 30*time.Second, "the log-only sidecar's crash loop of "+job, func() bool {
+			in, ok := logOnly.find("nomad.task.crash_loop", map[string]string{"fields.job": job, "fields.task": "worker"})
+			if !ok || in.Counts["exhausted"] < 1 {
+				return false
+			}
+			n, err := agent.restarts(job, "worker")
+			return err == nil && in.Counts["restarting"] == n
+		})
+	}
+	if in, ok := logOnly.find("nomad.task.crash_loop", map[string]string{"fields.job": ""}); ok {
+		t.Errorf("the log-only sidecar has a crash loop without its job: %s", in.Title)
 	}
 	fired := map[string]int{}
 	for _, in := range run.incidents() {

@@ -16,7 +16,7 @@ FUZZ_FRAME ?= 40000x
 FUZZ_XML ?= 30000x
 FUZZ_LINE ?= 300000x
 
-.PHONY: all build run test deps fmt vet race windows rules-lint rules-test fuzz bench dist clean
+.PHONY: all build run test deps fmt vet race windows rules-lint rules-test fuzz bench stress dist clean
 
 all: build
 
@@ -62,6 +62,16 @@ rules-lint: build
 
 rules-test: build
 	$(BIN) rules test rules.d
+
+# The timing-sensitive tests (real servers, processes killed and restarted,
+# clocks that run) many times under -race: run it after touching delivery,
+# the durable correlator, leases, the sources' checkpoints or a test of
+# theirs, and beside `make bench` to see them under load.
+STRESS_COUNT ?= 5
+STRESS_TESTS := ^(TestRunOnExternalNATS|TestExpiredSilenceAcrossRestart|TestScaleOutFailover|TestEndToEnd.*|TestKillDuringCaptureReplay|TestLiveNomadAgent|TestOrderKeptAcrossACrash|TestDispatcherResumesDurably|TestDispatcherFetchBacksOff|TestSilenceEndToEnd|TestExternalPublisherSurvivesRestart|TestFencedWriter.*|TestCrashBetweenWrites)$$
+
+stress:
+	KLAXON_REQUIRE_EXTERNAL=1 $(GO) test -race -count=$(STRESS_COUNT) -timeout 90m -run '$(STRESS_TESTS)' ./...
 
 # Each parser of outside input is fuzzed for a short time.
 fuzz:

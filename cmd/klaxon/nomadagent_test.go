@@ -1,3 +1,7 @@
+//go:build linux
+
+// The Nomad binary of ../shared/tools/nomad is linux/amd64.
+
 package main
 
 import (

@@ -24,9 +24,11 @@ type Stats struct {
 	// lines that were neither a record nor a continuation, lines over
 	// max_line_bytes.
 	Lines, Unparsed, Oversize int64
-	// NoMessage counts entries without a usable MESSAGE (absent, or left
-	// out by journalctl), and, in replay, entries of other units.
-	NoMessage int64
+	// Skipped counts entries not decoded: without a usable MESSAGE (absent,
+	// or over the field limit), systemd's own messages about the unit
+	// (_PID 1, which journalctl --unit shows too), and, in replay, entries
+	// of other units.
+	Skipped int64
 	// Malformed counts lines of a JSON input (journalctl -o json) that
 	// were not journal entries.
 	Malformed int64
@@ -119,8 +121,8 @@ func (d *decoder) feed(e *Entry, emit func(ingest.Event)) {
 	if d.track != nil {
 		seq = d.track.add(e.Cursor)
 	}
-	if !e.HasMessage || (d.cfg.Keep != nil && !d.cfg.Keep(e)) {
-		d.stats.NoMessage++
+	if !e.HasMessage || e.PID == "1" || (d.cfg.Keep != nil && !d.cfg.Keep(e)) {
+		d.stats.Skipped++
 		d.track.done(seq)
 		return
 	}

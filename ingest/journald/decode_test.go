@@ -165,8 +165,8 @@ func TestDecoderMatchesFileDecoding(t *testing.T) {
 			t.Errorf("ID %s not from the cursor", ev.ID)
 		}
 	}
-	if st := d.Stats(); st.Entries != int64(len(all)) || st.Events != int64(len(got)) || st.Unparsed != int64(len(sys)) {
-		t.Errorf("stats %+v: want %d entries, %d events, %d unparsed", st, len(all), len(got), len(sys))
+	if st := d.Stats(); st.Entries != int64(len(all)) || st.Events != int64(len(got)) || st.Skipped != int64(len(sys)) || st.Unparsed != 0 {
+		t.Errorf("stats %+v: want %d entries, %d events, %d skipped (systemd's), none unparsed", st, len(all), len(got), len(sys))
 	}
 
 	// Committing every event in order makes the last entry the position.
@@ -191,7 +191,7 @@ func TestDecoderMatchesFileDecoding(t *testing.T) {
 // before the entries of a record that is not committed.
 func TestCommitCoversContinuationEntries(t *testing.T) {
 	lines := journaltest.Lines(t, "../nomadlog/testdata/multiline.log")
-	es := entries(lines, "h", "nomad.service", "1", 0)
+	es := entries(lines, "h", "nomad.service", "310", 0)
 	var pos string
 	tr := &tracker{advance: func(c string) { pos = c }}
 	d := newDecoder(decoderConfig{}, tr)
@@ -226,8 +226,8 @@ func TestCommitCoversContinuationEntries(t *testing.T) {
 // Records held by a stream are complete when its process changes (the
 // agent restarted), and come out before the new process's.
 func TestNewProcessCompletesTheHeldRecord(t *testing.T) {
-	a := entries([]string{"2026-11-22T01:00:00.000Z [INFO]  agent: old process"}, "h", "nomad.service", "1", 0)
-	b := entries([]string{"2026-11-22T01:00:01.000Z [INFO]  agent: new process", "  continuation of the new"}, "h", "nomad.service", "2", 1)
+	a := entries([]string{"2026-11-22T01:00:00.000Z [INFO]  agent: old process"}, "h", "nomad.service", "310", 0)
+	b := entries([]string{"2026-11-22T01:00:01.000Z [INFO]  agent: new process", "  continuation of the new"}, "h", "nomad.service", "320", 1)
 	d := newDecoder(decoderConfig{}, nil)
 	var got []string
 	emit := func(ev ingest.Event) { got = append(got, ev.Msg) }
@@ -279,8 +279,8 @@ func TestTimeAndNode(t *testing.T) {
 				t.Errorf("node %q, want %q", ev.Node, tc.want)
 			}
 		}
-		if st := d.Stats(); st.NoMessage != 1 {
-			t.Errorf("NoMessage %d, want 1", st.NoMessage)
+		if st := d.Stats(); st.Skipped != 1 {
+			t.Errorf("Skipped %d, want 1", st.Skipped)
 		}
 	}
 }

@@ -130,8 +130,8 @@ func TestReadJournalOddMessages(t *testing.T) {
 	if got[2].Msg != "caf\xe9 not utf-8" {
 		t.Errorf("non-UTF-8 line: %q", got[2].Msg)
 	}
-	if st.NoMessage != 1 {
-		t.Errorf("NoMessage %d, want 1 (the other unit's entry)", st.NoMessage)
+	if st.Skipped != 1 {
+		t.Errorf("Skipped %d, want 1 (the other unit's entry)", st.Skipped)
 	}
 	// journalctl -o json prints these as byte arrays: the same events.
 	if g, w := keys(readAll(t, journaltest.JSON(t, jctl, file), FormatJSON)), keys(got); !slices.Equal(g, w) {
@@ -406,6 +406,35 @@ func TestSourceResumesAcrossBoots(t *testing.T) {
 				t.Fatal("followed events differ from lines 200-250")
 			}
 		})
+	}
+}
+
+// A checkpoint cursor journalctl cannot seek to (a damaged checkpoint file)
+// is dropped with an error, and the source starts as without one.
+func TestSourceBadCheckpointCursor(t *testing.T) {
+	jctl, remote := journaltest.Tools(t)
+	lines := journaltest.Lines(t, journaltest.Shared(t, shared, "nomad/captures/crashloop-gc-checkrestart/nomad.log"))
+	dir := t.TempDir()
+	file := filepath.Join(dir, "nomad.journal")
+	writeJournal(t, remote, file, lines[:100], journaltest.Unit{})
+	cps := openCheckpoints(t, filepath.Join(dir, "checkpoints.json"))
+	src, err := New(Config{Files: []string{file}, Journalctl: jctl}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cps.Set(src.key, checkpoint{Cursor: "not a cursor"}); err != nil {
+		t.Fatal(err)
+	}
+	r := start(t, Config{Files: []string{file}, ReadFrom: "beginning", Journalctl: jctl, Checkpoints: cps})
+	got := receive(t, r.out, 100)
+	if !slices.Equal(keys(got), keys(fileEvents(t, lines[:100], host))) {
+		t.Fatal("events after a bad cursor differ from the file's")
+	}
+	for _, ev := range got {
+		ev.Commit()
+	}
+	if c := r.src.Cursor(); c != journaltest.Cursors(t, jctl, file)[99] {
+		t.Fatalf("cursor %q after the commits", c)
 	}
 }
 

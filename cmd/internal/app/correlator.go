@@ -153,6 +153,9 @@ func (r *correlatorRole) SetRules(set *rules.Set) {
 	r.setRules <- set
 }
 
+// pullExpiry bounds a pull request of the correlator's consumer.
+const pullExpiry = 5 * time.Second
+
 // run consumes until ctx is done, then snapshots.
 func (r *correlatorRole) run(ctx context.Context) error {
 	// The snapshot, not the consumer's ack floor, says where to resume:
@@ -178,7 +181,11 @@ func (r *correlatorRole) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("correlator: consumer: %w", err)
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(512))
+	// Pull requests expire after 5s with heartbeats every 2.5s: a pull
+	// parked on a server that died (its consumer leader moved) is noticed
+	// after two missed heartbeats and made again, instead of after the
+	// default 30s.
+	it, err := cons.Messages(jetstream.PullMaxMessages(512), jetstream.PullExpiry(pullExpiry))
 	if err != nil {
 		return fmt.Errorf("correlator: consume: %w", err)
 	}
@@ -187,6 +194,11 @@ func (r *correlatorRole) run(ctx context.Context) error {
 		defer close(msgs)
 		for {
 			m, err := it.Next()
+			if errors.Is(err, jetstream.ErrNoHeartbeat) {
+				// The iterator pulls again on the next call.
+				r.log.Debug("no heartbeat from the consumer; pulling again")
+				continue
+			}
 			if err != nil {
 				return // iterator stopped
 			}

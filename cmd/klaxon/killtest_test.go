@@ -19,6 +19,7 @@ import (
 
 	"github.com/klaxon-dev/klaxon/cmd/internal/bus"
 	"github.com/klaxon-dev/klaxon/correlate"
+	"github.com/klaxon-dev/klaxon/correlate/checkpoint"
 	"github.com/klaxon-dev/klaxon/internal/testkit"
 	"github.com/klaxon-dev/klaxon/rules"
 	"github.com/klaxon-dev/klaxon/sinks"
@@ -322,8 +323,9 @@ func (r *captureRun) finish() result {
 	return res
 }
 
-// snapshotState reads the correlator's snapshot from KLAXON_STATE through
-// the correlator itself (Restore, Open): the open incidents and their counts.
+// snapshotState reads the correlator's checkpoint from KLAXON_STATE through
+// the correlator itself (checkpoint.Read, Open): the open incidents and
+// their counts.
 func (r *captureRun) snapshotState(js jetstream.JetStream, lastEvent uint64) map[string]finalState {
 	r.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -332,27 +334,17 @@ func (r *captureRun) snapshotState(js jetstream.JetStream, lastEvent uint64) map
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	e, err := kv.Get(ctx, "correlator")
-	if err != nil {
-		r.t.Fatalf("correlator snapshot: %v", err)
-	}
-	var rec struct {
-		Seq   uint64          `json:"seq"`
-		State json.RawMessage `json:"state"`
-	}
-	if err := json.Unmarshal(e.Value(), &rec); err != nil {
-		r.t.Fatalf("correlator snapshot: %v", err)
-	}
-	if rec.Seq != lastEvent {
-		r.t.Errorf("snapshot covers seq %d, want %d", rec.Seq, lastEvent)
-	}
 	set, err := rules.LoadDir("../../rules.d")
 	if err != nil {
 		r.t.Fatal(err)
 	}
 	c := correlate.New(set, correlate.Options{})
-	if err := c.Restore(rec.State); err != nil {
-		r.t.Fatal(err)
+	seq, err := checkpoint.Read(ctx, js, kv, "correlator", c)
+	if err != nil {
+		r.t.Fatalf("correlator checkpoint: %v", err)
+	}
+	if seq != lastEvent {
+		r.t.Errorf("checkpoint covers seq %d, want %d", seq, lastEvent)
 	}
 	out := map[string]finalState{}
 	for _, in := range c.Open() {

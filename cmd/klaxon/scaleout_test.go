@@ -19,6 +19,7 @@ import (
 
 	"github.com/klaxon-dev/klaxon/cmd/internal/bus"
 	"github.com/klaxon-dev/klaxon/correlate"
+	"github.com/klaxon-dev/klaxon/correlate/checkpoint"
 	"github.com/klaxon-dev/klaxon/ingest"
 	"github.com/klaxon-dev/klaxon/ingest/nomadlog"
 	"github.com/klaxon-dev/klaxon/rules"
@@ -606,19 +607,9 @@ func soState(t *testing.T, js jetstream.JetStream, set *rules.Set, key string) m
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := kv.Get(ctx, key)
-	if err != nil {
-		t.Fatalf("snapshot %s: %v", key, err)
-	}
-	var rec struct {
-		State json.RawMessage `json:"state"`
-	}
-	if err := json.Unmarshal(e.Value(), &rec); err != nil {
-		t.Fatal(err)
-	}
 	corr := correlate.New(set, correlate.Options{})
-	if err := corr.Restore(rec.State); err != nil {
-		t.Fatalf("snapshot %s: %v", key, err)
+	if _, err := checkpoint.Read(ctx, js, kv, key, corr); err != nil {
+		t.Fatalf("checkpoint %s: %v", key, err)
 	}
 	out := map[string]int{}
 	for _, in := range corr.Open() {

@@ -568,7 +568,7 @@ func digest(b []byte) string {
 func (s *Store) metaState(m *metaRecord, sc *scanned) ([]byte, error) {
 	if m.Chunks == 0 {
 		if len(m.State) == 0 {
-			return nil, fmt.Errorf("checkpoint: %s has no state", s.key)
+			return nil, nil // claimed, nothing stored yet
 		}
 		return m.State, nil
 	}

@@ -545,3 +545,26 @@ func TestNoGarbageAccumulates(t *testing.T) {
 	_, c2, _ := e.load(t, "gc", Options{})
 	sameState(t, "after churn", c, c2)
 }
+
+// TestRestartsBeforeAnyCheckpoint: a scope claimed but never checkpointed
+// (a crash before the first save) loads as empty, again and again.
+func TestRestartsBeforeAnyCheckpoint(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	for range 3 {
+		_, c, seq := e.load(t, "fresh", Options{})
+		if seq != 0 || len(c.Open()) != 0 {
+			t.Fatalf("fresh scope: seq %d, %d open incidents", seq, len(c.Open()))
+		}
+	}
+	s, c, _ := e.load(t, "fresh", Options{})
+	feed(0, 100, 10, c)
+	if _, err := s.Save(ctx, c, 100); err != nil {
+		t.Fatal(err)
+	}
+	_, c2, seq := e.load(t, "fresh", Options{})
+	if seq != 100 {
+		t.Errorf("seq %d, want 100", seq)
+	}
+	sameState(t, "after the first save", c, c2)
+}

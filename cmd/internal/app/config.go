@@ -148,6 +148,10 @@ type CorrelatorConfig struct {
 	UpdateInterval   time.Duration `yaml:"update_interval"`
 	MaxEvidence      int           `yaml:"max_evidence"`
 	SnapshotInterval time.Duration `yaml:"snapshot_interval"`
+	// CheckpointMaxAge is how long the correlator may go without storing
+	// its state (a checkpoint, or nothing to store) before /readyz says
+	// not ready (default 2m).
+	CheckpointMaxAge time.Duration `yaml:"checkpoint_max_age"`
 	// Lateness is how far behind the wall clock the correlator's time runs,
 	// so that events that arrive a little late still count (default 5s).
 	Lateness time.Duration `yaml:"lateness"`
@@ -311,6 +315,9 @@ func (c *Config) SetDefaults() {
 	if c.Correlator.SnapshotInterval <= 0 {
 		c.Correlator.SnapshotInterval = time.Second
 	}
+	if c.Correlator.CheckpointMaxAge <= 0 {
+		c.Correlator.CheckpointMaxAge = defaultCheckpointMaxAge
+	}
 	if c.Correlator.Lateness <= 0 {
 		c.Correlator.Lateness = 5 * time.Second
 	}
@@ -373,6 +380,9 @@ func (c *Config) Validate() error {
 	}
 	if p := c.Correlator.Partition; p != nil && (*p < 0 || (c.Correlator.Partitions > 0 && *p >= c.Correlator.Partitions)) {
 		errs = append(errs, fmt.Errorf("correlator.partition: %d: want 0 to correlator.partitions-1 (%d)", *p, max(c.Correlator.Partitions, 1)-1))
+	}
+	if c.Correlator.CheckpointMaxAge <= c.Correlator.SnapshotInterval {
+		errs = append(errs, fmt.Errorf("correlator.checkpoint_max_age: %s: want more than snapshot_interval (%s)", c.Correlator.CheckpointMaxAge, c.Correlator.SnapshotInterval))
 	}
 	if c.Correlator.LeaseTTL < time.Second {
 		errs = append(errs, fmt.Errorf("correlator.lease_ttl: %s: want at least 1s", c.Correlator.LeaseTTL))

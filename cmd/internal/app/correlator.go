@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"sync/atomic"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 
 	"github.com/klaxon-dev/klaxon/cmd/internal/bus"
 	"github.com/klaxon-dev/klaxon/correlate"
+	"github.com/klaxon-dev/klaxon/correlate/checkpoint"
 	"github.com/klaxon-dev/klaxon/ingest"
 	"github.com/klaxon-dev/klaxon/rules"
 )
@@ -22,25 +24,24 @@ const (
 	correlatorConsumer = "correlator"
 	snapshotKey        = "correlator"
 	snapshotEvery      = 1000 // messages
-)
 
-// stateRecord is what the correlator keeps in the state bucket: its
-// windows and incidents, and the last stream sequence they cover.
-type stateRecord struct {
-	Seq   uint64          `json:"seq"`
-	State json.RawMessage `json:"state"`
-}
+	// checkpointTimeout bounds one checkpoint (its item writes and commit).
+	checkpointTimeout = 30 * time.Second
+	// maxCheckpointBackoff bounds the wait between two failed checkpoints.
+	maxCheckpointBackoff = 30 * time.Second
+)
 
 // correlatorRole consumes KLAXON_EVENTS with a durable consumer, runs the
 // correlator and publishes incident changes to KLAXON_INCIDENTS. It acks
-// (AckAll) only after a snapshot covering the acked sequence is stored, so
-// a crash loses no window and re-fires no incident: it restores the
-// snapshot and skips what it covers; re-published changes carry the same
-// Nats-Msg-Id and are dropped by JetStream, and sinks skip change ids they
-// already delivered.
+// (AckAll) only after a checkpoint covering the acked sequence is stored
+// (correlate/checkpoint: the groups and clocks that changed, then the meta
+// record with the sequence), so a crash loses no window and re-fires no
+// incident: it restores the checkpoint and skips what it covers;
+// re-published changes carry the same Nats-Msg-Id and are dropped by
+// JetStream, and sinks skip change ids they already delivered.
 type correlatorRole struct {
 	js       jetstream.JetStream
-	kv       jetstream.KeyValue
+	store    *checkpoint.Store
 	corr     *correlate.Correlator
 	log      *slog.Logger
 	cfg      CorrelatorConfig
@@ -54,11 +55,18 @@ type correlatorRole struct {
 	dirty   bool // incident changes since the last snapshot
 	met     *metrics
 
-	scope   partitionScope
-	snapRev uint64 // KV revision of the stored snapshot (0: none)
+	scope partitionScope
 	// fenced is set once another correlator took this partition over
-	// (its snapshot revision moved): this one stops without writing.
+	// (the checkpoint's meta record moved on): this one stops without
+	// writing.
 	fenced atomic.Bool
+	// ckFails counts the failed checkpoints of the current failure
+	// episode, since when; ckRetry is when the next may be tried, after
+	// ckBackoff.
+	ckFails   int
+	ckSince   time.Time
+	ckRetry   time.Time
+	ckBackoff time.Duration
 	// gauges receives the counters for /metrics (default: met.corr).
 	gauges func(*corrGauges)
 	// consSeq is the consumer sequence of the last delivery; gap is set
@@ -99,8 +107,9 @@ func newCorrelatorRole(ctx context.Context, b *bus.Bus, set *rules.Set, cfg Corr
 	return newScopedCorrelator(ctx, b, set, cfg, wholeStream, now, log, met)
 }
 
-// newScopedCorrelator makes the correlator of one scope and restores its
-// snapshot.
+// newScopedCorrelator makes the correlator of one scope, restores its
+// checkpoint and claims it (a correlator that held it before can store
+// nothing more).
 func newScopedCorrelator(ctx context.Context, b *bus.Bus, set *rules.Set, cfg CorrelatorConfig, scope partitionScope, now func() time.Time, log *slog.Logger, met *metrics) (*correlatorRole, error) {
 	kv, err := b.JS.KeyValue(ctx, bus.StateBucket)
 	if err != nil {
@@ -108,7 +117,6 @@ func newScopedCorrelator(ctx context.Context, b *bus.Bus, set *rules.Set, cfg Co
 	}
 	r := &correlatorRole{
 		js: b.JS,
-		kv: kv,
 		corr: correlate.New(set, correlate.Options{
 			MaxEvidence: cfg.MaxEvidence, UpdateInterval: cfg.UpdateInterval,
 			Lateness: cfg.Lateness, Idle: cfg.Idle, Logger: log.With("role", "correlator"),
@@ -122,25 +130,22 @@ func newScopedCorrelator(ctx context.Context, b *bus.Bus, set *rules.Set, cfg Co
 	if scope != wholeStream {
 		r.log = r.log.With("consumer", scope.consumer)
 	}
-	entry, err := kv.Get(ctx, scope.key)
-	switch {
-	case errors.Is(err, jetstream.ErrKeyNotFound):
-	case err != nil:
-		return nil, fmt.Errorf("correlator: read snapshot: %w", err)
-	default:
-		r.snapRev = entry.Revision()
-		var rec stateRecord
-		if err := json.Unmarshal(entry.Value(), &rec); err != nil {
-			r.log.Error("snapshot unreadable; starting with empty state", "err", err)
-			break
-		}
-		if err := r.corr.Restore(rec.State); err != nil {
-			r.log.Error("snapshot unreadable; starting with empty state", "err", err)
-			break
-		}
-		r.snapSeq, r.lastSeq = rec.Seq, rec.Seq
-		r.log.Info("state restored", "seq", rec.Seq, "open_incidents", len(r.corr.Open()))
+	if r.store, err = checkpoint.New(b.JS, kv, scope.key, checkpoint.Options{Logger: r.log}); err != nil {
+		return nil, fmt.Errorf("correlator: state: %w", err)
 	}
+	start := time.Now()
+	seq, err := r.store.Load(ctx, r.corr)
+	if err != nil {
+		r.store.Close()
+		return nil, fmt.Errorf("correlator: restore %s: %w", scope.key, err)
+	}
+	r.snapSeq, r.lastSeq = seq, seq
+	groups := 0
+	for _, n := range r.corr.ActiveGroups() {
+		groups += n
+	}
+	r.log.Info("state restored", "seq", seq, "groups", groups, "open_incidents", len(r.corr.Open()), "took", time.Since(start).Round(time.Millisecond))
+	met.ckpt.ok(scope.key, time.Now())
 	return r, nil
 }
 
@@ -158,6 +163,7 @@ const pullExpiry = 5 * time.Second
 
 // run consumes until ctx is done, then snapshots.
 func (r *correlatorRole) run(ctx context.Context) error {
+	defer r.store.Close()
 	// The snapshot, not the consumer's ack floor, says where to resume:
 	// messages delivered to a crashed process but not covered by its last
 	// snapshot would otherwise wait for their ack wait to expire. So the
@@ -216,28 +222,28 @@ func (r *correlatorRole) run(ctx context.Context) error {
 		case <-ctx.Done():
 			it.Stop()
 			r.drain(msgs)
-			r.snapshot(context.Background())
+			r.snapshot(context.Background(), true)
 			return nil
 		case set := <-r.setRules:
 			r.corr.SetRules(set)
 			r.log.Info("rules reloaded", "rules", len(set.Rules))
 		case m, ok := <-msgs:
 			if !ok {
-				r.snapshot(context.Background())
+				r.snapshot(context.Background(), true)
 				return ctx.Err()
 			}
 			r.handle(ctx, m)
 			if r.gap {
 				it.Stop()
-				r.snapshot(ctx)
+				r.snapshot(ctx, true)
 				return errGap
 			}
 			if r.since >= snapshotEvery {
-				r.snapshot(ctx)
+				r.snapshot(ctx, false)
 			}
 		case <-tick.C:
 			r.corr.Advance(r.now().Add(-r.cfg.Lateness), r.publishFunc(ctx))
-			r.snapshot(ctx)
+			r.snapshot(ctx, false)
 			r.publishGauges()
 		}
 	}
@@ -341,8 +347,12 @@ func (r *correlatorRole) publishFunc(ctx context.Context) func(correlate.Inciden
 	}
 }
 
-// snapshot stores the state and acks everything it covers.
-func (r *correlatorRole) snapshot(ctx context.Context) {
+// snapshot stores a checkpoint of what changed and acks everything it
+// covers. After a failure the next attempt waits (a jittered exponential
+// back-off up to maxCheckpointBackoff, unless final: at shutdown or before
+// a restart); the first failure of an episode is logged, the end of one
+// too, and every failure counts in klaxon_state_checkpoint_failures_total.
+func (r *correlatorRole) snapshot(ctx context.Context, final bool) {
 	if r.fenced.Load() {
 		return
 	}
@@ -351,27 +361,29 @@ func (r *correlatorRole) snapshot(ctx context.Context) {
 			_ = r.lastMsg.Ack()
 			r.lastMsg = nil
 		}
+		r.checkpointStored(time.Now())
 		return
 	}
-	state, err := r.corr.Snapshot()
-	if err != nil {
-		r.log.Error("snapshot failed", "err", err)
-		return
-	}
-	b, err := json.Marshal(stateRecord{Seq: r.lastSeq, State: state})
-	if err != nil {
-		r.log.Error("snapshot failed", "err", err)
+	now := time.Now()
+	if !final && now.Before(r.ckRetry) {
 		return
 	}
 	if ctx.Err() != nil {
 		ctx = context.Background()
 	}
-	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	pctx, cancel := context.WithTimeout(ctx, checkpointTimeout)
 	defer cancel()
-	if err := r.storeSnapshot(pctx, b); err != nil {
-		r.log.Error("snapshot not stored; events stay unacked", "err", err)
+	_, err := r.store.Save(pctx, r.corr, r.lastSeq)
+	if errors.Is(err, checkpoint.ErrFenced) {
+		r.fenced.Store(true)
+		r.log.Warn("another correlator took this partition over; stopping without writing", "key", r.scope.key)
 		return
 	}
+	if err != nil {
+		r.checkpointFailed(now, err)
+		return
+	}
+	r.checkpointStored(time.Now())
 	r.snapSeq = r.lastSeq
 	r.since = 0
 	r.dirty = false
@@ -383,26 +395,30 @@ func (r *correlatorRole) snapshot(ctx context.Context) {
 	}
 }
 
-// storeSnapshot writes the snapshot if the stored one is still the one
-// this correlator read or wrote last (compare-and-set on the KV revision):
-// a correlator that took the partition over has written since, and this
-// one is then fenced off.
-func (r *correlatorRole) storeSnapshot(ctx context.Context, b []byte) error {
-	var rev uint64
-	var err error
-	if r.snapRev == 0 {
-		rev, err = r.kv.Create(ctx, r.scope.key, b)
+// checkpointFailed counts a failed checkpoint, logs the first of an
+// episode and sets when the next may be tried.
+func (r *correlatorRole) checkpointFailed(now time.Time, err error) {
+	r.met.ckpt.failed()
+	r.ckFails++
+	if r.ckFails == 1 {
+		r.ckSince = now
+		r.ckBackoff = max(r.cfg.SnapshotInterval, 100*time.Millisecond)
+		r.log.Error("checkpoint not stored; events stay unacked until one is (retried with back-off; logged again when it recovers)",
+			"key", r.scope.key, "seq", r.lastSeq, "err", err)
 	} else {
-		rev, err = r.kv.Update(ctx, r.scope.key, b, r.snapRev)
+		r.ckBackoff = min(2*r.ckBackoff, maxCheckpointBackoff)
+		r.log.Debug("checkpoint not stored", "key", r.scope.key, "attempt", r.ckFails, "err", err)
 	}
-	if casConflict(err) {
-		r.fenced.Store(true)
-		r.log.Warn("another correlator took this partition over; stopping without writing", "key", r.scope.key)
-		return errFenced
+	// ±20 % jitter, so that partitions failing together do not retry in step.
+	r.ckRetry = now.Add(r.ckBackoff * time.Duration(80+rand.IntN(41)) / 100)
+}
+
+// checkpointStored records that the state is stored (a checkpoint, or
+// nothing to store) and ends a failure episode.
+func (r *correlatorRole) checkpointStored(now time.Time) {
+	if r.ckFails > 0 {
+		r.log.Info("checkpoint stored again", "key", r.scope.key, "failed_attempts", r.ckFails, "after", now.Sub(r.ckSince).Round(time.Millisecond))
+		r.ckFails, r.ckRetry = 0, time.Time{}
 	}
-	if err != nil {
-		return err
-	}
-	r.snapRev = rev
-	return nil
+	r.met.ckpt.ok(r.scope.key, now)
 }

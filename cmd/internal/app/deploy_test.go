@@ -691,7 +691,8 @@ func TestPrometheusAlerts(t *testing.T) {
 		}
 	}
 	for _, want := range []string{"klaxon_source_lag_seconds", "klaxon_source_parse_errors_total", "klaxon_sink_dlq_messages",
-		"klaxon_nats_connected", "klaxon_sink_failures_total", "klaxon_source_checkpoint_age_seconds"} {
+		"klaxon_nats_connected", "klaxon_sink_failures_total", "klaxon_source_checkpoint_age_seconds",
+		"klaxon_state_checkpoint_last_success_timestamp_seconds"} {
 		if !used[want] {
 			t.Errorf("no alert on %s", want)
 		}

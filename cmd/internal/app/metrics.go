@@ -147,6 +147,9 @@ type metrics struct {
 	corr       atomic.Pointer[corrGauges]
 	ruleErrors func() uint64
 	ready      atomic.Bool
+	// ckpt follows the correlator checkpoints (failures, last success;
+	// readiness).
+	ckpt checkpointMeter
 	// now is the clock of the age gauges (default time.Now).
 	now func() time.Time
 	// dlqTimeout bounds the KLAXON_DLQ query of one scrape (default 1s).
@@ -177,7 +180,7 @@ func newMetrics() *metrics {
 	for _, st := range incidentStatuses {
 		m.changes.WithLabelValues(st)
 	}
-	m.reg.MustRegister(m.evalDur, m.changes, m)
+	m.reg.MustRegister(m.evalDur, m.changes, m, &m.ckpt)
 	return m
 }
 
@@ -213,7 +216,7 @@ var (
 	descSinkDLQ         = prometheus.NewDesc("klaxon_sink_dlq_messages", "Messages on klaxon.dlq.<sink> in the KLAXON_DLQ stream.", []string{"sink"}, nil)
 	descNATS            = prometheus.NewDesc("klaxon_nats_connected", "1 when the NATS connection is up.", nil, nil)
 	descNATSReconnects  = prometheus.NewDesc("klaxon_nats_reconnects_total", "Times the NATS connection reconnected.", nil, nil)
-	descReady           = prometheus.NewDesc("klaxon_ready", "1 when every role runs and NATS is connected (what /readyz answers).", nil, nil)
+	descReady           = prometheus.NewDesc("klaxon_ready", "1 when every role runs, NATS is connected and the correlator state was stored within correlator.checkpoint_max_age (what /readyz answers).", nil, nil)
 )
 
 // Describe implements prometheus.Collector.
@@ -355,9 +358,10 @@ func (m *metrics) dlqSizes() (map[string]uint64, error) {
 	return info.State.Subjects, nil
 }
 
-// isReady is what /readyz answers: every role runs and NATS is connected.
+// isReady is what /readyz answers: every role runs, NATS is connected, and
+// every partition this process correlates stored its state recently.
 func (m *metrics) isReady() bool {
-	return m.ready.Load() && (m.bus == nil || m.bus.NC.IsConnected())
+	return m.ready.Load() && (m.bus == nil || m.bus.NC.IsConnected()) && m.ckpt.fresh(m.now())
 }
 
 func boolValue(b bool) float64 {

@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -31,10 +30,12 @@ import (
 // the replicas starting together each get their own first). A replica that
 // took a partition over hands it back when the partition's preferred
 // replica asks for it (a "want" entry). A partition's correlator restores
-// the partition's snapshot, writes it back at once (so the snapshot's KV
-// revision moves), and stores every later snapshot with compare-and-set on
-// that revision: a previous holder that was only cut off, not dead, fails
-// its next snapshot, stops without writing, and publishes nothing more.
+// the partition's checkpoint and claims it: a new epoch written to the
+// checkpoint's meta record with compare-and-set, and every later commit
+// with compare-and-set on that revision (see correlate/checkpoint): a
+// previous holder that was only cut off, not dead, fails its next
+// checkpoint, stops without writing, and publishes nothing more; what it
+// wrote meanwhile is ignored.
 //
 // With the embedded server this process is the only correlator: it runs
 // every partition without leases.
@@ -71,6 +72,7 @@ func newCorrelators(ctx context.Context, b *bus.Bus, set *rules.Set, cfg Correla
 	if err != nil {
 		return nil, fmt.Errorf("correlator: %w", err)
 	}
+	met.ckpt.setMaxAge(cfg.CheckpointMaxAge)
 	host, _ := os.Hostname()
 	c := &correlators{
 		b: b, cfg: cfg, now: now, log: log.With("role", "correlator"), met: met, n: n,
@@ -239,9 +241,6 @@ func (c *correlators) start(ctx context.Context, p int, rev uint64) {
 	c.mu.Unlock()
 	w := &partitionWorker{p: p, rev: rev, renewed: time.Now(), done: make(chan struct{})}
 	role, err := newScopedCorrelator(ctx, c.b, set, c.cfg, scopeOf(p, c.n), c.now, c.log, c.met)
-	if err == nil && c.leases != nil {
-		err = role.takeOver(ctx)
-	}
 	if err != nil {
 		c.log.Error("partition correlator not started", "partition", p, "err", err)
 		c.release(w)
@@ -288,6 +287,7 @@ func (c *correlators) remove(w *partitionWorker) {
 	defer c.mu.Unlock()
 	if c.workers[w.p] == w {
 		delete(c.workers, w.p)
+		c.met.ckpt.forget(w.role.scope.key)
 	}
 	delete(c.gauges, w.p)
 }
@@ -353,23 +353,6 @@ func (c *correlators) storeGauges(p int, g *corrGauges) {
 		}
 	}
 	c.met.corr.Store(&m)
-}
-
-// takeOver writes the restored snapshot back (an empty one when there was
-// none), so that its KV revision moves and a previous holder of the
-// partition can store nothing more.
-func (r *correlatorRole) takeOver(ctx context.Context) error {
-	state, err := r.corr.Snapshot()
-	if err != nil {
-		return err
-	}
-	b, err := json.Marshal(stateRecord{Seq: r.snapSeq, State: state})
-	if err != nil {
-		return err
-	}
-	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	return r.storeSnapshot(pctx, b)
 }
 
 // casConflict reports a failed compare-and-set on a KV entry.

@@ -131,7 +131,9 @@ correlator:
 	// Healthy: an incident, its checkpoint stored, ready.
 	write(3, "a")
 	waitFor("the incident of task a", 20*time.Second, func() bool { return fired("a") })
-	waitFor("a stored checkpoint", 10*time.Second, func() bool { return scrapeValues(t, httpAddr)["klaxon_state_checkpoint_last_success_timestamp_seconds"] > 0 })
+	waitFor("a stored checkpoint", 10*time.Second, func() bool {
+		return scrapeValues(t, httpAddr)["klaxon_state_checkpoint_last_success_timestamp_seconds"] > 0
+	})
 	if code := readyz(t, httpAddr); code != http.StatusOK {
 		t.Fatalf("/readyz %d before the failure", code)
 	}

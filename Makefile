@@ -77,6 +77,7 @@ stress:
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzFrame$$' -fuzztime $(FUZZ_FRAME) -fuzzminimizetime 5000x -timeout 5m ./ingest/nomadevents/
 	$(GO) test -run '^$$' -fuzz '^FuzzReadXML$$' -fuzztime $(FUZZ_XML) -fuzzminimizetime 5000x -timeout 5m ./ingest/winevt/
+	$(GO) test -run '^$$' -fuzz '^FuzzReadEVTX$$' -fuzztime $(or $(FUZZ_EVTX),20000x) -fuzzminimizetime 5000x -timeout 5m ./ingest/winevt/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseLine$$' -fuzztime $(FUZZ_LINE) -fuzzminimizetime 5000x -timeout 5m ./ingest/nomadlog/
 
 bench: build

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log"
 	"log/slog"
@@ -224,7 +225,7 @@ func TestReadEVTXImpossibleTimes(t *testing.T) {
 // parserDamagedSeeds writes the seed records with the type of the first
 // template's first ValueText (the xmlns attribute) changed from string to
 // another type: golang-evtx then logs "PANIC - Bad type …" with a stack.
-func parserDamagedSeeds(t *testing.T) string {
+func parserDamagedSeeds(t testing.TB) string {
 	t.Helper()
 	w := evtxwriter.New()
 	w.MustAdd(seedRecords()...)
@@ -456,4 +457,51 @@ func TestSourceRetriesOnlyTheGrowingEnd(t *testing.T) {
 			got()
 		})
 	}
+}
+
+// FuzzReadEVTX: whatever the bytes, ReadEVTX neither panics nor fails
+// (but for ErrNotEVTX), counts what it emits, and emits only events with a
+// possible time (or none) that marshal to JSON; golang-evtx's output never
+// reaches the standard logger.
+func FuzzReadEVTX(f *testing.F) {
+	w := evtxwriter.New()
+	w.MustAdd(seedRecords()...)
+	f.Add(w.Bytes())
+	if b, err := os.ReadFile(filepath.Join(sharedDir, "Security_1_record.evtx")); err == nil {
+		f.Add(b)
+	}
+	if b, err := os.ReadFile(parserDamagedSeeds(f)); err == nil {
+		f.Add(b)
+	}
+	var std bytes.Buffer
+	prev := log.Writer()
+	log.SetOutput(&std)
+	f.Cleanup(func() { log.SetOutput(prev) })
+	now := seedTime.Add(24 * time.Hour)
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p := filepath.Join(dir, "fuzz.evtx")
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		st, err := ReadEVTX(context.Background(), p, DecoderConfig{Log: slog.New(slog.DiscardHandler), Now: func() time.Time { return now }}, func(e ingest.Event) {
+			n++
+			if !e.Time.IsZero() && impossibleTime(e.Time, now) {
+				t.Errorf("%s: impossible time %v", e.ID, e.Time)
+			}
+			if _, err := json.Marshal(e); err != nil {
+				t.Errorf("%s: %v", e.ID, err)
+			}
+		})
+		if err != nil && !errors.Is(err, ErrNotEVTX) {
+			t.Fatal(err)
+		}
+		if st.Records != int64(n) {
+			t.Errorf("%d events, Stats.Records %d", n, st.Records)
+		}
+		if std.Len() > 0 {
+			t.Fatalf("the standard logger got: %q", std.String())
+		}
+	})
 }

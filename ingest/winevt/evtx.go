@@ -229,6 +229,9 @@ type chunkOut struct {
 	// tail is set when decoding stopped early at a bad record boundary
 	// (the rest of the chunk could not be walked): where and why.
 	tail string
+	// header lists the problems of the chunk header (checksums, free
+	// space offset), which do not stop its records from being read.
+	header []string
 }
 
 // decoder holds what decoding the chunks of one read of a file needs.
@@ -257,7 +260,7 @@ func (d *decoder) chunk(data []byte, s slot) chunkOut {
 	out := chunkOut{slot: s}
 	st := &out.stats
 	st.Chunks++
-	limit := d.checkHeader(data, s, st)
+	limit := d.checkHeader(data, s, &out)
 	heads, tail := walkRecords(data, s.avail, limit)
 	if tail != "" {
 		out.tail = d.place(s) + ": " + tail
@@ -293,12 +296,17 @@ func (d *decoder) addRec(out *chunkOut, r rec) {
 	out.recs = append(out.recs, r)
 }
 
-// checkHeader checks a chunk's free space offset and CRC32s; it returns
-// where the records end.
-func (d *decoder) checkHeader(data []byte, s slot, st *Stats) (limit int) {
+// checkHeader checks a chunk's free space offset and CRC32s, noting what
+// is wrong in out; it returns where the records end.
+func (d *decoder) checkHeader(data []byte, s slot, out *chunkOut) (limit int) {
+	problem := func(what string) {
+		e := d.place(s) + ": " + what
+		out.header = append(out.header, e)
+		out.stats.addError(e)
+	}
 	limit = recordsLimit(data)
 	if limit == chunkSize && int(le.Uint32(data[0x30:])) != chunkSize {
-		st.addError(fmt.Sprintf("%s: bad free space offset 0x%x; reading to the first bad record", d.place(s), le.Uint32(data[0x30:])))
+		problem(fmt.Sprintf("bad free space offset 0x%x; reading to the first bad record", le.Uint32(data[0x30:])))
 	}
 	if d.fi.noCRC {
 		return limit
@@ -308,11 +316,11 @@ func (d *decoder) checkHeader(data []byte, s slot, st *Stats) (limit int) {
 	hc.Write(data[0x80:chunkHeaderSize])
 	switch {
 	case hc.Sum32() != le.Uint32(data[0x7c:]):
-		st.ChecksumErrors++
-		st.addError(fmt.Sprintf("%s: chunk header checksum mismatch (read anyway)", d.place(s)))
+		out.stats.ChecksumErrors++
+		problem("chunk header checksum mismatch (read anyway)")
 	case limit <= s.avail && crc32.ChecksumIEEE(data[chunkHeaderSize:limit]) != le.Uint32(data[0x34:]):
-		st.ChecksumErrors++
-		st.addError(fmt.Sprintf("%s: record data checksum mismatch (read anyway)", d.place(s)))
+		out.stats.ChecksumErrors++
+		problem("record data checksum mismatch (read anyway)")
 	}
 	return limit
 }

@@ -17,7 +17,22 @@
 // EVTX parsing uses github.com/0xrawsec/golang-evtx for chunk headers and
 // binary XML template definitions; template instances and their substitution
 // values are decoded here, templates are parsed once per chunk, and chunks are
-// decoded in parallel.
+// decoded in parallel. What golang-evtx prints about a record it cannot parse
+// (through the standard logger) is captured into one warning per record,
+// counted in Stats.ParserWarnings.
+//
+// Damaged EVTX files (damage.go has the rules in full) are read as far as
+// they can be, the same way by replay (ReadEVTX) and by the follower
+// (Source): a record whose number is implausible (it neither fits its chunk
+// header's range at its position nor continues a neighbour's numbering) or
+// that cannot be decoded is counted with its place and skipped, and never
+// becomes a checkpoint; a record whose time is impossible (before 1990, more
+// than a day ahead of the reader's clock, or a lone spike that its own
+// header time contradicts) is kept with the best time at hand (its header's,
+// else its neighbour's), counted in Stats.BadTimes and marked with the field
+// "damaged_time". The follower reads what a file already holds in one pass;
+// only the end of the newest chunk, which may be a record being written, is
+// read again at the next polls (up to three reads) before it counts as damage.
 package winevt
 
 import (

@@ -365,7 +365,7 @@ func (s *Source) deliver(ctx context.Context, wf *wfile, co *chunkOut, growing b
 	s.chunkErrors(wf, co)
 	for i := range co.recs {
 		r := &co.recs[i]
-		place := recPlace(co, r)
+		place := placeOf(co, r)
 		if len(r.lib) > 0 && place != pending && s.firstSeen(wf, "parser: "+place) {
 			s.parser.Add(1)
 			logParserWarning(s.log, wf.path, co.slot, r)
@@ -420,8 +420,8 @@ func (s *Source) send(ctx context.Context, wf *wfile, r *rec, out chan<- ingest.
 	return true
 }
 
-// recPlace is the place of a damaged record as the decoder names it.
-func recPlace(co *chunkOut, r *rec) string {
+// placeOf names the place of record r of a chunk.
+func placeOf(co *chunkOut, r *rec) string {
 	return fmt.Sprintf("chunk %d (offset 0x%x): record %d (offset 0x%x)", co.slot.index, co.slot.off, r.id, r.off)
 }
 
@@ -435,7 +435,7 @@ func (s *Source) pending(wf *wfile, co *chunkOut, growing bool) string {
 	}
 	p := co.tail
 	if n := len(co.recs); n > 0 && co.recs[n-1].err != nil && !co.recs[n-1].badID {
-		p = recPlace(co, &co.recs[n-1])
+		p = placeOf(co, &co.recs[n-1])
 	}
 	if p == "" || wf.tries[p] >= maxRecordAttempts-1 {
 		return ""
@@ -448,13 +448,10 @@ func (s *Source) pending(wf *wfile, co *chunkOut, growing bool) string {
 	return p
 }
 
-// chunkErrors logs, once each, the problems of a chunk that are not about
-// one record (checksums, a bad free space offset).
+// chunkErrors logs, once each, the problems of a chunk header (checksums,
+// a bad free space offset).
 func (s *Source) chunkErrors(wf *wfile, co *chunkOut) {
-	for _, e := range co.stats.Errors {
-		if strings.Contains(e, ": record ") || e == co.tail {
-			continue // a record's: handled by deliver
-		}
+	for _, e := range co.header {
 		if s.firstSeen(wf, e) {
 			s.log.Warn("winevt: damaged chunk read anyway", "path", wf.path, "where", e)
 		}

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/klaxon-dev/klaxon/correlate"
+	"github.com/klaxon-dev/klaxon/internal/natslayout"
 )
 
 // hook is an HTTP endpoint whose answer the test scripts; it records the
@@ -474,7 +475,7 @@ func TestOrderKeptAcrossACrash(t *testing.T) {
 	cfg := DispatcherConfig{SendTimeout: time.Second}
 	probe := NewDispatcher(js, &httpSink{name: "k"}, cfg, quietLog())
 	cons, err := js.CreateOrUpdateConsumer(ctx, "KLAXON_INCIDENTS", jetstream.ConsumerConfig{
-		Durable: ConsumerName("k"), FilterSubject: IncidentsSubjects, AckPolicy: jetstream.AckExplicitPolicy,
+		Durable: ConsumerName("k"), FilterSubject: natslayout.IncidentsSubjects, AckPolicy: jetstream.AckExplicitPolicy,
 		AckWait: probe.ackWait(), MaxDeliver: -1, DeliverPolicy: jetstream.DeliverAllPolicy,
 	})
 	if err != nil {

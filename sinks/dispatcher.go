@@ -17,19 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/klaxon-dev/klaxon/correlate"
-)
-
-// Names of the NATS layout the dispatcher and the DLQ tools use (they
-// match cmd/internal/bus, which this package may not import).
-const (
-	// IncidentsStream holds incident changes: klaxon.incidents.<severity>.<rule>.
-	IncidentsStream = "KLAXON_INCIDENTS"
-	// IncidentsSubjects is the wildcard of the incidents stream.
-	IncidentsSubjects = "klaxon.incidents.>"
-	// DLQStream holds dead letters: klaxon.dlq.<sink>.
-	DLQStream = "KLAXON_DLQ"
-	// DLQPrefix starts the dead-letter subjects.
-	DLQPrefix = "klaxon.dlq"
+	"github.com/klaxon-dev/klaxon/internal/natslayout"
 )
 
 // Headers of dead letters and replays.
@@ -52,28 +40,6 @@ const (
 	// sets it so that a replayed change reaches only the sink that failed.
 	HeaderOnlySink = "Klaxon-Only-Sink"
 )
-
-// DLQSubject is the dead-letter subject of a sink: "klaxon.dlq.<sink>",
-// the sink name made one subject token (as cmd/internal/bus does).
-func DLQSubject(sink string) string {
-	return DLQPrefix + "." + subjectToken(sink)
-}
-
-func subjectToken(s string) string {
-	if s == "" {
-		return "_"
-	}
-	var b strings.Builder
-	for _, r := range s {
-		switch {
-		case r == '.' || r == '*' || r == '>' || r <= ' ' || r == 0x7f || r == '\uFFFD':
-			b.WriteByte('_')
-		default:
-			b.WriteRune(r)
-		}
-	}
-	return b.String()
-}
 
 // DispatcherConfig tunes delivery to one sink.
 type DispatcherConfig struct {
@@ -120,13 +86,13 @@ type DispatcherConfig struct {
 
 func (c *DispatcherConfig) setDefaults() {
 	if c.Stream == "" {
-		c.Stream = IncidentsStream
+		c.Stream = natslayout.IncidentsStream
 	}
 	if c.Subject == "" {
-		c.Subject = IncidentsSubjects
+		c.Subject = natslayout.IncidentsSubjects
 	}
 	if c.DLQPrefix == "" {
-		c.DLQPrefix = DLQPrefix
+		c.DLQPrefix = natslayout.DLQPrefix
 	}
 	if c.SendTimeout <= 0 {
 		c.SendTimeout = 10 * time.Second
@@ -695,7 +661,7 @@ func (d *Dispatcher) ack(msg jetstream.Msg) {
 // acknowledges it; false when the publish failed (the change is NAKed).
 func (d *Dispatcher) deadLetter(ctx context.Context, it *item, reason string, attempts int) bool {
 	msg := it.msg
-	out := nats.NewMsg(d.cfg.DLQPrefix + "." + subjectToken(d.sink.Name()))
+	out := nats.NewMsg(d.cfg.DLQPrefix + "." + natslayout.Token(d.sink.Name()))
 	out.Data = msg.Data()
 	out.Header.Set(HeaderSink, d.sink.Name())
 	out.Header.Set(HeaderError, Truncate(reason, 2000))

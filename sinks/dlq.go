@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/klaxon-dev/klaxon/correlate"
+	"github.com/klaxon-dev/klaxon/internal/natslayout"
 )
 
 // HeaderReplayOf, on a replayed incident change, is the dead letter's
@@ -59,8 +60,8 @@ func deadLetterOf(seq uint64, h nats.Header, data []byte, stored time.Time) Dead
 // ListDLQ returns up to limit (≤ 0: all) dead letters of sink, oldest
 // first.
 func ListDLQ(ctx context.Context, js jetstream.JetStream, sink string, limit int) ([]DeadLetter, error) {
-	subj := DLQSubject(sink)
-	st, err := js.Stream(ctx, DLQStream)
+	subj := natslayout.DLQSubject(sink)
+	st, err := js.Stream(ctx, natslayout.DLQStream)
 	if err != nil {
 		return nil, fmt.Errorf("dlq: %w", err)
 	}
@@ -72,7 +73,7 @@ func ListDLQ(ctx context.Context, js jetstream.JetStream, sink string, limit int
 	if total == 0 {
 		return nil, nil
 	}
-	oc, err := js.OrderedConsumer(ctx, DLQStream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subj}})
+	oc, err := js.OrderedConsumer(ctx, natslayout.DLQStream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subj}})
 	if err != nil {
 		return nil, fmt.Errorf("dlq: %w", err)
 	}
@@ -115,7 +116,7 @@ func ListDLQ(ctx context.Context, js jetstream.JetStream, sink string, limit int
 // (within the stream's duplicate window). It returns how many were
 // replayed.
 func ReplayDLQ(ctx context.Context, js jetstream.JetStream, sink string, seqs []uint64) (int, error) {
-	subj := DLQSubject(sink)
+	subj := natslayout.DLQSubject(sink)
 	if seqs == nil {
 		list, err := ListDLQ(ctx, js, sink, 0)
 		if err != nil {
@@ -125,7 +126,7 @@ func ReplayDLQ(ctx context.Context, js jetstream.JetStream, sink string, seqs []
 			seqs = append(seqs, dl.Seq)
 		}
 	}
-	st, err := js.Stream(ctx, DLQStream)
+	st, err := js.Stream(ctx, natslayout.DLQStream)
 	if err != nil {
 		return 0, fmt.Errorf("dlq: %w", err)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/klaxon-dev/klaxon/cmd/internal/app"
+	"github.com/klaxon-dev/klaxon/internal/natslayout"
 	"github.com/klaxon-dev/klaxon/sinks"
 )
 
@@ -138,17 +139,17 @@ func cmdDLQList(ctx context.Context, args []string, stdout, stderr io.Writer) er
 
 // dlqSinks lists the sinks that have dead letters (their subject tokens).
 func dlqSinks(ctx context.Context, js jetstream.JetStream) ([]string, error) {
-	st, err := js.Stream(ctx, sinks.DLQStream)
+	st, err := js.Stream(ctx, natslayout.DLQStream)
 	if err != nil {
 		return nil, fmt.Errorf("dlq: %w", err)
 	}
-	info, err := st.Info(ctx, jetstream.WithSubjectFilter(sinks.DLQPrefix+".>"))
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(natslayout.DLQPrefix+".>"))
 	if err != nil {
 		return nil, fmt.Errorf("dlq: %w", err)
 	}
 	var out []string
 	for subj := range info.State.Subjects {
-		out = append(out, strings.TrimPrefix(subj, sinks.DLQPrefix+"."))
+		out = append(out, strings.TrimPrefix(subj, natslayout.DLQPrefix+"."))
 	}
 	sort.Strings(out)
 	return out, nil

@@ -17,6 +17,7 @@ import (
 
 	"github.com/klaxon-dev/klaxon/cmd/internal/bus"
 	"github.com/klaxon-dev/klaxon/correlate"
+	"github.com/klaxon-dev/klaxon/internal/natslayout"
 )
 
 // buildKlaxon builds the binary once per test binary run.
@@ -263,7 +264,7 @@ correlator:
 		t.Fatal(err)
 	}
 	defer b.Close(context.Background())
-	st, err := b.JS.Stream(ctx, bus.EventsStream)
+	st, err := b.JS.Stream(ctx, natslayout.EventsStream)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,9 +17,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/klaxon-dev/klaxon/cmd/internal/bus"
 	"github.com/klaxon-dev/klaxon/correlate"
 	"github.com/klaxon-dev/klaxon/correlate/checkpoint"
+	"github.com/klaxon-dev/klaxon/internal/natslayout"
 	"github.com/klaxon-dev/klaxon/internal/testkit"
 	"github.com/klaxon-dev/klaxon/rules"
 	"github.com/klaxon-dev/klaxon/sinks"
@@ -302,7 +302,7 @@ func (r *captureRun) finish() result {
 	var res result
 	var lastEvent uint64
 	waitFor(r.t, 20*time.Second, "a correlator snapshot covering every event", func() bool {
-		last, msgs, floor, _, err := streamState(js, bus.EventsStream, "correlator")
+		last, msgs, floor, _, err := streamState(js, natslayout.EventsStream, "correlator")
 		res.events, lastEvent = msgs, last
 		return err == nil && last > 0 && floor == last
 	})
@@ -311,7 +311,7 @@ func (r *captureRun) finish() result {
 	// sink consumer's ack wait (40 s) to be delivered again: allow for it.
 	began := time.Now()
 	waitFor(r.t, 60*time.Second, "the sink to deliver every incident change", func() bool {
-		last, _, floor, pending, err := streamState(js, bus.IncidentsStream, sinks.ConsumerName("jsonl"))
+		last, _, floor, pending, err := streamState(js, natslayout.IncidentsStream, sinks.ConsumerName("jsonl"))
 		return err == nil && last > 0 && floor == last && pending == 0
 	})
 	if d := time.Since(began); d > 5*time.Second {
@@ -330,7 +330,7 @@ func (r *captureRun) snapshotState(js jetstream.JetStream, lastEvent uint64) map
 	r.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	kv, err := js.KeyValue(ctx, bus.StateBucket)
+	kv, err := js.KeyValue(ctx, natslayout.StateBucket)
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -359,7 +359,7 @@ func (r *captureRun) streamChanges(js jetstream.JetStream) []string {
 	r.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	oc, err := js.OrderedConsumer(ctx, bus.IncidentsStream, jetstream.OrderedConsumerConfig{})
+	oc, err := js.OrderedConsumer(ctx, natslayout.IncidentsStream, jetstream.OrderedConsumerConfig{})
 	if err != nil {
 		r.t.Fatal(err)
 	}

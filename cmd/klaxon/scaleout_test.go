@@ -22,6 +22,7 @@ import (
 	"github.com/klaxon-dev/klaxon/correlate/checkpoint"
 	"github.com/klaxon-dev/klaxon/ingest"
 	"github.com/klaxon-dev/klaxon/ingest/nomadlog"
+	"github.com/klaxon-dev/klaxon/internal/natslayout"
 	"github.com/klaxon-dev/klaxon/rules"
 	"github.com/klaxon-dev/klaxon/sinks"
 )
@@ -519,7 +520,7 @@ correlator:
 func soDone(js jetstream.JetStream, events int, last *string) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	st, err := js.Stream(ctx, bus.EventsStream)
+	st, err := js.Stream(ctx, natslayout.EventsStream)
 	if err != nil {
 		*last = err.Error()
 		return false
@@ -529,7 +530,7 @@ func soDone(js jetstream.JetStream, events int, last *string) bool {
 		return false
 	}
 	for p := range 2 {
-		m, err := st.GetLastMsgForSubject(ctx, bus.PartitionSubjects(p, 2))
+		m, err := st.GetLastMsgForSubject(ctx, natslayout.PartitionSubjects(p, 2))
 		if err != nil {
 			*last = fmt.Sprintf("partition %d: %v", p, err)
 			return false
@@ -539,7 +540,7 @@ func soDone(js jetstream.JetStream, events int, last *string) bool {
 			return false
 		}
 	}
-	ci, err := js.Consumer(ctx, bus.IncidentsStream, sinks.ConsumerName("jsonl-a"))
+	ci, err := js.Consumer(ctx, natslayout.IncidentsStream, sinks.ConsumerName("jsonl-a"))
 	if err != nil {
 		*last = err.Error()
 		return false
@@ -555,7 +556,7 @@ func soDone(js jetstream.JetStream, events int, last *string) bool {
 func soStored(js jetstream.JetStream) uint64 {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	st, err := js.Stream(ctx, bus.EventsStream)
+	st, err := js.Stream(ctx, natslayout.EventsStream)
 	if err != nil {
 		return 0
 	}
@@ -566,7 +567,7 @@ func soStored(js jetstream.JetStream) uint64 {
 func soLease(js jetstream.JetStream, p int) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	kv, err := js.KeyValue(ctx, bus.LeasesBucket)
+	kv, err := js.KeyValue(ctx, natslayout.LeasesBucket)
 	if err != nil {
 		return ""
 	}
@@ -582,7 +583,7 @@ func soLease(js jetstream.JetStream, p int) string {
 func soSnapshotSeq(js jetstream.JetStream, key string) uint64 {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	kv, err := js.KeyValue(ctx, bus.StateBucket)
+	kv, err := js.KeyValue(ctx, natslayout.StateBucket)
 	if err != nil {
 		return 0
 	}
@@ -603,7 +604,7 @@ func soState(t *testing.T, js jetstream.JetStream, set *rules.Set, key string) m
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	kv, err := js.KeyValue(ctx, bus.StateBucket)
+	kv, err := js.KeyValue(ctx, natslayout.StateBucket)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/klaxon-dev/klaxon/cmd/internal/bus"
 	"github.com/klaxon-dev/klaxon/correlate"
+	"github.com/klaxon-dev/klaxon/internal/natslayout"
 )
 
 // TestEndToEndDeliveryKillRestart: the real binary delivers to a webhook
@@ -227,7 +228,7 @@ func readChanges(t *testing.T, js jetstream.JetStream) []correlate.Incident {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	st, err := js.Stream(ctx, bus.IncidentsStream)
+	st, err := js.Stream(ctx, natslayout.IncidentsStream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,7 +236,7 @@ func readChanges(t *testing.T, js jetstream.JetStream) []correlate.Incident {
 	if err != nil {
 		t.Fatal(err)
 	}
-	oc, err := js.OrderedConsumer(ctx, bus.IncidentsStream, jetstream.OrderedConsumerConfig{})
+	oc, err := js.OrderedConsumer(ctx, natslayout.IncidentsStream, jetstream.OrderedConsumerConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/klaxon-dev/klaxon/correlate"
+	"github.com/klaxon-dev/klaxon/internal/natslayout"
 	"github.com/klaxon-dev/klaxon/sinks"
 )
 
@@ -42,7 +43,7 @@ func (c *Config) Validate(prefix string) error {
 	case strings.ContainsAny(s, "*> \t\r\n") || strings.HasPrefix(s, ".") || strings.HasSuffix(s, ".") || strings.Contains(s, ".."):
 		errs = append(errs, fmt.Errorf("%s.subject: %q is not a literal subject", prefix, s))
 	default:
-		for _, p := range []string{"klaxon.incidents", "klaxon.events", "klaxon.dlq"} {
+		for _, p := range []string{natslayout.IncidentsPrefix, natslayout.EventsPrefix, natslayout.DLQPrefix} {
 			if s == p || strings.HasPrefix(s, p+".") {
 				errs = append(errs, fmt.Errorf("%s.subject: %q is inside klaxon's own %s subjects", prefix, s, p))
 			}

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/klaxon-dev/klaxon/correlate"
+	"github.com/klaxon-dev/klaxon/internal/natslayout"
 	"github.com/klaxon-dev/klaxon/sinks"
 	"github.com/klaxon-dev/klaxon/sinks/internal/sinktest"
 )
@@ -139,7 +140,7 @@ type env struct {
 
 func newEnv(t *testing.T, now time.Time) *env {
 	_, js := sinktest.StartJetStream(t)
-	if _, err := js.CreateKeyValue(context.Background(), jetstream.KeyValueConfig{Bucket: Bucket, History: 5}); err != nil {
+	if _, err := js.CreateKeyValue(context.Background(), jetstream.KeyValueConfig{Bucket: natslayout.SilencesBucket, History: 5}); err != nil {
 		t.Fatal(err)
 	}
 	return &env{t: t, js: js, clock: newClock(now), sink: &recorder{}}

@@ -15,12 +15,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/klaxon-dev/klaxon/correlate"
+	"github.com/klaxon-dev/klaxon/internal/natslayout"
 	"github.com/klaxon-dev/klaxon/sinks"
 )
-
-// Bucket is the KV bucket of silences and of the changes they hold
-// (cmd/internal/bus creates it).
-const Bucket = "KLAXON_SILENCES"
 
 // Retention is how long an expired silence is kept before it is pruned.
 const Retention = 5 * 24 * time.Hour
@@ -60,9 +57,9 @@ func New(kv jetstream.KeyValue, log *slog.Logger) *Store {
 
 // Open returns a store on the KLAXON_SILENCES bucket of js.
 func Open(ctx context.Context, js jetstream.JetStream, log *slog.Logger) (*Store, error) {
-	kv, err := js.KeyValue(ctx, Bucket)
+	kv, err := js.KeyValue(ctx, natslayout.SilencesBucket)
 	if err != nil {
-		return nil, fmt.Errorf("silences: bucket %s: %w", Bucket, err)
+		return nil, fmt.Errorf("silences: bucket %s: %w", natslayout.SilencesBucket, err)
 	}
 	return New(kv, log), nil
 }

@@ -17,7 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/klaxon-dev/klaxon/cmd/internal/bus"
+	"github.com/klaxon-dev/klaxon/internal/natslayout"
 	"github.com/klaxon-dev/klaxon/internal/testkit"
 )
 
@@ -155,7 +155,7 @@ correlator:
 		t.Helper()
 		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer scancel()
-		st, err := js.Stream(sctx, "KV_"+bus.StateBucket)
+		st, err := js.Stream(sctx, "KV_"+natslayout.StateBucket)
 		if err != nil {
 			t.Fatal(err)
 		}

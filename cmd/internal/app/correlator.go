@@ -17,6 +17,7 @@ import (
 	"github.com/klaxon-dev/klaxon/correlate"
 	"github.com/klaxon-dev/klaxon/correlate/checkpoint"
 	"github.com/klaxon-dev/klaxon/ingest"
+	"github.com/klaxon-dev/klaxon/internal/natslayout"
 	"github.com/klaxon-dev/klaxon/rules"
 )
 
@@ -85,7 +86,7 @@ type partitionScope struct {
 
 // wholeStream is the scope of an unpartitioned correlator (the names of
 // klaxon before partitions, so that existing state is kept).
-var wholeStream = partitionScope{consumer: correlatorConsumer, key: snapshotKey, filter: bus.EventsSubjects}
+var wholeStream = partitionScope{consumer: correlatorConsumer, key: snapshotKey, filter: natslayout.EventsSubjects}
 
 // scopeOf is the scope of partition p of n.
 func scopeOf(p, n int) partitionScope {
@@ -93,7 +94,7 @@ func scopeOf(p, n int) partitionScope {
 		return wholeStream
 	}
 	name := fmt.Sprintf("%s-p%d", correlatorConsumer, p)
-	return partitionScope{consumer: name, key: name, filter: bus.PartitionSubjects(p, n)}
+	return partitionScope{consumer: name, key: name, filter: natslayout.PartitionSubjects(p, n)}
 }
 
 // errGap stops a correlator that missed a delivery: it is started again
@@ -111,7 +112,7 @@ func newCorrelatorRole(ctx context.Context, b *bus.Bus, set *rules.Set, cfg Corr
 // checkpoint and claims it (a correlator that held it before can store
 // nothing more).
 func newScopedCorrelator(ctx context.Context, b *bus.Bus, set *rules.Set, cfg CorrelatorConfig, scope partitionScope, now func() time.Time, log *slog.Logger, met *metrics) (*correlatorRole, error) {
-	kv, err := b.JS.KeyValue(ctx, bus.StateBucket)
+	kv, err := b.JS.KeyValue(ctx, natslayout.StateBucket)
 	if err != nil {
 		return nil, fmt.Errorf("correlator: state bucket: %w", err)
 	}
@@ -168,7 +169,7 @@ func (r *correlatorRole) run(ctx context.Context) error {
 	// messages delivered to a crashed process but not covered by its last
 	// snapshot would otherwise wait for their ack wait to expire. So the
 	// consumer is made anew at the first sequence the snapshot does not cover.
-	if err := r.js.DeleteConsumer(ctx, bus.EventsStream, r.scope.consumer); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+	if err := r.js.DeleteConsumer(ctx, natslayout.EventsStream, r.scope.consumer); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return fmt.Errorf("correlator: reset consumer: %w", err)
 	}
 	cc := jetstream.ConsumerConfig{
@@ -183,7 +184,7 @@ func (r *correlatorRole) run(ctx context.Context) error {
 		cc.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
 		cc.OptStartSeq = r.snapSeq + 1
 	}
-	cons, err := r.js.CreateOrUpdateConsumer(ctx, bus.EventsStream, cc)
+	cons, err := r.js.CreateOrUpdateConsumer(ctx, natslayout.EventsStream, cc)
 	if err != nil {
 		return fmt.Errorf("correlator: consumer: %w", err)
 	}
@@ -327,7 +328,7 @@ func (r *correlatorRole) publishFunc(ctx context.Context) func(correlate.Inciden
 			r.log.Error("incident not encodable", "incident", in.ID, "err", err)
 			return
 		}
-		msg := nats.NewMsg(bus.IncidentSubject(in.Severity, in.Rule))
+		msg := nats.NewMsg(natslayout.IncidentSubject(in.Severity, in.Rule))
 		msg.Data = b
 		msg.Header.Set(nats.MsgIdHdr, in.ChangeID())
 		for attempt := 0; !r.fenced.Load(); attempt++ {

@@ -26,6 +26,7 @@ import (
 	"github.com/klaxon-dev/klaxon/ingest/nomadevents"
 	"github.com/klaxon-dev/klaxon/ingest/nomadlog"
 	"github.com/klaxon-dev/klaxon/ingest/winevt"
+	"github.com/klaxon-dev/klaxon/internal/natslayout"
 	"github.com/klaxon-dev/klaxon/rules"
 	"github.com/klaxon-dev/klaxon/sinks"
 	"github.com/klaxon-dev/klaxon/sinks/silence"
@@ -323,12 +324,12 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	if connected && len(m.dispatch) > 0 {
 		sizes, err := m.dlqSizes()
 		if err != nil {
-			m.log.Debug("metrics: dead-letter counts unavailable", "stream", bus.DLQStream, "err", err)
+			m.log.Debug("metrics: dead-letter counts unavailable", "stream", natslayout.DLQStream, "err", err)
 			return
 		}
 		names := map[string]bool{}
 		for _, d := range m.dispatch {
-			subj := sinks.DLQSubject(d.name)
+			subj := natslayout.DLQSubject(d.name)
 			gauge(descSinkDLQ, float64(sizes[subj]), d.name)
 			names[subj] = true
 		}
@@ -336,7 +337,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		// process's, or removed from the config) still show, by subject token.
 		for subj, n := range sizes {
 			if !names[subj] {
-				gauge(descSinkDLQ, float64(n), strings.TrimPrefix(subj, bus.DLQPrefix+"."))
+				gauge(descSinkDLQ, float64(n), strings.TrimPrefix(subj, natslayout.DLQPrefix+"."))
 			}
 		}
 	}
@@ -347,11 +348,11 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 func (m *metrics) dlqSizes() (map[string]uint64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), m.dlqTimeout)
 	defer cancel()
-	st, err := m.bus.JS.Stream(ctx, bus.DLQStream)
+	st, err := m.bus.JS.Stream(ctx, natslayout.DLQStream)
 	if err != nil {
 		return nil, err
 	}
-	info, err := st.Info(ctx, jetstream.WithSubjectFilter(bus.DLQSubjects))
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(natslayout.DLQSubjects))
 	if err != nil {
 		return nil, err
 	}

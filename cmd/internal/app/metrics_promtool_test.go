@@ -20,7 +20,7 @@ import (
 
 	"github.com/klaxon-dev/klaxon/ingest"
 	"github.com/klaxon-dev/klaxon/internal/externaltest"
-	"github.com/klaxon-dev/klaxon/sinks"
+	"github.com/klaxon-dev/klaxon/internal/natslayout"
 )
 
 // promtoolBinary is where Debian's prometheus package installs promtool.
@@ -114,7 +114,7 @@ correlator: {snapshot_interval: 50ms}
 		t.Fatal(err)
 	}
 	pctx, pcancel := context.WithTimeout(ctx, 10*time.Second)
-	if _, err := js.Publish(pctx, sinks.DLQSubject("jsonl"), []byte(`{"id":"x"}`)); err != nil {
+	if _, err := js.Publish(pctx, natslayout.DLQSubject("jsonl"), []byte(`{"id":"x"}`)); err != nil {
 		t.Fatal(err)
 	}
 	pcancel()

@@ -9,7 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/klaxon-dev/klaxon/cmd/internal/bus"
+	"github.com/klaxon-dev/klaxon/internal/natslayout"
 	"github.com/klaxon-dev/klaxon/sinks"
 	"github.com/klaxon-dev/klaxon/sinks/alertmanager"
 	"github.com/klaxon-dev/klaxon/sinks/file"
@@ -85,7 +85,7 @@ func newSink(i int, sc SinkConfig, env sinkEnv) (sinks.Sink, error) {
 // timeout, attempts and back-off.
 func (sc *SinkConfig) dispatcherConfig() (sinks.DispatcherConfig, error) {
 	dc := sinks.DispatcherConfig{
-		Stream:      bus.IncidentsStream,
+		Stream:      natslayout.IncidentsStream,
 		SendTimeout: sc.SendTimeout,
 		MaxAttempts: sc.MaxAttempts,
 	}

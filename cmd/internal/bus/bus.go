@@ -24,6 +24,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/klaxon-dev/klaxon/internal/natslayout"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -251,9 +252,9 @@ func (b *Bus) ensure(ctx context.Context) error {
 	}
 	streams := []jetstream.StreamConfig{
 		{
-			Name:        EventsStream,
+			Name:        natslayout.EventsStream,
 			Description: "klaxon events of every source: klaxon.events.<source>.<node>",
-			Subjects:    []string{EventsSubjects},
+			Subjects:    []string{natslayout.EventsSubjects},
 			Retention:   jetstream.LimitsPolicy,
 			Storage:     jetstream.FileStorage,
 			Discard:     jetstream.DiscardOld,
@@ -266,9 +267,9 @@ func (b *Bus) ensure(ctx context.Context) error {
 			SubjectTransform: transform,
 		},
 		{
-			Name:        IncidentsStream,
+			Name:        natslayout.IncidentsStream,
 			Description: "klaxon incident changes: klaxon.incidents.<severity>.<rule>",
-			Subjects:    []string{IncidentsSubjects},
+			Subjects:    []string{natslayout.IncidentsSubjects},
 			Retention:   jetstream.LimitsPolicy,
 			Storage:     jetstream.FileStorage,
 			Discard:     jetstream.DiscardOld,
@@ -279,9 +280,9 @@ func (b *Bus) ensure(ctx context.Context) error {
 			Replicas:    c.Replicas,
 		},
 		{
-			Name:        DLQStream,
+			Name:        natslayout.DLQStream,
 			Description: "klaxon incidents a sink gave up on: klaxon.dlq.<sink>",
-			Subjects:    []string{DLQSubjects},
+			Subjects:    []string{natslayout.DLQSubjects},
 			Retention:   jetstream.LimitsPolicy,
 			Storage:     jetstream.FileStorage,
 			Discard:     jetstream.DiscardOld,
@@ -300,7 +301,7 @@ func (b *Bus) ensure(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("nats: stream %s: %w", sc.Name, err)
 		}
-		if sc.Name == EventsStream {
+		if sc.Name == natslayout.EventsStream {
 			if err := b.checkPartitioning(transform, st.CachedInfo()); err != nil {
 				return err
 			}
@@ -308,14 +309,14 @@ func (b *Bus) ensure(ctx context.Context) error {
 	}
 	buckets := []jetstream.KeyValueConfig{
 		{
-			Bucket:      StateBucket,
+			Bucket:      natslayout.StateBucket,
 			Description: "klaxon correlator state snapshots",
 			History:     1,
 			Storage:     jetstream.FileStorage,
 			Replicas:    c.Replicas,
 		},
 		{
-			Bucket:      SilencesBucket,
+			Bucket:      natslayout.SilencesBucket,
 			Description: "klaxon silences",
 			History:     5,
 			Storage:     jetstream.FileStorage,

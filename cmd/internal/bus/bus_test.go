@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/klaxon-dev/klaxon/ingest"
+	"github.com/klaxon-dev/klaxon/internal/natslayout"
 )
 
 func TestEmbeddedLayout(t *testing.T) {
@@ -54,7 +55,7 @@ func TestPublishSubjects(t *testing.T) {
 		t.Fatalf("stats = %+v", st)
 	}
 	ctx := testContext(t)
-	s, err := b.JS.Stream(ctx, EventsStream)
+	s, err := b.JS.Stream(ctx, natslayout.EventsStream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +71,7 @@ func TestPublishSubjects(t *testing.T) {
 		if got := m.Header.Get(jetstream.MsgIDHeader); got != evs[i].ID {
 			t.Errorf("msg %d Nats-Msg-Id = %q, want %q", i+1, got, evs[i].ID)
 		}
-		ev, err := DecodeEvent(m.Data)
+		ev, err := natslayout.DecodeEvent(m.Data)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -79,7 +80,7 @@ func TestPublishSubjects(t *testing.T) {
 		}
 	}
 	m, _ := s.GetMsg(ctx, 1)
-	ev, _ := DecodeEvent(m.Data)
+	ev, _ := natslayout.DecodeEvent(m.Data)
 	if ev.Fields["n"] != 3.5 || ev.Fields["ok"] != true {
 		t.Errorf("fields = %v", ev.Fields)
 	}
@@ -101,12 +102,12 @@ func TestDuplicateDropped(t *testing.T) {
 	if committed.Load() != 2 {
 		t.Errorf("duplicates committed %d times, want 2", committed.Load())
 	}
-	if n := streamMsgs(t, b, EventsStream); n != 1 {
+	if n := streamMsgs(t, b, natslayout.EventsStream); n != 1 {
 		t.Errorf("stream holds %d messages, want 1", n)
 	}
 	// The PubAck itself says so.
-	data, _ := EncodeEvent(&ev)
-	ack, err := b.JS.Publish(testContext(t), EventSubject(ev.Source, ev.Node), data, jetstream.WithMsgID(ev.ID))
+	data, _ := natslayout.EncodeEvent(&ev)
+	ack, err := b.JS.Publish(testContext(t), natslayout.EventSubject(ev.Source, ev.Node), data, jetstream.WithMsgID(ev.ID))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +126,7 @@ func TestCommitOrder(t *testing.T) {
 	}
 	b := openEmbedded(t, Config{})
 	ctx := testContext(t)
-	stream, err := b.JS.Stream(ctx, EventsStream)
+	stream, err := b.JS.Stream(ctx, natslayout.EventsStream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,12 +154,12 @@ func TestCommitOrder(t *testing.T) {
 					return
 				}
 				checked++
-				m, err := stream.GetLastMsgForSubject(ctx, EventSubject(ev.Source, node))
+				m, err := stream.GetLastMsgForSubject(ctx, natslayout.EventSubject(ev.Source, node))
 				if err != nil {
 					errs = append(errs, fmt.Sprintf("event %d committed but not in the stream: %v", i, err))
 					return
 				}
-				if got, _ := DecodeEvent(m.Data); got.ID != ev.ID {
+				if got, _ := natslayout.DecodeEvent(m.Data); got.ID != ev.ID {
 					errs = append(errs, fmt.Sprintf("event %d: stored %q", i, got.ID))
 				}
 				info, err := stream.Info(ctx)
@@ -194,7 +195,7 @@ func TestCommitOrder(t *testing.T) {
 	if checked < 10 {
 		t.Errorf("only %d commits checked against the stream", checked)
 	}
-	if got := streamMsgs(t, b, EventsStream); got != uint64(n) {
+	if got := streamMsgs(t, b, natslayout.EventsStream); got != uint64(n) {
 		t.Errorf("stream holds %d, want %d", got, n)
 	}
 	if st := p.Stats(); st.Published != uint64(n) {
@@ -214,7 +215,7 @@ func TestRestartKeepsMessages(t *testing.T) {
 		evs = append(evs, testEvent(i, "vm"))
 	}
 	publishAll(t, b, evs)
-	kv, _ := b.JS.KeyValue(ctx, StateBucket)
+	kv, _ := b.JS.KeyValue(ctx, natslayout.StateBucket)
 	if _, err := kv.Put(ctx, "snap", []byte("state-1")); err != nil {
 		t.Fatal(err)
 	}
@@ -224,10 +225,10 @@ func TestRestartKeepsMessages(t *testing.T) {
 	}
 
 	b = openEmbedded(t, Config{DataDir: dir})
-	if n := streamMsgs(t, b, EventsStream); n != 100 {
+	if n := streamMsgs(t, b, natslayout.EventsStream); n != 100 {
 		t.Fatalf("after restart the stream holds %d, want 100", n)
 	}
-	kv, _ = b.JS.KeyValue(ctx, StateBucket)
+	kv, _ = b.JS.KeyValue(ctx, natslayout.StateBucket)
 	if e, err := kv.Get(ctx, "snap"); err != nil || string(e.Value()) != "state-1" {
 		t.Fatalf("state after restart: %v", err)
 	}
@@ -261,7 +262,7 @@ func TestCloseIdempotent(t *testing.T) {
 func TestPublisherRetries(t *testing.T) {
 	b := openEmbedded(t, Config{})
 	ctx := testContext(t)
-	if err := b.JS.DeleteStream(ctx, EventsStream); err != nil {
+	if err := b.JS.DeleteStream(ctx, natslayout.EventsStream); err != nil {
 		t.Fatal(err)
 	}
 	const n = 50
@@ -314,7 +315,7 @@ func TestPublisherRetries(t *testing.T) {
 			t.Fatalf("commit %d is event %d", i, v)
 		}
 	}
-	if got := streamMsgs(t, b, EventsStream); got != n {
+	if got := streamMsgs(t, b, natslayout.EventsStream); got != n {
 		t.Errorf("stream holds %d, want %d", got, n)
 	}
 }
@@ -355,11 +356,11 @@ func TestEmbeddedListen(t *testing.T) {
 	}
 	ctx := testContext(t)
 	ev := testEvent(1, "ext")
-	data, _ := EncodeEvent(&ev)
-	if _, err := js.Publish(ctx, EventSubject(ev.Source, ev.Node), data, jetstream.WithMsgID(ev.ID)); err != nil {
+	data, _ := natslayout.EncodeEvent(&ev)
+	if _, err := js.Publish(ctx, natslayout.EventSubject(ev.Source, ev.Node), data, jetstream.WithMsgID(ev.ID)); err != nil {
 		t.Fatal(err)
 	}
-	if n := streamMsgs(t, b, EventsStream); n != 1 {
+	if n := streamMsgs(t, b, natslayout.EventsStream); n != 1 {
 		t.Errorf("stream holds %d, want 1", n)
 	}
 	// And a second bus can use it as an external server.
@@ -407,12 +408,12 @@ func TestPublisherOversizedEvent(t *testing.T) {
 	if st.Published != 2 {
 		t.Fatalf("stats = %+v", st)
 	}
-	s, _ := b.JS.Stream(testContext(t), EventsStream)
+	s, _ := b.JS.Stream(testContext(t), natslayout.EventsStream)
 	m, err := s.GetMsg(testContext(t), 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ev, _ := DecodeEvent(m.Data)
+	ev, _ := natslayout.DecodeEvent(m.Data)
 	if ev.ID != big.ID || ev.Fields["klaxon_truncated"] != true || len(ev.Msg) == 0 || int64(len(m.Data)) > b.NC.MaxPayload() {
 		t.Errorf("stored %d bytes: id %q fields %v", len(m.Data), ev.ID, ev.Fields)
 	}

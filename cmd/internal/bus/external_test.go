@@ -24,6 +24,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/klaxon-dev/klaxon/ingest"
+	"github.com/klaxon-dev/klaxon/internal/natslayout"
 	"github.com/klaxon-dev/klaxon/internal/testkit"
 )
 
@@ -164,15 +165,15 @@ func roundTrip(t *testing.T, cfg Config) *Bus {
 	if st.Published != 1 || !committed {
 		t.Fatalf("publish: stats %+v committed %v", st, committed)
 	}
-	s, err := b.JS.Stream(ctx, EventsStream)
+	s, err := b.JS.Stream(ctx, natslayout.EventsStream)
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := s.GetLastMsgForSubject(ctx, EventSubject(ev.Source, ev.Node))
+	m, err := s.GetLastMsgForSubject(ctx, natslayout.EventSubject(ev.Source, ev.Node))
 	if err != nil {
 		t.Fatalf("read back: %v", err)
 	}
-	got, err := DecodeEvent(m.Data)
+	got, err := natslayout.DecodeEvent(m.Data)
 	if err != nil || got.ID != ev.ID || got.Msg != ev.Msg {
 		t.Fatalf("read back %+v, %v", got, err)
 	}
@@ -201,7 +202,7 @@ func TestExternalNoAuth(t *testing.T) {
 	cfg := Config{URL: p.url("nats"), EventsMaxAge: 12 * time.Hour, EventsMaxBytes: 32 << 20,
 		DuplicateWindow: time.Minute, IncidentsMaxAge: 48 * time.Hour}
 	b = roundTrip(t, cfg)
-	if n := streamMsgs(t, b, EventsStream); n != 2 {
+	if n := streamMsgs(t, b, natslayout.EventsStream); n != 2 {
 		t.Errorf("stream holds %d after the update, want 2", n)
 	}
 }
@@ -344,7 +345,7 @@ func TestExternalPublisherSurvivesRestart(t *testing.T) {
 			t.Fatalf("commit %d is event %d", i, v)
 		}
 	}
-	if got := streamMsgs(t, b, EventsStream); got != n {
+	if got := streamMsgs(t, b, natslayout.EventsStream); got != n {
 		t.Errorf("stream holds %d, want %d", got, n)
 	}
 	if st.Published+st.Duplicates != n {

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/klaxon-dev/klaxon/ingest"
+	"github.com/klaxon-dev/klaxon/internal/natslayout"
 )
 
 // testLog writes to t.Log until the test's cleanups are done.
@@ -113,9 +114,9 @@ func checkLayout(t testing.TB, b *Bus, cfg Config) {
 		maxAge  time.Duration
 		maxB    int64
 	}{
-		EventsStream:    {EventsSubjects, cfg.EventsMaxAge, cfg.EventsMaxBytes},
-		IncidentsStream: {IncidentsSubjects, cfg.IncidentsMaxAge, -1},
-		DLQStream:       {DLQSubjects, cfg.IncidentsMaxAge, -1},
+		natslayout.EventsStream:    {natslayout.EventsSubjects, cfg.EventsMaxAge, cfg.EventsMaxBytes},
+		natslayout.IncidentsStream: {natslayout.IncidentsSubjects, cfg.IncidentsMaxAge, -1},
+		natslayout.DLQStream:       {natslayout.DLQSubjects, cfg.IncidentsMaxAge, -1},
 	}
 	for name, w := range want {
 		s, err := b.JS.Stream(ctx, name)
@@ -145,7 +146,7 @@ func checkLayout(t testing.TB, b *Bus, cfg Config) {
 			t.Errorf("%s replicas = %v", name, c.Replicas)
 		}
 	}
-	for _, bucket := range []string{StateBucket, SilencesBucket} {
+	for _, bucket := range []string{natslayout.StateBucket, natslayout.SilencesBucket} {
 		kv, err := b.JS.KeyValue(ctx, bucket)
 		if err != nil {
 			t.Fatalf("bucket %s: %v", bucket, err)

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/klaxon-dev/klaxon/internal/natslayout"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -25,7 +26,7 @@ const MaxPartitions = 1024
 // ingesters need not know the partition count: the stream maps.
 
 // eventsTransformSrc is the subject shape ingesters publish.
-const eventsTransformSrc = EventsPrefix + ".*.*"
+const eventsTransformSrc = natslayout.EventsPrefix + ".*.*"
 
 // eventsTransform is the stream's subject transform for n partitions (nil
 // for fewer than 2).
@@ -35,7 +36,7 @@ func eventsTransform(n int) *jetstream.SubjectTransformConfig {
 	}
 	return &jetstream.SubjectTransformConfig{
 		Source:      eventsTransformSrc,
-		Destination: fmt.Sprintf("%s.{{partition(%d,2)}}.{{wildcard(1)}}.{{wildcard(2)}}", EventsPrefix, n),
+		Destination: fmt.Sprintf("%s.{{partition(%d,2)}}.{{wildcard(1)}}.{{wildcard(2)}}", natslayout.EventsPrefix, n),
 	}
 }
 
@@ -70,25 +71,16 @@ func PartitionOf(node string, n int) int {
 		return 0
 	}
 	h := fnv.New32a()
-	h.Write([]byte(Token(node)))
+	h.Write([]byte(natslayout.Token(node)))
 	return int(h.Sum32() % uint32(n))
-}
-
-// PartitionSubjects is the filter of partition p of n: every event subject
-// when n < 2, else "klaxon.events.<p>.>".
-func PartitionSubjects(p, n int) string {
-	if n < 2 {
-		return EventsSubjects
-	}
-	return EventsPrefix + "." + strconv.Itoa(p) + ".>"
 }
 
 // Partitions returns the number of partitions of KLAXON_EVENTS as the
 // stream is configured now.
 func (b *Bus) Partitions(ctx context.Context) (int, error) {
-	st, err := b.JS.Stream(ctx, EventsStream)
+	st, err := b.JS.Stream(ctx, natslayout.EventsStream)
 	if err != nil {
-		return 0, fmt.Errorf("nats: stream %s: %w", EventsStream, err)
+		return 0, fmt.Errorf("nats: stream %s: %w", natslayout.EventsStream, err)
 	}
 	return partitionsOf(st.CachedInfo().Config.SubjectTransform), nil
 }
@@ -99,12 +91,12 @@ func (b *Bus) eventsPartitioning(ctx context.Context) (*jetstream.SubjectTransfo
 	if b.cfg.Partitions > 0 {
 		return eventsTransform(b.cfg.Partitions), nil
 	}
-	st, err := b.JS.Stream(ctx, EventsStream)
+	st, err := b.JS.Stream(ctx, natslayout.EventsStream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("nats: stream %s: %w", EventsStream, err)
+		return nil, fmt.Errorf("nats: stream %s: %w", natslayout.EventsStream, err)
 	}
 	return st.CachedInfo().Config.SubjectTransform, nil
 }
@@ -126,9 +118,6 @@ func (b *Bus) partitioningUnsupported(want *jetstream.SubjectTransformConfig) er
 		partitionsOf(want), b.NC.ConnectedServerVersion())
 }
 
-// LeasesBucket is the KV bucket of correlator partition leases.
-const LeasesBucket = "KLAXON_LEASES"
-
 // DefaultLeaseTTL is the TTL of a new KLAXON_LEASES bucket when
 // Config.LeaseTTL is not set.
 const DefaultLeaseTTL = 10 * time.Second
@@ -139,24 +128,24 @@ const DefaultLeaseTTL = 10 * time.Second
 // Config.LeaseTTL sets another.
 func (b *Bus) ensureLeases(ctx context.Context) error {
 	ttl := b.cfg.LeaseTTL
-	kv, err := b.JS.KeyValue(ctx, LeasesBucket)
+	kv, err := b.JS.KeyValue(ctx, natslayout.LeasesBucket)
 	switch {
 	case err == nil:
 		st, err := kv.Status(ctx)
 		if err != nil {
-			return fmt.Errorf("nats: bucket %s: %w", LeasesBucket, err)
+			return fmt.Errorf("nats: bucket %s: %w", natslayout.LeasesBucket, err)
 		}
 		if ttl == 0 || st.TTL() == ttl {
 			return nil
 		}
 	case !errors.Is(err, jetstream.ErrBucketNotFound):
-		return fmt.Errorf("nats: bucket %s: %w", LeasesBucket, err)
+		return fmt.Errorf("nats: bucket %s: %w", natslayout.LeasesBucket, err)
 	}
 	if ttl == 0 {
 		ttl = DefaultLeaseTTL
 	}
 	_, err = b.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      LeasesBucket,
+		Bucket:      natslayout.LeasesBucket,
 		Description: "klaxon correlator partition leases",
 		History:     1,
 		TTL:         ttl,
@@ -164,16 +153,16 @@ func (b *Bus) ensureLeases(ctx context.Context) error {
 		Replicas:    b.cfg.Replicas,
 	})
 	if err != nil {
-		return fmt.Errorf("nats: bucket %s: %w", LeasesBucket, err)
+		return fmt.Errorf("nats: bucket %s: %w", natslayout.LeasesBucket, err)
 	}
 	return nil
 }
 
 // Leases returns the bucket of partition leases (see ensureLeases).
 func (b *Bus) Leases(ctx context.Context) (jetstream.KeyValue, error) {
-	kv, err := b.JS.KeyValue(ctx, LeasesBucket)
+	kv, err := b.JS.KeyValue(ctx, natslayout.LeasesBucket)
 	if err != nil {
-		return nil, fmt.Errorf("nats: bucket %s: %w", LeasesBucket, err)
+		return nil, fmt.Errorf("nats: bucket %s: %w", natslayout.LeasesBucket, err)
 	}
 	return kv, nil
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/klaxon-dev/klaxon/ingest"
+	"github.com/klaxon-dev/klaxon/internal/natslayout"
 )
 
 // TestPartitionedEvents: with Partitions set, the embedded server (the
@@ -35,7 +36,7 @@ func TestPartitionedEvents(t *testing.T) {
 				evs = append(evs, ev)
 			}
 			publishAll(t, b, evs)
-			st, err := b.JS.Stream(ctx, EventsStream)
+			st, err := b.JS.Stream(ctx, natslayout.EventsStream)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -46,12 +47,12 @@ func TestPartitionedEvents(t *testing.T) {
 				}
 				p := PartitionOf(ev.Node, n)
 				seen[p] = true
-				want := fmt.Sprintf("klaxon.events.%d.%s.%s", p, Token(ev.Source), Token(ev.Node))
+				want := fmt.Sprintf("klaxon.events.%d.%s.%s", p, natslayout.Token(ev.Source), natslayout.Token(ev.Node))
 				if m.Subject != want {
 					t.Errorf("event of %s stored as %q, want %q", ev.Node, m.Subject, want)
 				}
-				if !strings.HasPrefix(m.Subject, strings.TrimSuffix(PartitionSubjects(p, n), ">")) {
-					t.Errorf("%q outside PartitionSubjects(%d, %d) = %q", m.Subject, p, n, PartitionSubjects(p, n))
+				if !strings.HasPrefix(m.Subject, strings.TrimSuffix(natslayout.PartitionSubjects(p, n), ">")) {
+					t.Errorf("%q outside PartitionSubjects(%d, %d) = %q", m.Subject, p, n, natslayout.PartitionSubjects(p, n))
 				}
 			}
 			if len(seen) != n {
@@ -78,7 +79,7 @@ func TestPartitionSubjectsAndTransform(t *testing.T) {
 		p, n int
 		want string
 	}{{0, 1, "klaxon.events.>"}, {0, 0, "klaxon.events.>"}, {1, 2, "klaxon.events.1.>"}, {7, 8, "klaxon.events.7.>"}} {
-		if got := PartitionSubjects(c.p, c.n); got != c.want {
+		if got := natslayout.PartitionSubjects(c.p, c.n); got != c.want {
 			t.Errorf("PartitionSubjects(%d, %d) = %q, want %q", c.p, c.n, got, c.want)
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/klaxon-dev/klaxon/ingest"
+	"github.com/klaxon-dev/klaxon/internal/natslayout"
 )
 
 // Publisher defaults.
@@ -200,14 +201,14 @@ func (p *Publisher) Run(ctx context.Context, in <-chan ingest.Event) error {
 				continue
 			}
 			e := &pending{ev: ev}
-			data, err := EncodeEvent(&ev)
+			data, err := natslayout.EncodeEvent(&ev)
 			if err != nil {
 				// EncodeEvent only fails on values it cannot even print;
 				// publish what identifies the event rather than lose it.
 				p.log.Error("publisher: event not encodable, publishing it without fields", "id", ev.ID, "err", err)
 				stripped := ev
 				stripped.Fields = map[string]any{"klaxon_encode_error": err.Error()}
-				data, _ = EncodeEvent(&stripped)
+				data, _ = natslayout.EncodeEvent(&stripped)
 			}
 			e.data = p.fit(&ev, data)
 			p.send(e)
@@ -237,7 +238,7 @@ func (p *Publisher) fit(ev *ingest.Event, data []byte) []byte {
 		if len(short.Msg) > n {
 			short.Msg = strings.ToValidUTF8(short.Msg[:n], "")
 		}
-		out, err := EncodeEvent(&short)
+		out, err := natslayout.EncodeEvent(&short)
 		if err == nil && (int64(len(out)) <= limit || n == 0) {
 			return out
 		}
@@ -246,7 +247,7 @@ func (p *Publisher) fit(ev *ingest.Event, data []byte) []byte {
 
 // send publishes e (again); a failed call marks e failed.
 func (p *Publisher) send(e *pending) {
-	msg := &nats.Msg{Subject: EventSubject(e.ev.Source, e.ev.Node), Data: e.data, Header: nats.Header{}}
+	msg := &nats.Msg{Subject: natslayout.EventSubject(e.ev.Source, e.ev.Node), Data: e.data, Header: nats.Header{}}
 	var opts []jetstream.PublishOpt
 	if e.ev.ID != "" {
 		opts = append(opts, jetstream.WithMsgID(e.ev.ID))

@@ -14,8 +14,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/klaxon-dev/klaxon/cmd/internal/bus"
 	"github.com/klaxon-dev/klaxon/correlate"
+	"github.com/klaxon-dev/klaxon/internal/natslayout"
 )
 
 // Store defaults.
@@ -172,16 +172,16 @@ func (s *Store) Version() uint64 {
 // changes no durable state), from the start of the stream, until ctx is
 // done or the connection closes.
 func Follow(ctx context.Context, js jetstream.JetStream, s *Store, log *slog.Logger) error {
-	cons, err := js.OrderedConsumer(ctx, bus.IncidentsStream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{bus.IncidentsSubjects},
+	cons, err := js.OrderedConsumer(ctx, natslayout.IncidentsStream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{natslayout.IncidentsSubjects},
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
 	})
 	if err != nil {
-		return fmt.Errorf("web: follow %s: %w", bus.IncidentsStream, err)
+		return fmt.Errorf("web: follow %s: %w", natslayout.IncidentsStream, err)
 	}
 	it, err := cons.Messages()
 	if err != nil {
-		return fmt.Errorf("web: follow %s: %w", bus.IncidentsStream, err)
+		return fmt.Errorf("web: follow %s: %w", natslayout.IncidentsStream, err)
 	}
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
@@ -192,7 +192,7 @@ func Follow(ctx context.Context, js jetstream.JetStream, s *Store, log *slog.Log
 			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) || errors.Is(err, nats.ErrConnectionClosed) {
 				return nil
 			}
-			return fmt.Errorf("web: follow %s: %w", bus.IncidentsStream, err)
+			return fmt.Errorf("web: follow %s: %w", natslayout.IncidentsStream, err)
 		}
 		var in correlate.Incident
 		if err := json.Unmarshal(m.Data(), &in); err != nil || in.ID == "" {

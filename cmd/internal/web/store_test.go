@@ -14,6 +14,7 @@ import (
 	"github.com/klaxon-dev/klaxon/cmd/internal/bus"
 	"github.com/klaxon-dev/klaxon/cmd/internal/web"
 	"github.com/klaxon-dev/klaxon/correlate"
+	"github.com/klaxon-dev/klaxon/internal/natslayout"
 )
 
 var t0 = time.Date(2026, 11, 20, 9, 14, 0, 0, time.UTC)
@@ -178,7 +179,7 @@ func TestFollow(t *testing.T) {
 	}()
 	publish := func(in correlate.Incident) {
 		data, _ := json.Marshal(in)
-		msg := nats.NewMsg(bus.IncidentSubject(in.Severity, in.Rule))
+		msg := nats.NewMsg(natslayout.IncidentSubject(in.Severity, in.Rule))
 		msg.Data = data
 		if _, err := b.JS.PublishMsg(ctx, msg); err != nil {
 			t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/klaxon-dev/klaxon/correlate"
+	"github.com/klaxon-dev/klaxon/internal/natslayout"
 )
 
 // StartJetStream runs an embedded NATS server with JetStream and the
@@ -37,7 +38,7 @@ func StartJetStream(t testing.TB) (*nats.Conn, jetstream.JetStream) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, subj := range map[string]string{"KLAXON_INCIDENTS": "klaxon.incidents.>", "KLAXON_DLQ": "klaxon.dlq.>"} {
+	for name, subj := range map[string]string{natslayout.IncidentsStream: natslayout.IncidentsSubjects, natslayout.DLQStream: natslayout.DLQSubjects} {
 		if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: name, Subjects: []string{subj}}); err != nil {
 			t.Fatal(err)
 		}
@@ -49,7 +50,7 @@ func StartJetStream(t testing.TB) (*nats.Conn, jetstream.JetStream) {
 func Publish(t testing.TB, js jetstream.JetStream, in correlate.Incident) {
 	t.Helper()
 	b, _ := json.Marshal(in)
-	msg := nats.NewMsg("klaxon.incidents." + in.Severity + "." + in.Rule)
+	msg := nats.NewMsg(natslayout.IncidentSubject(in.Severity, in.Rule))
 	msg.Data = b
 	msg.Header.Set(nats.MsgIdHdr, in.ChangeID())
 	if _, err := js.PublishMsg(context.Background(), msg); err != nil {

@@ -1,6 +1,10 @@
-package bus
+// Package natslayout is klaxon's NATS layout: the streams, subjects, KV
+// buckets and subject tokens every part uses, and the codec of the events
+// on KLAXON_EVENTS. Nothing else declares a name of the layout.
+package natslayout
 
 import (
+	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -18,6 +22,8 @@ const (
 	StateBucket = "KLAXON_STATE"
 	// SilencesBucket is the KV bucket of silences.
 	SilencesBucket = "KLAXON_SILENCES"
+	// LeasesBucket is the KV bucket of correlator partition leases.
+	LeasesBucket = "KLAXON_LEASES"
 
 	// EventsPrefix, IncidentsPrefix and DLQPrefix start the subjects of
 	// the three streams.
@@ -50,6 +56,15 @@ func IncidentSubject(severity, rule string) string {
 // DLQSubject is the dead-letter subject of a sink: "klaxon.dlq.<sink>".
 func DLQSubject(sink string) string {
 	return DLQPrefix + "." + Token(sink)
+}
+
+// PartitionSubjects is the filter of partition p of n: every event subject
+// when n < 2, else "klaxon.events.<p>.>".
+func PartitionSubjects(p, n int) string {
+	if n < 2 {
+		return EventsSubjects
+	}
+	return EventsPrefix + "." + strconv.Itoa(p) + ".>"
 }
 
 // Token makes s one subject token: '.', '*', '>', white space and control

@@ -1,4 +1,4 @@
-package bus
+package natslayout
 
 import (
 	"encoding/json"

@@ -176,7 +176,7 @@ func New(js jetstream.JetStream, kv jetstream.KeyValue, key string, opts Options
 	if opts.ChunkSize <= 0 {
 		opts.ChunkSize = max(int(nc.MaxPayload())-4096, 1024)
 	}
-	own, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(opts.Window*2), jetstream.WithPublishAsyncTimeout(30*time.Second))
+	own, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(opts.Window*2), jetstream.WithPublishAsyncTimeout(15*time.Second))
 	if err != nil {
 		return nil, err
 	}
@@ -430,13 +430,18 @@ func (s *Store) scan(ctx context.Context, valid func(epoch, gen uint64) bool) (*
 		return nil, fmt.Errorf("checkpoint: read %s: %w", s.key, err)
 	}
 	defer w.Stop()
+	idle := time.NewTimer(opTimeout)
+	defer idle.Stop()
 	for {
 		var e jetstream.KeyValueEntry
 		select {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("checkpoint: read %s: %w", s.key, ctx.Err())
+		case <-idle.C:
+			return nil, fmt.Errorf("checkpoint: read %s: nothing received for %s", s.key, opTimeout)
 		case e = <-w.Updates():
 		}
+		idle.Reset(opTimeout)
 		if e == nil {
 			break
 		}
@@ -1010,6 +1015,10 @@ func (s *Store) cleanup(ctx context.Context) {
 		s.log.Debug("checkpoint: clean-ups postponed", "count", n)
 	}
 }
+
+// opTimeout bounds the wait for the next key of a scan. Requests carry
+// the JetStream context's default timeout when ctx has no deadline.
+const opTimeout = 10 * time.Second
 
 // casConflict reports a failed compare-and-set on a KV entry.
 func casConflict(err error) bool {

@@ -26,8 +26,6 @@ const (
 	snapshotKey        = "correlator"
 	snapshotEvery      = 1000 // messages
 
-	// checkpointTimeout bounds one checkpoint (its item writes and commit).
-	checkpointTimeout = 30 * time.Second
 	// maxCheckpointBackoff bounds the wait between two failed checkpoints.
 	maxCheckpointBackoff = 30 * time.Second
 )
@@ -372,13 +370,18 @@ func (r *correlatorRole) snapshot(ctx context.Context, final bool) {
 	if ctx.Err() != nil {
 		ctx = context.Background()
 	}
-	pctx, cancel := context.WithTimeout(ctx, checkpointTimeout)
-	defer cancel()
-	_, err := r.store.Save(pctx, r.corr, r.lastSeq)
+	// No deadline on the whole: each request is bounded by itself (the
+	// JetStream default timeout, 15 s for an acknowledgement), so a
+	// checkpoint of many items takes the time it needs while it
+	// progresses; ctx ends it at shutdown or when fenced.
+	_, err := r.store.Save(ctx, r.corr, r.lastSeq)
 	if errors.Is(err, checkpoint.ErrFenced) {
 		r.fenced.Store(true)
 		r.log.Warn("another correlator took this partition over; stopping without writing", "key", r.scope.key)
 		return
+	}
+	if err != nil && ctx.Err() != nil {
+		return // stopping: the final checkpoint follows (or the partition was fenced)
 	}
 	if err != nil {
 		r.checkpointFailed(now, err)

@@ -4,7 +4,6 @@ go 1.26.0
 
 require (
 	github.com/0xrawsec/golang-evtx v1.2.9
-	github.com/cenkalti/backoff/v4 v4.3.0
 	github.com/expr-lang/expr v1.17.8
 	github.com/fsnotify/fsnotify v1.10.1
 	github.com/hashicorp/hcl/v2 v2.25.0

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/klaxon-dev/klaxon/correlate"
+	"github.com/klaxon-dev/klaxon/internal/backoff"
 	"github.com/klaxon-dev/klaxon/internal/natslayout"
 )
 
@@ -122,10 +123,9 @@ func (c *DispatcherConfig) setDefaults() {
 
 // DefaultBackoff is 1s doubling per attempt, capped at 5m, with equal
 // jitter: a random delay in [d/2, d].
-func DefaultBackoff(attempt int) time.Duration {
-	d := min(time.Second<<min(max(attempt-1, 0), 9), 5*time.Minute)
-	return d/2 + rand.N(d/2+1)
-}
+func DefaultBackoff(attempt int) time.Duration { return defaultDelay(attempt) }
+
+var defaultDelay = backoff.Exponential(time.Second, 5*time.Minute)
 
 // DispatcherStats counts what one dispatcher did.
 type DispatcherStats struct {
@@ -151,7 +151,7 @@ type DispatcherStats struct {
 }
 
 // fetchBackoff is the delay after the n-th consecutive failed fetch.
-var fetchBackoff = ExponentialBackoff(100*time.Millisecond, 10*time.Second)
+var fetchBackoff = backoff.Exponential(100*time.Millisecond, 10*time.Second)
 
 // Dispatcher feeds one sink from its durable consumer.
 //
@@ -317,7 +317,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		} else {
 			d.log.Debug("fetch failed again", "err", err, "attempt", fetchFailures)
 		}
-		sleep(ctx, fetchBackoff(fetchFailures))
+		backoff.Sleep(ctx, fetchBackoff(fetchFailures))
 	}
 	for ctx.Err() == nil {
 		free := d.waitSlots(ctx)
@@ -828,15 +828,6 @@ func (d *Dispatcher) scanChanges(ctx context.Context, start, until uint64, fn fu
 		}
 	}
 	return rctx.Err()
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
 }
 
 // isSuperseded reports whether a newer change of in's incident than in was

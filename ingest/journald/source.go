@@ -18,7 +18,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -30,6 +29,7 @@ import (
 
 	"github.com/klaxon-dev/klaxon/ingest"
 	"github.com/klaxon-dev/klaxon/ingest/nomadlog"
+	"github.com/klaxon-dev/klaxon/internal/backoff"
 )
 
 // Defaults of Config.
@@ -319,7 +319,7 @@ func (s *Source) Run(ctx context.Context, out chan<- ingest.Event) error {
 			s.save(pos)
 		}
 	}
-	wait := s.cfg.MinBackoff
+	bo := backoff.New(s.cfg.MinBackoff, s.cfg.MaxBackoff)
 	catchUp := true // only without --merge: see catchUpRun
 	runs := 0
 	for ctx.Err() == nil {
@@ -329,11 +329,11 @@ func (s *Source) Run(ctx context.Context, out chan<- ingest.Event) error {
 				if ctx.Err() != nil {
 					break
 				}
+				wait := bo.Next()
 				s.log.Error("journald: cannot find the end of the journal; will retry", "source", s.Name(), "error", err, "retry_in", wait)
-				if !sleep(ctx, wait) {
+				if !backoff.Sleep(ctx, wait) {
 					break
 				}
-				wait = s.nextWait(wait)
 				continue
 			}
 			pos = position{cursor: c, known: true}
@@ -376,16 +376,16 @@ func (s *Source) Run(ctx context.Context, out chan<- ingest.Event) error {
 		}
 		catchUp = true
 		if read > 0 || s.cfg.Now().Sub(began) > time.Minute {
-			wait = s.cfg.MinBackoff
+			bo.Reset()
 		}
+		wait := bo.Next()
 		if err == nil {
 			err = errors.New("journalctl exited")
 		}
 		s.log.Error("journald: journalctl stopped; restarting it", "source", s.Name(), "error", err, "entries", read, "retry_in", wait)
-		if !sleep(ctx, wait) {
+		if !backoff.Sleep(ctx, wait) {
 			break
 		}
-		wait = s.nextWait(wait)
 	}
 	return nil
 }
@@ -528,23 +528,5 @@ func (s *Source) flushCheckpoints() {
 	}
 	if err := s.cfg.Checkpoints.Flush(); err != nil {
 		s.log.Error("journald: writing checkpoints", "error", err)
-	}
-}
-
-// nextWait doubles the back-off up to MaxBackoff, with ±20% jitter.
-func (s *Source) nextWait(w time.Duration) time.Duration {
-	w = min(2*w, s.cfg.MaxBackoff)
-	j := time.Duration(float64(w) * (0.8 + 0.4*rand.Float64()))
-	return max(min(j, s.cfg.MaxBackoff), s.cfg.MinBackoff)
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
 	}
 }

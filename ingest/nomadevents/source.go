@@ -16,10 +16,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/hashicorp/nomad/api"
 
 	"github.com/klaxon-dev/klaxon/ingest"
+	"github.com/klaxon-dev/klaxon/internal/backoff"
 )
 
 // Defaults of Config.
@@ -329,13 +329,7 @@ func (s *Source) Run(ctx context.Context, out chan<- ingest.Event) error {
 	s.restore()
 	defer s.finish()
 
-	bo := backoff.NewExponentialBackOff(
-		backoff.WithInitialInterval(s.cfg.MinBackoff),
-		backoff.WithMaxInterval(s.cfg.MaxBackoff),
-		backoff.WithMultiplier(2),
-		backoff.WithRandomizationFactor(0.5),
-		backoff.WithMaxElapsedTime(0),
-	)
+	bo := backoff.New(s.cfg.MinBackoff, s.cfg.MaxBackoff)
 	for attempt := 0; ; attempt++ {
 		if attempt > 0 {
 			s.reconnects.Add(1)
@@ -352,18 +346,14 @@ func (s *Source) Run(ctx context.Context, out chan<- ingest.Event) error {
 		if progress {
 			bo.Reset()
 		}
-		wait := bo.NextBackOff()
+		wait := bo.Next()
 		if err == nil {
 			err = io.EOF
 		}
 		s.log.Warn("nomadevents: event stream ended; reconnecting", "address", s.cfg.Address,
 			"error", err, "index", s.dec.Index(), "in", wait.Round(time.Millisecond))
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !backoff.Sleep(ctx, wait) {
 			return nil
-		case <-t.C:
 		}
 	}
 }

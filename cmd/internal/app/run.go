@@ -14,6 +14,7 @@ import (
 
 	"github.com/klaxon-dev/klaxon/cmd/internal/bus"
 	"github.com/klaxon-dev/klaxon/ingest"
+	"github.com/klaxon-dev/klaxon/internal/backoff"
 	"github.com/klaxon-dev/klaxon/sinks"
 )
 
@@ -96,9 +97,9 @@ func resolveNode(cfg *Config, log *slog.Logger) (node string, agentAnswered bool
 // growing delay, up to a minute) and then makes host an alias of it: events
 // labelled with the host name so far are labelled with the node's name.
 func askNodeName(ctx context.Context, nc NomadConfig, host string, ident *ingest.Identity, log *slog.Logger) {
-	bo := sinks.ExponentialBackoff(time.Second, time.Minute)
+	bo := backoff.New(time.Second, time.Minute)
 	for attempt := 1; ; attempt++ {
-		if !sleepCtx(ctx, bo(attempt)) {
+		if !backoff.Sleep(ctx, bo.Next()) {
 			return
 		}
 		n, err := agentNodeName(nc)
@@ -109,18 +110,6 @@ func askNodeName(ctx context.Context, nc NomadConfig, host string, ident *ingest
 		ident.Learn("", name, host)
 		log.Info("node name from the Nomad agent", "node", name, "was", host, "attempts", attempt)
 		return
-	}
-}
-
-// sleepCtx waits d; false when ctx ended first.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }
 

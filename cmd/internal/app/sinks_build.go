@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/klaxon-dev/klaxon/internal/backoff"
 	"github.com/klaxon-dev/klaxon/internal/natslayout"
 	"github.com/klaxon-dev/klaxon/sinks"
 	"github.com/klaxon-dev/klaxon/sinks/alertmanager"
@@ -90,7 +91,7 @@ func (sc *SinkConfig) dispatcherConfig() (sinks.DispatcherConfig, error) {
 		MaxAttempts: sc.MaxAttempts,
 	}
 	if sc.MinBackoff > 0 || sc.MaxBackoff > 0 {
-		dc.Backoff = sinks.ExponentialBackoff(sc.MinBackoff, sc.MaxBackoff)
+		dc.Backoff = backoff.Exponential(sc.MinBackoff, sc.MaxBackoff)
 	}
 	route, err := sinks.NewRoute(sc.Route)
 	if err != nil {

@@ -16,7 +16,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/url"
 	"path/filepath"
@@ -24,6 +23,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/klaxon-dev/klaxon/internal/backoff"
 	"github.com/klaxon-dev/klaxon/internal/natslayout"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -211,12 +211,8 @@ func (b *Bus) connect(ctx context.Context, opts []nats.Option) (*nats.Conn, erro
 		}
 		d := reconnectDelay(attempt)
 		b.log.Warn("nats: no server available, retrying", "attempt", attempt, "in", d, "err", b.redact(err))
-		t := time.NewTimer(d)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !backoff.Sleep(ctx, d) {
 			return nil, fmt.Errorf("nats: connect: %w (last error: %v)", ctx.Err(), err)
-		case <-t.C:
 		}
 	}
 }
@@ -234,14 +230,7 @@ func retryableConnectErr(err error) bool {
 }
 
 // reconnectDelay is an exponential back-off from 250ms to 10s with jitter.
-func reconnectDelay(attempts int) time.Duration {
-	d := 250 * time.Millisecond
-	for i := 1; i < attempts && d < 10*time.Second; i++ {
-		d *= 2
-	}
-	d = min(d, 10*time.Second)
-	return d/2 + rand.N(d/2+1)
-}
+var reconnectDelay = backoff.Exponential(250*time.Millisecond, 10*time.Second)
 
 // ensure creates or updates the streams and buckets.
 func (b *Bus) ensure(ctx context.Context) error {

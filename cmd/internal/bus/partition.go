@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/klaxon-dev/klaxon/internal/backoff"
 	"github.com/klaxon-dev/klaxon/internal/natslayout"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -180,10 +181,8 @@ func (b *Bus) ensureRetrying(ctx context.Context) error {
 		}
 		d := reconnectDelay(attempt)
 		b.log.Warn("nats: JetStream not ready, retrying", "attempt", attempt, "in", d, "err", b.redact(err))
-		select {
-		case <-ctx.Done():
+		if !backoff.Sleep(ctx, d) {
 			return fmt.Errorf("%w (while waiting for JetStream: %v)", ctx.Err(), err)
-		case <-time.After(d):
 		}
 	}
 }

@@ -9,11 +9,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/klaxon-dev/klaxon/ingest"
+	"github.com/klaxon-dev/klaxon/internal/backoff"
 	"github.com/klaxon-dev/klaxon/internal/natslayout"
 )
 
@@ -121,11 +121,7 @@ func (p *Publisher) Run(ctx context.Context, in <-chan ingest.Event) error {
 	if p.jerr != nil {
 		return fmt.Errorf("publisher: %w", p.jerr)
 	}
-	bo := backoff.NewExponentialBackOff(
-		backoff.WithInitialInterval(p.opts.RetryInitial),
-		backoff.WithMaxInterval(p.opts.RetryMax),
-		backoff.WithMaxElapsedTime(0),
-	)
+	bo := backoff.New(p.opts.RetryInitial, p.opts.RetryMax)
 	var (
 		q       []*pending
 		inOpen  = true
@@ -157,19 +153,15 @@ func (p *Publisher) Run(ctx context.Context, in <-chan ingest.Event) error {
 		// The head failed: wait, then send it and every other failed one again.
 		if head != nil && head.failed != nil {
 			failing++
-			d := bo.NextBackOff()
+			d := bo.Next()
 			lvl := slog.LevelDebug
 			if failing == 1 || failing%10 == 0 {
 				lvl = slog.LevelWarn
 			}
 			p.log.Log(ctx, lvl, "publisher: publish failed, retrying", "id", head.ev.ID,
 				"err", head.failed, "in", d, "in_flight", len(q), "round", failing)
-			t := time.NewTimer(d)
-			select {
-			case <-ctx.Done():
-				t.Stop()
+			if !backoff.Sleep(ctx, d) {
 				return p.stopped(ctx.Err(), len(q))
-			case <-t.C:
 			}
 			for _, e := range q {
 				p.poll(e)

@@ -1,9 +1,11 @@
 package ingest
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"path/filepath"
+	"sort"
 	"time"
 )
 
@@ -42,4 +44,52 @@ func ValidateFollow(source string, paths []string, readFrom *string, poll time.D
 		errs = append(errs, fmt.Errorf("%s: poll_interval %s: negative", source, poll))
 	}
 	return errs
+}
+
+// Glob expands paths and globs (already validated) into the sorted,
+// distinct absolute paths they match now.
+func Glob(paths []string) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, p := range paths {
+		m, err := filepath.Glob(p)
+		if err != nil {
+			continue
+		}
+		for _, x := range m {
+			if abs, err := filepath.Abs(x); err == nil && !seen[abs] {
+				seen[abs] = true
+				out = append(out, abs)
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// PollLoop is the loop of a file-following source: poll at once (startup
+// true) and then every interval until ctx is done, and flush (the
+// checkpoints) about once a second between polls.
+func PollLoop(ctx context.Context, interval time.Duration, poll func(startup bool), flush func()) {
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	startup := true
+	lastFlush := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		}
+		poll(startup)
+		startup = false
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Since(lastFlush) >= time.Second {
+			flush()
+			lastFlush = time.Now()
+		}
+		timer.Reset(interval)
+	}
 }

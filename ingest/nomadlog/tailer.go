@@ -11,7 +11,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -216,27 +215,8 @@ func (t *Tailer) Run(ctx context.Context, out chan<- ingest.Event) error {
 	}
 	t.ctx, t.out = ctx, out
 	defer t.shutdown()
-	timer := time.NewTimer(0)
-	defer timer.Stop()
-	startup := true
-	lastFlush := time.Now()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-timer.C:
-		}
-		t.poll(startup)
-		startup = false
-		if ctx.Err() != nil {
-			return nil
-		}
-		if time.Since(lastFlush) >= time.Second {
-			t.flushCheckpoints()
-			lastFlush = time.Now()
-		}
-		timer.Reset(t.cfg.PollInterval)
-	}
+	ingest.PollLoop(ctx, t.cfg.PollInterval, t.poll, t.flushCheckpoints)
+	return nil
 }
 
 func (t *Tailer) flushCheckpoints() {
@@ -255,31 +235,11 @@ func (t *Tailer) shutdown() {
 	t.flushCheckpoints()
 }
 
-// matches expands the configured paths and globs (sorted, unique).
-func (t *Tailer) matches() []string {
-	var out []string
-	seen := map[string]bool{}
-	for _, p := range t.cfg.Paths {
-		m, err := filepath.Glob(p)
-		if err != nil { // validated in New
-			continue
-		}
-		for _, x := range m {
-			if !seen[x] {
-				seen[x] = true
-				out = append(out, x)
-			}
-		}
-	}
-	sort.Strings(out)
-	return out
-}
-
 func (t *Tailer) poll(startup bool) {
 	for _, tf := range t.files {
 		tf.seen = false
 	}
-	for _, path := range t.matches() {
+	for _, path := range ingest.Glob(t.cfg.Paths) {
 		t.discover(path, startup)
 	}
 	// Read every followed file, in discovery order: a file rotated away is

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -127,28 +126,11 @@ func (s *Source) Run(ctx context.Context, out chan<- ingest.Event) error {
 		return errors.New("winevt: Run called twice")
 	}
 	defer s.flush()
-	timer := time.NewTimer(0)
-	defer timer.Stop()
-	startup := true
-	lastFlush := time.Now()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-timer.C:
-		}
+	ingest.PollLoop(ctx, s.cfg.PollInterval, func(startup bool) {
 		s.poll(ctx, out, startup)
 		s.polls.Add(1)
-		startup = false
-		if ctx.Err() != nil {
-			return nil
-		}
-		if time.Since(lastFlush) >= time.Second {
-			s.flush()
-			lastFlush = time.Now()
-		}
-		timer.Reset(s.cfg.PollInterval)
-	}
+	}, s.flush)
+	return nil
 }
 
 func (s *Source) flush() {
@@ -161,18 +143,7 @@ func (s *Source) flush() {
 }
 
 func (s *Source) poll(ctx context.Context, out chan<- ingest.Event, startup bool) {
-	var paths []string
-	seen := map[string]bool{}
-	for _, p := range s.cfg.Paths {
-		m, _ := filepath.Glob(p) // validated in New
-		for _, x := range m {
-			if abs, err := filepath.Abs(x); err == nil && !seen[abs] {
-				seen[abs] = true
-				paths = append(paths, abs)
-			}
-		}
-	}
-	sort.Strings(paths)
+	paths := ingest.Glob(s.cfg.Paths)
 	for _, p := range paths {
 		if ctx.Err() != nil {
 			return

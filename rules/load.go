@@ -30,14 +30,7 @@ var Severities = []string{"info", "warning", "error", "critical"}
 const DefaultSeverity = "warning"
 
 var (
-	topKeys       = []string{"rules", "lists", "macros"}
-	ruleKeys      = []string{"id", "title", "summary", "severity", "escalate", "runbook", "labels", "match", "correlate", "resolve", "for", "keep_firing_for", "inhibited_by"}
-	escalateKeys  = []string{"count", "severity"}
-	correlateKeys = []string{"by", "window", "when", "sequence", "absence"}
-	resolveKeys   = []string{"after"}
-	sequenceKeys  = []string{"within", "by", "steps"}
-	stepKeys      = []string{"match", "by"}
-	absenceKeys   = []string{"after", "expect", "within"}
+	absenceKeys = []string{"after", "expect", "within"}
 
 	ruleIDRe   = regexp.MustCompile(`^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$`)
 	selNameRe  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
@@ -76,636 +69,133 @@ func isRuleFile(name string) bool {
 	return !strings.HasSuffix(strings.TrimSuffix(name, ext), "_test")
 }
 
-// LoadFiles loads the given rule files into one set. All errors of all
-// files are returned at once (joined *PosError); on error no set is
-// returned.
+// LoadFiles loads the given rule files into one set, with the overrides
+// they hold applied. All errors of all files are returned at once (joined
+// *PosError, in file order and by position); on error no set is returned.
 func LoadFiles(paths ...string) (*Set, error) {
-	var errs []error
-	var all []*Rule
-	first := map[string]*Rule{}
-	for _, path := range paths {
-		data, err := os.ReadFile(path)
-		if err != nil {
-			errs = append(errs, &PosError{File: path, Msg: err.Error()})
-			continue
-		}
-		rules, err := ParseFile(path, data)
-		if err != nil {
-			errs = append(errs, err)
-		}
-		for _, r := range rules {
-			if f, dup := first[r.ID]; dup {
-				// Within one file ParseFile reported it already.
-				if f.File != r.File {
-					errs = append(errs, &PosError{File: r.File, Line: r.Line, Col: r.Col, Rule: r.ID,
-						Msg: fmt.Sprintf("duplicate rule id (also defined at %s:%d:%d)", f.File, f.Line, f.Col)})
-				}
-				continue
-			}
-			first[r.ID] = r
-			all = append(all, r)
-		}
+	return LoadOverlay(paths)
+}
+
+// LoadOverlay loads the rule files paths like LoadFiles, then applies the
+// overrides: of each overlay file on top of them (a rule test that tunes
+// the rules for its cases). An overlay's other keys are not read; an
+// overlay's override replaces what the rule files' overrides set.
+func LoadOverlay(paths []string, overlays ...string) (*Set, error) {
+	var ins []input
+	for i, p := range append(append([]string(nil), paths...), overlays...) {
+		data, err := os.ReadFile(p)
+		ins = append(ins, input{name: p, data: data, err: err, overlay: i >= len(paths)})
 	}
-	errs = append(errs, checkRefs(all, first)...)
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+	l := newLoader()
+	rs, disabled := l.run(ins)
+	if len(l.errs) > 0 {
+		return nil, l.joined()
 	}
-	return newSet(all, paths), nil
+	s := newSet(rs, paths)
+	s.disabled = disabled
+	return s, nil
 }
 
 // ParseFile parses and compiles the rules of one file; name is used in
-// positions. It returns every error of the file at once (joined *PosError)
-// together with the rules that compiled.
+// positions. Its overrides apply to its own rules. It returns every error
+// of the file at once (joined *PosError) together with the rules that
+// compiled (disabled ones left out).
 func ParseFile(name string, data []byte) ([]*Rule, error) {
-	p := &fileParser{name: name, lines: strings.Split(string(data), "\n")}
-	rules := p.parse(data)
-	if len(p.errs) > 0 {
-		sort.SliceStable(p.errs, func(i, j int) bool {
-			a, b := p.errs[i].(*PosError), p.errs[j].(*PosError)
-			if a.Line != b.Line {
-				return a.Line < b.Line
-			}
-			return a.Col < b.Col
-		})
-		return rules, errors.Join(p.errs...)
+	l := newLoader()
+	rs, _ := l.run([]input{{name: name, data: data}})
+	if len(l.errs) > 0 {
+		return rs, l.joined()
 	}
-	return rules, nil
+	return rs, nil
 }
 
-type fileParser struct {
-	name   string
-	lines  []string
-	errs   []error
-	lists  map[string][]string
-	macros map[string]*Macro
+// input is one file to load.
+type input struct {
+	name    string
+	data    []byte
+	err     error // reading it
+	overlay bool
 }
 
-func (p *fileParser) errAt(line, col int, rule, format string, args ...any) {
-	p.errs = append(p.errs, &PosError{File: p.name, Line: line, Col: col, Rule: rule, Msg: fmt.Sprintf(format, args...)})
-}
+func newLoader() *loader { return &loader{order: map[string]int{}} }
 
-func (p *fileParser) errf(n *yaml.Node, rule, format string, args ...any) {
-	p.errAt(n.Line, n.Column, rule, format, args...)
-}
-
-var yamlLineRe = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
-
-func (p *fileParser) parse(data []byte) []*Rule {
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	var doc yaml.Node
-	if err := dec.Decode(&doc); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil // empty file
+// run loads the inputs: phase 1 of every file, the overrides, phase 2 of
+// every rule, then what rules say about each other.
+func (l *loader) run(ins []input) (rules, disabled []*Rule) {
+	var docs []*ruleDoc
+	var ovs []*overrideDoc
+	for i, in := range ins {
+		f := &fileCtx{name: in.name, idx: i, lines: strings.Split(string(in.data), "\n"),
+			lists: map[string][]string{}, macros: map[string]*Macro{}}
+		if in.overlay {
+			f.layer = 1
 		}
-		p.yamlError(err)
-		return nil
-	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); err == nil {
-		p.errf(&extra, "", "a rule file holds one YAML document; put all rules under one rules: list")
-	} else if !errors.Is(err, io.EOF) {
-		p.yamlError(err)
-	}
-	if doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 {
-		return nil
-	}
-	root := deref(doc.Content[0])
-	if root.Kind == yaml.ScalarNode && root.Tag == "!!null" {
-		return nil
-	}
-	if root.Kind != yaml.MappingNode {
-		p.errf(root, "", "expected a mapping with rules: (and optionally lists:)")
-		return nil
-	}
-	var rulesNode, macrosNode *yaml.Node
-	p.lists = map[string][]string{}
-	p.macros = map[string]*Macro{}
-	p.mapping(root, "", topKeys, func(key string, k, v *yaml.Node) {
-		switch key {
-		case "rules":
-			rulesNode = v
-		case "lists":
-			p.parseLists(v)
-		case "macros":
-			macrosNode = v
+		if _, seen := l.order[in.name]; !seen {
+			l.order[in.name] = i
 		}
-	})
-	if macrosNode != nil {
-		// After the lists, wherever they are in the file: macros use them.
-		p.parseMacros(macrosNode)
+		if in.err != nil {
+			l.errs = append(l.errs, &PosError{File: in.name, Msg: in.err.Error()})
+			continue
+		}
+		if d := l.decodeFile(f, in.data); d != nil {
+			docs = append(docs, d.rules...)
+			ovs = append(ovs, d.overrides...)
+		}
 	}
-	if rulesNode == nil {
-		return nil
+	byID := map[string]*ruleDoc{}
+	for _, d := range docs {
+		if d.id != "" && byID[d.id] == nil {
+			byID[d.id] = d
+		}
 	}
-	if rulesNode.Kind == yaml.ScalarNode && rulesNode.Tag == "!!null" {
-		return nil
-	}
-	if rulesNode.Kind != yaml.SequenceNode {
-		p.errf(rulesNode, "", "rules: expected a list of rules")
-		return nil
-	}
-	items := rulesNode.Content
-	if len(items) > MaxRulesPerFile {
-		p.errf(items[MaxRulesPerFile], "", "too many rules in one file (%d; the limit is %d)", len(items), MaxRulesPerFile)
-		items = items[:MaxRulesPerFile]
-	}
-	var out []*Rule
-	seen := map[string]*Rule{}
-	for i, item := range items {
-		r := p.parseRule(deref(item), i+1)
+	l.applyOverrides(byID, ovs)
+	first := map[string]*Rule{}
+	var all []*Rule
+	for _, d := range docs {
+		r := l.buildRule(d)
 		if r == nil {
 			continue
 		}
-		if f, dup := seen[r.ID]; dup {
-			p.errAt(r.Line, r.Col, r.ID, "duplicate rule id (also defined at %s:%d:%d)", f.File, f.Line, f.Col)
+		if f, dup := first[r.ID]; dup {
+			l.errAt(d.node.f, r.Line, r.Col, r.ID, "duplicate rule id (also defined at %s:%d:%d)", f.File, f.Line, f.Col)
 			continue
 		}
-		seen[r.ID] = r
-		out = append(out, r)
+		first[r.ID] = r
+		all = append(all, r)
+		if d.disabled.ok() {
+			r.disabled = &Origin{Part: "enabled", File: d.disabled.f.name, Line: d.disabled.Line, Col: d.disabled.Column, Override: true}
+			disabled = append(disabled, r)
+		} else {
+			rules = append(rules, r)
+		}
 	}
-	return out
+	l.errs = append(l.errs, checkRefs(all, first)...)
+	return rules, disabled
 }
 
-func (p *fileParser) yamlError(err error) {
-	msg := err.Error()
-	for _, line := range strings.Split(msg, "\n") {
-		line = strings.TrimSpace(line)
-		if m := yamlLineRe.FindStringSubmatch(line); m != nil {
-			n, _ := strconv.Atoi(m[1])
-			p.errAt(n, 1, "", "invalid YAML: %s", m[2])
-			continue
+// joined sorts the errors by file (in load order) and position and joins
+// them.
+func (l *loader) joined() error {
+	sort.SliceStable(l.errs, func(i, j int) bool {
+		a, b := l.errs[i], l.errs[j]
+		if a.File != b.File {
+			return l.order[a.File] < l.order[b.File]
 		}
-		if line != "" && line != "yaml: unmarshal errors:" {
-			p.errAt(0, 0, "", "invalid YAML: %s", strings.TrimPrefix(line, "yaml: "))
+		if a.Line != b.Line {
+			return a.Line < b.Line
 		}
-	}
-}
-
-func deref(n *yaml.Node) *yaml.Node {
-	for i := 0; n != nil && n.Kind == yaml.AliasNode && n.Alias != nil && i < 16; i++ {
-		n = n.Alias
-	}
-	return n
-}
-
-// mapping iterates a mapping node, reporting unknown and repeated keys.
-func (p *fileParser) mapping(n *yaml.Node, rule string, known []string, fn func(key string, k, v *yaml.Node)) {
-	seen := map[string]bool{}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := n.Content[i], deref(n.Content[i+1])
-		key := k.Value
-		if k.Kind != yaml.ScalarNode {
-			p.errf(k, rule, "expected a plain key")
-			continue
-		}
-		if k.Tag == "!!merge" {
-			p.errf(k, rule, "YAML merge keys (<<) are not supported")
-			continue
-		}
-		if !contains(known, key) {
-			msg := fmt.Sprintf("unknown key %q", key)
-			if s := suggest(key, known); s != "" {
-				msg += fmt.Sprintf(" (did you mean %q?)", s)
-			} else {
-				msg += " (known keys: " + strings.Join(known, ", ") + ")"
-			}
-			p.errf(k, rule, "%s", msg)
-			continue
-		}
-		if seen[key] {
-			p.errf(k, rule, "key %q given twice", key)
-			continue
-		}
-		seen[key] = true
-		fn(key, k, v)
-	}
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
-// scalar returns the string value of a scalar node ("" for null).
-func (p *fileParser) scalar(n *yaml.Node, rule, what string) (string, bool) {
-	if n.Kind != yaml.ScalarNode {
-		p.errf(n, rule, "%s: expected a single value", what)
-		return "", false
-	}
-	if n.Tag == "!!null" {
-		return "", true
-	}
-	return n.Value, true
-}
-
-func (p *fileParser) parseLists(n *yaml.Node) {
-	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
-		return
-	}
-	if n.Kind != yaml.MappingNode {
-		p.errf(n, "", "lists: expected a mapping of list names to lists of strings")
-		return
-	}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := n.Content[i], deref(n.Content[i+1])
-		if !listNameRe.MatchString(k.Value) {
-			p.errf(k, "", "lists: invalid list name %q (letters, digits and _)", k.Value)
-			continue
-		}
-		if _, dup := p.lists[k.Value]; dup {
-			p.errf(k, "", "lists: list %q given twice", k.Value)
-			continue
-		}
-		if v.Kind != yaml.SequenceNode {
-			p.errf(v, "", "lists: %s: expected a list of strings", k.Value)
-			continue
-		}
-		items := []string{}
-		for _, it := range v.Content {
-			it = deref(it)
-			if it.Kind != yaml.ScalarNode || it.Tag == "!!null" {
-				p.errf(it, "", "lists: %s: expected a string", k.Value)
-				continue
-			}
-			items = append(items, it.Value)
-		}
-		p.lists[k.Value] = items
-	}
-}
-
-// parseRule parses one rule mapping; nth is its 1-based index in the file.
-func (p *fileParser) parseRule(n *yaml.Node, nth int) *Rule {
-	if n.Kind != yaml.MappingNode {
-		p.errf(n, fmt.Sprintf("#%d", nth), "expected a rule (a mapping with id, match, correlate, ...)")
-		return nil
-	}
-	r := &Rule{File: p.name, Line: n.Line, Col: n.Column, Severity: DefaultSeverity, By: []string{"node"}, lists: p.lists, macros: p.macros}
-	name := fmt.Sprintf("#%d", nth)
-	// The id first, so that every error can name the rule.
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		if n.Content[i].Value == "id" {
-			v := deref(n.Content[i+1])
-			if v.Kind == yaml.ScalarNode && v.Value != "" {
-				name = v.Value
-			}
-		}
-	}
-	nerr := len(p.errs)
-	var matchNode, correlateNode, titleNode, summaryNode *yaml.Node
-	var windowNode, whenNode, afterNode, sequenceNode, absenceNode, forNode, keepNode *yaml.Node
-	p.mapping(n, name, ruleKeys, func(key string, k, v *yaml.Node) {
-		switch key {
-		case "id":
-			s, ok := p.scalar(v, name, "id")
-			if !ok {
-				return
-			}
-			if !ruleIDRe.MatchString(s) {
-				p.errf(v, name, "invalid rule id %q (letters, digits, _ and -, in dot-separated parts)", s)
-				return
-			}
-			r.ID = s
-		case "title":
-			if s, ok := p.scalar(v, name, "title"); ok {
-				r.Title, titleNode = s, v
-			}
-		case "summary":
-			if s, ok := p.scalar(v, name, "summary"); ok {
-				r.Summary, summaryNode = s, v
-			}
-		case "severity":
-			s, ok := p.scalar(v, name, "severity")
-			if !ok {
-				return
-			}
-			if !contains(Severities, s) {
-				msg := fmt.Sprintf("invalid severity %q (want one of %s)", s, strings.Join(Severities, ", "))
-				if sug := suggest(s, Severities); sug != "" {
-					msg = fmt.Sprintf("invalid severity %q (did you mean %q?)", s, sug)
-				}
-				p.errf(v, name, "%s", msg)
-				return
-			}
-			r.Severity = s
-		case "escalate":
-			r.Escalate = p.parseEscalate(v, name)
-		case "runbook":
-			if s, ok := p.scalar(v, name, "runbook"); ok {
-				r.Runbook = s
-			}
-		case "labels":
-			r.Labels = p.parseLabels(v, name)
-		case "match":
-			matchNode = v
-		case "for":
-			forNode = v
-		case "keep_firing_for":
-			keepNode = v
-		case "inhibited_by":
-			r.InhibitedBy = p.parseInhibit(v, name, r)
-		case "correlate":
-			correlateNode = v
-			if v.Kind != yaml.MappingNode {
-				p.errf(v, name, "correlate: expected a mapping with by, window and when")
-				return
-			}
-			p.mapping(v, name, correlateKeys, func(key string, k, v *yaml.Node) {
-				switch key {
-				case "by":
-					r.By = p.parseBy(v, name)
-				case "window":
-					windowNode = v
-				case "when":
-					whenNode = v
-				case "sequence":
-					sequenceNode = v
-				case "absence":
-					absenceNode = v
-				}
-			})
-		case "resolve":
-			if v.Kind == yaml.ScalarNode && v.Tag == "!!null" {
-				return
-			}
-			if v.Kind != yaml.MappingNode {
-				p.errf(v, name, "resolve: expected a mapping with after")
-				return
-			}
-			p.mapping(v, name, resolveKeys, func(key string, k, v *yaml.Node) {
-				afterNode = v
-			})
-		}
+		return a.Col < b.Col
 	})
-	if r.ID == "" && !hasKey(n, "id") {
-		p.errf(n, name, "missing id")
+	errs := make([]error, len(l.errs))
+	for i, e := range l.errs {
+		errs[i] = e
 	}
-	// Selectors.
-	if matchNode == nil {
-		p.errf(n, name, "missing match (named selectors)")
-	} else {
-		p.parseMatch(matchNode, name, r)
-	}
-	// Sequence and absence (they need the selectors).
-	if sequenceNode != nil {
-		r.Sequence = p.parseSequence(sequenceNode, name, r, matchNode)
-	}
-	if absenceNode != nil {
-		r.Absence = p.parseAbsence(absenceNode, name, r, matchNode)
-		if sequenceNode != nil {
-			p.errf(absenceNode, name, "correlate: a rule has either sequence or absence, not both")
-		}
-		if whenNode != nil {
-			p.errf(whenNode, name, "correlate.when: a rule with absence takes no when (it fires when the expected event is missing)")
-		}
-	}
-	// Window.
-	switch {
-	case windowNode != nil:
-		if d, ok := p.duration(windowNode, name, "correlate.window"); ok {
-			r.Window = d
-			r.windowLine, r.windowCol = windowNode.Line, windowNode.Column
-		}
-	case r.Sequence != nil:
-		r.Window = r.Sequence.Within
-	case r.Absence != nil:
-		r.Window = r.Absence.Within
-	case sequenceNode != nil || absenceNode != nil:
-		// Their errors are reported already.
-	case correlateNode != nil && correlateNode.Kind == yaml.MappingNode:
-		p.errf(correlateNode, name, "missing correlate.window")
-	case correlateNode == nil:
-		p.errf(n, name, "missing correlate (with at least window)")
-	}
-	r.ResolveAfter = r.Window
-	if r.Absence != nil {
-		// An absence resolves when the expected event arrives.
-		r.ResolveAfter = 0
-	}
-	if afterNode != nil {
-		if d, ok := p.duration(afterNode, name, "resolve.after"); ok {
-			r.ResolveAfter = d
-			r.ResolveGiven = true
-			r.resolveLine, r.resolveCol = afterNode.Line, afterNode.Column
-		}
-	}
-	if forNode != nil {
-		if d, ok := p.duration(forNode, name, "for"); ok {
-			r.For = d
-		}
-		if absenceNode != nil {
-			p.errf(forNode, name, "for: an absence rule waits by itself (absence.within); it takes no for")
-		}
-	}
-	if keepNode != nil {
-		if d, ok := p.duration(keepNode, name, "keep_firing_for"); ok {
-			r.KeepFiringFor = d
-		}
-		if afterNode != nil {
-			p.errf(keepNode, name, "keep_firing_for: give either keep_firing_for or resolve.after, not both")
-		}
-	}
-	// Condition. When a selector failed to compile the rule is dropped,
-	// but its name still counts as known (no second error for it).
-	names := make([]string, len(r.Selectors))
-	for i, s := range r.Selectors {
-		names[i] = s.Name
-	}
-	if matchNode != nil && matchNode.Kind == yaml.MappingNode && len(matchNode.Content)/2 != len(names) {
-		names = names[:0]
-		for i := 0; i < len(matchNode.Content); i += 2 {
-			names = append(names, matchNode.Content[i].Value)
-		}
-	}
-	if whenNode != nil {
-		src, ok := p.scalar(whenNode, name, "correlate.when")
-		if ok {
-			c, distincts, errs := compileCondition(src, names)
-			for _, e := range errs {
-				l, col := p.exprPos(whenNode, src, e.line, e.col)
-				p.errAt(l, col, name, "correlate.when: %s", e.msg)
-			}
-			if c != nil {
-				c.Line, c.Col = p.exprPos(whenNode, src, 1, 0)
-				r.When = c
-				r.Distincts = distincts
-			}
-		}
-	} else {
-		r.When = &Condition{nsel: len(r.Selectors)}
-	}
-	// Templates.
-	r.tmpl = &templates{}
-	r.tmpl.title = p.template(titleNode, name, "title", r.Title)
-	r.tmpl.summary = p.template(summaryNode, name, "summary", r.Summary)
-	if len(p.errs) > nerr || r.ID == "" {
-		return nil
-	}
-	r.hash = r.computeHash()
-	return r
-}
-
-func hasKey(n *yaml.Node, key string) bool {
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		if n.Content[i].Value == key {
-			return true
-		}
-	}
-	return false
-}
-
-func (p *fileParser) template(n *yaml.Node, rule, what, src string) *template.Template {
-	if n == nil || src == "" {
-		return nil
-	}
-	t, line, msg := parseTemplate(what, src)
-	if t != nil {
-		return t
-	}
-	l, c := p.exprPos(n, src, line, 0)
-	if line == 0 {
-		l, c = n.Line, n.Column
-	}
-	p.errAt(l, c, rule, "%s: bad template: %s", what, msg)
-	return nil
-}
-
-func (p *fileParser) parseLabels(n *yaml.Node, rule string) map[string]string {
-	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
-		return nil
-	}
-	if n.Kind != yaml.MappingNode {
-		p.errf(n, rule, "labels: expected a mapping of names to values")
-		return nil
-	}
-	out := map[string]string{}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := n.Content[i], deref(n.Content[i+1])
-		if k.Kind != yaml.ScalarNode || k.Value == "" {
-			p.errf(k, rule, "labels: expected a label name")
-			continue
-		}
-		if _, dup := out[k.Value]; dup {
-			p.errf(k, rule, "labels: label %q given twice", k.Value)
-			continue
-		}
-		s, ok := p.scalar(v, rule, "labels."+k.Value)
-		if !ok {
-			continue
-		}
-		out[k.Value] = s
-	}
-	return out
-}
-
-func (p *fileParser) parseBy(n *yaml.Node, rule string) []string {
-	var items []*yaml.Node
-	switch {
-	case n.Kind == yaml.SequenceNode:
-		items = n.Content
-	case n.Kind == yaml.ScalarNode && n.Tag != "!!null":
-		items = []*yaml.Node{n}
-	case n.Kind == yaml.ScalarNode:
-		return []string{}
-	default:
-		p.errf(n, rule, "correlate.by: expected a list of event paths")
-		return []string{"node"}
-	}
-	out := []string{}
-	for _, it := range items {
-		it = deref(it)
-		s, ok := p.scalar(it, rule, "correlate.by")
-		if !ok {
-			continue
-		}
-		if !ingest.ValidPaths(s) {
-			msg := fmt.Sprintf("correlate.by: invalid event path %q (want id, node, node_id, source, kind, level, msg or fields.<name>)", s)
-			if sug := suggest(s, []string{"id", "node", "node_id", "source", "kind", "level", "msg"}); sug != "" {
-				msg = fmt.Sprintf("correlate.by: invalid event path %q (did you mean %q?)", s, sug)
-			}
-			p.errf(it, rule, "%s", msg)
-			continue
-		}
-		if contains(out, s) {
-			p.errf(it, rule, "correlate.by: %q given twice", s)
-			continue
-		}
-		out = append(out, s)
-	}
-	return out
-}
-
-func (p *fileParser) duration(n *yaml.Node, rule, what string) (time.Duration, bool) {
-	s, ok := p.scalar(n, rule, what)
-	if !ok {
-		return 0, false
-	}
-	d, err := ParseDuration(s)
-	if err != nil {
-		p.errf(n, rule, "%s: bad duration %q (want e.g. 90s, 15m, 2h, 1d)", what, s)
-		return 0, false
-	}
-	if d <= 0 {
-		p.errf(n, rule, "%s: the duration must be positive, not %q", what, s)
-		return 0, false
-	}
-	return d, true
-}
-
-func (p *fileParser) parseMatch(n *yaml.Node, rule string, r *Rule) {
-	if n.Kind != yaml.MappingNode {
-		p.errf(n, rule, "match: expected a mapping of selector names to expressions")
-		return
-	}
-	if len(n.Content) == 0 {
-		p.errf(n, rule, "match: at least one selector is required")
-		return
-	}
-	if len(n.Content)/2 > MaxSelectors {
-		p.errf(n, rule, "match: too many selectors (%d; the limit is %d)", len(n.Content)/2, MaxSelectors)
-		return
-	}
-	seen := map[string]bool{}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := n.Content[i], deref(n.Content[i+1])
-		if k.Kind != yaml.ScalarNode || !selNameRe.MatchString(k.Value) {
-			p.errf(k, rule, "match: invalid selector name %q (letters, digits and _, not starting with a digit)", k.Value)
-			continue
-		}
-		if seen[k.Value] {
-			p.errf(k, rule, "match: selector %q given twice", k.Value)
-			continue
-		}
-		seen[k.Value] = true
-		src, ok := p.scalar(v, rule, "match."+k.Value)
-		if !ok {
-			continue
-		}
-		sel := &Selector{Name: k.Value, Expr: src, lists: p.lists}
-		sel.Line, sel.Col = p.exprPos(v, src, 1, 0)
-		prog, needs, errs := compileSelector(src, p.lists, p.macros)
-		for _, e := range errs {
-			l, c := p.exprPos(v, src, e.line, e.col)
-			p.errAt(l, c, rule, "selector %s: %s", k.Value, e.msg)
-		}
-		if len(errs) > 0 {
-			continue
-		}
-		for i := range prog.regexps {
-			re := &prog.regexps[i]
-			re.fileLine, re.fileCol = p.exprPos(v, src, re.line, re.col)
-		}
-		sel.prog, sel.needs = prog, needs
-		r.Selectors = append(r.Selectors, sel)
-	}
+	return errors.Join(errs...)
 }
 
 // exprPos maps a position inside the value of scalar node n (1-based line,
 // 0-based column in the value; line 0: unknown) to a file position.
-func (p *fileParser) exprPos(n *yaml.Node, value string, line, col int) (int, int) {
+func (f *fileCtx) exprPos(n *yaml.Node, value string, line, col int) (int, int) {
 	if line <= 0 {
 		return n.Line, n.Column
 	}
@@ -714,8 +204,8 @@ func (p *fileParser) exprPos(n *yaml.Node, value string, line, col int) (int, in
 		// Content starts on the line after the indicator, indented.
 		first := n.Line + 1
 		indent := -1
-		for l := first; l <= len(p.lines); l++ {
-			text := p.lines[l-1]
+		for l := first; l <= len(f.lines); l++ {
+			text := f.lines[l-1]
 			if strings.TrimSpace(text) == "" {
 				continue
 			}
@@ -730,11 +220,11 @@ func (p *fileParser) exprPos(n *yaml.Node, value string, line, col int) (int, in
 		}
 		return first + line - 1, indent + 1 + col
 	default:
-		if line > 1 || n.Line < 1 || n.Line > len(p.lines) {
+		if line > 1 || n.Line < 1 || n.Line > len(f.lines) {
 			return n.Line, n.Column
 		}
 		// Walk the source of the scalar to account for quotes and escapes.
-		text := p.lines[n.Line-1]
+		text := f.lines[n.Line-1]
 		start := runeIndexToByte(text, n.Column-1)
 		if start < 0 {
 			return n.Line, n.Column + col

@@ -111,6 +111,22 @@ func TestDuplicateIDsAcrossFiles(t *testing.T) {
 	})
 }
 
+// TestFileNamedWithSlashes: a rule file is named with forward slashes
+// whichever separator its path came with (on Windows both spell one file).
+func TestFileNamedWithSlashes(t *testing.T) {
+	_, err := LoadFiles(filepath.FromSlash("testdata/dup/a.yaml"), "testdata/dup/b.yaml")
+	sameStrings(t, errStrings(err), []string{
+		`testdata/dup/b.yaml:7:5: rule same.rule: duplicate rule id (also defined at testdata/dup/a.yaml:2:5)`,
+	})
+	s, err := LoadFiles(filepath.FromSlash("testdata/dup/a.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Files(); len(got) != 1 || got[0] != "testdata/dup/a.yaml" || s.Rules[0].File != got[0] {
+		t.Errorf("files %q, rule file %q; want testdata/dup/a.yaml", got, s.Rules[0].File)
+	}
+}
+
 func TestLoadDirSkipsTestsAndOthers(t *testing.T) {
 	s, err := LoadDir("testdata/dir")
 	if err != nil {

@@ -212,7 +212,8 @@ func RunFile(set *rules.Set, path string) ([]Result, error) {
 		if i < len(lines) {
 			c.line = lines[i]
 		}
-		out = append(out, Result{File: path, Name: c.Name, Line: c.line, Err: Run(set, c)})
+		// Named with forward slashes, as the rules package names rule files.
+		out = append(out, Result{File: filepath.ToSlash(path), Name: c.Name, Line: c.line, Err: Run(set, c)})
 	}
 	return out, nil
 }

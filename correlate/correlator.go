@@ -192,7 +192,7 @@ func (c *Correlator) SetRules(set *rules.Set) {
 		if next[id] == old {
 			continue
 		}
-		for _, key := range sortedKeys(old.groups) {
+		for _, key := range slices.Sorted(maps.Keys(old.groups)) {
 			c.touch(old.groups[key]) // its checkpoint item goes
 			if in := old.groups[key].Incident; in != nil {
 				c.retired = append(c.retired, *in)
@@ -214,7 +214,7 @@ func (c *Correlator) rebuild() {
 	c.suppressed = map[string][]*group{}
 	for _, id := range c.sortedRuleIDs() {
 		rs := c.rules[id]
-		for _, key := range sortedKeys(rs.groups) {
+		for _, key := range slices.Sorted(maps.Keys(rs.groups)) {
 			g := rs.groups[key]
 			g.rs, g.hidx, g.due = rs, -1, time.Time{}
 			if g.Incident != nil {
@@ -864,7 +864,7 @@ func (c *Correlator) Flush(emit func(Incident)) {
 	c.resolveRetired()
 	for _, id := range c.sortedRuleIDs() {
 		rs := c.rules[id]
-		for _, key := range sortedKeys(rs.groups) {
+		for _, key := range slices.Sorted(maps.Keys(rs.groups)) {
 			g := rs.groups[key]
 			if g.Incident == nil || !g.Pending {
 				continue
@@ -903,14 +903,6 @@ func (c *Correlator) sortedRuleIDs() []string {
 	return ids
 }
 
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
 
 // resolveRetired sends the resolution of the incidents of changed or
 // removed rules (see SetRules), at the watermark.

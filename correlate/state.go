@@ -3,6 +3,8 @@ package correlate
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 )
 
@@ -49,7 +51,7 @@ func (c *Correlator) Snapshot() ([]byte, error) {
 			continue
 		}
 		gs := make([]*group, 0, len(rs.groups))
-		for _, k := range sortedKeys(rs.groups) {
+		for _, k := range slices.Sorted(maps.Keys(rs.groups)) {
 			gs = append(gs, rs.groups[k])
 		}
 		s.Rules[id] = ruleSnapshot{Hash: rs.hash, Groups: gs}

@@ -3,8 +3,9 @@ package sinks
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/klaxon-dev/klaxon/correlate"
@@ -89,14 +90,14 @@ func newRoute(c RouteConfig, prefix string) (*Route, error) {
 		errs = append(errs, fmt.Errorf("%s: %q: want info, warning, error or critical", key("min_severity"), c.MinSeverity))
 	}
 	r.min = rank
-	for _, f := range sortedKeys(c.Match) {
+	for _, f := range slices.Sorted(maps.Keys(c.Match)) {
 		if err := checkField(f); err != nil {
 			errs = append(errs, fmt.Errorf("%s.%s: %w", key("match"), f, err))
 			continue
 		}
 		r.matchers = append(r.matchers, matcher{field: f, value: c.Match[f]})
 	}
-	for _, f := range sortedKeys(c.MatchRE) {
+	for _, f := range slices.Sorted(maps.Keys(c.MatchRE)) {
 		if err := checkField(f); err != nil {
 			errs = append(errs, fmt.Errorf("%s.%s: %w", key("match_re"), f, err))
 			continue
@@ -124,15 +125,6 @@ func checkField(f string) error {
 		return nil
 	}
 	return fmt.Errorf("unknown field %q: want rule, node, severity, id, labels.<name> or group.<key>", f)
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // Match reports whether the sink receives in.

@@ -10,8 +10,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -101,10 +102,10 @@ func LabelName(s string) string {
 // and count; startsAt the incident start; endsAt only when resolved.
 func (s *Sink) BuildAlert(in correlate.Incident) Alert {
 	labels := map[string]string{}
-	for _, k := range sortedKeys(in.Labels) {
+	for _, k := range slices.Sorted(maps.Keys(in.Labels)) {
 		labels[LabelName(k)] = in.Labels[k]
 	}
-	for _, k := range sortedKeys(in.Group) {
+	for _, k := range slices.Sorted(maps.Keys(in.Group)) {
 		labels[LabelName(k)] = in.Group[k]
 	}
 	labels["alertname"] = in.Rule
@@ -143,15 +144,6 @@ func (s *Sink) BuildAlert(in correlate.Incident) Alert {
 		a.EndsAt = end.UTC().Format(time.RFC3339Nano)
 	}
 	return a
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // Send implements sinks.Sink: post the alert to every Alertmanager. It

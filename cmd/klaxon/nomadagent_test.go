@@ -5,7 +5,6 @@
 package main
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -22,6 +21,7 @@ import (
 	"time"
 
 	nomad "github.com/hashicorp/nomad/api"
+	"github.com/klaxon-dev/klaxon/internal/testkit"
 )
 
 // The real Nomad 2.0.5 of ../shared/tools/nomad, run as a dev agent on
@@ -96,7 +96,7 @@ type nomadAgent struct {
 	logPath string
 	proc    *exec.Cmd
 	done    chan struct{}
-	out     bytes.Buffer
+	out     testkit.SyncBuffer
 }
 
 // agentOptions shape an agent's configuration.
@@ -173,7 +173,8 @@ plugin "raw_exec" {
 		}
 	}
 	a.proc.Env = env
-	a.proc.Stdout, a.proc.Stderr = &syncWriter{w: &a.out}, &syncWriter{w: &a.out}
+	// One writer for both: the two copying goroutines share its lock.
+	a.proc.Stdout, a.proc.Stderr = &a.out, &a.out
 	a.proc.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := a.proc.Start(); err != nil {
 		t.Fatal(err)
@@ -196,17 +197,6 @@ plugin "raw_exec" {
 		return false
 	})
 	return a
-}
-
-type syncWriter struct {
-	mu sync.Mutex
-	w  *bytes.Buffer
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
 }
 
 func (a *nomadAgent) output() string {

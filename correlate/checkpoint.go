@@ -4,6 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"iter"
+	"runtime"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -130,14 +133,27 @@ func (c *Correlator) Checkpoint() (Checkpoint, error) {
 	}
 	clear(c.clocks.dirty)
 	cp := Checkpoint{Changed: make(map[string][]byte, len(c.ckpt.pending))}
+	refs := make([]itemRef, 0, len(c.ckpt.pending))
 	for ref := range c.ckpt.pending {
-		b, ok, err := c.encodeItem(ref)
-		if err != nil {
-			return Checkpoint{}, err
-		}
-		if ok {
-			cp.Changed[ref.ID()] = b
-		} else {
+		refs = append(refs, ref)
+	}
+	type encoded struct {
+		b   []byte
+		ok  bool
+		err error
+	}
+	out := make([]encoded, len(refs))
+	// Encoding only reads the state: spread over the cores.
+	parallel(len(refs), func(i int) {
+		out[i].b, out[i].ok, out[i].err = c.encodeItem(refs[i])
+	})
+	for i, ref := range refs {
+		switch {
+		case out[i].err != nil:
+			return Checkpoint{}, out[i].err
+		case out[i].ok:
+			cp.Changed[ref.ID()] = out[i].b
+		default:
 			cp.Deleted = append(cp.Deleted, ref.ID())
 		}
 	}
@@ -201,32 +217,46 @@ func (c *Correlator) RestoreCheckpoint(meta []byte, items iter.Seq2[string, []by
 	}
 	clear(c.ckpt.dirty)
 	c.ckpt.pending = map[itemRef]struct{}{}
+	type raw struct {
+		id string
+		b  []byte
+	}
+	var in []raw
 	for id, b := range items {
 		if len(id) == 0 {
 			return fmt.Errorf("correlator checkpoint: item without id")
 		}
-		switch id[0] {
-		case 'g':
-			var gi groupItemIn
-			if err := json.Unmarshal(b, &gi); err != nil {
-				return fmt.Errorf("correlator checkpoint: group item: %w", err)
-			}
-			if gi.Group == nil {
-				continue
-			}
-			if !c.restoreGroup(gi.Rule, gi.Hash, gi.Group) {
-				c.ckpt.pending[itemRef{'g', gi.Rule, gi.Group.Key}] = struct{}{}
-			}
-		case 'c':
-			var ci clockItem
-			if err := json.Unmarshal(b, &ci); err != nil {
-				return fmt.Errorf("correlator checkpoint: clock item: %w", err)
-			}
-			if ci.Clock != nil {
-				c.clocks.set(ci.Source, ci.Node, ci.Clock)
-			}
-		default:
+		if id[0] != 'g' && id[0] != 'c' {
 			return fmt.Errorf("correlator checkpoint: unknown item kind %q", id[0])
+		}
+		in = append(in, raw{id, b})
+	}
+	type decoded struct {
+		g   groupItemIn
+		c   clockItem
+		err error
+	}
+	out := make([]decoded, len(in))
+	// Decoding is most of a restore: spread over the cores.
+	parallel(len(in), func(i int) {
+		if in[i].id[0] == 'g' {
+			out[i].err = json.Unmarshal(in[i].b, &out[i].g)
+		} else {
+			out[i].err = json.Unmarshal(in[i].b, &out[i].c)
+		}
+	})
+	for i := range in {
+		d := &out[i]
+		if d.err != nil {
+			return fmt.Errorf("correlator checkpoint: item: %w", d.err)
+		}
+		switch {
+		case in[i].id[0] == 'c' && d.c.Clock != nil:
+			c.clocks.set(d.c.Source, d.c.Node, d.c.Clock)
+		case in[i].id[0] == 'g' && d.g.Group != nil:
+			if !c.restoreGroup(d.g.Rule, d.g.Hash, d.g.Group) {
+				c.ckpt.pending[itemRef{'g', d.g.Rule, d.g.Group.Key}] = struct{}{}
+			}
 		}
 	}
 	c.clocks.restore()
@@ -264,4 +294,30 @@ func (c *Correlator) restoreGroup(ruleID, hash string, gj *groupJSON) bool {
 	}
 	rs.groups[g.Key] = g
 	return true
+}
+
+// parallel runs f(0) … f(n-1) on GOMAXPROCS goroutines (inline when n is
+// small).
+func parallel(n int, f func(i int)) {
+	workers := min(runtime.GOMAXPROCS(0), n/64)
+	if workers < 2 {
+		for i := range n {
+			f(i)
+		}
+		return
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				f(i)
+			}
+		})
+	}
+	wg.Wait()
 }

@@ -80,6 +80,8 @@ type Store struct {
 	items   map[hkey]*item
 	refs    map[uint64]int // current records per epoch (prunes valid)
 	owed    []purge        // clean-up not done yet
+	// cleanupFailing is set while clean-ups fail (logged once).
+	cleanupFailing bool
 
 	// unsure is set when the meta write of the last attempt failed in a way
 	// that leaves open whether it was stored (a timeout).
@@ -237,13 +239,15 @@ func Read(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, ke
 
 // scanned is what a scan of the scope's keys found.
 type scanned struct {
-	items   map[hkey]*item
-	best    map[hkey]*record // the newest valid record of each item
-	chunks  map[string]kvValue
-	maxRev  map[hkey]uint64 // newest revision under an item's keys
-	legacy  []byte
-	maxE    uint64
-	metaCks map[string]uint64 // meta chunk keys → revision
+	items  map[hkey]*item
+	best   map[hkey]*record // the newest valid record of each item
+	chunks map[string]kvValue
+	maxRev map[hkey]uint64 // newest revision under an item's keys
+	// hasChunks is set for items with chunk keys.
+	hasChunks map[hkey]bool
+	legacy    []byte
+	maxE      uint64
+	metaCks   map[string]uint64 // meta chunk keys → revision
 }
 
 type kvValue struct {
@@ -365,7 +369,7 @@ func (s *Store) load(ctx context.Context, c *correlate.Correlator, claim bool) (
 	}
 	for h, it := range s.items {
 		if it.cur < 0 || it.slots[it.cur].del {
-			s.forget(h, it, sc.maxRev[h]+1)
+			s.forget(h, it, sc.maxRev[h]+1, sc.hasChunks[h])
 			continue
 		}
 		for _, k := range it.slots[it.cur].chunks {
@@ -424,7 +428,7 @@ func (s *Store) restore(c *correlate.Correlator, seq uint64, old, metaState []by
 // newest record that valid accepts.
 func (s *Store) scan(ctx context.Context, valid func(epoch, gen uint64) bool) (*scanned, error) {
 	sc := &scanned{items: map[hkey]*item{}, best: map[hkey]*record{}, chunks: map[string]kvValue{},
-		maxRev: map[hkey]uint64{}, metaCks: map[string]uint64{}}
+		maxRev: map[hkey]uint64{}, metaCks: map[string]uint64{}, hasChunks: map[hkey]bool{}}
 	w, err := s.kv.Watch(ctx, s.key+".>", jetstream.IgnoreDeletes())
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint: read %s: %w", s.key, err)
@@ -467,6 +471,7 @@ func (s *Store) scan(ctx context.Context, valid func(epoch, gen uint64) bool) (*
 			}
 			sc.chunks[e.Key()] = kvValue{e.Value(), e.Revision()}
 			sc.maxRev[h] = max(sc.maxRev[h], e.Revision())
+			sc.hasChunks[h] = true
 			if len(parts) > 1 {
 				if ep, err := strconv.ParseUint(parts[1], 10, 64); err == nil {
 					sc.maxE = max(sc.maxE, ep)
@@ -917,7 +922,8 @@ func (s *Store) committed(ctx context.Context, c *correlate.Correlator, a *attem
 			}
 		}
 		if w.del {
-			s.forget(w.h, it, cur.rev+1) // the tombstone is current until purged
+			// The tombstone is current until purged.
+			s.forget(w.h, it, cur.rev+1, len(it.slots[0].chunks)+len(it.slots[1].chunks) > 0)
 		}
 	}
 	for _, k := range s.metaCk {
@@ -939,8 +945,10 @@ func (s *Store) committed(ctx context.Context, c *correlate.Correlator, a *attem
 
 // forget purges the records of item h below revision bound; once done,
 // the item is forgotten unless it was written again meanwhile.
-func (s *Store) forget(h hkey, it *item, bound uint64) {
-	s.owe(s.key+".x."+h.String()+".>", bound, nil)
+func (s *Store) forget(h hkey, it *item, bound uint64, chunks bool) {
+	if chunks {
+		s.owe(s.key+".x."+h.String()+".>", bound, nil)
+	}
 	s.owe(s.key+".i."+h.String()+".>", bound, func() {
 		if s.items[h] != it {
 			return
@@ -981,7 +989,14 @@ func (s *Store) cleanup(ctx context.Context) {
 	}
 	owed := s.owed
 	s.owed = nil
+	if len(owed) > maxCleanup {
+		// The rest after the next commit: a commit's latency stays bounded.
+		s.owed = append(s.owed, owed[maxCleanup:]...)
+		owed = owed[:maxCleanup]
+	}
 	failed := make([]bool, len(owed))
+	var firstErr error
+	var errMu sync.Mutex
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 16)
 	for i, p := range owed {
@@ -996,6 +1011,9 @@ func (s *Store) cleanup(ctx context.Context) {
 			}
 			if err := s.stream.Purge(ctx, opts...); err != nil {
 				failed[i] = true
+				errMu.Lock()
+				firstErr = cmp.Or(firstErr, err)
+				errMu.Unlock()
 			}
 		}()
 	}
@@ -1011,10 +1029,19 @@ func (s *Store) cleanup(ctx context.Context) {
 			p.done()
 		}
 	}
-	if n > 0 {
-		s.log.Debug("checkpoint: clean-ups postponed", "count", n)
+	switch {
+	case n > 0 && !s.cleanupFailing:
+		s.cleanupFailing = true
+		s.log.Warn("checkpoint clean-up failed; the bucket keeps superseded records until it works (retried after each checkpoint; logged once)",
+			"key", s.key, "failed", n, "err", firstErr)
+	case n == 0 && s.cleanupFailing:
+		s.cleanupFailing = false
+		s.log.Info("checkpoint clean-up works again", "key", s.key)
 	}
 }
+
+// maxCleanup bounds the clean-ups run after one commit.
+const maxCleanup = 4096
 
 // opTimeout bounds the wait for the next key of a scan. Requests carry
 // the JetStream context's default timeout when ctx has no deadline.

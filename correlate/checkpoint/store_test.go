@@ -288,7 +288,7 @@ func TestCrashBetweenWrites(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t)
 			ctx := context.Background()
-			const nodes = 1000
+			const nodes = 400
 			s, c, _ := e.load(t, "correlator", Options{})
 			feed(0, 3*nodes, nodes, c)
 			if _, err := s.Save(ctx, c, 3*nodes); err != nil {

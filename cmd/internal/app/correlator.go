@@ -47,11 +47,11 @@ type correlatorRole struct {
 	now      func() time.Time
 	setRules chan *rules.Set
 
-	snapSeq uint64 // covered by the stored snapshot
+	snapSeq uint64 // covered by the stored checkpoint
 	lastSeq uint64 // last processed
 	lastMsg jetstream.Msg
-	since   int  // messages since the last snapshot
-	dirty   bool // incident changes since the last snapshot
+	since   int  // messages since the last checkpoint
+	dirty   bool // incident changes since the last checkpoint
 	met     *metrics
 
 	scope partitionScope
@@ -78,7 +78,7 @@ type correlatorRole struct {
 // state: the whole stream, or one partition of it.
 type partitionScope struct {
 	consumer string // durable consumer name
-	key      string // snapshot key in KLAXON_STATE
+	key      string // checkpoint key (and key prefix) in KLAXON_STATE
 	filter   string // subject filter
 }
 

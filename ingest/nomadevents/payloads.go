@@ -51,7 +51,7 @@ func (d *Decoder) nodeName(id string) string {
 
 type nodePayload struct {
 	ID, Name, Status, StatusDescription, Datacenter, NodePool, NodeClass string
-	Eligibility, Hostname                                                string
+	Eligibility, Hostname, Kernel                                        string
 	Drain                                                                bool
 	StatusUpdatedAt                                                      int64
 	LastEvent                                                            string
@@ -91,12 +91,14 @@ func decodeNode(b []byte) (*nodePayload, error) {
 			p.StatusUpdatedAt, err = num(v)
 		case "Attributes":
 			err = eachMember(v, func(ak, av []byte) (bool, error) {
-				if string(ak) == "unique.hostname" {
-					var e error
+				var e error
+				switch string(ak) {
+				case "kernel.name":
+					p.Kernel, e = str(av)
+				case "unique.hostname":
 					p.Hostname, e = str(av)
-					return true, e
 				}
-				return false, nil
+				return p.Hostname != "" && p.Kernel != "", e
 			})
 		case "Events":
 			err = eachElement(v, func(ev []byte) error {
@@ -178,6 +180,12 @@ func (d *Decoder) node(c change, b []byte, emit func(ingest.Event)) error {
 	f.set("eligibility", p.Eligibility)
 	f.set("last_event", p.LastEvent)
 	f.set("unique_hostname", p.Hostname)
+	f.set("kernel", p.Kernel)
+	// A node found to run Windows: its running count so far.
+	learned := p.Kernel != "" && st.Kernel != p.Kernel
+	if p.Kernel != "" {
+		st.Kernel = p.Kernel
+	}
 
 	switch p.Status {
 	case "disconnected":
@@ -210,6 +218,9 @@ func (d *Decoder) node(c change, b []byte, emit func(ingest.Event)) error {
 		ID: c.id(), Time: d.eventTime(ns), Node: name, NodeID: id,
 		Source: ingest.SourceNomadEvent, Kind: c.kind, Level: level, Msg: msg, Fields: f,
 	})
+	if learned && d.windows(id) && d.running[id] > 0 {
+		emit(d.runningEvent(c.id(), id, -1, d.eventTime(ns), nil))
+	}
 	return nil
 }
 
@@ -417,10 +428,22 @@ func (d *Decoder) alloc(c change, b []byte, emit func(ingest.Event)) error {
 	// its state back.
 	if p.ModifyIndex >= st.Modify {
 		d.dropLost(id, st)
+		oldNode, before := st.NodeID, d.running[p.NodeID]
+		oldBefore := d.running[oldNode]
+		d.countRunning(st, -1)
 		st.NodeID, st.Job, st.Namespace = p.NodeID, p.JobID, p.Namespace
 		st.Client, st.Desired = p.ClientStatus, p.DesiredStatus
 		st.Modify, st.Time = p.ModifyIndex, p.ModifyTime
 		d.setLost(id, st)
+		d.countRunning(st, 1)
+		if oldNode != "" && oldNode != p.NodeID && d.running[oldNode] != oldBefore && d.windows(oldNode) {
+			// An allocation stays on its node in Nomad; should one move,
+			// the node it left is told too.
+			emit(d.runningEvent(c.id(), oldNode, oldBefore, d.eventTime(at), f))
+		}
+		if d.running[p.NodeID] != before && d.windows(p.NodeID) {
+			emit(d.runningEvent(c.id(), p.NodeID, before, d.eventTime(at), f))
+		}
 	}
 
 	for _, pe := range tevs {

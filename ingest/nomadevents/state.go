@@ -30,6 +30,8 @@ type nodeState struct {
 	Status string `json:"status,omitempty"`
 	// Reconnecting: disconnected and not ready since.
 	Reconnecting bool `json:"reconnecting,omitempty"`
+	// Kernel is the node's kernel.name attribute ("windows", "linux").
+	Kernel string `json:"kernel,omitempty"`
 }
 
 // allocState is what the decoder remembers of an allocation.
@@ -108,6 +110,9 @@ type state struct {
 	// lost: per namespace+job, the allocations last seen unknown or lost,
 	// with their node ID (derived from allocs).
 	lost map[string]map[string]string
+	// running: per node ID, the allocations last seen running there
+	// (derived from allocs; see running.go).
+	running map[string]int
 	// clock is the newest event time seen (unix nanos).
 	clock int64
 
@@ -124,6 +129,7 @@ func (s *state) init() {
 	s.evals = map[string]*statusState{}
 	s.deploys = map[string]*statusState{}
 	s.lost = map[string]map[string]string{}
+	s.running = map[string]int{}
 	s.seenSet = map[uint64]map[string]struct{}{}
 	s.seenOrder = nil
 	s.clock = 0
@@ -169,12 +175,14 @@ func (s *state) sweep() {
 	for id, a := range s.allocs {
 		if a.terminal() && a.Time < horizon {
 			s.dropLost(id, a)
+			s.countRunning(a, -1)
 			delete(s.allocs, id)
 		}
 	}
 	if len(s.allocs) > maxAllocs {
 		for _, id := range oldest(s.allocs, len(s.allocs)-maxAllocs, func(a *allocState) int64 { return a.Time }) {
 			s.dropLost(id, s.allocs[id])
+			s.countRunning(s.allocs[id], -1)
 			delete(s.allocs, id)
 		}
 	}
@@ -295,6 +303,7 @@ func (d *Decoder) Restore(b []byte) error {
 		}
 		d.allocs[id] = a
 		d.setLost(id, a)
+		d.countRunning(a, 1)
 	}
 	for id, e := range sj.Evals {
 		if e != nil {

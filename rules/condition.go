@@ -106,6 +106,7 @@ func (c *Condition) String() string {
 type condPatcher struct {
 	src       string
 	names     []string
+	params    map[string]any
 	errs      []exprError
 	distincts []DistinctRef
 	uses      []bool
@@ -139,6 +140,12 @@ func (p *condPatcher) selector(n ast.Node, fn string) (int, bool) {
 }
 
 func (p *condPatcher) Visit(node *ast.Node) {
+	if m, ok := (*node).(*ast.MemberNode); ok {
+		if id, ok := m.Node.(*ast.IdentifierNode); ok && id.Value == "params" {
+			p.param(node, m)
+		}
+		return
+	}
 	call, ok := (*node).(*ast.CallNode)
 	if !ok || p.done[call] {
 		return
@@ -199,8 +206,9 @@ func (p *condPatcher) Visit(node *ast.Node) {
 	p.done[call] = true
 }
 
-// compileCondition compiles a `when` expression against the selector names.
-func compileCondition(src string, names []string) (*Condition, []DistinctRef, []exprError) {
+// compileCondition compiles a `when` expression against the selector names
+// and the rule's params (which become constants).
+func compileCondition(src string, names []string, params map[string]any) (*Condition, []DistinctRef, []exprError) {
 	c := &Condition{Expr: src, nsel: len(names)}
 	if strings.TrimSpace(src) == "" {
 		return c, nil, nil
@@ -208,7 +216,7 @@ func compileCondition(src string, names []string) (*Condition, []DistinctRef, []
 	if len(src) > MaxExprLen {
 		return nil, nil, []exprError{{msg: fmt.Sprintf("expression is %d bytes long; the limit is %d", len(src), MaxExprLen)}}
 	}
-	p := &condPatcher{src: src, names: names, uses: make([]bool, len(names)), done: map[*ast.CallNode]bool{}}
+	p := &condPatcher{src: src, names: names, params: params, uses: make([]bool, len(names)), done: map[*ast.CallNode]bool{}}
 	prog, err := expr.Compile(src,
 		expr.Env(condEnv{}),
 		expr.AsBool(),

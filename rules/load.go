@@ -1,26 +1,16 @@
 package rules
 
 import (
-	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
-	"strconv"
 	"strings"
-	"text/template"
-	"time"
 	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
-
-	"github.com/klaxon-dev/klaxon/ingest"
 )
 
 // Severities lists the valid rule severities, least severe first.
@@ -72,6 +62,8 @@ func isRuleFile(name string) bool {
 // LoadFiles loads the given rule files into one set, with the overrides
 // they hold applied. All errors of all files are returned at once (joined
 // *PosError, in file order and by position); on error no set is returned.
+// Files are named with forward slashes on every system (Rule.File,
+// PosError.File, Set.Files), so that a file has one name on Windows too.
 func LoadFiles(paths ...string) (*Set, error) {
 	return LoadOverlay(paths)
 }
@@ -82,16 +74,20 @@ func LoadFiles(paths ...string) (*Set, error) {
 // overlay's override replaces what the rule files' overrides set.
 func LoadOverlay(paths []string, overlays ...string) (*Set, error) {
 	var ins []input
+	var names []string
 	for i, p := range append(append([]string(nil), paths...), overlays...) {
 		data, err := os.ReadFile(p)
-		ins = append(ins, input{name: p, data: data, err: err, overlay: i >= len(paths)})
+		ins = append(ins, input{name: filepath.ToSlash(p), data: data, err: err, overlay: i >= len(paths)})
+		if i < len(paths) {
+			names = append(names, filepath.ToSlash(p))
+		}
 	}
 	l := newLoader()
 	rs, disabled := l.run(ins)
 	if len(l.errs) > 0 {
 		return nil, l.joined()
 	}
-	s := newSet(rs, paths)
+	s := newSet(rs, names)
 	s.disabled = disabled
 	return s, nil
 }
@@ -282,363 +278,6 @@ func runeIndexToByte(s string, runes int) int {
 	return -1
 }
 
-// computeHash hashes the normalized definition of the rule: everything that
-// changes what it matches, groups, counts or renders, but not where it is.
-func (r *Rule) computeHash() string {
-	type sel struct{ Name, Expr string }
-	def := struct {
-		ID, Title, Summary, Severity, Runbook string
-		Labels                                map[string]string
-		Selectors                             []sel
-		Lists                                 map[string][]string
-		By                                    []string
-		Window, ResolveAfter                  int64
-		When                                  string
-		Escalate                              []Escalation
-		Macros                                map[string]string
-		Sequence                              *Sequence
-		Absence                               *Absence
-		For, KeepFiringFor                    int64
-		InhibitedBy                           []string
-	}{
-		ID: r.ID, Title: r.Title, Summary: r.Summary, Severity: r.Severity, Runbook: r.Runbook,
-		Labels: r.Labels, By: r.By, Window: int64(r.Window), ResolveAfter: int64(r.ResolveAfter),
-		Lists: map[string][]string{}, Escalate: r.Escalate, Macros: map[string]string{},
-		For: int64(r.For), KeepFiringFor: int64(r.KeepFiringFor), InhibitedBy: r.InhibitedBy,
-	}
-	if r.Sequence != nil {
-		sq := *r.Sequence
-		sq.Line, sq.Col = 0, 0
-		sq.Steps = make([]SeqStep, len(r.Sequence.Steps))
-		for i, st := range r.Sequence.Steps {
-			sq.Steps[i] = SeqStep{Selector: st.Selector, By: st.By}
-		}
-		def.Sequence = &sq
-	}
-	if r.Absence != nil {
-		a := *r.Absence
-		a.Line, a.Col = 0, 0
-		def.Absence = &a
-	}
-	for _, s := range r.Selectors {
-		def.Selectors = append(def.Selectors, sel{s.Name, strings.TrimSpace(s.Expr)})
-		for _, l := range s.prog.lists {
-			def.Lists[l] = r.lists[l]
-		}
-		for _, m := range s.prog.macros {
-			if mac := r.macros[m]; mac != nil {
-				def.Macros[m] = strings.TrimSpace(mac.Expr)
-			}
-		}
-	}
-	if r.When != nil {
-		def.When = strings.TrimSpace(r.When.Expr)
-	}
-	b, _ := json.Marshal(def)
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:])
-}
-
-// Hash returns a stable content hash of the rule's normalized definition
-// (sha256, hex). Rules with equal hashes behave alike; the correlator keeps
-// the state of rules whose hash did not change across a reload.
-func (r *Rule) Hash() string { return r.hash }
-
-// parseEscalate reads escalate: a list of {count, severity} steps with
-// increasing counts.
-func (p *fileParser) parseEscalate(v *yaml.Node, name string) []Escalation {
-	v = deref(v)
-	if v.Kind != yaml.SequenceNode {
-		p.errf(v, name, "escalate: expected a list of {count, severity}")
-		return nil
-	}
-	var out []Escalation
-	for _, it := range v.Content {
-		it = deref(it)
-		if it.Kind != yaml.MappingNode {
-			p.errf(it, name, "escalate: expected {count: N, severity: S}")
-			continue
-		}
-		var e Escalation
-		ok := true
-		p.mapping(it, name, escalateKeys, func(key string, k, v *yaml.Node) {
-			s, good := p.scalar(v, name, "escalate."+key)
-			if !good {
-				ok = false
-				return
-			}
-			switch key {
-			case "count":
-				n, err := strconv.Atoi(s)
-				if err != nil || n < 1 {
-					p.errf(v, name, "escalate.count: %q is not a positive integer", s)
-					ok = false
-					return
-				}
-				e.Count = n
-			case "severity":
-				if !contains(Severities, s) {
-					p.errf(v, name, "escalate.severity: invalid severity %q (want one of %s)", s, strings.Join(Severities, ", "))
-					ok = false
-					return
-				}
-				e.Severity = s
-			}
-		})
-		if !ok {
-			continue
-		}
-		if e.Count == 0 || e.Severity == "" {
-			p.errf(it, name, "escalate: each step needs count and severity")
-			continue
-		}
-		if len(out) > 0 && e.Count <= out[len(out)-1].Count {
-			p.errf(it, name, "escalate: counts must increase (%d after %d)", e.Count, out[len(out)-1].Count)
-			continue
-		}
-		out = append(out, e)
-	}
-	return out
-}
-
-// parseMacros reads macros: named boolean expressions that selectors of the
-// file use by name. A macro may use lists and the macros defined above it.
-func (p *fileParser) parseMacros(n *yaml.Node) {
-	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
-		return
-	}
-	if n.Kind != yaml.MappingNode {
-		p.errf(n, "", "macros: expected a mapping of macro names to expressions")
-		return
-	}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := n.Content[i], deref(n.Content[i+1])
-		if k.Kind != yaml.ScalarNode || !selNameRe.MatchString(k.Value) {
-			p.errf(k, "", "macros: invalid macro name %q (letters, digits and _, not starting with a digit)", k.Value)
-			continue
-		}
-		if reservedName(k.Value) {
-			p.errf(k, "", "macros: %q is a name of the event or a built-in function; choose another name", k.Value)
-			continue
-		}
-		if _, dup := p.macros[k.Value]; dup {
-			p.errf(k, "", "macros: macro %q given twice", k.Value)
-			continue
-		}
-		src, ok := p.scalar(v, "", "macros."+k.Value)
-		if !ok {
-			continue
-		}
-		m := &Macro{Name: k.Value, Expr: src}
-		m.Line, m.Col = p.exprPos(v, src, 1, 0)
-		// Check it alone, with the macros above it.
-		_, _, errs := compileSelector(src, p.lists, p.macros)
-		for _, e := range errs {
-			l, c := p.exprPos(v, src, e.line, e.col)
-			p.errAt(l, c, "", "macro %s: %s", k.Value, e.msg)
-		}
-		if len(errs) > 0 {
-			// Still define it, so that selectors using it get no second error.
-			m.Expr = "false"
-		}
-		p.macros[k.Value] = m
-	}
-}
-
-// parseInhibit reads inhibited_by: a list of rule ids.
-func (p *fileParser) parseInhibit(n *yaml.Node, rule string, r *Rule) []string {
-	var items []*yaml.Node
-	switch {
-	case n.Kind == yaml.SequenceNode:
-		items = n.Content
-	case n.Kind == yaml.ScalarNode && n.Tag != "!!null":
-		items = []*yaml.Node{n}
-	case n.Kind == yaml.ScalarNode:
-		return nil
-	default:
-		p.errf(n, rule, "inhibited_by: expected a list of rule ids")
-		return nil
-	}
-	var out []string
-	for _, it := range items {
-		it = deref(it)
-		s, ok := p.scalar(it, rule, "inhibited_by")
-		if !ok {
-			continue
-		}
-		switch {
-		case !ruleIDRe.MatchString(s):
-			p.errf(it, rule, "inhibited_by: invalid rule id %q", s)
-			continue
-		case s == rule:
-			p.errf(it, rule, "inhibited_by: a rule cannot inhibit itself")
-			continue
-		case contains(out, s):
-			p.errf(it, rule, "inhibited_by: %q given twice", s)
-			continue
-		}
-		out = append(out, s)
-		r.inhibitPos = append(r.inhibitPos, [2]int{it.Line, it.Column})
-	}
-	return out
-}
-
-// selectorRef resolves a selector name used by sequence or absence. A name
-// that is in match but failed to compile gives no second error.
-func (p *fileParser) selectorRef(n *yaml.Node, rule, what string, r *Rule, matchNode *yaml.Node) (int, bool) {
-	name, ok := p.scalar(n, rule, what)
-	if !ok {
-		return 0, false
-	}
-	if i := r.SelectorIndex(name); i >= 0 {
-		return i, true
-	}
-	var names []string
-	if matchNode != nil && matchNode.Kind == yaml.MappingNode {
-		for i := 0; i < len(matchNode.Content); i += 2 {
-			if matchNode.Content[i].Value == name {
-				return 0, false // reported where it is defined
-			}
-			names = append(names, matchNode.Content[i].Value)
-		}
-	}
-	msg := fmt.Sprintf("%s: unknown selector %q", what, name)
-	if sug := suggest(name, names); sug != "" {
-		msg += fmt.Sprintf(" (did you mean %q?)", sug)
-	} else if len(names) > 0 {
-		msg += " (selectors: " + strings.Join(names, ", ") + ")"
-	}
-	p.errf(n, rule, "%s", msg)
-	return 0, false
-}
-
-// parseSequence reads correlate.sequence:
-//
-//	sequence:
-//	  within: 10m              # the last step at most this long after the first
-//	  by: [fields.alloc_id]    # optional join key of every step
-//	  steps:
-//	    - restarting           # a selector name
-//	    - {match: exhausted, by: [fields.alloc_id]}   # or a step with its own join key
-func (p *fileParser) parseSequence(n *yaml.Node, rule string, r *Rule, matchNode *yaml.Node) *Sequence {
-	if n.Kind != yaml.MappingNode {
-		p.errf(n, rule, "correlate.sequence: expected a mapping with within, steps and optionally by")
-		return nil
-	}
-	sq := &Sequence{Line: n.Line, Col: n.Column}
-	var stepsNode *yaml.Node
-	var defBy []string
-	ok := true
-	p.mapping(n, rule, sequenceKeys, func(key string, k, v *yaml.Node) {
-		switch key {
-		case "within":
-			d, good := p.duration(v, rule, "correlate.sequence.within")
-			sq.Within, ok = d, ok && good
-		case "by":
-			defBy = p.parseBy(v, rule)
-		case "steps":
-			stepsNode = v
-		}
-	})
-	if sq.Within == 0 && ok {
-		p.errf(n, rule, "correlate.sequence: missing within (the longest time from the first step to the last)")
-		ok = false
-	}
-	if stepsNode == nil {
-		p.errf(n, rule, "correlate.sequence: missing steps")
-		return nil
-	}
-	if stepsNode.Kind != yaml.SequenceNode || len(stepsNode.Content) < 2 {
-		p.errf(stepsNode, rule, "correlate.sequence.steps: expected a list of at least two steps (selector names, or {match, by})")
-		return nil
-	}
-	for i, it := range stepsNode.Content {
-		it = deref(it)
-		st := SeqStep{Line: it.Line, Col: it.Column, By: defBy}
-		what := fmt.Sprintf("correlate.sequence.steps[%d]", i)
-		switch it.Kind {
-		case yaml.ScalarNode:
-			sel, good := p.selectorRef(it, rule, what, r, matchNode)
-			st.Selector, ok = sel, ok && good
-		case yaml.MappingNode:
-			var matchN *yaml.Node
-			p.mapping(it, rule, stepKeys, func(key string, k, v *yaml.Node) {
-				switch key {
-				case "match":
-					matchN = v
-				case "by":
-					st.By = p.parseBy(v, rule)
-				}
-			})
-			if matchN == nil {
-				p.errf(it, rule, "%s: missing match (a selector name)", what)
-				ok = false
-				continue
-			}
-			sel, good := p.selectorRef(matchN, rule, what+".match", r, matchNode)
-			st.Selector, ok = sel, ok && good
-		default:
-			p.errf(it, rule, "%s: expected a selector name or {match, by}", what)
-			ok = false
-			continue
-		}
-		sq.Steps = append(sq.Steps, st)
-	}
-	for _, st := range sq.Steps {
-		if len(st.By) > 0 && sq.JoinLen == 0 {
-			sq.JoinLen = len(st.By)
-		}
-	}
-	for i, st := range sq.Steps {
-		if len(st.By) != sq.JoinLen {
-			p.errAt(st.Line, st.Col, rule, "correlate.sequence.steps[%d]: every step needs a join key of %d paths (by), like the others", i, sq.JoinLen)
-			ok = false
-		}
-	}
-	if !ok {
-		return nil
-	}
-	return sq
-}
-
-// parseAbsence reads correlate.absence: {after: A, expect: B, within: T}.
-func (p *fileParser) parseAbsence(n *yaml.Node, rule string, r *Rule, matchNode *yaml.Node) *Absence {
-	if n.Kind != yaml.MappingNode {
-		p.errf(n, rule, "correlate.absence: expected a mapping with after, expect and within")
-		return nil
-	}
-	a := &Absence{Line: n.Line, Col: n.Column}
-	ok := true
-	var have [3]bool
-	p.mapping(n, rule, absenceKeys, func(key string, k, v *yaml.Node) {
-		switch key {
-		case "after":
-			sel, good := p.selectorRef(v, rule, "correlate.absence.after", r, matchNode)
-			a.After, ok, have[0] = sel, ok && good, true
-		case "expect":
-			sel, good := p.selectorRef(v, rule, "correlate.absence.expect", r, matchNode)
-			a.Expect, ok, have[1] = sel, ok && good, true
-		case "within":
-			d, good := p.duration(v, rule, "correlate.absence.within")
-			a.Within, ok, have[2] = d, ok && good, true
-		}
-	})
-	for i, key := range absenceKeys {
-		if !have[i] {
-			p.errf(n, rule, "correlate.absence: missing %s", key)
-			ok = false
-		}
-	}
-	if ok && a.After == a.Expect {
-		p.errf(n, rule, "correlate.absence: after and expect name the same selector")
-		ok = false
-	}
-	if !ok {
-		return nil
-	}
-	return a
-}
-
 // reservedName reports whether name is taken by the selector environment or
 // a built-in function of expr.
 func reservedName(name string) bool {
@@ -661,9 +300,10 @@ func reservedName(name string) bool {
 }
 
 // checkRefs checks what rules say about other rules: inhibited_by names
-// loaded rules.
-func checkRefs(all []*Rule, byID map[string]*Rule) []error {
-	var errs []error
+// defined rules (a disabled one included: it then never inhibits, which
+// lint says).
+func checkRefs(all []*Rule, byID map[string]*Rule) []*PosError {
+	var errs []*PosError
 	for _, r := range all {
 		for i, id := range r.InhibitedBy {
 			if byID[id] != nil {

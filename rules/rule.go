@@ -55,6 +55,13 @@ type Rule struct {
 	InhibitedBy []string
 	// ResolveGiven reports whether resolve.after was given explicitly.
 	ResolveGiven bool
+	// Params are the named thresholds When reads as params.<name>
+	// (correlate.params), with the values in effect: int or float64. An
+	// override can set them.
+	Params map[string]any
+	// Exceptions keep events from the rule: an event one of them matches
+	// counts for none of its selectors. Overrides add them.
+	Exceptions []*Exception
 
 	// File and Line locate the rule in its file.
 	File string
@@ -71,6 +78,10 @@ type Rule struct {
 	windowLine, windowCol int
 	inhibitPos            [][2]int
 	macros                map[string]*Macro // the macros of the rule's file
+	// origins say where each part came from; disabled is the override
+	// that took the rule out of its set (nil: it is in).
+	origins  []Origin
+	disabled *Origin
 }
 
 // Sequence is an ordered sequence of selector matches (EQL's sequence):

@@ -29,10 +29,11 @@ type Set struct {
 	// selector). Nil means slog.Default(). Set it before use.
 	Logger *slog.Logger
 
-	byID   map[string]*Rule
-	files  []string
-	ix     *index
-	errors atomic.Uint64
+	byID     map[string]*Rule
+	files    []string
+	ix       *index
+	errors   atomic.Uint64
+	disabled []*Rule // rules an override took out (enabled: false)
 }
 
 func newSet(rules []*Rule, files []string) *Set {
@@ -70,6 +71,40 @@ func (s *Set) Rule(id string) *Rule {
 		return nil
 	}
 	return s.byID[id]
+}
+
+// Disabled returns the rules an override took out of the set (enabled:
+// false), sorted by id. They were validated like the others; their
+// incidents never fire and they inhibit nothing.
+func (s *Set) Disabled() []*Rule {
+	if s == nil {
+		return nil
+	}
+	out := append([]*Rule(nil), s.disabled...)
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// DisabledRule returns the disabled rule with the given id, or nil.
+func (s *Set) DisabledRule(id string) *Rule {
+	if s == nil {
+		return nil
+	}
+	for _, r := range s.disabled {
+		if r.ID == id {
+			return r
+		}
+	}
+	return nil
+}
+
+// DisabledBy returns where an override disabled the rule (ok false when
+// the rule is enabled).
+func (r *Rule) DisabledBy() (Origin, bool) {
+	if r.disabled == nil {
+		return Origin{}, false
+	}
+	return *r.disabled, true
 }
 
 // Files returns the files the set was loaded from, in load order.
@@ -177,6 +212,7 @@ type selEntry struct {
 	sel     *Selector
 	clauses [][]int32 // needs besides the source: each any-of pred ids
 	sources []string  // nil: any source
+	exc     *Exception
 }
 
 // index matches events against all selectors of a set.
@@ -188,6 +224,10 @@ type index struct {
 	raw      rawIndex
 	pool     sync.Pool
 	evals    []ruleEval // per rule, by index in Set.Rules
+	// exc holds the exceptions per rule (by index in Set.Rules). They are
+	// not selectors: their needs only spare expr runs of the exception,
+	// and the raw index never sees them (an exception only narrows).
+	exc [][]selEntry
 }
 
 // ruleEval counts the expr work spent on one rule's selectors.
@@ -258,30 +298,41 @@ func buildIndex(rules []*Rule) *index {
 		ix.preds = append(ix.preds, c)
 		return id
 	}
+	entry := func(ri int, r *Rule, si int, sel *Selector) selEntry {
+		e := selEntry{rule: int32(ri), bit: uint8(si), r: r, sel: sel}
+		srcDone := false
+		for _, need := range sel.needs {
+			if !srcDone && need.sourceOnly() {
+				srcDone = true
+				for _, p := range need.any {
+					if !contains(e.sources, p.lit) {
+						e.sources = append(e.sources, p.lit)
+					}
+				}
+				continue
+			}
+			cl := make([]int32, len(need.any))
+			for i, p := range need.any {
+				cl[i] = predID(p)
+			}
+			e.clauses = append(e.clauses, cl)
+		}
+		sort.SliceStable(e.clauses, func(i, j int) bool {
+			return ix.clauseCost(e.clauses[i]) < ix.clauseCost(e.clauses[j])
+		})
+		return e
+	}
 	for ri, r := range rules {
 		for si, sel := range r.Selectors {
-			e := selEntry{rule: int32(ri), bit: uint8(si), r: r, sel: sel}
-			srcDone := false
-			for _, need := range sel.needs {
-				if !srcDone && need.sourceOnly() {
-					srcDone = true
-					for _, p := range need.any {
-						if !contains(e.sources, p.lit) {
-							e.sources = append(e.sources, p.lit)
-						}
-					}
-					continue
-				}
-				cl := make([]int32, len(need.any))
-				for i, p := range need.any {
-					cl[i] = predID(p)
-				}
-				e.clauses = append(e.clauses, cl)
+			ix.sels = append(ix.sels, entry(ri, r, si, sel))
+		}
+		for _, x := range r.Exceptions {
+			if ix.exc == nil {
+				ix.exc = make([][]selEntry, len(rules))
 			}
-			sort.SliceStable(e.clauses, func(i, j int) bool {
-				return ix.clauseCost(e.clauses[i]) < ix.clauseCost(e.clauses[j])
-			})
-			ix.sels = append(ix.sels, e)
+			e := entry(ri, r, 0, x.sel)
+			e.exc = x
+			ix.exc[ri] = append(ix.exc[ri], e)
 		}
 	}
 	for i, e := range ix.sels {
@@ -348,7 +399,7 @@ func (s *Set) Match(ev *ingest.Event, fn func(r *Rule, mask uint64)) {
 	for _, si := range list {
 		e := &ix.sels[si]
 		if e.rule != cur {
-			if mask != 0 {
+			if mask != 0 && !s.excluded(sc, ev, cur, &envSet) {
 				fn(curRule, mask)
 			}
 			cur, curRule, mask = e.rule, e.r, 0
@@ -374,11 +425,48 @@ func (s *Set) Match(ev *ingest.Event, fn func(r *Rule, mask uint64)) {
 			mask |= 1 << e.bit
 		}
 	}
-	if mask != 0 {
+	if mask != 0 && !s.excluded(sc, ev, cur, &envSet) {
 		fn(curRule, mask)
 	}
 	sc.env = env{} // do not keep the event alive from the pool
 	ix.pool.Put(sc)
+}
+
+// excluded reports whether an exception of the rule at index rule matches
+// ev. An exception failing at run time counts as no match (the event is
+// not excluded).
+func (s *Set) excluded(sc *scratch, ev *ingest.Event, rule int32, envSet *bool) bool {
+	ix := s.ix
+	if ix.exc == nil || len(ix.exc[rule]) == 0 {
+		return false
+	}
+	for i := range ix.exc[rule] {
+		e := &ix.exc[rule][i]
+		if e.sources != nil && !contains(e.sources, ev.Source) {
+			continue
+		}
+		if !ix.needsHold(sc, ev, e) {
+			continue
+		}
+		if !*envSet {
+			sc.env.set(ev)
+			*envSet = true
+		}
+		sc.env.Lists = e.sel.lists
+		start := time.Now()
+		out, err := sc.vm.Run(e.sel.prog.p, &sc.env)
+		st := &ix.evals[rule]
+		st.n.Add(1)
+		st.nanos.Add(int64(time.Since(start)))
+		if err != nil {
+			s.selectorError(e, ev, err)
+			continue
+		}
+		if b, _ := out.(bool); b {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Set) selectorError(e *selEntry, ev *ingest.Event, err error) {
@@ -396,6 +484,12 @@ func (s *Set) selectorError(e *selEntry, ev *ingest.Event, err error) {
 		msg := err.Error()
 		if i := strings.IndexByte(msg, '\n'); i >= 0 {
 			msg = msg[:i]
+		}
+		if e.exc != nil {
+			log.Warn("rule exception failed at run time; counted as no match, the event is not excluded (logged once per exception)",
+				"rule", e.r.ID, "exception", e.exc.Name, "file", e.exc.File, "line", e.exc.Line,
+				"event", ev.ID, "err", msg)
+			return
 		}
 		log.Warn("rule selector failed at run time; counted as no match (logged once per selector)",
 			"rule", e.r.ID, "selector", e.sel.Name, "file", e.r.File, "line", e.sel.Line,

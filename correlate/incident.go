@@ -32,6 +32,9 @@ type Incident struct {
 	Summary  string            `json:"summary"`
 	Runbook  string            `json:"runbook"`
 	Labels   map[string]string `json:"labels"`
+	// Actions are the actions the rule names (nomad.node.eligibility):
+	// what an action executor (sinks/nomadaction) carries out for it.
+	Actions []string `json:"actions,omitempty"`
 
 	StartedAt  time.Time  `json:"started_at"`
 	UpdatedAt  time.Time  `json:"updated_at"`

@@ -13,6 +13,13 @@ const (
 	SourceNomadEvent = "nomad.event"
 	SourceWinEvt     = "winevt"
 	SourceIncident   = "klaxon.incident"
+	// SourceNodeFact are facts about a node its sidecar publishes (the
+	// desktop heap size of a Windows node: ingest/winfact).
+	SourceNodeFact = "node.fact"
+	// SourceAction are the records of actions taken on incidents (making
+	// a node ineligible: sinks/nomadaction); the correlator puts them in
+	// the incident's evidence.
+	SourceAction = "klaxon.action"
 )
 
 // Normalised levels used in Event.Level.

@@ -29,7 +29,7 @@ import (
 // Event source and kind of the facts.
 const (
 	// EventSource is the Event.Source of node facts.
-	EventSource = "node.fact"
+	EventSource = ingest.SourceNodeFact
 	// KindDesktopHeap is the Event.Kind of the desktop heap fact. Its fields:
 	//
 	//	heap_kb         int   non-interactive desktop heap in effect (KB); absent when unknown

@@ -24,6 +24,9 @@ const (
 	SilencesBucket = "KLAXON_SILENCES"
 	// LeasesBucket is the KV bucket of correlator partition leases.
 	LeasesBucket = "KLAXON_LEASES"
+	// ActionsBucket is the KV bucket of the actions taken on incidents
+	// (sinks/nomadaction): what to undo, and the rate limit's history.
+	ActionsBucket = "KLAXON_ACTIONS"
 
 	// EventsPrefix, IncidentsPrefix and DLQPrefix start the subjects of
 	// the three streams.

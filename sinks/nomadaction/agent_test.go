@@ -1,0 +1,267 @@
+//go:build linux
+
+// The Nomad binary of ../shared/tools/nomad is linux/amd64.
+
+package nomadaction
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/nomad/api"
+
+	"github.com/klaxon-dev/klaxon/internal/testkit"
+)
+
+// A minimal copy of cmd/klaxon's nomadagent_test.go helpers: the real
+// Nomad 2.0.5 of ../shared/tools/nomad as a dev agent (server and client)
+// and client-only agents on loopback (see that folder's README).
+
+var nomadXZ = filepath.Join("..", "..", "..", "shared", "tools", "nomad", "nomad_2.0.5_linux_amd64.xz")
+
+const nomadBinarySHA256 = "3fb8681cd3080f9816c5fd47bf24833c6a1ecf57fa6610e0bb044a887c090e6d"
+
+var (
+	nomadBinOnce sync.Once
+	nomadBinPath string
+	nomadBinErr  error
+)
+
+func nomadBinary(t *testing.T) string {
+	t.Helper()
+	if _, err := os.Stat(nomadXZ); err != nil {
+		t.Skipf("no Nomad binary at %s: %v", nomadXZ, err)
+	}
+	nomadBinOnce.Do(func() {
+		cache, err := os.UserCacheDir()
+		if err != nil {
+			cache = os.TempDir()
+		}
+		dir := filepath.Join(cache, "klaxon-test")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			nomadBinErr = err
+			return
+		}
+		p := filepath.Join(dir, "nomad-2.0.5")
+		if b, err := os.ReadFile(p); err == nil && sha(b) == nomadBinarySHA256 {
+			nomadBinPath = p
+			return
+		}
+		out, err := exec.Command("xz", "-dc", nomadXZ).Output()
+		if err != nil {
+			nomadBinErr = fmt.Errorf("xz -dc %s: %v (Debian package xz-utils)", nomadXZ, err)
+			return
+		}
+		if got := sha(out); got != nomadBinarySHA256 {
+			nomadBinErr = fmt.Errorf("nomad binary sha256 %s, want %s", got, nomadBinarySHA256)
+			return
+		}
+		tmp := p + ".tmp" + strconv.Itoa(os.Getpid())
+		if err := os.WriteFile(tmp, out, 0o755); err != nil {
+			nomadBinErr = err
+			return
+		}
+		nomadBinErr = os.Rename(tmp, p)
+		nomadBinPath = p
+	})
+	if nomadBinErr != nil {
+		t.Fatal(nomadBinErr)
+	}
+	return nomadBinPath
+}
+
+func sha(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
+
+type syncWriter struct {
+	mu sync.Mutex
+	w  bytes.Buffer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
+
+func (s *syncWriter) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.String()
+}
+
+// agent is one running Nomad agent.
+type agent struct {
+	t        *testing.T
+	name     string
+	dir      string
+	http     int
+	rpc      int
+	proc     *exec.Cmd
+	done     chan struct{}
+	out      syncWriter
+	stopOnce sync.Once
+}
+
+// startAgent starts a dev agent (server and client) when servers is
+// empty, else a client-only agent of those servers, named name, with the
+// node class class.
+func startAgent(t *testing.T, bin, name, servers, class string) *agent {
+	t.Helper()
+	dir := t.TempDir()
+	a := &agent{t: t, name: name, dir: dir, http: testkit.FreePort(t), rpc: testkit.FreePort(t), done: make(chan struct{})}
+	serf := testkit.FreePort(t)
+	mode := "server {\n  enabled = true\n  bootstrap_expect = 1\n}"
+	args := []string{"agent", "-dev", "-bind", "127.0.0.1"}
+	if servers != "" {
+		mode = fmt.Sprintf("server { enabled = false }\nclient { servers = [%q] }\n"+
+			"advertise {\n  http = \"127.0.0.1\"\n  rpc = \"127.0.0.1\"\n  serf = \"127.0.0.1\"\n}", servers)
+		args = []string{"agent", "-client", "-bind", "127.0.0.1"}
+	}
+	hcl := fmt.Sprintf(`name = %q
+log_file = %q
+data_dir = %q
+ports {
+  http = %d
+  rpc  = %d
+  serf = %d
+}
+%s
+client {
+  enabled = true
+  node_class = %q
+  options { "fingerprint.denylist" = "env_aws,env_gce,env_azure,env_digitalocean" }
+}
+`, name, filepath.Join(dir, "nomad.log"), filepath.Join(dir, "data"), a.http, a.rpc, serf, mode, class)
+	cfg := filepath.Join(dir, "agent.hcl")
+	if err := os.WriteFile(cfg, []byte(hcl), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a.proc = exec.Command(bin, append(args, "-config", cfg)...)
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "AWS_CA_BUNDLE=") && !strings.HasPrefix(kv, "NOMAD_") {
+			a.proc.Env = append(a.proc.Env, kv)
+		}
+	}
+	a.proc.Stdout, a.proc.Stderr = &a.out, &a.out
+	a.proc.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := a.proc.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = a.proc.Wait(); close(a.done) }()
+	t.Cleanup(a.stop)
+	return a
+}
+
+func (a *agent) addr() string { return "http://127.0.0.1:" + strconv.Itoa(a.http) }
+
+func (a *agent) api() *api.Client {
+	conf := api.DefaultConfig()
+	conf.Address = a.addr()
+	conf.SecretID = ""
+	conf.HttpClient = &http.Client{Timeout: 5 * time.Second}
+	c, err := api.NewClient(conf)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	return c
+}
+
+func (a *agent) exited() bool {
+	select {
+	case <-a.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// waitReady waits until the servers of c list the nodes named, ready.
+func waitReady(t *testing.T, c *api.Client, agents ...*agent) map[string]*api.NodeListStub {
+	t.Helper()
+	var nodes map[string]*api.NodeListStub
+	poll(t, 90*time.Second, "nodes ready", func() bool {
+		for _, a := range agents {
+			if a.exited() {
+				t.Fatalf("nomad agent %s exited:\n%s", a.name, a.out.String())
+			}
+		}
+		list, _, err := c.Nodes().List(nil)
+		if err != nil {
+			return false
+		}
+		nodes = map[string]*api.NodeListStub{}
+		for _, n := range list {
+			if n.Status == "ready" {
+				nodes[n.Name] = n
+			}
+		}
+		for _, a := range agents {
+			if nodes[a.name] == nil {
+				return false
+			}
+		}
+		return true
+	})
+	return nodes
+}
+
+// stop ends the agent (SIGINT, SIGKILL after 20s), the tasks it started
+// and the mounts it leaves.
+func (a *agent) stop() {
+	a.stopOnce.Do(func() {
+		if !a.exited() {
+			_ = a.proc.Process.Signal(syscall.SIGINT)
+			select {
+			case <-a.done:
+			case <-time.After(20 * time.Second):
+				_ = syscall.Kill(-a.proc.Process.Pid, syscall.SIGKILL)
+				<-a.done
+			}
+		}
+		unmountUnder(a.dir)
+	})
+}
+
+// unmountUnder unmounts what is mounted below dir, deepest first.
+func unmountUnder(dir string) {
+	b, err := os.ReadFile("/proc/mounts")
+	if err != nil {
+		return
+	}
+	var mps []string
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) > 1 && strings.HasPrefix(f[1], dir+"/") {
+			mps = append(mps, f[1])
+		}
+	}
+	sort.Sort(sort.Reverse(sort.StringSlice(mps)))
+	for _, m := range mps {
+		_ = syscall.Unmount(m, syscall.MNT_DETACH)
+	}
+}
+
+// poll calls cond until it holds or d passes.
+func poll(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

@@ -27,11 +27,13 @@ const silenceUsage = `Usage:
 
 A silence keeps the incident changes its matchers all match from the sinks until
 it ends; then the latest change of each incident that still fires is sent.
-Matchers are Alertmanager's: name=value, name!=value, name=~regexp, name!~regexp
-(anchored); a value with * or ? is a glob. Names: rule, node, severity, id,
+Matchers are Alertmanager's (amtool's): name=value and name!=value compare the
+whole value (no wildcards), name=~regexp and name!~regexp take RE2, anchored at
+both ends; a value may be double-quoted. Names: rule, node, severity, id,
 labels.<name>, group.<key>, or a bare label name.
 
   klaxon silence add --duration 2h --comment "maintenance" rule=nomad.task.crash_loop node=vm
+  klaxon silence add --duration 1h --comment "deploy" 'rule=~nomad\.task\..*' team=payments
 
 Silences live in the KLAXON_SILENCES bucket of the config's bus: nats.url, or
 with the embedded server the running klaxon's fixed nats.listen address, or its
@@ -261,8 +263,14 @@ func cmdSilenceAdd(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if q.CreatedBy == "" {
 		q.CreatedBy = "klaxon"
 	}
-	if _, err := q.Silence(time.Now()); err != nil {
+	sil, err := q.Silence(time.Now())
+	if err != nil {
 		return &exitError{code: 2, err: fmt.Errorf("silence add: %w", err)}
+	}
+	for _, m := range sil.Matchers {
+		if m.LooksLikeGlob() {
+			fmt.Fprintf(stderr, "note: %s compares the value literally (* and ? are plain characters, as in Alertmanager); for a pattern use %s=~…\n", m.String(), m.Name)
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, silenceTimeout)
 	defer cancel()

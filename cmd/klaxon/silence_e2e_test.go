@@ -51,7 +51,7 @@ correlator:
 	}
 	appendLines(t, logPath, []string{noiseLine(time.Now(), 0), noiseLine(time.Now(), 1), noiseLine(time.Now(), 2)})
 	// The silence is added while klaxon is stopped (the store in data_dir).
-	out, err := exec.Command(bin, "silence", "add", "--config", cfgPath, "--duration", "1h", "--comment", "deploy", "rule=nomad.task.*").CombinedOutput()
+	out, err := exec.Command(bin, "silence", "add", "--config", cfgPath, "--duration", "1h", "--comment", "deploy", `rule=~nomad\.task\..*`).CombinedOutput()
 	if err != nil {
 		t.Fatalf("silence add: %v: %s", err, out)
 	}

@@ -5,8 +5,10 @@
 // A silence is Alertmanager's in a simple form: matchers on incident fields
 // (rule, node, severity, id, labels.<name>, group.<key>; a bare name is a
 // label, else a group key), all of which must match, and a time range
-// [starts_at, ends_at). Expiring a silence sets its end to now; expired
-// silences are kept for Retention, then pruned.
+// [starts_at, ends_at). The matchers follow Alertmanager's grammar: = and
+// != compare the whole value (no wildcards), =~ and !~ take an RE2
+// expression anchored at both ends. Expiring a silence sets its end to
+// now; expired silences are kept for Retention, then pruned.
 package silence
 
 import (
@@ -15,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -24,8 +27,8 @@ import (
 
 // Matcher operators, as in Alertmanager.
 const (
-	OpEqual    = "="  // equal; a value with * or ? is a glob (* any characters, ? one)
-	OpNotEqual = "!=" // not equal (or not matching the glob)
+	OpEqual    = "="  // equal: the whole value, literally (* and ? are plain characters)
+	OpNotEqual = "!=" // not equal
 	OpRegexp   = "=~" // matches the RE2 expression, anchored at both ends
 	OpNotRegex = "!~" // does not match it
 )
@@ -40,7 +43,8 @@ type Matcher struct {
 }
 
 // ParseMatcher parses "name=value", "name!=value", "name=~regexp" or
-// "name!~regexp". Quotes around the value are removed.
+// "name!~regexp", as amtool does. A value in double quotes is unquoted
+// (Go/Alertmanager escapes: \" \\ \n).
 func ParseMatcher(s string) (Matcher, error) {
 	i := strings.IndexAny(s, "=!")
 	if i <= 0 {
@@ -63,7 +67,11 @@ func ParseMatcher(s string) (Matcher, error) {
 	m.Name = name
 	m.Value = strings.TrimSpace(rest)
 	if len(m.Value) >= 2 && m.Value[0] == '"' && m.Value[len(m.Value)-1] == '"' {
-		m.Value = m.Value[1 : len(m.Value)-1]
+		v, err := strconv.Unquote(m.Value)
+		if err != nil {
+			return Matcher{}, fmt.Errorf("matcher %q: bad quoted value: %w", s, err)
+		}
+		m.Value = v
 	}
 	if err := m.compile(); err != nil {
 		return Matcher{}, err
@@ -90,19 +98,29 @@ func (m *Matcher) compile() error {
 	return nil
 }
 
-// String is the matcher as ParseMatcher reads it.
-func (m Matcher) String() string { return m.Name + m.Op + m.Value }
+// String is the matcher as ParseMatcher reads it: the value is quoted when
+// it holds white space or a double quote.
+func (m Matcher) String() string {
+	v := m.Value
+	if strings.ContainsAny(v, " \t\n\"") {
+		v = strconv.Quote(v)
+	}
+	return m.Name + m.Op + v
+}
+
+// LooksLikeGlob reports an = or != matcher whose value holds * or ?: they
+// match literally (Alertmanager's grammar), which is rarely what was
+// meant; =~ takes a pattern.
+func (m Matcher) LooksLikeGlob() bool {
+	return (m.Op == OpEqual || m.Op == OpNotEqual) && strings.ContainsAny(m.Value, "*?")
+}
 
 // Matches reports whether the incident's field passes the matcher.
 func (m *Matcher) Matches(in correlate.Incident) bool {
 	v := fieldValue(in, m.Name)
 	switch m.Op {
 	case OpEqual, OpNotEqual:
-		eq := v == m.Value
-		if !eq && strings.ContainsAny(m.Value, "*?") {
-			eq = globMatch(m.Value, v)
-		}
-		return eq == (m.Op == OpEqual)
+		return (v == m.Value) == (m.Op == OpEqual)
 	case OpRegexp, OpNotRegex:
 		if m.re == nil {
 			return false // not compiled (Validate compiles)
@@ -110,33 +128,6 @@ func (m *Matcher) Matches(in correlate.Incident) bool {
 		return m.re.MatchString(v) == (m.Op == OpRegexp)
 	}
 	return false
-}
-
-// globMatch matches s against a glob where * is any run of characters
-// (dots and slashes included) and ? one character; nothing else is special.
-func globMatch(pattern, s string) bool {
-	p, str := []rune(pattern), []rune(s)
-	pi, si, star, mark := 0, 0, -1, 0
-	for si < len(str) {
-		switch {
-		case pi < len(p) && (p[pi] == '?' || p[pi] == str[si]):
-			pi++
-			si++
-		case pi < len(p) && p[pi] == '*':
-			star, mark = pi, si
-			pi++
-		case star >= 0:
-			pi = star + 1
-			mark++
-			si = mark
-		default:
-			return false
-		}
-	}
-	for pi < len(p) && p[pi] == '*' {
-		pi++
-	}
-	return pi == len(p)
 }
 
 // fieldValue reads a matcher field: the route fields of sinks, and a bare

@@ -34,10 +34,15 @@ func TestParseMatcherAndMatch(t *testing.T) {
 		{matcher: "rule=nomad.task.crash_loop", want: true},
 		{matcher: "rule=nomad.task.other", want: false},
 		{matcher: `rule="nomad.task.crash_loop"`, want: true},
-		{matcher: "rule=nomad.task.*", want: true},
+		// = and != compare the whole value, as in Alertmanager: * and ?
+		// are plain characters.
+		{matcher: "rule=nomad.task.*", want: false},
 		{matcher: "rule=nomad.client.*", want: false},
-		{matcher: "rule!=nomad.task.*", want: false},
-		{matcher: "node=v?", want: true},
+		{matcher: "rule!=nomad.task.*", want: true},
+		{matcher: "node=v?", want: false},
+		{matcher: "node=vm", want: true},
+		{matcher: "node!=vm", want: false},
+		{matcher: "rule=nomad.task", want: false}, // no prefix match either
 		{matcher: "rule=~nomad\\.task\\..+", want: true},
 		{matcher: "rule=~task", want: false}, // anchored, as in Alertmanager
 		{matcher: "rule!~nomad\\.client\\..*", want: true},
@@ -51,9 +56,12 @@ func TestParseMatcherAndMatch(t *testing.T) {
 		{matcher: "rule", err: "want name=value"},
 		{matcher: "=x", err: "want name=value"},
 		{matcher: "rule=~(", err: "missing closing )"},
-		{matcher: "rule=[nomad]*", want: false}, // only * and ? are special
-		{matcher: "rule=*.crash_loop", want: true},
-		{matcher: "rule=*crash", want: false},
+		{matcher: "rule=*.crash_loop", want: false},
+		{matcher: "rule=~.*\\.crash_loop", want: true},
+		{matcher: "rule=~nomad.task.*", want: true}, // the pattern a glob user meant
+		{matcher: `team="in\x66ra"`, want: true},   // quoted values are unquoted with escapes
+		{matcher: `team="infra`, want: false},       // an unbalanced quote is part of the value
+		{matcher: `team="a" b"`, err: "bad quoted value"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.matcher, func(t *testing.T) {
@@ -201,7 +209,7 @@ func TestSilencedIncidentIsSentAfterExpiry(t *testing.T) {
 	e := newEnv(t, t0)
 	st, d, _ := e.start()
 	sil, err := st.Add(context.Background(), Silence{
-		Matchers:  mustMatchers(t, "rule=nomad.windows.*", "node=vm-1"),
+		Matchers:  mustMatchers(t, `rule=~nomad\.windows\..*`, "node=vm-1"),
 		EndsAt:    t0.Add(2 * time.Hour),
 		CreatedBy: "alice", Comment: "maintenance",
 	}, e.clock.Now())
@@ -315,5 +323,26 @@ func TestResolvedWhileSilencedIsNotSent(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	if got := e.sink.of("inc-a"); len(got) != 0 {
 		t.Errorf("incident resolved within its silence was sent: %+v", got)
+	}
+}
+
+func TestMatcherStringRoundTrip(t *testing.T) {
+	for _, s := range []string{"rule=nomad.task.crash_loop", `rule=~nomad\.task\..+`, `comment="two words"`, `team!="a \"quoted\" b"`, "missing="} {
+		m, err := ParseMatcher(s)
+		if err != nil {
+			t.Fatalf("%s: %v", s, err)
+		}
+		if m.String() != s {
+			t.Errorf("String() = %s, want %s", m.String(), s)
+		}
+		back, err := ParseMatcher(m.String())
+		if err != nil || back.Value != m.Value || back.Op != m.Op || back.Name != m.Name {
+			t.Errorf("%s: parsed back as %+v (%v)", s, back, err)
+		}
+	}
+	for s, want := range map[string]bool{"rule=nomad.task.*": true, "node!=vm?": true, "rule=~nomad.*": false, "node=vm": false} {
+		if m, _ := ParseMatcher(s); m.LooksLikeGlob() != want {
+			t.Errorf("%s: LooksLikeGlob = %v, want %v", s, !want, want)
+		}
 	}
 }

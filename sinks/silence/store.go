@@ -308,6 +308,13 @@ func (s *Store) apply(id string, sil *Silence) {
 // Silenced implements sinks.Silencer: the id of an active silence matching
 // in (the one ending last), from the in-memory copy.
 func (s *Store) Silenced(in correlate.Incident, now time.Time) (string, bool) {
+	sil, ok := s.SilenceFor(in, now)
+	return sil.ID, ok
+}
+
+// SilenceFor returns the active silence matching in that ends last, from
+// the in-memory copy (kept after Start).
+func (s *Store) SilenceFor(in correlate.Incident, now time.Time) (Silence, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	best, found := Silence{}, false
@@ -319,7 +326,7 @@ func (s *Store) Silenced(in correlate.Incident, now time.Time) (string, bool) {
 			best, found = sil, true
 		}
 	}
-	return best.ID, found
+	return best, found
 }
 
 // Changed implements sinks.Silencer: the channel is closed at the next

@@ -51,7 +51,7 @@ func TestSilencesHTTP(t *testing.T) {
 		_, _ = buf.ReadFrom(resp.Body)
 		return resp.StatusCode, buf.String()
 	}
-	add := `{"matchers":["rule=nomad.task.*","node=vm"],"duration":"2h","created_by":"alice","comment":"maintenance"}`
+	add := `{"matchers":["rule=~nomad\\.task\\..*","node=vm"],"duration":"2h","created_by":"alice","comment":"maintenance"}`
 	tests := []struct {
 		name, method, url, token, body string
 		code                           int

@@ -21,6 +21,14 @@ type Config struct {
 	WebhookURLEnv string `yaml:"webhook_url_env"`
 	// Timeout bounds one request (default 10s).
 	Timeout time.Duration `yaml:"timeout"`
+	// Title is a Go text/template over the Incident giving the message's
+	// header and notification text (plain text, cut to 150 characters);
+	// empty: the status and the incident's title.
+	Title string `yaml:"title"`
+	// Text is a Go text/template over the Incident giving the message's
+	// main section (mrkdwn: <@U123> mentions, *bold*, links); empty: the
+	// summary. Functions: json, truncate, escape (mrkdwn-escapes a value).
+	Text string `yaml:"text"`
 }
 
 // SetDefaults fills in Timeout.
@@ -49,6 +57,9 @@ func (c *Config) Validate(prefix string) error {
 		if err := sinks.CheckURL(prefix+".webhook_url", c.WebhookURL.Reveal()); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if _, err := parseTemplates(c.Title, c.Text); err != nil {
+		errs = append(errs, fmt.Errorf("%s.%w", prefix, err))
 	}
 	return errors.Join(errs...)
 }

@@ -1,6 +1,8 @@
 // Package slack posts incident changes to a Slack incoming webhook as Block
 // Kit messages: a header with a status emoji and the title, the summary,
-// node/severity/count/rule fields, and the incident id.
+// node/severity/count/rule fields, and the incident id. The header and the
+// summary section can be Go templates over the Incident (Config.Title,
+// Config.Text), as the webhook sink's body.
 package slack
 
 import (
@@ -30,6 +32,7 @@ type Sink struct {
 	url     ingest.Secret
 	secrets []string // the URL and its path (the token)
 	client  *http.Client
+	tmpl    *templates
 }
 
 // New returns a Slack sink. cfg must be resolved (Config.Resolve).
@@ -45,7 +48,11 @@ func New(name string, cfg Config) (*Sink, error) {
 	if u, err := url.Parse(cfg.WebhookURL.Reveal()); err == nil && len(u.Path) > 1 {
 		secrets = append(secrets, u.Path, u.RawQuery)
 	}
-	return &Sink{name: name, url: cfg.WebhookURL, secrets: secrets, client: &http.Client{Timeout: cfg.Timeout}}, nil
+	tmpl, err := parseTemplates(cfg.Title, cfg.Text)
+	if err != nil {
+		return nil, fmt.Errorf("slack sink %q: %w", name, err)
+	}
+	return &Sink{name: name, url: cfg.WebhookURL, secrets: secrets, client: &http.Client{Timeout: cfg.Timeout}, tmpl: tmpl}, nil
 }
 
 // Name implements sinks.Sink.
@@ -138,7 +145,11 @@ func BuildMessage(in correlate.Incident) Message {
 // (with Retry-After) are retryable; Slack's other errors (invalid_payload,
 // channel_not_found, …) are not.
 func (s *Sink) Send(ctx context.Context, in correlate.Incident) (bool, error) {
-	body, err := json.Marshal(BuildMessage(in))
+	msg, err := s.tmpl.render(BuildMessage(in), in)
+	if err != nil {
+		return false, fmt.Errorf("slack sink %q: incident %s: %s", s.name, in.ID, sinks.Scrub(err.Error(), s.secrets...))
+	}
+	body, err := json.Marshal(msg)
 	if err != nil {
 		return false, fmt.Errorf("slack sink %q: %w", s.name, err)
 	}

@@ -109,5 +109,5 @@ func (c *Config) Resolve(prefix string) error {
 }
 
 func parseBody(text string) (*template.Template, error) {
-	return template.New("body").Funcs(funcs).Option("missingkey=error").Parse(text)
+	return sinks.ParseTemplate("body", text, nil)
 }

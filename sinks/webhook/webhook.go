@@ -20,16 +20,6 @@ import (
 	"github.com/klaxon-dev/klaxon/sinks"
 )
 
-var funcs = template.FuncMap{
-	// json renders a value as JSON (a string becomes a quoted JSON string).
-	"json": func(v any) (string, error) {
-		b, err := json.Marshal(v)
-		return string(b), err
-	},
-	// truncate shortens a string to n characters.
-	"truncate": func(n int, s string) string { return sinks.Truncate(s, n) },
-}
-
 // Sink posts to one endpoint.
 type Sink struct {
 	name    string

@@ -50,103 +50,26 @@ func (f Finding) String() string {
 
 // Lint reports questionable rule definitions. Errors: a window shorter
 // than a sequence's span, selectors that can never match (contradicting
-// literals, a source klaxon never produces), rules inhibiting each other.
-// Warnings: selectors neither `when`, sequence nor absence uses, constant
-// selectors, fields the event stream never sets, chained rules naming
-// unknown rules, selectors without any literal prefilter, a resolve period
-// shorter than the window, a missing runbook and costly regular
-// expressions. Load errors (unknown keys, functions, selectors, duplicate
-// ids) are not findings: loading fails on them.
+// literals, a source klaxon never produces), rules inhibiting each other,
+// an exception that always holds. Warnings: selectors neither `when`,
+// sequence nor absence uses, constant selectors, fields the event stream
+// never sets, chained rules naming unknown or disabled rules, selectors
+// without any literal prefilter, a resolve period shorter than the window,
+// a missing runbook, costly regular expressions, params `when` does not
+// read and exceptions that exclude nothing. Load errors (unknown keys,
+// functions, selectors, duplicate ids) are not findings: loading fails on
+// them.
 func Lint(set *Set) []Finding {
 	var out []Finding
 	for _, r := range set.Rules {
-		add := func(line, col int, format string, args ...any) {
-			out = append(out, Finding{File: r.File, Line: line, Col: col, Rule: r.ID, Severity: "warning", Msg: fmt.Sprintf(format, args...)})
-		}
-		addErr := func(line, col int, format string, args ...any) {
-			out = append(out, Finding{File: r.File, Line: line, Col: col, Rule: r.ID, Severity: "error", Msg: fmt.Sprintf(format, args...)})
-		}
-		if r.Runbook == "" {
-			add(r.Line, r.Col, "no runbook: tell the on-call engineer what to do")
-		}
-		if sq := r.Sequence; sq != nil && r.Window < sq.Within {
-			l, c := r.windowLine, r.windowCol
-			if l == 0 {
-				l, c = sq.Line, sq.Col
-			}
-			addErr(l, c, "the window (%s) is shorter than the sequence's span (within %s): steps that far apart are evicted before the sequence completes",
-				Duration(r.Window), Duration(sq.Within))
-		}
-		for i, id := range r.InhibitedBy {
-			o := set.Rule(id)
-			if o == nil || !contains(o.InhibitedBy, r.ID) {
-				continue
-			}
-			l, c := r.Line, r.Col
-			if i < len(r.inhibitPos) {
-				l, c = r.inhibitPos[i][0], r.inhibitPos[i][1]
-			}
-			addErr(l, c, "rules %s and %s inhibit each other: whichever fires first silences the other", r.ID, id)
-		}
-		if r.Absence == nil && r.ResolveAfter < r.Window && r.KeepFiringFor == 0 {
-			l, c := r.resolveLine, r.resolveCol
-			if l == 0 {
-				l, c = r.Line, r.Col
-			}
-			add(l, c, "resolve.after (%s) is shorter than the window (%s): the incident may resolve while the window still holds its evidence",
-				Duration(r.ResolveAfter), Duration(r.Window))
-		}
+		lt := &linter{set: set, r: r}
+		lt.rule()
 		for i, s := range r.Selectors {
-			if !r.usesSelector(i) {
-				by := "when"
-				switch {
-				case r.Absence != nil:
-					by = "absence"
-				case r.Sequence != nil && (r.When == nil || r.When.prog == nil):
-					by = "the sequence"
-				case r.Sequence != nil:
-					by = "when or the sequence"
-				}
-				add(s.Line, s.Col, "selector %s is not used by %s (it only adds evidence)", s.Name, by)
-			}
-			if why := neverMatches(s.needs); why != "" {
-				addErr(s.Line, s.Col, "selector %s can never match: %s", s.Name, why)
-			}
-			if sources := requiredSources(s.needs); len(sources) == 1 && sources[0] == ingest.SourceNomadEvent && !s.prog.dynamic {
-				for _, f := range s.prog.fieldRefs {
-					if !streamFields[f] {
-						msg := fmt.Sprintf("selector %s reads fields.%s, which events of source nomad.event never have", s.Name, f)
-						if sug := suggest(f, sortedKeys(streamFields)); sug != "" {
-							msg += fmt.Sprintf(" (did you mean fields.%s?)", sug)
-						}
-						add(s.Line, s.Col, "%s", msg)
-					}
-				}
-			}
-			if kinds := incidentKinds(s.needs); kinds != nil {
-				for _, k := range kinds {
-					if set.Rule(k) == nil {
-						add(s.Line, s.Col, "selector %s matches incidents of rule %q, which is not loaded", s.Name, k)
-					} else if k == r.ID {
-						add(s.Line, s.Col, "selector %s matches the rule's own incidents, which a rule never sees (no loops)", s.Name)
-					}
-				}
-			}
-			if s.prog.constant {
-				what := "constant"
-				if b, ok := s.prog.p.Node().(*ast.BoolNode); ok {
-					what = fmt.Sprintf("always %v", b.Value)
-				}
-				add(s.Line, s.Col, "selector %s is %s: it does not read the event", s.Name, what)
-			} else if len(s.needs) == 0 {
-				add(s.Line, s.Col, "selector %s has no literal need (like source == \"...\" or msg contains \"...\"): expr runs for every event", s.Name)
-			}
-			for _, re := range s.prog.regexps {
-				if why := costlyRegexp(re.pattern); why != "" {
-					add(re.fileLine, re.fileCol, "selector %s: costly regular expression: %s", s.Name, why)
-				}
-			}
+			lt.selector(i, s)
 		}
+		lt.params()
+		lt.exceptions()
+		out = append(out, lt.out...)
 	}
 	sort.SliceStable(out, func(i, j int) bool {
 		if out[i].File == out[j].File && out[i].Line == out[j].Line && out[i].Col == out[j].Col {
@@ -162,6 +85,180 @@ func Lint(set *Set) []Finding {
 		return a.Col < b.Col
 	})
 	return out
+}
+
+// linter collects the findings of one rule.
+type linter struct {
+	set *Set
+	r   *Rule
+	out []Finding
+}
+
+func (lt *linter) add(line, col int, format string, args ...any) {
+	lt.addIn(lt.r.File, "warning", line, col, format, args...)
+}
+
+func (lt *linter) addErr(line, col int, format string, args ...any) {
+	lt.addIn(lt.r.File, "error", line, col, format, args...)
+}
+
+func (lt *linter) addIn(file, severity string, line, col int, format string, args ...any) {
+	lt.out = append(lt.out, Finding{File: file, Line: line, Col: col, Rule: lt.r.ID, Severity: severity, Msg: fmt.Sprintf(format, args...)})
+}
+
+// rule: findings about the rule as a whole.
+func (lt *linter) rule() {
+	r, set := lt.r, lt.set
+	if r.Runbook == "" {
+		lt.add(r.Line, r.Col, "no runbook: tell the on-call engineer what to do")
+	}
+	if sq := r.Sequence; sq != nil && r.Window < sq.Within {
+		f, l, c := r.windowFile, r.windowLine, r.windowCol
+		if l == 0 {
+			f, l, c = r.File, sq.Line, sq.Col
+		}
+		lt.addIn(f, "error", l, c, "the window (%s) is shorter than the sequence's span (within %s): steps that far apart are evicted before the sequence completes",
+			Duration(r.Window), Duration(sq.Within))
+	}
+	for i, id := range r.InhibitedBy {
+		l, c := r.Line, r.Col
+		if i < len(r.inhibitPos) {
+			l, c = r.inhibitPos[i][0], r.inhibitPos[i][1]
+		}
+		if d := set.DisabledRule(id); d != nil {
+			lt.add(l, c, "inhibited_by: rule %s is disabled (%s): it never inhibits", id, d.disabled)
+			continue
+		}
+		if o := set.Rule(id); o != nil && contains(o.InhibitedBy, r.ID) {
+			lt.addErr(l, c, "rules %s and %s inhibit each other: whichever fires first silences the other", r.ID, id)
+		}
+	}
+	if r.Absence == nil && r.ResolveAfter < r.Window && r.KeepFiringFor == 0 {
+		f, l, c := r.resolveFile, r.resolveLine, r.resolveCol
+		if l == 0 {
+			f, l, c = r.File, r.Line, r.Col
+		}
+		lt.addIn(f, "warning", l, c, "resolve.after (%s) is shorter than the window (%s): the incident may resolve while the window still holds its evidence",
+			Duration(r.ResolveAfter), Duration(r.Window))
+	}
+}
+
+// selector: findings about the selector at index i.
+func (lt *linter) selector(i int, s *Selector) {
+	r, set := lt.r, lt.set
+	if !r.usesSelector(i) {
+		by := "when"
+		switch {
+		case r.Absence != nil:
+			by = "absence"
+		case r.Sequence != nil && (r.When == nil || r.When.prog == nil):
+			by = "the sequence"
+		case r.Sequence != nil:
+			by = "when or the sequence"
+		}
+		lt.add(s.Line, s.Col, "selector %s is not used by %s (it only adds evidence)", s.Name, by)
+	}
+	if why := neverMatches(s.needs); why != "" {
+		lt.addErr(s.Line, s.Col, "selector %s can never match: %s", s.Name, why)
+	}
+	if sources := requiredSources(s.needs); len(sources) == 1 && sources[0] == ingest.SourceNomadEvent && !s.prog.dynamic {
+		for _, f := range s.prog.fieldRefs {
+			if !streamFields[f] {
+				msg := fmt.Sprintf("selector %s reads fields.%s, which events of source nomad.event never have", s.Name, f)
+				if sug := suggest(f, sortedKeys(streamFields)); sug != "" {
+					msg += fmt.Sprintf(" (did you mean fields.%s?)", sug)
+				}
+				lt.add(s.Line, s.Col, "%s", msg)
+			}
+		}
+	}
+	for _, k := range incidentKinds(s.needs) {
+		switch d := set.DisabledRule(k); {
+		case d != nil:
+			lt.add(s.Line, s.Col, "selector %s matches incidents of rule %q, which is disabled (%s)", s.Name, k, d.disabled)
+		case set.Rule(k) == nil:
+			lt.add(s.Line, s.Col, "selector %s matches incidents of rule %q, which is not loaded", s.Name, k)
+		case k == r.ID:
+			lt.add(s.Line, s.Col, "selector %s matches the rule's own incidents, which a rule never sees (no loops)", s.Name)
+		}
+	}
+	if s.prog.constant {
+		lt.add(s.Line, s.Col, "selector %s is %s: it does not read the event", s.Name, constantWhat(s))
+	} else if len(s.needs) == 0 {
+		lt.add(s.Line, s.Col, "selector %s has no literal need (like source == \"...\" or msg contains \"...\"): expr runs for every event", s.Name)
+	}
+	for _, re := range s.prog.regexps {
+		if why := costlyRegexp(re.pattern); why != "" {
+			lt.add(re.fileLine, re.fileCol, "selector %s: costly regular expression: %s", s.Name, why)
+		}
+	}
+}
+
+// constantWhat says what a constant selector always is.
+func constantWhat(s *Selector) string {
+	if b, ok := s.prog.p.Node().(*ast.BoolNode); ok {
+		return fmt.Sprintf("always %v", b.Value)
+	}
+	return "constant"
+}
+
+// params: a param `when` does not read changes nothing.
+func (lt *linter) params() {
+	r := lt.r
+	if len(r.Params) == 0 {
+		return
+	}
+	src := ""
+	if r.When != nil {
+		src = r.When.Expr
+	}
+	for _, name := range sortedKeys(r.Params) {
+		if substituteParams(src, map[string]any{name: 0}) != src {
+			continue
+		}
+		o, _ := r.OriginOf("correlate.params." + name)
+		file, l, c := o.File, o.Line, o.Col
+		if file == "" {
+			file, l, c = r.File, r.Line, r.Col
+		}
+		lt.addIn(file, "warning", l, c, "param %s is not used by when: setting it changes nothing", name)
+	}
+}
+
+// exceptions: an exception that always holds silences the rule; one that
+// can never hold, or only for sources none of the selectors matches,
+// excludes nothing.
+func (lt *linter) exceptions() {
+	r := lt.r
+	for _, e := range r.Exceptions {
+		s := e.sel
+		if s.prog.constant {
+			if constantWhat(s) == "always true" {
+				lt.addIn(e.File, "error", e.Line, e.Col, "exception %s is always true: the rule can never fire (to turn a rule off, use enabled: false)", e.Name)
+			} else {
+				lt.addIn(e.File, "warning", e.Line, e.Col, "exception %s is %s: it excludes nothing", e.Name, constantWhat(s))
+			}
+			continue
+		}
+		if why := neverMatches(s.needs); why != "" {
+			lt.addIn(e.File, "warning", e.Line, e.Col, "exception %s can never match (%s): it excludes nothing", e.Name, why)
+			continue
+		}
+		srcs := requiredSources(s.needs)
+		if srcs == nil {
+			continue
+		}
+		overlap := false
+		for _, sel := range r.Selectors {
+			ss := requiredSources(sel.needs)
+			for _, src := range srcs {
+				overlap = overlap || ss == nil || contains(ss, src)
+			}
+		}
+		if !overlap {
+			lt.addIn(e.File, "warning", e.Line, e.Col, "exception %s requires source %s, which none of the rule's selectors matches: it excludes nothing", e.Name, quoteAll(srcs))
+		}
+	}
 }
 
 // usesSelector reports whether the rule's condition (when, sequence or

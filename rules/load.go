@@ -165,7 +165,15 @@ func (l *loader) run(ins []input) (rules, disabled []*Rule) {
 			rules = append(rules, r)
 		}
 	}
-	l.errs = append(l.errs, checkRefs(all, first)...)
+	// Rules that failed to load are still defined: no second error for
+	// the rules naming them.
+	known := map[string]bool{}
+	for _, d := range docs {
+		if d.id != "" {
+			known[d.id] = true
+		}
+	}
+	l.errs = append(l.errs, checkRefs(all, known)...)
 	return rules, disabled
 }
 
@@ -302,15 +310,15 @@ func reservedName(name string) bool {
 // checkRefs checks what rules say about other rules: inhibited_by names
 // defined rules (a disabled one included: it then never inhibits, which
 // lint says).
-func checkRefs(all []*Rule, byID map[string]*Rule) []*PosError {
+func checkRefs(all []*Rule, known map[string]bool) []*PosError {
 	var errs []*PosError
 	for _, r := range all {
 		for i, id := range r.InhibitedBy {
-			if byID[id] != nil {
+			if known[id] {
 				continue
 			}
-			ids := make([]string, 0, len(byID))
-			for k := range byID {
+			ids := make([]string, 0, len(known))
+			for k := range known {
 				ids = append(ids, k)
 			}
 			sort.Strings(ids)

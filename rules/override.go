@@ -71,8 +71,10 @@ func overrideHint(key string) string {
 	switch key {
 	case "id":
 		return "an override names its rule with rule:, not id:"
+	case "when":
+		return "when cannot be overridden: set the thresholds it reads as params.<name> (correlate.params), or add exceptions"
 	case "title", "summary", "escalate", "runbook", "match", "inhibited_by",
-		"by", "when", "steps", "after", "expect":
+		"by", "steps", "after", "expect":
 		return fmt.Sprintf("%s cannot be overridden (an override sets %s); to change what a rule matches add exceptions, or copy the rule under a new id", key, overridable)
 	}
 	return ""

@@ -53,6 +53,9 @@ type Rule struct {
 	// InhibitedBy lists rule ids: while an incident of one of them is open
 	// for a node, this rule does not fire for that node.
 	InhibitedBy []string
+	// Actions are the actions the rule names (actions.go); its incidents
+	// carry them for an action executor.
+	Actions []string
 	// ResolveGiven reports whether resolve.after was given explicitly.
 	ResolveGiven bool
 	// Params are the named thresholds When reads as params.<name>
@@ -72,9 +75,12 @@ type Rule struct {
 	tmpl  *templates
 	lists map[string][]string // the lists of the rule's file
 	hash  string
-	// position of resolve.after when given (for lint)
+	// position of resolve.after when given (for lint; in an override's
+	// file when an override set it)
+	resolveFile             string
 	resolveLine, resolveCol int
 	// positions of other keys (for lint): window, inhibited_by items
+	windowFile            string
 	windowLine, windowCol int
 	inhibitPos            [][2]int
 	macros                map[string]*Macro // the macros of the rule's file

@@ -36,6 +36,7 @@ func (l *loader) buildRule(d *ruleDoc) *Rule {
 	b.timing()
 	b.exceptions()
 	b.templates()
+	b.actions()
 	if d.bad || len(l.errs) > nerr || b.r.ID == "" {
 		return nil
 	}
@@ -65,6 +66,7 @@ func (b *ruleBuilder) meta() {
 	if s, ok := b.text(d.Runbook, "runbook"); ok {
 		r.Runbook = s
 	}
+	b.note("severity", DefaultSeverity)
 	if d.Severity.ok() {
 		b.origin("severity", d.Severity)
 		if s, ok := l.scalar(d.Severity, b.name, "severity"); ok {
@@ -200,6 +202,7 @@ func (b *ruleBuilder) correlate() {
 	if c == nil {
 		c = &correlateDoc{}
 	}
+	b.note("correlate.by", "[node]")
 	if c.By.ok() {
 		b.origin("correlate.by", c.By)
 		r.By = b.parseBy(c.By)
@@ -232,14 +235,14 @@ func (b *ruleBuilder) window(c *correlateDoc) {
 		b.origin("correlate.window", c.Window)
 		if dur, ok := b.duration(c.Window, "correlate.window"); ok {
 			r.Window = dur
-			r.windowLine, r.windowCol = c.Window.Line, c.Window.Column
+			r.windowFile, r.windowLine, r.windowCol = c.Window.f.name, c.Window.Line, c.Window.Column
 		}
 	case r.Sequence != nil:
 		r.Window = r.Sequence.Within
-		b.note("correlate.window", "correlate.sequence.within")
+		b.note("correlate.window", "as correlate.sequence.within")
 	case r.Absence != nil:
 		r.Window = r.Absence.Within
-		b.note("correlate.window", "correlate.absence.within")
+		b.note("correlate.window", "as correlate.absence.within")
 	case c.Sequence.ok() || c.Absence.ok():
 		// Their errors are reported already.
 	case d.corr != nil:
@@ -293,11 +296,11 @@ func (b *ruleBuilder) selectorNames() []string {
 func (b *ruleBuilder) timing() {
 	d, r := b.d, b.r
 	r.ResolveAfter = r.Window
-	b.note("resolve.after", "the window")
+	b.note("resolve.after", "as the window")
 	if r.Absence != nil {
 		// An absence resolves when the expected event arrives.
 		r.ResolveAfter = 0
-		b.note("resolve.after", "0: an absence resolves when the expected event arrives")
+		b.note("resolve.after", "0, an absence resolves when the expected event arrives")
 	}
 	after := d.res.After
 	if after.ok() {
@@ -305,7 +308,7 @@ func (b *ruleBuilder) timing() {
 		if dur, ok := b.duration(after, "resolve.after"); ok {
 			r.ResolveAfter = dur
 			r.ResolveGiven = true
-			r.resolveLine, r.resolveCol = after.Line, after.Column
+			r.resolveFile, r.resolveLine, r.resolveCol = after.f.name, after.Line, after.Column
 		}
 	}
 	if n := d.For; n.ok() {
@@ -322,7 +325,11 @@ func (b *ruleBuilder) timing() {
 		if dur, ok := b.duration(n, "keep_firing_for"); ok {
 			r.KeepFiringFor = dur
 		}
-		if after.ok() {
+		switch {
+		case after.ok() && after.ov != nil && n.ov == nil:
+			// An override added the one the rule had not: say it there.
+			b.errf(after, "resolve.after: give either keep_firing_for or resolve.after, not both")
+		case after.ok():
 			b.errf(n, "keep_firing_for: give either keep_firing_for or resolve.after, not both")
 		}
 	}

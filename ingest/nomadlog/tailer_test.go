@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/klaxon-dev/klaxon/ingest"
+	"github.com/klaxon-dev/klaxon/internal/winetest"
 )
 
 // collector runs a Tailer and gathers its events.
@@ -218,10 +219,7 @@ func TestTailRenameRotation(t *testing.T) {
 	c := startTailer(t, Config{Paths: []string{p}, ReadFrom: ReadFromBeginning}, false)
 	c.waitMsgs("a")
 	// The writer keeps its descriptor across the rename, writes a last line.
-	w, err := os.OpenFile(p, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := openAppendShared(t, p)
 	if err := os.Rename(p, p+".1"); err != nil {
 		t.Fatal(err)
 	}
@@ -366,6 +364,7 @@ func TestTailShortFileKeepsIDsAfterCrash(t *testing.T) {
 }
 
 func TestTailVanished(t *testing.T) {
+	winetest.Skip(t, "a file deleted while the tailer holds it open keeps its name until the last handle closes (Wine has no POSIX-semantics delete; Windows 10+ removes the name at once)")
 	dir := t.TempDir()
 	p := filepath.Join(dir, "nomad.log")
 	q := filepath.Join(dir, "other.log")
@@ -384,6 +383,7 @@ func TestTailVanished(t *testing.T) {
 
 func TestTailUnreadable(t *testing.T) {
 	t.Run("symlink loop", func(t *testing.T) {
+		winetest.Skip(t, "a symlink loop is hidden: not listed, not found (Windows lists it and fails to open it)")
 		dir := t.TempDir()
 		loop := filepath.Join(dir, "loop.log")
 		if err := os.Symlink(loop, loop); err != nil {
@@ -397,24 +397,19 @@ func TestTailUnreadable(t *testing.T) {
 		appendFile(t, p, "b")
 		c.waitMsgs("a", "b")
 	})
-	t.Run("chmod 000", func(t *testing.T) {
-		if os.Geteuid() == 0 {
-			t.Skip("root can read a mode 000 file")
-		}
+	// Mode 000 on Unix; on Windows, which has no such mode, a file another
+	// process holds open sharing nothing.
+	t.Run("locked", func(t *testing.T) {
 		dir := t.TempDir()
 		locked := filepath.Join(dir, "locked.log")
 		appendFile(t, locked, "secret")
-		if err := os.Chmod(locked, 0); err != nil {
-			t.Fatal(err)
-		}
+		unlock := lockExclusive(t, locked)
 		p := filepath.Join(dir, "nomad.log")
 		appendFile(t, p, "a")
 		c := startTailer(t, Config{Paths: []string{filepath.Join(dir, "*.log")}, ReadFrom: ReadFromBeginning}, false)
 		c.waitMsgs("a")
 		waitFor(t, "unreadable counted", func() bool { return c.tl.Stats().Unreadable >= 2 })
-		if err := os.Chmod(locked, 0o644); err != nil {
-			t.Fatal(err)
-		}
+		unlock()
 		c.waitMsgs("a", "secret") // retried on a later poll
 	})
 }

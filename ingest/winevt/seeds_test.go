@@ -12,12 +12,14 @@ import (
 	"time"
 
 	"github.com/klaxon-dev/klaxon/ingest"
+	"github.com/klaxon-dev/klaxon/internal/winetest"
 )
 
 // needEvtxexport returns the path of libevtx's evtxexport, skipping the test
 // when it is absent (failing it when KLAXON_REQUIRE_EXTERNAL=1).
 func needEvtxexport(t testing.TB) string {
 	t.Helper()
+	winetest.SkipLinuxProgram(t, "evtxexport", "libevtx-utils")
 	p, err := exec.LookPath("evtxexport")
 	if err != nil {
 		if os.Getenv("KLAXON_REQUIRE_EXTERNAL") == "1" {

@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/klaxon-dev/klaxon/internal/winetest"
 )
 
 // AlertmanagerBinary is where Debian's prometheus-alertmanager installs.
@@ -21,8 +23,11 @@ const AlertmanagerBinary = "/usr/bin/prometheus-alertmanager"
 
 // Need skips the test when path does not exist (fails it under
 // KLAXON_REQUIRE_EXTERNAL=1); pkg names the Debian package to install.
+// Under Wine (make test-windows) it skips: the path exists there, but a
+// Windows process cannot start a Linux program.
 func Need(t testing.TB, path, pkg string) {
 	t.Helper()
+	winetest.SkipLinuxProgram(t, path, pkg)
 	if _, err := os.Stat(path); err != nil {
 		if os.Getenv("KLAXON_REQUIRE_EXTERNAL") == "1" {
 			t.Fatalf("%s missing and KLAXON_REQUIRE_EXTERNAL=1 (apt-get install %s)", path, pkg)
@@ -58,6 +63,7 @@ func StartAlertmanager(t testing.TB, resolveTimeout string) string {
 	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
+		logf.Close() // an open file cannot be removed on Windows (TempDir cleanup)
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -123,6 +124,14 @@ func TestReplayJournalMatchesLog(t *testing.T) {
 }
 
 func TestJournaldConfig(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		// A Linux source: Windows refuses its configuration, saying why.
+		_, err := ParseConfig("k.yaml", []byte("sources:\n  journald:\n    - {}\n"))
+		if err == nil || !strings.Contains(err.Error(), "sources.journald[0]: the systemd journal is not available on Windows") {
+			t.Errorf("journald on Windows: %v", err)
+		}
+		return
+	}
 	cfg, err := ParseConfig("/etc/klaxon/klaxon.yaml", []byte(`
 sources:
   journald:

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/klaxon-dev/klaxon/ingest"
+	"github.com/klaxon-dev/klaxon/internal/winetest"
 )
 
 // externalNATS starts Debian's nats-server as a separate process with
@@ -26,6 +27,7 @@ func externalNATS(t *testing.T) string {
 	t.Helper()
 	bin := os.Getenv("KLAXON_NATS_SERVER")
 	if bin == "" {
+		winetest.SkipLinuxProgram(t, "nats-server", "nats-server")
 		var err error
 		if bin, err = exec.LookPath("nats-server"); err != nil {
 			bin = "/usr/sbin/nats-server"

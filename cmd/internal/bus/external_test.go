@@ -26,6 +26,7 @@ import (
 	"github.com/klaxon-dev/klaxon/ingest"
 	"github.com/klaxon-dev/klaxon/internal/natslayout"
 	"github.com/klaxon-dev/klaxon/internal/testkit"
+	"github.com/klaxon-dev/klaxon/internal/winetest"
 )
 
 // These tests run a real nats-server binary as a separate process: Debian's
@@ -39,6 +40,7 @@ func natsServerBinary(t *testing.T) string {
 	if p := os.Getenv("KLAXON_NATS_SERVER"); p != "" {
 		return p
 	}
+	winetest.SkipLinuxProgram(t, "nats-server", "nats-server")
 	p, err := exec.LookPath("nats-server")
 	if err != nil {
 		msg := "nats-server binary not found in PATH (apt-get install nats-server, or set KLAXON_NATS_SERVER)"

@@ -35,6 +35,11 @@ import (
 // File is one *_test.yaml file.
 type File struct {
 	Tests []Case `yaml:"tests"`
+	// Overrides, when given, tune the rules for this file's tests: they
+	// are applied on top of the directory's rules and overrides (and win
+	// over them), in the format of a rule file's overrides: (read by the
+	// rules package, which names their errors' places).
+	Overrides yaml.Node `yaml:"overrides"`
 }
 
 // Case is one test.
@@ -118,6 +123,9 @@ type Result struct {
 	File, Name string
 	Line       int
 	Err        error
+	// Notes name the overrides in effect for the rules the case expects
+	// (printed with a failure: the override may be why).
+	Notes []string
 }
 
 // RunDir runs every *_test.yaml file in dir against the rules loaded from dir.
@@ -149,6 +157,9 @@ func RunDir(dir string, out io.Writer) (passed, failed int, err error) {
 			if r.Err != nil {
 				failed++
 				fmt.Fprintf(out, "FAIL %s:%d: %s\n%s\n", r.File, r.Line, r.Name, indent(r.Err.Error()))
+				for _, n := range r.Notes {
+					fmt.Fprintf(out, "    note: %s\n", n)
+				}
 			} else {
 				passed++
 				fmt.Fprintf(out, "ok   %s:%d: %s\n", r.File, r.Line, r.Name)
@@ -190,7 +201,8 @@ func expectedRules(path string) []string {
 	return ids
 }
 
-// RunFile runs the cases of one test file.
+// RunFile runs the cases of one test file against set, or, when the file
+// has overrides:, against set's rule files with those overrides on top.
 func RunFile(set *rules.Set, path string) ([]Result, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -206,6 +218,11 @@ func RunFile(set *rules.Set, path string) ([]Result, error) {
 	if err := dec.Decode(&f); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
+	if f.Overrides.Kind != 0 {
+		if set, err = rules.LoadOverlay(set.Files(), path); err != nil {
+			return nil, err
+		}
+	}
 	lines := caseLines(&root)
 	var out []Result
 	for i, c := range f.Tests {
@@ -213,9 +230,40 @@ func RunFile(set *rules.Set, path string) ([]Result, error) {
 			c.line = lines[i]
 		}
 		// Named with forward slashes, as the rules package names rule files.
-		out = append(out, Result{File: filepath.ToSlash(path), Name: c.Name, Line: c.line, Err: Run(set, c)})
+		out = append(out, Result{File: filepath.ToSlash(path), Name: c.Name, Line: c.line, Err: Run(set, c), Notes: overrideNotes(set, c)})
 	}
 	return out, nil
+}
+
+// overrideNotes names the parts overrides set in the rules c expects.
+func overrideNotes(set *rules.Set, c Case) []string {
+	var notes []string
+	seen := map[string]bool{}
+	note := func(id string) {
+		r := set.Rule(id)
+		if r == nil || seen[id] {
+			return
+		}
+		seen[id] = true
+		var parts []string
+		for _, o := range r.Origins() {
+			if o.Override {
+				parts = append(parts, o.Part+" ("+o.String()+")")
+			}
+		}
+		if len(parts) > 0 {
+			notes = append(notes, fmt.Sprintf("rule %s runs with overrides: %s", id, strings.Join(parts, ", ")))
+		}
+	}
+	for _, e := range c.Expect {
+		note(e.Rule)
+	}
+	for _, cp := range c.Checkpoints {
+		for _, e := range cp.Expect {
+			note(e.Rule)
+		}
+	}
+	return notes
 }
 
 // caseLines returns the line of each item of the top-level tests list.
@@ -245,14 +293,14 @@ func Run(set *rules.Set, c Case) error {
 		c.Start = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	}
 	for _, e := range c.Expect {
-		if set.Rule(e.Rule) == nil {
-			return fmt.Errorf("expect: unknown rule %q", e.Rule)
+		if err := ruleKnown(set, e.Rule); err != nil {
+			return fmt.Errorf("expect: %w", err)
 		}
 	}
 	for _, cp := range c.Checkpoints {
 		for _, e := range cp.Expect {
-			if set.Rule(e.Rule) == nil {
-				return fmt.Errorf("checkpoint at %s: expect: unknown rule %q", time.Duration(cp.At), e.Rule)
+			if err := ruleKnown(set, e.Rule); err != nil {
+				return fmt.Errorf("checkpoint at %s: expect: %w", time.Duration(cp.At), err)
 			}
 		}
 	}
@@ -309,6 +357,18 @@ func Run(set *rules.Set, c Case) error {
 }
 
 func fmtOffset(d Duration) string { return time.Duration(d).String() }
+
+// ruleKnown says why a test cannot expect the rule id.
+func ruleKnown(set *rules.Set, id string) error {
+	if set.Rule(id) != nil {
+		return nil
+	}
+	if r := set.DisabledRule(id); r != nil {
+		o, _ := r.DisabledBy()
+		return fmt.Errorf("rule %q is disabled (enabled: false, %s)", id, o)
+	}
+	return fmt.Errorf("unknown rule %q", id)
+}
 
 // decoders turns the inputs of one case into events; the event-stream
 // decoder and the node identity map live as long as the case.

@@ -22,12 +22,16 @@ import (
 	"github.com/klaxon-dev/klaxon/correlate"
 	"github.com/klaxon-dev/klaxon/ingest/winevt/evtxwriter"
 	"github.com/klaxon-dev/klaxon/internal/testkit"
+	"github.com/klaxon-dev/klaxon/internal/winetest"
 )
 
 // chromium finds Debian's chromium; the test is skipped without it unless
 // KLAXON_REQUIRE_EXTERNAL=1.
 func chromium(t *testing.T) string {
 	t.Helper()
+	if os.Getenv("KLAXON_CHROMIUM") == "" {
+		winetest.SkipLinuxProgram(t, "chromium", "chromium")
+	}
 	for _, name := range []string{os.Getenv("KLAXON_CHROMIUM"), "chromium", "/usr/bin/chromium", "chromium-browser"} {
 		if name == "" {
 			continue

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -31,9 +32,12 @@ func Require(t testing.TB, msg string) {
 
 // Tools returns the paths of journalctl and systemd-journal-remote
 // (Debian: systemd and systemd-journal-remote); the test is skipped when
-// one is missing.
+// one is missing, and on Windows, which has no journal.
 func Tools(t testing.TB) (journalctl, remote string) {
 	t.Helper()
+	if runtime.GOOS == "windows" {
+		t.Skip("the systemd journal is not available on Windows (journalctl, systemd-journal-remote)")
+	}
 	j, err := exec.LookPath("journalctl")
 	if err != nil {
 		Require(t, "journalctl not found")

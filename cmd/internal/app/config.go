@@ -217,7 +217,10 @@ func (c *Config) SetDefaults() {
 		base = filepath.Dir(c.path)
 	}
 	rel := func(p string) string {
-		if p == "" || filepath.IsAbs(p) {
+		// A path rooted without a drive (/var/lib/klaxon, \klaxon) is not
+		// absolute on Windows, yet names a place on the current drive, not
+		// below the config file's directory.
+		if p == "" || filepath.IsAbs(p) || os.IsPathSeparator(p[0]) {
 			return p
 		}
 		return filepath.Join(base, p)

@@ -32,14 +32,26 @@ type checkpointMeter struct {
 	maxAge time.Duration
 }
 
-// ok records that the state of scope key is stored as of t.
-func (m *checkpointMeter) ok(key string, t time.Time) {
+// hold records that this process holds scope key, its state stored as of
+// t (restored).
+func (m *checkpointMeter) hold(key string, t time.Time) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.last == nil {
 		m.last = map[string]time.Time{}
 	}
 	m.last[key] = t
+}
+
+// ok records that the state of scope key is stored as of t; a scope no
+// longer held (a correlator fenced while its checkpoint was under way) is
+// not brought back.
+func (m *checkpointMeter) ok(key string, t time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, held := m.last[key]; held {
+		m.last[key] = t
+	}
 }
 
 // failed counts a checkpoint that was not stored.

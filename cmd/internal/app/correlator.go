@@ -144,7 +144,7 @@ func newScopedCorrelator(ctx context.Context, b *bus.Bus, set *rules.Set, cfg Co
 		groups += n
 	}
 	r.log.Info("state restored", "seq", seq, "groups", groups, "open_incidents", len(r.corr.Open()), "took", time.Since(start).Round(time.Millisecond))
-	met.ckpt.ok(scope.key, time.Now())
+	met.ckpt.hold(scope.key, time.Now())
 	return r, nil
 }
 

@@ -92,13 +92,14 @@ func LoadOverlay(paths []string, overlays ...string) (*Set, error) {
 	return s, nil
 }
 
-// ParseFile parses and compiles the rules of one file; name is used in
-// positions. Its overrides apply to its own rules. It returns every error
-// of the file at once (joined *PosError) together with the rules that
-// compiled (disabled ones left out).
+// ParseFile parses and compiles the rules of one file; name, with forward
+// slashes as LoadFiles gives it, is used in positions. Its overrides apply
+// to its own rules. It returns every error of the file at once (joined
+// *PosError) together with the rules that compiled (disabled ones left
+// out).
 func ParseFile(name string, data []byte) ([]*Rule, error) {
 	l := newLoader()
-	rs, _ := l.run([]input{{name: name, data: data}})
+	rs, _ := l.run([]input{{name: filepath.ToSlash(name), data: data}})
 	if len(l.errs) > 0 {
 		return rs, l.joined()
 	}

@@ -44,7 +44,7 @@ func TestYAMLSyntaxErrorLines(t *testing.T) {
 			if len(got) != 1 {
 				t.Fatalf("want one error, got %v", err)
 			}
-			want := &PosError{File: path, Line: tt.line, Col: 1, Msg: "invalid YAML: " + tt.msg}
+			want := &PosError{File: filepath.ToSlash(path), Line: tt.line, Col: 1, Msg: "invalid YAML: " + tt.msg}
 			if *got[0] != *want {
 				t.Errorf("got  %v\nwant %v", got[0], want)
 			}

@@ -128,6 +128,9 @@ type Stats struct {
 	// Observations counts further records of an occurrence already in a
 	// group's window (another source's report of it): evidence, not counts.
 	Observations uint64
+	// ActionsUnmatched counts action records (klaxon.action) about an
+	// incident the correlator no longer holds.
+	ActionsUnmatched uint64
 	// MatchesByRule counts (event, rule) matches per rule id.
 	MatchesByRule map[string]uint64
 }
@@ -244,6 +247,10 @@ func (c *Correlator) process(ev *ingest.Event, depth int) {
 		c.stats.Events++
 	}
 	c.depth = depth
+	if ev.Source == ingest.SourceAction {
+		c.action(ev) // a record of an action on an incident (actions.go)
+		return
+	}
 	late := false
 	if ev.Source != ingest.SourceIncident {
 		c.clocks.observe(ev, c.proc)
@@ -332,6 +339,7 @@ func (c *Correlator) match(rs *ruleState, ev *ingest.Event, mask uint64, late bo
 		e.Distinct = make([]string, len(r.Distincts))
 	}
 	setDistinct(r, &e, ev, mask)
+	setValues(r, &e, ev, mask)
 	setJoin(r, &e, ev, mask)
 	if tl := g.TL; tl != nil && !ev.Time.After(tl.EvalAt) && !ev.Time.Before(c.watermark) {
 		// On time, at the instant the timeline has reached: follow it from
@@ -349,6 +357,7 @@ func (c *Correlator) match(rs *ruleState, ev *ingest.Event, mask uint64, late bo
 		for _, e := range g.Entries[:over] {
 			g.addCounts(e.Mask, -1)
 		}
+		g.carry(g.Entries[:over])
 		clear(g.Entries[:over])
 		g.Entries = g.Entries[over:]
 	}
@@ -419,6 +428,7 @@ func (c *Correlator) observeAgain(g *group, i int, ev *ingest.Event, mask uint64
 	e.Mask |= added
 	g.addCounts(added, 1)
 	setDistinct(r, e, ev, added)
+	setValues(r, e, ev, added)
 	setJoin(r, e, ev, added)
 	g.Pending = true
 	if a := r.Absence; a != nil {
@@ -464,12 +474,13 @@ func (c *Correlator) absenceEvent(g *group, a *rules.Absence, t time.Time, mask 
 
 // holds evaluates the rule's condition over the whole window of g.
 func (c *Correlator) holds(g *group) bool {
-	return c.holdsOver(g, g.Entries, false)
+	return c.holdsOver(g, g.Entries, time.Time{})
 }
 
-// holdsOver evaluates the rule's condition over entries, a time span of
-// the window when ranged.
-func (c *Correlator) holdsOver(g *group, entries []entry, ranged bool) bool {
+// holdsOver evaluates the rule's condition over entries: the whole window,
+// or the time span of the window that ends at to.
+func (c *Correlator) holdsOver(g *group, entries []entry, to time.Time) bool {
+	ranged := !to.IsZero()
 	r := g.rs.rule
 	if r.Absence != nil {
 		return g.Abs != nil && !g.Abs.From.IsZero()
@@ -477,7 +488,11 @@ func (c *Correlator) holdsOver(g *group, entries []entry, ranged bool) bool {
 	if r.Sequence != nil && !sequenceHolds(r.Sequence, entries) {
 		return false
 	}
-	ok, err := r.When.Eval(aggregates{g: g, r: r, entries: entries, ranged: ranged})
+	a := aggregates{g: g, r: r, entries: entries, ranged: ranged}
+	if ranged {
+		a.to = to.UnixNano()
+	}
+	ok, err := r.When.Eval(a)
 	return err == nil && ok
 }
 
@@ -552,6 +567,7 @@ func (c *Correlator) resolve(g *group, now time.Time) {
 	in := g.Incident
 	in.markResolved(now)
 	c.emit(g, nil)
+	c.closed(g)
 	g.Incident = nil
 	g.Evidence = nil
 	if g.Abs != nil {
@@ -575,6 +591,7 @@ func (c *Correlator) emit(g *group, last *ingest.Event) {
 		First:    in.StartedAt,
 		Last:     g.LastMatch,
 		Values:   g.values(rs.rule),
+		Latest:   g.latestMap(),
 	}
 	if last != nil {
 		td.Fields = last.Fields
@@ -583,7 +600,8 @@ func (c *Correlator) emit(g *group, last *ingest.Event) {
 	}
 	in.Title, in.Summary = rs.rule.Render(td)
 	in.Counts = td.Counts
-	in.Evidence = slices.Clone(g.Evidence)
+	in.Evidence = append(slices.Clone(g.Evidence), g.Acts...)
+	in.Actions = slices.Clone(rs.rule.Actions)
 	c.touch(g)
 	g.Pending = false
 	out := *in
@@ -710,7 +728,7 @@ func (c *Correlator) runTimeline(g *group, now time.Time) {
 			break
 		}
 		tl.EvalAt = t
-		holds := c.holdsOver(g, span(g.Entries, t.Add(-r.Window), t), true)
+		holds := c.holdsAt(g, t)
 		if holds {
 			if tl.Active.IsZero() {
 				tl.Active = t
@@ -788,6 +806,9 @@ func (c *Correlator) dropIfDead(g *group) bool {
 	if g.Abs != nil && (len(g.Abs.Await) > 0 || !g.Abs.From.IsZero()) {
 		return false
 	}
+	if g.carries() || c.keepClosed(g) {
+		return false
+	}
 	if g.hidx >= 0 {
 		c.timers.remove(g)
 	}
@@ -834,6 +855,9 @@ func (c *Correlator) schedule(g *group) {
 		}
 	} else if len(g.Entries) > 0 {
 		consider(g.newest().Add(r.Window + time.Nanosecond))
+	}
+	if g.Closed != nil {
+		consider(g.Closed.UpdatedAt.Add(closedKeep)) // forgotten then (actions.go)
 	}
 	if g.Abs != nil && len(g.Abs.Await) > 0 {
 		if d := g.Abs.Await[0].Add(r.Absence.Within); due.IsZero() || d.Before(due) {

@@ -47,6 +47,14 @@ type groupState struct {
 	Abs *absState `json:"absence,omitempty"`
 	// TL is the state of a rule with for or keep_firing_for.
 	TL *timeline `json:"timeline,omitempty"`
+	// Carry holds the newest value of each of the rule's value references
+	// that left the window (values.go).
+	Carry []carried `json:"carry,omitempty"`
+	// Acts are the action records of the open incident (actions.go).
+	Acts []Evidence `json:"actions,omitempty"`
+	// Closed is the last change of the incident that resolved, kept a
+	// while for the records of the actions its resolution undoes.
+	Closed *Incident `json:"closed,omitempty"`
 }
 
 // absState is what an absence rule keeps per group.
@@ -119,6 +127,9 @@ type entry struct {
 	// O is the event's Occurrence ("" when it is its own): other records
 	// of it add evidence, not counts.
 	O string
+	// V holds the values of the rule's value references for this event
+	// (nil: none; values.go).
+	V []any
 }
 
 type entryJSON struct {
@@ -127,11 +138,12 @@ type entryJSON struct {
 	Distinct []string  `json:"d,omitempty"`
 	J        string    `json:"j,omitempty"`
 	O        string    `json:"o,omitempty"`
+	V        []any     `json:"v,omitempty"`
 }
 
 // MarshalJSON writes the entry as in snapshot version 1 (time as RFC 3339).
 func (e entry) MarshalJSON() ([]byte, error) {
-	return json.Marshal(entryJSON{time.Unix(0, e.T).UTC(), e.Mask, e.Distinct, e.J, e.O})
+	return json.Marshal(entryJSON{time.Unix(0, e.T).UTC(), e.Mask, e.Distinct, e.J, e.O, e.V})
 }
 
 // UnmarshalJSON reads an entry of a snapshot.
@@ -140,7 +152,7 @@ func (e *entry) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &x); err != nil {
 		return err
 	}
-	*e = entry{T: x.Time.UnixNano(), Mask: x.Mask, Distinct: x.Distinct, J: x.J, O: x.O}
+	*e = entry{T: x.Time.UnixNano(), Mask: x.Mask, Distinct: x.Distinct, J: x.J, O: x.O, V: x.V}
 	return nil
 }
 
@@ -217,6 +229,7 @@ func (g *group) evict(cutoff time.Time) {
 		n++
 	}
 	if n > 0 {
+		g.carry(g.Entries[:n])
 		// Re-slice instead of copying: append reallocates (copying only the
 		// live entries) once the capacity runs out, so eviction is O(1)
 		// amortised even for windows of many thousand entries.
@@ -308,6 +321,7 @@ type aggregates struct {
 	r       *rules.Rule
 	entries []entry // the entries in the span
 	ranged  bool    // false: the whole window, counted in g.Counts
+	to      int64   // end of the span when ranged (Unix nanoseconds)
 }
 
 func (a aggregates) Count(sel int) int {

@@ -20,6 +20,8 @@ import (
 //	distinct("selector", "path") int      distinct values of an event path
 //	                                      among them
 //
+// and the value functions latest, rate and predict (values.go).
+//
 // Selector names and paths must be string literals; they are resolved to
 // indexes at load time. Without an explicit `when`, the condition holds when
 // any selector matched at least once. A Condition is safe for concurrent use.
@@ -33,6 +35,9 @@ type Condition struct {
 	nsel int
 	uses []bool // by selector index: referenced by count or distinct
 	vms  sync.Pool
+	// values are the (selector, path) pairs latest, rate and predict
+	// read (values.go).
+	values []ValueRef
 }
 
 // condEnv is the compile-time environment of a condition: no variables,
@@ -109,6 +114,7 @@ type condPatcher struct {
 	params    map[string]any
 	errs      []exprError
 	distincts []DistinctRef
+	values    []ValueRef
 	uses      []bool
 	done      map[*ast.CallNode]bool
 }
@@ -200,6 +206,8 @@ func (p *condPatcher) Visit(node *ast.Node) {
 		idx := &ast.IntegerNode{Value: sel}
 		idx.SetLocation(call.Arguments[0].Location())
 		call.Arguments = []ast.Node{env, idx, field}
+	case "latest", "rate", "predict":
+		p.valueCall(call, id.Value, env)
 	default:
 		return
 	}
@@ -224,6 +232,7 @@ func compileCondition(src string, names []string, params map[string]any) (*Condi
 		expr.DisableBuiltin("now"),
 		expr.Function("count", countFn, new(func(any, int) int)),
 		expr.Function("distinct", distinctFn, new(func(any, int, string) int)),
+		latestFunc, rateFunc, predictFunc,
 		expr.Patch(p),
 	)
 	if len(p.errs) > 0 {
@@ -234,5 +243,6 @@ func compileCondition(src string, names []string, params map[string]any) (*Condi
 	}
 	c.prog = prog
 	c.uses = p.uses
+	c.values = p.values
 	return c, p.distincts, nil
 }

@@ -88,6 +88,7 @@ type ruleDoc struct {
 	For           yn `yaml:"for"`
 	KeepFiringFor yn `yaml:"keep_firing_for"`
 	InhibitedBy   yn `yaml:"inhibited_by"`
+	Actions       yn `yaml:"actions"`
 
 	node yn
 	nth  int

@@ -11,7 +11,7 @@ import (
 )
 
 // knownSources are the values of Event.Source.
-var knownSources = []string{ingest.SourceNomadLog, ingest.SourceNomadEvent, ingest.SourceWinEvt, ingest.SourceIncident}
+var knownSources = []string{ingest.SourceNomadLog, ingest.SourceNomadEvent, ingest.SourceWinEvt, ingest.SourceIncident, ingest.SourceNodeFact, ingest.SourceAction}
 
 // streamFields are the fields the event-stream decoder (ingest/nomadevents)
 // sets; a selector of source nomad.event reading another field never sees

@@ -53,6 +53,9 @@ type Rule struct {
 	// InhibitedBy lists rule ids: while an incident of one of them is open
 	// for a node, this rule does not fire for that node.
 	InhibitedBy []string
+	// Actions are the actions the rule names (actions.go); its incidents
+	// carry them for an action executor.
+	Actions []string
 	// ResolveGiven reports whether resolve.after was given explicitly.
 	ResolveGiven bool
 	// Params are the named thresholds When reads as params.<name>

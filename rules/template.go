@@ -13,7 +13,8 @@ import (
 
 // TemplateData is what a rule's title and summary templates render. In the
 // templates its fields are reached with lower-case keys: .node .group .count
-// .counts .window .rule .severity .first .last .fields .values.
+// .counts .window .rule .severity .first .last .fields .values .latest, and
+// the rule's params as .params.
 type TemplateData struct {
 	Node     string
 	Group    map[string]string
@@ -29,6 +30,10 @@ type TemplateData struct {
 	// Values holds distinct values per group path or per "selector.field",
 	// as the correlator provides them.
 	Values map[string][]string
+	// Latest holds the values `when` reads with latest, rate and predict:
+	// selector name → event path → the newest value (nil when none), as
+	// in {{ index .latest "load" "fields.running" }}.
+	Latest map[string]map[string]any
 }
 
 // Duration prints a time.Duration the way rules write it ("15m", "1h30m",
@@ -75,6 +80,30 @@ var templateFuncs = template.FuncMap{
 	},
 	"lower": strings.ToLower,
 	"upper": strings.ToUpper,
+	// Arithmetic on numbers (and numeric text), for summaries that say
+	// what `when` computed: {{ mul 100 (div .x .y) | printf "%.0f" }}.
+	// A value that is no number counts as 0; a division by 0 gives 0.
+	"add": func(a, b any) float64 { return tnum(a) + tnum(b) },
+	"sub": func(a, b any) float64 { return tnum(a) - tnum(b) },
+	"mul": func(a, b any) float64 { return tnum(a) * tnum(b) },
+	"div": func(a, b any) float64 {
+		if tnum(b) == 0 {
+			return 0
+		}
+		return tnum(a) / tnum(b)
+	},
+	// default gives d when v is nil (absent): {{ default 768 .x }}.
+	"default": func(d, v any) any {
+		if v == nil {
+			return d
+		}
+		return v
+	},
+}
+
+func tnum(v any) float64 {
+	f, _ := Number(v)
+	return f
 }
 
 var tmplErrRe = regexp.MustCompile(`^template: [^:]*:(\d+):(?:(\d+):)? ?(.*)$`)
@@ -108,6 +137,7 @@ func (d *TemplateData) templateMap() map[string]any {
 		"last":     d.Last,
 		"fields":   d.Fields,
 		"values":   d.Values,
+		"latest":   d.Latest,
 	}
 }
 
@@ -129,6 +159,7 @@ func (r *Rule) Render(d TemplateData) (title, summary string) {
 		return r.ID, ""
 	}
 	m := d.templateMap()
+	m["params"] = r.Params
 	title = r.ID
 	if r.tmpl.title != nil {
 		if s, ok := r.exec(r.tmpl.title, m); ok && strings.TrimSpace(s) != "" {

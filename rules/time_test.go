@@ -27,7 +27,7 @@ func TestLintTimeAndChains(t *testing.T) {
 		`testdata/lint_time.yaml:9:13: warning: rule lint.seq: selector both is not used by the sequence (it only adds evidence)`,
 		`testdata/lint_time.yaml:9:13: error: rule lint.seq: selector both can never match: source must equal "nomad.log" and "winevt" at once`,
 		`testdata/lint_time.yaml:10:16: warning: rule lint.seq: selector nowhere is not used by the sequence (it only adds evidence)`,
-		`testdata/lint_time.yaml:10:16: error: rule lint.seq: selector nowhere can never match: source "syslog" is none of nomad.log, nomad.event, winevt, klaxon.incident`,
+		`testdata/lint_time.yaml:10:16: error: rule lint.seq: selector nowhere can never match: source "syslog" is none of nomad.log, nomad.event, winevt, klaxon.incident, node.fact, klaxon.action`,
 		`testdata/lint_time.yaml:12:15: error: rule lint.seq: the window (5m) is shorter than the sequence's span (within 10m): steps that far apart are evicted before the sequence completes`,
 		`testdata/lint_time.yaml:14:20: error: rule lint.seq: rules lint.seq and lint.chain inhibit each other: whichever fires first silences the other`,
 		`testdata/lint_time.yaml:17:20: error: rule lint.chain: rules lint.chain and lint.seq inhibit each other: whichever fires first silences the other`,

@@ -268,4 +268,3 @@ func (r *Rule) LatestMap(latest func(i int) any) map[string]map[string]any {
 	}
 	return m
 }
-

@@ -217,4 +217,3 @@ func checkRecords(t *testing.T, what string, got []ingest.Event, want []string) 
 		}
 	}
 }
-

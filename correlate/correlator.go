@@ -927,7 +927,6 @@ func (c *Correlator) sortedRuleIDs() []string {
 	return ids
 }
 
-
 // resolveRetired sends the resolution of the incidents of changed or
 // removed rules (see SetRules), at the watermark.
 func (c *Correlator) resolveRetired() {

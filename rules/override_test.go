@@ -505,6 +505,7 @@ func TestBundledThresholdsAreParams(t *testing.T) {
 		"nomad.node.heartbeat_missed: missed",
 		"nomad.task.crash_loop: exhausted,restarts",
 		"nomad.task.unhealthy_restarts: restart_requests",
+		"nomad.windows.desktop_heap_pressure: allocs_at_default,default_heap_kb,ratio",
 	})
 	for _, f := range Lint(s) {
 		if strings.Contains(f.Msg, "param") {

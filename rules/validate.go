@@ -36,6 +36,7 @@ func (l *loader) buildRule(d *ruleDoc) *Rule {
 	b.timing()
 	b.exceptions()
 	b.templates()
+	b.templateValues()
 	b.actions()
 	if d.bad || len(l.errs) > nerr || b.r.ID == "" {
 		return nil

@@ -240,3 +240,47 @@ rules:
 		`t.yaml:10:14: rule b: actions: nomad.node.eligibility acts on the incident's node: the rule must group by node (correlate.by lists node)`,
 	})
 }
+
+// TestTemplateLatest: {{ index .latest "sel" "path" }} in a template makes
+// the value kept (and the selector used) even when `when` does not read it.
+func TestTemplateLatest(t *testing.T) {
+	r := mustParse(t, `
+rules:
+  - id: x
+    runbook: r
+    summary: '{{ with index .latest "p" "fields.incident_id" }}see {{ . }} ({{ index $.latest "p" "fields.status" }}){{ end }}'
+    match:
+      a: source == "nomad.log"
+      p: source == "klaxon.incident" && kind == "y"
+    correlate:
+      window: 1h
+      when: count("a") >= 1
+  - id: y
+    runbook: r
+    match:
+      a: source == "nomad.log"
+    correlate:
+      window: 1h
+`).Rule("x")
+	refs := r.ValueRefs()
+	if len(refs) != 2 || refs[0] != (ValueRef{Selector: 1, Field: "fields.incident_id", Latest: true}) || refs[1].Field != "fields.status" {
+		t.Fatalf("refs %+v", refs)
+	}
+	if !r.usesSelector(1) {
+		t.Error("the template's selector counts as unused")
+	}
+	_, sum := r.Render(TemplateData{Latest: map[string]map[string]any{"p": {"fields.incident_id": "abc", "fields.status": "firing"}}})
+	if sum != "see abc (firing)" {
+		t.Errorf("summary %q", sum)
+	}
+	_, err := ParseFile("t.yaml", []byte(`
+rules:
+  - id: x
+    summary: '{{ index .latest "nope" "fields.x" }}'
+    match:
+      a: source == "nomad.log"
+    correlate:
+      window: 1h
+`))
+	sameStrings(t, errStrings(err), []string{`t.yaml:4:14: rule x: summary: .latest names selector "nope", which the rule does not have`})
+}

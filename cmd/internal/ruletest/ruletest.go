@@ -103,6 +103,11 @@ type Expect struct {
 	// Counts, when set, are the expected counts of the incident's
 	// selectors (what its summary says: restarts, failures, ...).
 	Counts map[string]int `yaml:"counts"`
+	// Summary, when set, is text the incident's summary must contain
+	// (spaces and line breaks count as one space).
+	Summary string `yaml:"summary"`
+	// Title, when set, is text its title must contain.
+	Title string `yaml:"title"`
 }
 
 // Duration is a time.Duration in YAML ("90s", "15m").
@@ -493,6 +498,11 @@ func compare(expect []Expect, got map[string]correlate.Incident) error {
 				errs = append(errs, fmt.Errorf("%s %s: count of %s %d, want %d", e.Rule, fmtGroup(e.Group), sel, got, want))
 			}
 		}
+		for _, t := range []struct{ what, got, want string }{{"summary", match.Summary, e.Summary}, {"title", match.Title, e.Title}} {
+			if t.want != "" && !strings.Contains(oneSpace(t.got), oneSpace(t.want)) {
+				errs = append(errs, fmt.Errorf("%s %s: %s %q does not contain %q", e.Rule, fmtGroup(e.Group), t.what, t.got, t.want))
+			}
+		}
 	}
 	ids := slices.Sorted(maps.Keys(got))
 	for _, id := range ids {
@@ -503,6 +513,9 @@ func compare(expect []Expect, got map[string]correlate.Incident) error {
 	}
 	return errors.Join(errs...)
 }
+
+// oneSpace makes every run of white space one space.
+func oneSpace(s string) string { return strings.Join(strings.Fields(s), " ") }
 
 func groupMatches(want, got map[string]string) bool {
 	for k, v := range want {

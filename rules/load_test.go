@@ -152,7 +152,7 @@ func TestParseErrors(t *testing.T) {
 	}{
 		{"unknown top key", "rulez: []\n", []string{`t.yaml:1:1: unknown key "rulez" (did you mean "rules"?)`}},
 		{"unknown key far from any", "rules:\n  - id: a\n    zzzzzzzz: 1\n    match: {a: msg == \"x\"}\n    correlate: {window: 1m}\n",
-			[]string{`t.yaml:3:5: rule a: unknown key "zzzzzzzz" (known keys: id, title, summary, severity, escalate, runbook, labels, match, correlate, resolve, for, keep_firing_for, inhibited_by)`}},
+			[]string{`t.yaml:3:5: rule a: unknown key "zzzzzzzz" (known keys: id, title, summary, severity, escalate, runbook, labels, match, correlate, resolve, for, keep_firing_for, inhibited_by, actions)`}},
 		{"nested unknown key", "rules:\n  - id: a\n    match: {a: msg == \"x\"}\n    correlate: {window: 1m, whn: 'count(\"a\") > 1'}\n",
 			[]string{`t.yaml:4:29: rule a: unknown key "whn" (did you mean "when"?)`}},
 		{"yaml syntax", "rules:\n  - id: a\n    match: [\n", []string{`t.yaml:3:1: invalid YAML: did not find expected node content`}},

@@ -15,6 +15,7 @@ import (
 	"github.com/klaxon-dev/klaxon/correlate"
 	"github.com/klaxon-dev/klaxon/ingest"
 	"github.com/klaxon-dev/klaxon/internal/natslayout"
+	"github.com/klaxon-dev/klaxon/internal/nomadtest"
 	"github.com/klaxon-dev/klaxon/sinks"
 )
 
@@ -34,15 +35,15 @@ import (
 //     eligibility, is left as the operator set it on resolution; so is one
 //     the operator made eligible by hand.
 func TestEligibilityAgainstNomad(t *testing.T) {
-	bin := nomadBinary(t)
-	dev := startAgent(t, bin, "vm", "", "")
-	poll(t, 60*time.Second, "the dev agent's API", func() bool {
-		_, err := dev.api().Agent().Self()
+	bin := nomadtest.Binary(t)
+	dev := nomadtest.Start(t, bin, "vm", "", "")
+	nomadtest.Poll(t, 60*time.Second, "the dev agent's API", func() bool {
+		_, err := dev.API().Agent().Self()
 		return err == nil
 	})
-	win := startAgent(t, bin, "win-client-7", fmt.Sprintf("127.0.0.1:%d", dev.rpc), "")
-	c := dev.api()
-	nodes := waitReady(t, c, dev, win)
+	win := nomadtest.Start(t, bin, "win-client-7", fmt.Sprintf("127.0.0.1:%d", dev.RPC), "")
+	c := dev.API()
+	nodes := nomadtest.WaitReady(t, c, dev, win)
 	winID, vmID := nodes["win-client-7"].ID, nodes["vm"].ID
 	eligibility := func(id string) string {
 		n, _, err := c.Nodes().Info(id, nil)
@@ -88,8 +89,8 @@ func TestEligibilityAgainstNomad(t *testing.T) {
 	go func() { done <- d.Run(dctx) }()
 	a := incident("inc-a", "win-client-7", correlate.StatusFiring, t0.Add(time.Minute))
 	publishIncident(t, js, a)
-	poll(t, 30*time.Second, "win-client-7 ineligible", func() bool { return eligibility(winID) == "ineligible" })
-	poll(t, 10*time.Second, "the apply record", func() bool { return len(records(t, js)) == 3 })
+	nomadtest.Poll(t, 30*time.Second, "win-client-7 ineligible", func() bool { return eligibility(winID) == "ineligible" })
+	nomadtest.Poll(t, 10*time.Second, "the apply record", func() bool { return len(records(t, js)) == 3 })
 	rec := records(t, js)[2]
 	if rec.Fields["result"] != ResultApplied || rec.Fields["dry_run"] != false || rec.Fields["modify_index"] == nil {
 		t.Errorf("apply record %+v", rec)
@@ -122,8 +123,8 @@ func TestEligibilityAgainstNomad(t *testing.T) {
 	// The resolution undoes it.
 	a.Status, a.Seq = correlate.StatusResolved, 3
 	publishIncident(t, js, a)
-	poll(t, 30*time.Second, "win-client-7 eligible again", func() bool { return eligibility(winID) == "eligible" })
-	poll(t, 10*time.Second, "the undo record", func() bool { return len(records(t, js)) == 6 })
+	nomadtest.Poll(t, 30*time.Second, "win-client-7 eligible again", func() bool { return eligibility(winID) == "eligible" })
+	nomadtest.Poll(t, 10*time.Second, "the undo record", func() bool { return len(records(t, js)) == 6 })
 	stop()
 	<-done
 	checkRecords(t, "armed", records(t, js)[2:], []string{

@@ -1,8 +1,10 @@
 //go:build linux
 
-// The Nomad binary of ../shared/tools/nomad is linux/amd64.
-
-package nomadaction
+// Package nomadtest runs the real Nomad agent of ../shared/tools/nomad
+// (2.0.5, linux/amd64) for tests: a dev agent (server and client) and
+// client-only agents on loopback, as that folder's README describes. It is
+// a minimal copy of cmd/klaxon's helpers for the tests of other packages.
+package nomadtest
 
 import (
 	"bytes"
@@ -26,11 +28,20 @@ import (
 	"github.com/klaxon-dev/klaxon/internal/testkit"
 )
 
-// A minimal copy of cmd/klaxon's nomadagent_test.go helpers: the real
-// Nomad 2.0.5 of ../shared/tools/nomad as a dev agent (server and client)
-// and client-only agents on loopback (see that folder's README).
-
-var nomadXZ = filepath.Join("..", "..", "..", "shared", "tools", "nomad", "nomad_2.0.5_linux_amd64.xz")
+// xzPath finds the archive: ../shared/tools/nomad beside the repository,
+// from the package directory of the test (any depth).
+func xzPath() string {
+	dir, _ := os.Getwd()
+	for d := dir; ; d = filepath.Dir(d) {
+		p := filepath.Join(d, "..", "shared", "tools", "nomad", "nomad_2.0.5_linux_amd64.xz")
+		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+			return p
+		}
+		if filepath.Dir(d) == d {
+			return p
+		}
+	}
+}
 
 const nomadBinarySHA256 = "3fb8681cd3080f9816c5fd47bf24833c6a1ecf57fa6610e0bb044a887c090e6d"
 
@@ -40,8 +51,12 @@ var (
 	nomadBinErr  error
 )
 
-func nomadBinary(t *testing.T) string {
+// Binary unpacks the Nomad binary once into the user cache (checked
+// against its sha256) and returns its path; the test skips only when the
+// archive is absent.
+func Binary(t testing.TB) string {
 	t.Helper()
+	nomadXZ := xzPath()
 	if _, err := os.Stat(nomadXZ); err != nil {
 		t.Skipf("no Nomad binary at %s: %v", nomadXZ, err)
 	}
@@ -102,26 +117,26 @@ func (s *syncWriter) String() string {
 	return s.w.String()
 }
 
-// agent is one running Nomad agent.
-type agent struct {
-	t        *testing.T
-	name     string
-	dir      string
-	http     int
-	rpc      int
+// Agent is one running Nomad agent.
+type Agent struct {
+	t        testing.TB
+	Name     string
+	Dir      string
+	HTTP     int
+	RPC      int
 	proc     *exec.Cmd
 	done     chan struct{}
 	out      syncWriter
 	stopOnce sync.Once
 }
 
-// startAgent starts a dev agent (server and client) when servers is
-// empty, else a client-only agent of those servers, named name, with the
-// node class class.
-func startAgent(t *testing.T, bin, name, servers, class string) *agent {
+// Start starts a dev agent (server and client) when servers is empty,
+// else a client-only agent of those servers ("127.0.0.1:<rpc>"), named
+// name, with the node class class. It is stopped at the test's cleanup.
+func Start(t testing.TB, bin, name, servers, class string) *Agent {
 	t.Helper()
 	dir := t.TempDir()
-	a := &agent{t: t, name: name, dir: dir, http: testkit.FreePort(t), rpc: testkit.FreePort(t), done: make(chan struct{})}
+	a := &Agent{t: t, Name: name, Dir: dir, HTTP: testkit.FreePort(t), RPC: testkit.FreePort(t), done: make(chan struct{})}
 	serf := testkit.FreePort(t)
 	mode := "server {\n  enabled = true\n  bootstrap_expect = 1\n}"
 	args := []string{"agent", "-dev", "-bind", "127.0.0.1"}
@@ -144,7 +159,7 @@ client {
   node_class = %q
   options { "fingerprint.denylist" = "env_aws,env_gce,env_azure,env_digitalocean" }
 }
-`, name, filepath.Join(dir, "nomad.log"), filepath.Join(dir, "data"), a.http, a.rpc, serf, mode, class)
+`, name, filepath.Join(dir, "nomad.log"), filepath.Join(dir, "data"), a.HTTP, a.RPC, serf, mode, class)
 	cfg := filepath.Join(dir, "agent.hcl")
 	if err := os.WriteFile(cfg, []byte(hcl), 0o644); err != nil {
 		t.Fatal(err)
@@ -161,15 +176,17 @@ client {
 		t.Fatal(err)
 	}
 	go func() { _ = a.proc.Wait(); close(a.done) }()
-	t.Cleanup(a.stop)
+	t.Cleanup(a.Stop)
 	return a
 }
 
-func (a *agent) addr() string { return "http://127.0.0.1:" + strconv.Itoa(a.http) }
+// Addr is the agent's HTTP address.
+func (a *Agent) Addr() string { return "http://127.0.0.1:" + strconv.Itoa(a.HTTP) }
 
-func (a *agent) api() *api.Client {
+// API is a client of the agent (no token).
+func (a *Agent) API() *api.Client {
 	conf := api.DefaultConfig()
-	conf.Address = a.addr()
+	conf.Address = a.Addr()
 	conf.SecretID = ""
 	conf.HttpClient = &http.Client{Timeout: 5 * time.Second}
 	c, err := api.NewClient(conf)
@@ -179,7 +196,8 @@ func (a *agent) api() *api.Client {
 	return c
 }
 
-func (a *agent) exited() bool {
+// Exited reports whether the agent process ended.
+func (a *Agent) Exited() bool {
 	select {
 	case <-a.done:
 		return true
@@ -188,14 +206,15 @@ func (a *agent) exited() bool {
 	}
 }
 
-// waitReady waits until the servers of c list the nodes named, ready.
-func waitReady(t *testing.T, c *api.Client, agents ...*agent) map[string]*api.NodeListStub {
+// WaitReady waits until the servers of c list the agents' nodes ready and
+// returns the ready nodes by name.
+func WaitReady(t testing.TB, c *api.Client, agents ...*Agent) map[string]*api.NodeListStub {
 	t.Helper()
 	var nodes map[string]*api.NodeListStub
-	poll(t, 90*time.Second, "nodes ready", func() bool {
+	Poll(t, 90*time.Second, "nodes ready", func() bool {
 		for _, a := range agents {
-			if a.exited() {
-				t.Fatalf("nomad agent %s exited:\n%s", a.name, a.out.String())
+			if a.Exited() {
+				t.Fatalf("nomad agent %s exited:\n%s", a.Name, a.out.String())
 			}
 		}
 		list, _, err := c.Nodes().List(nil)
@@ -209,7 +228,7 @@ func waitReady(t *testing.T, c *api.Client, agents ...*agent) map[string]*api.No
 			}
 		}
 		for _, a := range agents {
-			if nodes[a.name] == nil {
+			if nodes[a.Name] == nil {
 				return false
 			}
 		}
@@ -218,11 +237,11 @@ func waitReady(t *testing.T, c *api.Client, agents ...*agent) map[string]*api.No
 	return nodes
 }
 
-// stop ends the agent (SIGINT, SIGKILL after 20s), the tasks it started
-// and the mounts it leaves.
-func (a *agent) stop() {
+// Stop ends the agent (SIGINT, SIGKILL after 20s) and unmounts what it
+// leaves under its directory.
+func (a *Agent) Stop() {
 	a.stopOnce.Do(func() {
-		if !a.exited() {
+		if !a.Exited() {
 			_ = a.proc.Process.Signal(syscall.SIGINT)
 			select {
 			case <-a.done:
@@ -231,7 +250,7 @@ func (a *agent) stop() {
 				<-a.done
 			}
 		}
-		unmountUnder(a.dir)
+		unmountUnder(a.Dir)
 	})
 }
 
@@ -254,8 +273,8 @@ func unmountUnder(dir string) {
 	}
 }
 
-// poll calls cond until it holds or d passes.
-func poll(t *testing.T, d time.Duration, what string, cond func() bool) {
+// Poll calls cond until it holds or d passes.
+func Poll(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {

@@ -84,6 +84,9 @@ func Format(in correlate.Incident, format string) ([]byte, error) {
 		return keys[i] < keys[j]
 	})
 	for _, k := range keys {
+		if in.Group[k] == "" && k != "node" {
+			continue // unknown (a log line's job no stream or agent named)
+		}
 		// "fields.prev_node|node" shows as its last alternative: node.
 		name := k[strings.LastIndexByte(k, '|')+1:]
 		fmt.Fprintf(&b, " %s=%s", strings.TrimPrefix(name, "fields."), quoteIfNeeded(in.Group[k]))

@@ -59,7 +59,7 @@ func TestParseMatcherAndMatch(t *testing.T) {
 		{matcher: "rule=*.crash_loop", want: false},
 		{matcher: "rule=~.*\\.crash_loop", want: true},
 		{matcher: "rule=~nomad.task.*", want: true}, // the pattern a glob user meant
-		{matcher: `team="in\x66ra"`, want: true},   // quoted values are unquoted with escapes
+		{matcher: `team="in\x66ra"`, want: true},    // quoted values are unquoted with escapes
 		{matcher: `team="infra`, want: false},       // an unbalanced quote is part of the value
 		{matcher: `team="a" b"`, err: "bad quoted value"},
 	}

@@ -106,6 +106,9 @@ func (e *effective) meta() {
 	if len(r.InhibitedBy) > 0 {
 		e.add(m, "inhibited_by", flowList(r.InhibitedBy), "inhibited_by")
 	}
+	if len(r.Actions) > 0 {
+		e.add(m, "actions", flowList(r.Actions), "actions")
+	}
 }
 
 func (e *effective) selectors() {

@@ -42,6 +42,9 @@ type Config struct {
 	Sources SourcesConfig `yaml:"sources"`
 	// Sinks lists where incidents go.
 	Sinks []SinkConfig `yaml:"sinks"`
+	// Actions configures the actions rules may name (actions.go); each is
+	// off unless configured.
+	Actions ActionsConfig `yaml:"actions"`
 	// Correlator tunes the correlator.
 	Correlator CorrelatorConfig `yaml:"correlator"`
 	// HTTP is klaxon's own endpoint (metrics, health, reload).
@@ -90,6 +93,9 @@ type SourcesConfig struct {
 	Journald []JournaldConfig `yaml:"journald"`
 	// WinEvt subscribes to Windows Event Log channels (Windows only).
 	WinEvt *WinEvtLiveConfig `yaml:"winevt"`
+	// WindowsFacts publishes the node's desktop heap size (Windows only,
+	// on by default there; actions.go).
+	WindowsFacts *WindowsFactsConfig `yaml:"windows_facts"`
 }
 
 // WinEvtLiveConfig is the live Windows Event Log subscription.
@@ -303,6 +309,8 @@ func (c *Config) SetDefaults() {
 			s.ReadFrom = "end"
 		}
 	}
+	c.Sources.windowsFactsDefaults()
+	c.Actions.setDefaults()
 	if len(c.Sinks) == 0 {
 		c.Sinks = []SinkConfig{{Type: "stdout"}}
 	}
@@ -378,6 +386,8 @@ func (c *Config) Validate() error {
 		}
 		names[s.Name] = true
 	}
+	errs = append(errs, c.Sources.validateWindowsFacts()...)
+	errs = append(errs, c.Actions.validate()...)
 	if c.HTTP.Listen != "off" && !isLoopbackListen(c.HTTP.Listen) && !c.HTTP.Token.IsSet() {
 		errs = append(errs, fmt.Errorf("http.token: required when http.listen (%s) is not a loopback address", c.HTTP.Listen))
 	}

@@ -67,7 +67,14 @@ func startSinks(ctx context.Context, cfg *Config, b *bus.Bus, w io.Writer, met *
 			}
 		}()
 	}
-	return built, nil
+	acts, err := startActions(ctx, cfg, b, met, log, wg)
+	if err != nil {
+		for _, s := range built {
+			_ = s.Close()
+		}
+		return nil, err
+	}
+	return append(built, acts...), nil
 }
 
 func waitGroupDone(wg *sync.WaitGroup) <-chan struct{} {

@@ -36,6 +36,9 @@ type Options struct {
 	MaxChainDepth int
 	// Logger receives late-event and chain notices (default slog.Default()).
 	Logger *slog.Logger
+	// Links, when set, gives each incident change its Links (e.g.
+	// NomadUILinks); nil leaves them out.
+	Links func(*Incident) map[string]string
 }
 
 // Defaults of Options.
@@ -602,11 +605,17 @@ func (c *Correlator) emit(g *group, last *ingest.Event) {
 	in.Counts = td.Counts
 	in.Evidence = append(slices.Clone(g.Evidence), g.Acts...)
 	in.Actions = slices.Clone(rs.rule.Actions)
+	if c.opts.Links != nil {
+		if l := c.opts.Links(in); len(l) > 0 || len(in.Links) == 0 {
+			in.Links = l // a resolution keeps the links of the last change
+		}
+	}
 	c.touch(g)
 	g.Pending = false
 	out := *in
 	out.Group = maps.Clone(in.Group)
 	out.Labels = maps.Clone(in.Labels)
+	out.Links = maps.Clone(in.Links)
 	c.send(out)
 }
 

@@ -248,7 +248,7 @@ func (g *group) addEvidence(ev *ingest.Event, max int) {
 		g.Evidence = g.Evidence[:max-1]
 	}
 	g.Evidence = append(g.Evidence, Evidence{
-		Time: ev.Time, ID: ev.ID, Node: ev.Node, Source: ev.Source,
+		Time: ev.Time, ID: ev.ID, Node: ev.Node, NodeID: ev.NodeID, Source: ev.Source,
 		Kind: ev.Kind, Level: ev.Level, Msg: ev.Msg, Fields: ev.Fields,
 	})
 }

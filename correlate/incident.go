@@ -49,6 +49,11 @@ type Incident struct {
 	Seq int `json:"seq"`
 	// Evidence holds the last matching events (capped; Count has the total).
 	Evidence []Evidence `json:"evidence"`
+	// Links name pages about the incident by what they show, e.g. the
+	// Nomad UI's "job", "allocation" and "node" (Options.Links; see
+	// NomadUILinks). Sinks show them (Alertmanager annotations <name>_url,
+	// PagerDuty links, the web view).
+	Links map[string]string `json:"links,omitempty"`
 }
 
 // Evidence is a matching event as kept with an incident.
@@ -56,6 +61,7 @@ type Evidence struct {
 	Time   time.Time      `json:"time"`
 	ID     string         `json:"id,omitempty"`
 	Node   string         `json:"node,omitempty"`
+	NodeID string         `json:"node_id,omitempty"`
 	Source string         `json:"source"`
 	Kind   string         `json:"kind"`
 	Level  string         `json:"level,omitempty"`

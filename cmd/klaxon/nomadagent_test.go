@@ -5,8 +5,7 @@
 package main
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
+	"crypto/tls"
 	"fmt"
 	"net/http"
 	"os"
@@ -15,75 +14,22 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	nomad "github.com/hashicorp/nomad/api"
+
+	"github.com/klaxon-dev/klaxon/internal/externaltest"
 	"github.com/klaxon-dev/klaxon/internal/testkit"
 )
 
 // The real Nomad 2.0.5 of ../shared/tools/nomad, run as a dev agent on
 // loopback (see that folder's README for the quirks this follows).
 
-var nomadXZ = filepath.Join("..", "..", "..", "shared", "tools", "nomad", "nomad_2.0.5_linux_amd64.xz")
-
-const nomadBinarySHA256 = "3fb8681cd3080f9816c5fd47bf24833c6a1ecf57fa6610e0bb044a887c090e6d"
-
-var (
-	nomadBinOnce sync.Once
-	nomadBinPath string
-	nomadBinErr  error
-)
-
-// nomadBinary unpacks the Nomad binary once into the user cache (checked
-// against its sha256) and returns its path; the test skips only when the
-// archive is absent.
-func nomadBinary(t *testing.T) string {
-	t.Helper()
-	if _, err := os.Stat(nomadXZ); err != nil {
-		t.Skipf("no Nomad binary at %s: %v", nomadXZ, err)
-	}
-	nomadBinOnce.Do(func() {
-		cache, err := os.UserCacheDir()
-		if err != nil {
-			cache = os.TempDir()
-		}
-		dir := filepath.Join(cache, "klaxon-test")
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			nomadBinErr = err
-			return
-		}
-		p := filepath.Join(dir, "nomad-2.0.5")
-		if b, err := os.ReadFile(p); err == nil && sha(b) == nomadBinarySHA256 {
-			nomadBinPath = p
-			return
-		}
-		out, err := exec.Command("xz", "-dc", nomadXZ).Output()
-		if err != nil {
-			nomadBinErr = fmt.Errorf("xz -dc %s: %v (Debian package xz-utils)", nomadXZ, err)
-			return
-		}
-		if got := sha(out); got != nomadBinarySHA256 {
-			nomadBinErr = fmt.Errorf("nomad binary sha256 %s, want %s", got, nomadBinarySHA256)
-			return
-		}
-		tmp := p + ".tmp" + strconv.Itoa(os.Getpid())
-		if err := os.WriteFile(tmp, out, 0o755); err != nil {
-			nomadBinErr = err
-			return
-		}
-		nomadBinErr = os.Rename(tmp, p)
-		nomadBinPath = p
-	})
-	if nomadBinErr != nil {
-		t.Fatal(nomadBinErr)
-	}
-	return nomadBinPath
-}
-
-func sha(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
+// nomadBinary returns the unpacked Nomad binary; the test skips only when
+// the archive is absent.
+func nomadBinary(t *testing.T) string { return externaltest.NomadBinary(t) }
 
 // nomadAgent is one running agent.
 type nomadAgent struct {
@@ -97,7 +43,13 @@ type nomadAgent struct {
 	proc    *exec.Cmd
 	done    chan struct{}
 	out     testkit.SyncBuffer
+	https   *agentTLS
+	token   string
 }
+
+// agentTLS are the CA and client certificate the helpers connect with to
+// an agent that serves HTTPS (its tls block is in extraHCL).
+type agentTLS struct{ ca, cert, key string }
 
 // agentOptions shape an agent's configuration.
 type agentOptions struct {
@@ -109,6 +61,12 @@ type agentOptions struct {
 	// the data directory's name under the agent's (default "data").
 	ports [3]int
 	data  string
+	// https: the agent serves HTTPS (tls block in extraHCL) and the
+	// helpers connect with these files.
+	https *agentTLS
+	// token: ACLs are enabled (acl block in extraHCL); the agent is
+	// bootstrapped with this secret (a UUID), which the helpers send.
+	token string
 }
 
 // startNomadAgent starts an agent in a directory of its own: a dev agent
@@ -125,7 +83,7 @@ func startNomadAgent(t *testing.T, bin, dir string, o agentOptions) *nomadAgent 
 	if o.data == "" {
 		o.data = "data"
 	}
-	a := &nomadAgent{t: t, name: o.name, dir: dir, http: o.ports[0], rpc: o.ports[1], serf: o.ports[2], done: make(chan struct{})}
+	a := &nomadAgent{t: t, name: o.name, dir: dir, http: o.ports[0], rpc: o.ports[1], serf: o.ports[2], done: make(chan struct{}), https: o.https, token: o.token}
 	if err := os.MkdirAll(filepath.Join(dir, o.data), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -181,9 +139,14 @@ plugin "raw_exec" {
 	}
 	go func() { _ = a.proc.Wait(); close(a.done) }()
 	t.Cleanup(a.stop)
+	bootstrapped := o.token == ""
 	waitFor(t, 60*time.Second, o.name+" ready", func() bool {
 		if a.exited() {
 			t.Fatalf("nomad agent %s exited:\n%s", o.name, a.output())
+		}
+		if !bootstrapped {
+			bootstrapped = a.bootstrapACL(bin)
+			return false
 		}
 		nodes, _, err := a.api().Nodes().List(nil)
 		if err != nil {
@@ -207,12 +170,34 @@ func (a *nomadAgent) output() string {
 	return a.out.String() + "\n--- log tail:\n" + string(b)
 }
 
-func (a *nomadAgent) addr() string { return "http://127.0.0.1:" + strconv.Itoa(a.http) }
+func (a *nomadAgent) addr() string {
+	if a.https != nil {
+		return "https://127.0.0.1:" + strconv.Itoa(a.http)
+	}
+	return "http://127.0.0.1:" + strconv.Itoa(a.http)
+}
+
+// cliEnv is what the nomad CLI needs to reach the agent.
+func (a *nomadAgent) cliEnv() []string {
+	env := []string{"NOMAD_ADDR=" + a.addr(), "NOMAD_TOKEN=" + a.token}
+	if a.https != nil {
+		env = append(env, "NOMAD_CACERT="+a.https.ca, "NOMAD_CLIENT_CERT="+a.https.cert, "NOMAD_CLIENT_KEY="+a.https.key)
+	}
+	return env
+}
 
 func (a *nomadAgent) api() *nomad.Client {
 	conf := nomad.DefaultConfig()
 	conf.Address = a.addr()
+	conf.SecretID = a.token
 	conf.HttpClient = &http.Client{Timeout: 5 * time.Second}
+	if a.https != nil {
+		// With a client of one's own, nomad/api does not set TLS up.
+		conf.HttpClient.Transport = &http.Transport{TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS12}}
+		if err := nomad.ConfigureTLS(conf.HttpClient, &nomad.TLSConfig{CACert: a.https.ca, ClientCert: a.https.cert, ClientKey: a.https.key}); err != nil {
+			a.t.Fatal(err)
+		}
+	}
 	c, err := nomad.NewClient(conf)
 	if err != nil {
 		a.t.Fatal(err)
@@ -229,6 +214,29 @@ func (a *nomadAgent) exited() bool {
 	}
 }
 
+// bootstrapACL bootstraps the ACL system with a.token once the leader
+// answers; it reports whether that is done.
+func (a *nomadAgent) bootstrapACL(bin string) bool {
+	p := filepath.Join(a.dir, "bootstrap.token")
+	if err := os.WriteFile(p, []byte(a.token), 0o600); err != nil {
+		a.t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "acl", "bootstrap", p)
+	cmd.Env = append(os.Environ(), "NOMAD_ADDR="+a.addr(), "NOMAD_TOKEN=")
+	out, err := cmd.CombinedOutput()
+	return err == nil || strings.Contains(string(out), "bootstrap already done")
+}
+
+// nomadCLI runs the nomad CLI against the agent.
+func (a *nomadAgent) nomadCLI(bin string, args ...string) {
+	a.t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), a.cliEnv()...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		a.t.Fatalf("nomad %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
 // runJob submits an HCL job with the nomad CLI.
 func (a *nomadAgent) runJob(bin, name, hcl string) {
 	a.t.Helper()
@@ -237,7 +245,7 @@ func (a *nomadAgent) runJob(bin, name, hcl string) {
 		a.t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "job", "run", "-detach", p)
-	cmd.Env = append(os.Environ(), "NOMAD_ADDR="+a.addr())
+	cmd.Env = append(os.Environ(), a.cliEnv()...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		a.t.Fatalf("nomad job run %s: %v\n%s", name, err, out)
 	}

@@ -12,11 +12,15 @@
 # stable id and JetStream drops the repeats.
 #
 # Needs: the exec driver on Linux clients, the klaxon archive (klaxon and
-# rules.d/) at var.artifact_url, and a Nomad Variable at nomad/jobs/klaxon-correlate with
-# nats_token, http_token, nomad_token (an ACL token with namespace
-# read-job and node:read, for the event stream) and the sink secrets.
+# rules.d/) at var.artifact_url, and a Nomad Variable at
+# nomad/jobs/klaxon-correlate with nats_token, http_token and the sink
+# secrets. The event stream is read with the task's workload identity
+# through the task API socket (Nomad 1.10+), not with a static token; with
+# ACLs enabled, attach the policy that lets it read the stream (namespace
+# read-job and node read):
 #
-#   nomad var put nomad/jobs/klaxon-correlate nats_token=... http_token=... nomad_token=...
+#   nomad acl policy apply -namespace default -job klaxon-correlate -group events klaxon-events klaxon-events.policy.hcl
+#   nomad var put nomad/jobs/klaxon-correlate nats_token=... http_token=...
 #   nomad job run -var nats_url=tls://nats-1:4222,tls://nats-2:4222 klaxon-correlate.nomad.hcl
 
 variable "datacenters" {
@@ -49,10 +53,10 @@ variable "replicas" {
   default     = 2
 }
 
-variable "nomad_addr" {
-  description = "Nomad HTTP API the event stream is read from."
+variable "nomad_ui_url" {
+  description = "The Nomad UI incidents link to (job, allocation, node), as on-call engineers reach it, e.g. https://nomad.example.com; empty: no links."
   type        = string
-  default     = "https://nomad.service.consul:4646"
+  default     = ""
 }
 
 job "klaxon-correlate" {
@@ -146,6 +150,8 @@ job "klaxon-correlate" {
             url: "${var.nats_url}"
             token: "{{ with nomadVar "nomad/jobs/klaxon-correlate" }}{{ .nats_token }}{{ end }}"
             replicas: 3
+          nomad:
+            ui_url: "${var.nomad_ui_url}"
           correlator:
             partitions: 2     # events split by node across the two replicas (nats-server 2.10+)
             snapshot_interval: 1s
@@ -210,6 +216,20 @@ job "klaxon-correlate" {
     task "events" {
       driver = "exec"
 
+      # No static Nomad token: the task's workload identity (NOMAD_TOKEN)
+      # streams through the task API socket of the client it runs on (the
+      # agent forwards the stream to the servers; no TLS files needed).
+      # With ACLs, klaxon-events.policy.hcl is attached to the job (see the
+      # top of this file).
+      identity {
+        env         = true
+        change_mode = "restart"
+      }
+
+      env {
+        NOMAD_ADDR = "${NOMAD_UNIX_ADDR}"
+      }
+
       artifact {
         source      = "${var.artifact_url}/klaxon_linux_${attr.cpu.arch}.zip"
         destination = "local/bin"
@@ -225,14 +245,17 @@ job "klaxon-correlate" {
         change_mode = "restart"
         data        = <<-EOF
           # role: ingest of the Nomad event stream
+          node: "{{ env "node.unique.name" }}"
           data_dir: {{ env "NOMAD_ALLOC_DIR" }}/data
           nats:
             url: "${var.nats_url}"
             token: "{{ with nomadVar "nomad/jobs/klaxon-correlate" }}{{ .nats_token }}{{ end }}"
+          # The address and token come from NOMAD_ADDR (the task API socket)
+          # and NOMAD_TOKEN (the workload identity). Nomad sets
+          # NOMAD_NAMESPACE to the job's own namespace: the stream says "*".
           sources:
             nomad_events:
-              - address: "${var.nomad_addr}"
-                token: "{{ with nomadVar "nomad/jobs/klaxon-correlate" }}{{ .nomad_token }}{{ end }}"
+              - namespace: "*"
           http:
             listen: "{{ env "NOMAD_ADDR_http" }}"
             token: "{{ with nomadVar "nomad/jobs/klaxon-correlate" }}{{ .http_token }}{{ end }}"

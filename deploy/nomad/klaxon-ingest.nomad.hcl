@@ -11,6 +11,12 @@
 # token the ingesters use) and http_token (the bearer token of klaxon's HTTP
 # endpoint, required because it listens beyond loopback).
 #
+# klaxon asks the local agent for the job of the allocations its log lines
+# name with the task's workload identity, through the task API socket
+# (Nomad 1.10+; Windows 10 1803+ for the socket): no Nomad token to hand
+# out. With ACLs enabled, attach the policy that lets it read allocations:
+#
+#   nomad acl policy apply -namespace default -job klaxon-ingest klaxon-ingest klaxon-ingest.policy.hcl
 #   nomad var put nomad/jobs/klaxon-ingest nats_token=... http_token=...
 #   nomad job run -var nats_url=tls://nats-1:4222,tls://nats-2:4222 klaxon-ingest.nomad.hcl
 
@@ -98,6 +104,20 @@ job "klaxon-ingest" {
     task "ingest" {
       driver = "raw_exec"
 
+      # No static Nomad token: the task's workload identity (NOMAD_TOKEN)
+      # reaches the local agent through the task API socket, which needs
+      # no TLS files; klaxon reads NOMAD_ADDR and NOMAD_TOKEN as the nomad
+      # CLI does. With ACLs, klaxon-ingest.policy.hcl is attached to the
+      # job (see the top of this file).
+      identity {
+        env         = true
+        change_mode = "restart"
+      }
+
+      env {
+        NOMAD_ADDR = "${NOMAD_UNIX_ADDR}"
+      }
+
       artifact {
         source      = "${var.artifact_url}/klaxon_linux_${attr.cpu.arch}.zip"
         destination = "local/bin"
@@ -177,6 +197,20 @@ job "klaxon-ingest" {
 
     task "ingest" {
       driver = "raw_exec"
+
+      # No static Nomad token: the task's workload identity (NOMAD_TOKEN)
+      # reaches the local agent through the task API socket, which needs
+      # no TLS files; klaxon reads NOMAD_ADDR and NOMAD_TOKEN as the nomad
+      # CLI does. With ACLs, klaxon-ingest.policy.hcl is attached to the
+      # job (see the top of this file).
+      identity {
+        env         = true
+        change_mode = "restart"
+      }
+
+      env {
+        NOMAD_ADDR = "${NOMAD_UNIX_ADDR}"
+      }
 
       artifact {
         source      = "${var.artifact_url}/klaxon_windows_${attr.cpu.arch}.zip"

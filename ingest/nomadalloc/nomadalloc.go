@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/nomad/api"
 
 	"github.com/klaxon-dev/klaxon/ingest"
+	"github.com/klaxon-dev/klaxon/ingest/nomadapi"
 )
 
 // Info is what events are given: the allocation's namespace, job and task
@@ -194,13 +195,14 @@ func (c *Cache) get(ctx context.Context, alloc string) (Info, bool) {
 }
 
 // APILookup asks a Nomad agent for an allocation (GET /v1/allocation/<id>)
-// with the given ACL token.
+// with the given ACL token. Make client with nomadapi.NewClient, so that
+// it follows the NOMAD_* variables (TLS included).
 func APILookup(client *api.Client, token string) Lookup {
 	return func(ctx context.Context, allocID string) (Info, error) {
 		q := (&api.QueryOptions{AuthToken: token}).WithContext(ctx) // the server checks the allocation's own namespace
 		a, _, err := client.Allocations().Info(allocID, q)
 		if err != nil {
-			return Info{}, err
+			return Info{}, nomadapi.Explain(client.Address(), err)
 		}
 		return Info{Namespace: a.Namespace, Job: a.JobID, TaskGroup: a.TaskGroup}, nil
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/hashicorp/nomad/api"
 
 	"github.com/klaxon-dev/klaxon/ingest"
+	"github.com/klaxon-dev/klaxon/ingest/nomadapi"
 	"github.com/klaxon-dev/klaxon/internal/backoff"
 )
 
@@ -49,24 +50,24 @@ var handledTopics = map[string]bool{
 	"Node": true, "Allocation": true, "Evaluation": true, "Deployment": true, "Job": true, "Service": true, "*": true,
 }
 
-// TLSConfig configures TLS to the Nomad agent (paths to PEM files).
-type TLSConfig struct {
-	CACert, ClientCert, ClientKey string
-	// ServerName is the SNI and verified host name (e.g. "server.global.nomad").
-	ServerName string
-	// Insecure skips verification of the agent's certificate.
-	Insecure bool
-}
+// TLSConfig configures TLS to the Nomad agent (paths to PEM files); empty
+// keys keep Nomad's variables ($NOMAD_CACERT, $NOMAD_CAPATH,
+// $NOMAD_CLIENT_CERT, $NOMAD_CLIENT_KEY, $NOMAD_TLS_SERVER_NAME,
+// $NOMAD_SKIP_VERIFY).
+type TLSConfig = nomadapi.TLS
 
 // Config configures a Source.
 type Config struct {
 	// Address of the Nomad agent's HTTP API (default $NOMAD_ADDR, else
-	// http://127.0.0.1:4646).
+	// http://127.0.0.1:4646); unix:// names a socket (the task API).
+	// Every connection setting starts from nomad/api's DefaultConfig (the
+	// NOMAD_* variables the nomad CLI reads) and the fields set here
+	// override it.
 	Address string
-	// Region to stream from (default: the agent's).
+	// Region to stream from (default $NOMAD_REGION, else the agent's).
 	Region string
 	// Namespace of the Allocation, Evaluation, Deployment, Job and Service
-	// events (default "*": all the token may read).
+	// events (default $NOMAD_NAMESPACE, else "*": all the token may read).
 	Namespace string
 	// Token is the ACL token; else the content of TokenFile (trimmed, read
 	// again at every reconnect), else $NOMAD_TOKEN.
@@ -158,18 +159,11 @@ func New(cfg Config, log *slog.Logger) (*Source, error) {
 		log = slog.Default()
 	}
 	var errs []error
-	if cfg.Address == "" {
-		cfg.Address = os.Getenv("NOMAD_ADDR")
-	}
-	if cfg.Address == "" {
-		cfg.Address = "http://127.0.0.1:4646"
-	}
-	if u, err := url.Parse(cfg.Address); err != nil {
+	nc := nomadapi.Config{Address: cfg.Address, Region: cfg.Region, Namespace: cfg.Namespace, TLS: cfg.TLS}
+	conf := nc.APIConfig() // the NOMAD_* variables, cfg on top
+	cfg.Address, cfg.Region, cfg.Namespace = conf.Address, conf.Region, conf.Namespace
+	if err := nomadapi.CheckAddress(cfg.Address); err != nil {
 		errs = append(errs, fmt.Errorf("nomadevents: address %q: %w", cfg.Address, err))
-	} else if u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "unix" {
-		errs = append(errs, fmt.Errorf("nomadevents: address %q: want http://, https:// or unix://", cfg.Address))
-	} else if u.Host == "" && u.Scheme != "unix" {
-		errs = append(errs, fmt.Errorf("nomadevents: address %q: no host", cfg.Address))
 	}
 	if cfg.Namespace == "" {
 		cfg.Namespace = "*"
@@ -209,32 +203,26 @@ func New(cfg Config, log *slog.Logger) (*Source, error) {
 			errs = append(errs, fmt.Errorf("nomadevents: token_file: %w", err))
 		}
 	}
-	for key, p := range map[string]string{"tls.ca_cert": cfg.TLS.CACert, "tls.client_cert": cfg.TLS.ClientCert, "tls.client_key": cfg.TLS.ClientKey} {
-		if p == "" {
+	t := conf.TLSConfig
+	for _, f := range []struct{ key, env, path string }{
+		{"tls.ca_cert", "NOMAD_CACERT", t.CACert}, {"tls.ca_path", "NOMAD_CAPATH", t.CAPath},
+		{"tls.client_cert", "NOMAD_CLIENT_CERT", t.ClientCert}, {"tls.client_key", "NOMAD_CLIENT_KEY", t.ClientKey},
+	} {
+		if f.path == "" {
 			continue
 		}
-		if _, err := os.Stat(p); err != nil {
-			errs = append(errs, fmt.Errorf("nomadevents: %s: %w", key, err))
+		if _, err := os.Stat(f.path); err != nil {
+			errs = append(errs, fmt.Errorf("nomadevents: %s (or $%s): %w", f.key, f.env, err))
 		}
 	}
-	if (cfg.TLS.ClientCert == "") != (cfg.TLS.ClientKey == "") {
-		errs = append(errs, errors.New("nomadevents: tls.client_cert and tls.client_key: give both or neither"))
+	if (t.ClientCert == "") != (t.ClientKey == "") {
+		errs = append(errs, errors.New("nomadevents: tls.client_cert and tls.client_key ($NOMAD_CLIENT_CERT, $NOMAD_CLIENT_KEY): give both or neither"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	client, err := api.NewClient(&api.Config{
-		Address:   cfg.Address,
-		Region:    cfg.Region,
-		Namespace: cfg.Namespace,
-		TLSConfig: &api.TLSConfig{
-			CACert:        cfg.TLS.CACert,
-			ClientCert:    cfg.TLS.ClientCert,
-			ClientKey:     cfg.TLS.ClientKey,
-			TLSServerName: cfg.TLS.ServerName,
-			Insecure:      cfg.TLS.Insecure,
-		},
-	})
+	nc.Address, nc.Region, nc.Namespace = cfg.Address, cfg.Region, cfg.Namespace
+	client, err := nomadapi.NewClient(nc)
 	if err != nil {
 		return nil, fmt.Errorf("nomadevents: address/tls: %w", err)
 	}
@@ -677,6 +665,9 @@ func readLines(ctx context.Context, r io.Reader, lines chan<- []byte) error {
 // classify turns a request error into a permanent error for statuses that
 // retrying cannot fix.
 func (s *Source) classify(err error) error {
+	if nomadapi.Hint(err) != "" {
+		return nomadapi.Explain(s.cfg.Address, err) // TLS: says what to check
+	}
 	var ure api.UnexpectedResponseError
 	if !errors.As(err, &ure) || !ure.HasStatusCode() {
 		return err

@@ -98,8 +98,10 @@ func LabelName(s string) string {
 
 // BuildAlert returns the alert of one incident change: labels alertname
 // (the rule id), node, severity, incident_id, the rule's labels and the
-// group values (keys with "." as "_"); annotations title, summary, runbook
-// and count; startsAt the incident start; endsAt only when resolved.
+// group values (keys with "." as "_"); annotations title, summary, runbook,
+// count and <name>_url for each of the incident's links (job_url,
+// allocation_url, node_url: the Nomad UI); startsAt the incident start;
+// endsAt only when resolved.
 func (s *Sink) BuildAlert(in correlate.Incident) Alert {
 	labels := map[string]string{}
 	for _, k := range slices.Sorted(maps.Keys(in.Labels)) {
@@ -121,6 +123,11 @@ func (s *Sink) BuildAlert(in correlate.Incident) Alert {
 	for k, v := range map[string]string{"title": in.Title, "summary": in.Summary, "runbook": in.Runbook} {
 		if v != "" {
 			ann[k] = v
+		}
+	}
+	for k, u := range in.Links {
+		if u != "" {
+			ann[LabelName(k)+"_url"] = u
 		}
 	}
 	a := Alert{Labels: labels, Annotations: ann}

@@ -40,6 +40,10 @@ func TestAgainstAlertmanager(t *testing.T) {
 		t.Fatal(err)
 	}
 	ch := sinktest.Lifecycle("inc123", "win-7", 0)
+	ch[0].Links = map[string]string{
+		"job":  "https://nomad.example:4646/ui/jobs/web@default",
+		"node": "https://nomad.example:4646/ui/clients/f3b8d6a2-0c1e-4d4f-9a57-2b1c8e7d6a10",
+	}
 	ctx := context.Background()
 	if _, err := s.Send(ctx, ch[0]); err != nil {
 		t.Fatal(err)
@@ -57,6 +61,10 @@ func TestAgainstAlertmanager(t *testing.T) {
 	}
 	if a.Annotations["title"] != ch[0].Title || a.Annotations["summary"] != ch[0].Summary || a.Annotations["runbook"] != ch[0].Runbook {
 		t.Errorf("annotations %v", a.Annotations)
+	}
+	// The Nomad UI links, as annotations a notification template can show.
+	if a.Annotations["job_url"] != ch[0].Links["job"] || a.Annotations["node_url"] != ch[0].Links["node"] || a.Annotations["allocation_url"] != "" {
+		t.Errorf("link annotations %v", a.Annotations)
 	}
 	if !a.StartsAt.Equal(ch[0].StartedAt) || a.GeneratorURL != "https://klaxon.example/incidents/inc123" {
 		t.Errorf("startsAt %s generatorURL %q", a.StartsAt, a.GeneratorURL)

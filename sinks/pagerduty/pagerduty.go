@@ -151,6 +151,11 @@ func (s *Sink) BuildEvent(in correlate.Incident) Event {
 			ev.Links = append(ev.Links, Link{Href: u, Text: "Runbook"})
 		}
 	}
+	for _, k := range in.LinkNames() {
+		if p, err := url.Parse(in.Links[k]); err == nil && (p.Scheme == "http" || p.Scheme == "https") {
+			ev.Links = append(ev.Links, Link{Href: in.Links[k], Text: "Nomad " + k})
+		}
+	}
 	return ev
 }
 

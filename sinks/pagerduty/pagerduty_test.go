@@ -177,6 +177,13 @@ func TestEventShape(t *testing.T) {
 	if cd["runbook"] != in.Runbook || cd["count"] != 10 || cd["summary"] != in.Summary || len(cd["evidence"].([]map[string]any)) != 1 {
 		t.Errorf("custom_details %v", cd)
 	}
+	// The Nomad UI links follow the runbook, job first; a link that is
+	// not http(s) is left out.
+	in.Links = map[string]string{"node": "https://nomad.example/ui/clients/n1", "job": "https://nomad.example/ui/jobs/web@default", "bad": "javascript:alert(1)"}
+	ev = s.BuildEvent(in)
+	if len(ev.Links) != 3 || ev.Links[1] != (Link{Href: in.Links["job"], Text: "Nomad job"}) || ev.Links[2] != (Link{Href: in.Links["node"], Text: "Nomad node"}) {
+		t.Errorf("links %+v", ev.Links)
+	}
 	for sev, want := range map[string]string{"critical": "critical", "error": "error", "warning": "warning", "info": "info", "odd": "error"} {
 		if Severity(sev) != want {
 			t.Errorf("Severity(%q) = %q", sev, Severity(sev))

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -21,6 +22,7 @@ import (
 	"github.com/klaxon-dev/klaxon/correlate"
 	"github.com/klaxon-dev/klaxon/ingest"
 	"github.com/klaxon-dev/klaxon/ingest/journald"
+	"github.com/klaxon-dev/klaxon/ingest/nomadapi"
 	"github.com/klaxon-dev/klaxon/ingest/nomadevents"
 	"github.com/klaxon-dev/klaxon/ingest/nomadlog"
 )
@@ -59,10 +61,89 @@ type Config struct {
 	noSecrets bool
 }
 
-// NomadConfig locates the local Nomad agent.
+// NomadConfig locates the Nomad agent klaxon asks for the node name and
+// allocations' jobs, and that nomad_events sources stream from unless they
+// set their own keys. Every key left empty takes Nomad's own variable (what
+// nomad/api's DefaultConfig and the nomad CLI read).
 type NomadConfig struct {
-	Address string        `yaml:"address"` // default $NOMAD_ADDR, else none
-	Token   ingest.Secret `yaml:"token"`   // default $NOMAD_TOKEN
+	Address   string         `yaml:"address"`   // default $NOMAD_ADDR, else http://127.0.0.1:4646; unix:// for the task API socket
+	Token     ingest.Secret  `yaml:"token"`     // default $NOMAD_TOKEN (an ACL token or workload identity)
+	Region    string         `yaml:"region"`    // default $NOMAD_REGION, else the agent's
+	Namespace string         `yaml:"namespace"` // default $NOMAD_NAMESPACE, else the agent's default
+	TLS       NomadTLSConfig `yaml:"tls"`
+	// UIURL is where the Nomad UI is, for the links of incidents (job,
+	// allocation, node). Default: the address when it was given (here or
+	// in $NOMAD_ADDR) and is http(s); "off": no links.
+	UIURL string `yaml:"ui_url"`
+}
+
+// NomadTLSConfig configures TLS to a Nomad agent (paths to PEM files).
+type NomadTLSConfig struct {
+	CACert     string `yaml:"ca_cert"`     // default $NOMAD_CACERT
+	CAPath     string `yaml:"ca_path"`     // default $NOMAD_CAPATH
+	ClientCert string `yaml:"client_cert"` // default $NOMAD_CLIENT_CERT
+	ClientKey  string `yaml:"client_key"`  // default $NOMAD_CLIENT_KEY
+	ServerName string `yaml:"server_name"` // default $NOMAD_TLS_SERVER_NAME
+	Insecure   *bool  `yaml:"insecure"`    // default $NOMAD_SKIP_VERIFY, else false
+}
+
+// api returns the nomadapi form of the settings.
+func (n NomadTLSConfig) api() nomadapi.TLS {
+	return nomadapi.TLS{CACert: n.CACert, CAPath: n.CAPath, ClientCert: n.ClientCert, ClientKey: n.ClientKey, ServerName: n.ServerName, Insecure: n.Insecure}
+}
+
+// inherit fills the keys n leaves empty from from.
+func (n *NomadTLSConfig) inherit(from NomadTLSConfig) {
+	for _, kv := range []struct {
+		dst *string
+		v   string
+	}{
+		{&n.CACert, from.CACert}, {&n.CAPath, from.CAPath}, {&n.ClientCert, from.ClientCert},
+		{&n.ClientKey, from.ClientKey}, {&n.ServerName, from.ServerName},
+	} {
+		if *kv.dst == "" {
+			*kv.dst = kv.v
+		}
+	}
+	if n.Insecure == nil && from.Insecure != nil {
+		v := *from.Insecure
+		n.Insecure = &v
+	}
+}
+
+// files lists the files the settings name, by key.
+func (n NomadTLSConfig) files() [][2]string {
+	return [][2]string{{"ca_cert", n.CACert}, {"ca_path", n.CAPath}, {"client_cert", n.ClientCert}, {"client_key", n.ClientKey}}
+}
+
+// validate checks the files exist (at names the place).
+func (n NomadTLSConfig) validate(at string) []error {
+	var errs []error
+	for _, f := range n.files() {
+		if f[1] == "" {
+			continue
+		}
+		if _, err := os.Stat(f[1]); err != nil {
+			errs = append(errs, fmt.Errorf("%s.%s: %w", at, f[0], err))
+		}
+	}
+	if (n.ClientCert == "") != (n.ClientKey == "") {
+		errs = append(errs, fmt.Errorf("%s.client_cert and client_key: give both or neither", at))
+	}
+	return errs
+}
+
+// apiConfig is the nomadapi form of the agent's settings.
+func (n NomadConfig) apiConfig() nomadapi.Config {
+	return nomadapi.Config{Address: n.Address, Region: n.Region, Namespace: n.Namespace, Token: n.Token, TLS: n.TLS.api()}
+}
+
+// uiBase is the Nomad UI's base URL for links, "" for none.
+func (n NomadConfig) uiBase() string {
+	if n.UIURL == "off" {
+		return ""
+	}
+	return strings.TrimRight(n.UIURL, "/")
 }
 
 // NATSConfig mirrors bus.Config in the file.
@@ -104,21 +185,17 @@ type WinEvtLiveConfig struct {
 	Query    string   `yaml:"query"`    // XPath, default "*"
 }
 
-// NomadEventsConfig is one Nomad event-stream subscription.
+// NomadEventsConfig is one Nomad event-stream subscription. The keys it
+// leaves empty come from the top-level nomad block (and so from Nomad's
+// variables).
 type NomadEventsConfig struct {
-	Address   string        `yaml:"address"` // default nomad.address
-	Region    string        `yaml:"region"`
-	Namespace string        `yaml:"namespace"` // default "*"
-	Token     ingest.Secret `yaml:"token"`     // default nomad.token ($NOMAD_TOKEN)
-	TokenFile string        `yaml:"token_file"`
-	TLS       struct {
-		CACert     string `yaml:"ca_cert"`
-		ClientCert string `yaml:"client_cert"`
-		ClientKey  string `yaml:"client_key"`
-		ServerName string `yaml:"server_name"`
-		Insecure   bool   `yaml:"insecure"`
-	} `yaml:"tls"`
-	Topics []string `yaml:"topics"` // default: what the bundled rules need
+	Address   string         `yaml:"address"`   // default nomad.address
+	Region    string         `yaml:"region"`    // default nomad.region
+	Namespace string         `yaml:"namespace"` // default nomad.namespace, else "*"
+	Token     ingest.Secret  `yaml:"token"`     // default nomad.token ($NOMAD_TOKEN)
+	TokenFile string         `yaml:"token_file"`
+	TLS       NomadTLSConfig `yaml:"tls"`    // each key defaults to nomad.tls's
+	Topics    []string       `yaml:"topics"` // default: what the bundled rules need
 }
 
 // WinEvtFilesConfig follows EVTX files as they grow.
@@ -126,6 +203,41 @@ type WinEvtFilesConfig struct {
 	Paths        []string      `yaml:"paths"`
 	ReadFrom     string        `yaml:"read_from"`
 	PollInterval time.Duration `yaml:"poll_interval"`
+}
+
+// setDefaults resolves relative paths and fills what the file left out
+// from Nomad's variables (api.DefaultConfig), so that config show prints
+// what runs.
+func (n *NomadConfig) setDefaults(rel func(string) string) {
+	env := nomad.DefaultConfig()
+	known := n.Address != "" || os.Getenv("NOMAD_ADDR") != ""
+	if n.Address == "" {
+		// $NOMAD_ADDR, else the local agent (nomad/api's default).
+		n.Address = env.Address
+	}
+	if n.Token == "" {
+		n.Token = ingest.Secret(env.SecretID)
+	}
+	if n.Region == "" {
+		n.Region = env.Region
+	}
+	if n.Namespace == "" {
+		n.Namespace = env.Namespace
+	}
+	n.TLS.relative(rel) // the file's paths; the variables' are the process's
+	n.TLS.inherit(NomadTLSConfig{
+		CACert: env.TLSConfig.CACert, CAPath: env.TLSConfig.CAPath,
+		ClientCert: env.TLSConfig.ClientCert, ClientKey: env.TLSConfig.ClientKey,
+		ServerName: env.TLSConfig.TLSServerName, Insecure: &env.TLSConfig.Insecure,
+	})
+	if n.UIURL == "" && known && (strings.HasPrefix(n.Address, "http://") || strings.HasPrefix(n.Address, "https://")) {
+		n.UIURL = n.Address
+	}
+}
+
+// relative resolves the file paths against the config's directory.
+func (n *NomadTLSConfig) relative(rel func(string) string) {
+	n.CACert, n.CAPath, n.ClientCert, n.ClientKey = rel(n.CACert), rel(n.CAPath), rel(n.ClientCert), rel(n.ClientKey)
 }
 
 // JournaldConfig follows the agent's log in the systemd journal through
@@ -179,6 +291,9 @@ type CorrelatorConfig struct {
 	// renewing its lease (dead or cut off) before another takes it over
 	// (default 10s; only with nats.url).
 	LeaseTTL time.Duration `yaml:"lease_ttl"`
+
+	// nomadUI is nomad.ui_url's base for the incidents' links ("": none).
+	nomadUI string
 }
 
 // LoadConfig reads and validates a config file. Unknown keys are errors
@@ -239,13 +354,8 @@ func (c *Config) SetDefaults() {
 		c.RulesDir = "rules.d"
 	}
 	c.RulesDir = rel(c.RulesDir)
-	if c.Nomad.Address == "" {
-		// $NOMAD_ADDR, else the local agent (nomad/api's default).
-		c.Nomad.Address = nomad.DefaultConfig().Address
-	}
-	if c.Nomad.Token == "" {
-		c.Nomad.Token = ingest.Secret(os.Getenv("NOMAD_TOKEN"))
-	}
+	c.Nomad.setDefaults(rel)
+	c.Correlator.nomadUI = c.Nomad.uiBase()
 	for i := range c.Sources.NomadLog {
 		s := &c.Sources.NomadLog[i]
 		for j, p := range s.Paths {
@@ -288,6 +398,12 @@ func (c *Config) SetDefaults() {
 		if s.Address == "" {
 			s.Address = c.Nomad.Address
 		}
+		if s.Region == "" {
+			s.Region = c.Nomad.Region
+		}
+		if s.Namespace == "" {
+			s.Namespace = c.Nomad.Namespace
+		}
 		if s.Namespace == "" {
 			s.Namespace = "*"
 		}
@@ -298,7 +414,8 @@ func (c *Config) SetDefaults() {
 			s.Token = c.Nomad.Token
 		}
 		s.TokenFile = rel(s.TokenFile)
-		s.TLS.CACert, s.TLS.ClientCert, s.TLS.ClientKey = rel(s.TLS.CACert), rel(s.TLS.ClientCert), rel(s.TLS.ClientKey)
+		s.TLS.relative(rel)
+		s.TLS.inherit(c.Nomad.TLS)
 	}
 	for i := range c.Sources.WinEvtFiles {
 		s := &c.Sources.WinEvtFiles[i]
@@ -363,10 +480,25 @@ func (c *Config) Validate() error {
 	for i, s := range c.Sources.Journald {
 		errs = append(errs, s.validate(fmt.Sprintf("sources.journald[%d]", i))...)
 	}
-	for i, s := range c.Sources.NomadEvents {
-		if s.Address == "" {
-			errs = append(errs, fmt.Errorf("sources.nomad_events[%d].address: required (or nomad.address / $NOMAD_ADDR)", i))
+	if err := nomadapi.CheckAddress(c.Nomad.Address); err != nil {
+		errs = append(errs, fmt.Errorf("nomad.address: %q: %w", c.Nomad.Address, err))
+	}
+	if u := c.Nomad.uiBase(); u != "" {
+		if p, err := url.Parse(u); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			errs = append(errs, fmt.Errorf("nomad.ui_url: %q: want an http:// or https:// URL, or off", c.Nomad.UIURL))
 		}
+	}
+	if !c.noSecrets {
+		errs = append(errs, c.Nomad.TLS.validate("nomad.tls")...)
+	}
+	for i, s := range c.Sources.NomadEvents {
+		at := fmt.Sprintf("sources.nomad_events[%d]", i)
+		if s.Address == "" {
+			errs = append(errs, fmt.Errorf("%s.address: required (or nomad.address / $NOMAD_ADDR)", at))
+		} else if err := nomadapi.CheckAddress(s.Address); err != nil {
+			errs = append(errs, fmt.Errorf("%s.address: %q: %w", at, s.Address, err))
+		}
+		errs = append(errs, s.TLS.validate(at+".tls")...)
 	}
 	for i, s := range c.Sources.WinEvtFiles {
 		if len(s.Paths) == 0 {

@@ -119,6 +119,7 @@ func newScopedCorrelator(ctx context.Context, b *bus.Bus, set *rules.Set, cfg Co
 		corr: correlate.New(set, correlate.Options{
 			MaxEvidence: cfg.MaxEvidence, UpdateInterval: cfg.UpdateInterval,
 			Lateness: cfg.Lateness, Idle: cfg.Idle, Logger: log.With("role", "correlator"),
+			Links: correlate.NomadUILinks(cfg.nomadUI),
 		}),
 		log: log.With("role", "correlator"),
 		cfg: cfg, now: now,

@@ -304,6 +304,35 @@ func checkTask(t *testing.T, task hclBlock, driver, role string, env map[string]
 	return cfg
 }
 
+// checkWorkloadIdentity checks that a task talks to Nomad as the deploy
+// jobs promise: its workload identity in NOMAD_TOKEN (identity { env =
+// true }) and the task API socket in NOMAD_ADDR (${NOMAD_UNIX_ADDR}), no
+// static token.
+func checkWorkloadIdentity(t *testing.T, task hclBlock) {
+	t.Helper()
+	id := task.block("identity")
+	if v, src, ok := id.value("env"); !ok || v.Type() != cty.Bool || !v.True() {
+		t.Errorf("%s: identity.env = %s, want true (NOMAD_TOKEN from the workload identity)", task.name, src)
+	}
+	if addr := task.block("env").str("NOMAD_ADDR"); addr != `"${NOMAD_UNIX_ADDR}"` {
+		t.Errorf("%s: env NOMAD_ADDR = %s, want the task API socket ${NOMAD_UNIX_ADDR}", task.name, addr)
+	}
+}
+
+// taskNomadEnv sets the variables Nomad gives a task with identity { env =
+// true } and NOMAD_ADDR = "${NOMAD_UNIX_ADDR}", as klaxon will read them.
+func taskNomadEnv(t *testing.T) (addr, token string) {
+	addr, token = "unix:///var/nomad/alloc/5c6328f7/task/secrets/api.sock", "eyJhbGciOiJSUzI1NiJ9.workload.identity"
+	for _, k := range []string{"NOMAD_CACERT", "NOMAD_CAPATH", "NOMAD_CLIENT_CERT", "NOMAD_CLIENT_KEY", "NOMAD_TLS_SERVER_NAME", "NOMAD_SKIP_VERIFY"} {
+		t.Setenv(k, "")
+	}
+	t.Setenv("NOMAD_ADDR", addr)
+	t.Setenv("NOMAD_TOKEN", token)
+	t.Setenv("NOMAD_NAMESPACE", "default") // the job's, set by Nomad in every task
+	t.Setenv("NOMAD_REGION", "global")
+	return addr, token
+}
+
 // nomadEnv are the values the tests give consul-template's env.
 func nomadEnv(t *testing.T) map[string]string {
 	dir := t.TempDir()
@@ -350,7 +379,13 @@ func TestNomadIngestJob(t *testing.T) {
 			if svc.str("port") != "http" || svc.block("check").str("path") != "/readyz" {
 				t.Errorf("service: port %q, check path %q", svc.str("port"), svc.block("check").str("path"))
 			}
-			cfg := checkTask(t, g.labeled("task", "ingest"), "raw_exec", "ingest", nomadEnv(t), vars)
+			task := g.labeled("task", "ingest")
+			checkWorkloadIdentity(t, task)
+			sock, wi := taskNomadEnv(t)
+			cfg := checkTask(t, task, "raw_exec", "ingest", nomadEnv(t), vars)
+			if cfg.Nomad.Address != sock || cfg.Nomad.Token.Reveal() != wi {
+				t.Errorf("nomad %q (token set %v): want the task API socket and the workload identity", cfg.Nomad.Address, cfg.Nomad.Token.IsSet())
+			}
 			if cfg.NATS.URL != url {
 				t.Errorf("nats.url %q, want the job variable %q", cfg.NATS.URL, url)
 			}
@@ -388,7 +423,8 @@ func TestNomadIngestJob(t *testing.T) {
 }
 
 func TestNomadCorrelateJob(t *testing.T) {
-	job := parseJob(t, filepath.Join(deployDir, "nomad/klaxon-correlate.nomad.hcl"), nil)
+	const ui = "https://nomad.example.com"
+	job := parseJob(t, filepath.Join(deployDir, "nomad/klaxon-correlate.nomad.hcl"), map[string]cty.Value{"nomad_ui_url": cty.StringVal(ui)})
 	if typ := job.str("type"); typ != "service" {
 		t.Errorf("type %q, want service", typ)
 	}
@@ -404,7 +440,8 @@ func TestNomadCorrelateJob(t *testing.T) {
 	if !job.block("update").has("auto_revert") {
 		t.Error("update without auto_revert")
 	}
-	vars := map[string]map[string]string{"nomad/jobs/klaxon-correlate": {"nats_token": "n", "http_token": "h", "nomad_token": "acl"}}
+	vars := map[string]map[string]string{"nomad/jobs/klaxon-correlate": {"nats_token": "n", "http_token": "h"}}
+	sock, wi := taskNomadEnv(t)
 
 	g := job.labeled("group", "correlate")
 	if n := g.num("count"); n < 2 {
@@ -437,6 +474,9 @@ func TestNomadCorrelateJob(t *testing.T) {
 	if cfg.HTTP.Listen != "10.1.2.3:9464" || !cfg.HTTP.Token.IsSet() {
 		t.Errorf("http %q (token set %v)", cfg.HTTP.Listen, cfg.HTTP.Token.IsSet())
 	}
+	if cfg.Nomad.uiBase() != ui || cfg.Correlator.nomadUI != ui {
+		t.Errorf("nomad.ui_url %q: incidents do not link to the Nomad UI of the job variable", cfg.Nomad.UIURL)
+	}
 
 	ev := job.labeled("group", "events")
 	if ev.num("count") != 1 {
@@ -448,9 +488,31 @@ func TestNomadCorrelateJob(t *testing.T) {
 			t.Errorf("ephemeral_disk.%s = %s: the event-stream checkpoint does not follow the allocation", k, src)
 		}
 	}
-	ecfg := checkTask(t, ev.labeled("task", "events"), "exec", "ingest", nomadEnv(t), vars)
-	if len(ecfg.Sources.NomadEvents) != 1 || ecfg.Sources.NomadEvents[0].Token.Reveal() != "acl" {
+	evTask := ev.labeled("task", "events")
+	checkWorkloadIdentity(t, evTask)
+	ecfg := checkTask(t, evTask, "exec", "ingest", nomadEnv(t), vars)
+	// The stream: through the socket with the workload identity, every
+	// namespace although Nomad sets NOMAD_NAMESPACE to the job's.
+	if es := ecfg.Sources.NomadEvents; len(es) != 1 || es[0].Address != sock || es[0].Token.Reveal() != wi || es[0].Namespace != "*" {
 		t.Errorf("nomad_events %+v", ecfg.Sources.NomadEvents)
+	}
+	if ecfg.Node != "client-7" {
+		t.Errorf("events node %q, want the Nomad node name (the identity's policy has no agent read)", ecfg.Node)
+	}
+}
+
+// TestNomadJobsValidate: the real nomad CLI (2.0.5) validates both jobs
+// (offline: it cannot reach an agent, so the drivers' configs are not
+// checked).
+func TestNomadJobsValidate(t *testing.T) {
+	bin := externaltest.NomadBinary(t)
+	for _, f := range []string{"klaxon-ingest.nomad.hcl", "klaxon-correlate.nomad.hcl"} {
+		cmd := exec.Command(bin, "job", "validate", filepath.Join(deployDir, "nomad", f))
+		cmd.Env = append(os.Environ(), "NOMAD_ADDR=http://127.0.0.1:1", "NOMAD_TOKEN=")
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "Job validation successful") {
+			t.Errorf("nomad job validate %s: %v\n%s", f, err, out)
+		}
 	}
 }
 

@@ -331,7 +331,7 @@ func newIngestRole(cfg *Config, node string, now func() time.Time, met *metrics,
 			Token: sc.Token, TokenFile: sc.TokenFile, Topics: sc.Topics,
 			Checkpoints: cps, Identity: ident,
 		}
-		ncfg.TLS = nomadevents.TLSConfig{CACert: sc.TLS.CACert, ClientCert: sc.TLS.ClientCert, ClientKey: sc.TLS.ClientKey, ServerName: sc.TLS.ServerName, Insecure: sc.TLS.Insecure}
+		ncfg.TLS = sc.TLS.api()
 		s, err := nomadevents.New(ncfg, log)
 		if err != nil {
 			return nil, err
@@ -397,11 +397,12 @@ func (ir *ingestRole) observe(ev *ingest.Event) {
 func newAllocCache(cfg *Config, log *slog.Logger) *nomadalloc.Cache {
 	nc := cfg.Nomad
 	if nc.Address == "" && len(cfg.Sources.NomadEvents) > 0 {
-		nc.Address, nc.Token = cfg.Sources.NomadEvents[0].Address, cfg.Sources.NomadEvents[0].Token
+		s := cfg.Sources.NomadEvents[0]
+		nc.Address, nc.Token, nc.Region, nc.TLS = s.Address, s.Token, s.Region, s.TLS
 	}
 	acfg := nomadalloc.Config{Log: log}
 	if nc.Address != "" {
-		if c, err := nomadClient(nc, 0); err != nil {
+		if c, err := nomadClient(nc); err != nil {
 			log.Warn("nomad: allocations' jobs will be learnt from the event stream only", "err", err)
 		} else {
 			acfg.Lookup = nomadalloc.APILookup(c, nc.Token.Reveal())

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"net/http"
 	"os"
 	"sync"
 	"time"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/klaxon-dev/klaxon/cmd/internal/bus"
 	"github.com/klaxon-dev/klaxon/ingest"
+	"github.com/klaxon-dev/klaxon/ingest/nomadapi"
 	"github.com/klaxon-dev/klaxon/internal/backoff"
 	"github.com/klaxon-dev/klaxon/sinks"
 )
@@ -120,32 +120,25 @@ func askNodeName(ctx context.Context, nc NomadConfig, host string, ident *ingest
 	}
 }
 
-// nomadClient is a client of the Nomad agent nc names, starting from the
-// api package's defaults (NOMAD_* variables), timeout bounding each request
-// (0: none, for streams).
-func nomadClient(nc NomadConfig, timeout time.Duration) (*nomad.Client, error) {
-	conf := nomad.DefaultConfig()
-	if nc.Address != "" {
-		conf.Address = nc.Address
-	}
-	if t := nc.Token.Reveal(); t != "" {
-		conf.SecretID = t
-	}
-	if timeout > 0 {
-		conf.HttpClient = &http.Client{Timeout: timeout}
-	}
-	return nomad.NewClient(conf)
+// nomadClient is a client of the Nomad agent nc names: nomad/api's
+// DefaultConfig (the NOMAD_* variables) with nc on top (TLS, region,
+// namespace and unix:// sockets included). It has no overall timeout:
+// requests are bounded by their context.
+func nomadClient(nc NomadConfig) (*nomad.Client, error) {
+	return nomadapi.NewClient(nc.apiConfig())
 }
 
 func agentNodeName(nc NomadConfig) (string, error) {
-	c, err := nomadClient(nc, 3*time.Second)
+	c, err := nomadClient(nc)
 	if err != nil {
 		return "", err
 	}
-	self, err := c.Agent().Self()
-	if err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	var self nomad.AgentSelf
+	if _, err := c.Raw().Query("/v1/agent/self", &self, (&nomad.QueryOptions{}).WithContext(ctx)); err != nil {
 		// A proxy in front of the agent may echo the request: no token in logs.
-		return "", errors.New(sinks.Scrub(err.Error(), nc.Token.Reveal()))
+		return "", errors.New(sinks.Scrub(nomadapi.Explain(nc.Address, err).Error(), nc.Token.Reveal()))
 	}
 	if n, ok := self.Config["NodeName"].(string); ok && n != "" {
 		return n, nil

@@ -54,6 +54,7 @@ func newFixture(t *testing.T, mod func(*web.Config)) *fixture {
 		Group: map[string]string{"node": "win-client-7"}, Title: "Desktop heap exhaustion on win-client-7",
 		Summary: "2 plugin reattach failures <b>and</b> 1 error", Runbook: "Raise the third SharedSection value",
 		Labels: map[string]string{"component": "windows"}, StartedAt: at(3), UpdatedAt: at(60), Count: 4, Seq: 2,
+		Links: map[string]string{"node": "https://nomad.example:4646/ui/clients/f3b8d6a2-0c1e-4d4f-9a57-2b1c8e7d6a10", "evil": "javascript:alert(1)"},
 		Evidence: []correlate.Evidence{
 			{Time: at(0), ID: "l1", Source: "nomad.log", Kind: "client.driver_mgr", Level: "warn", Msg: "failed to reattach to plugin"},
 			{Time: at(3), ID: "w1", Source: "winevt", Kind: "Service Control Manager/7000", Level: "error", Msg: "%%1450"},
@@ -114,7 +115,9 @@ func TestPages(t *testing.T) {
 			"<svg", `id="timeline"`, "Nomad agent log", "Nomad event stream", "Windows Event Log",
 			"Raise the third SharedSection value", "component", "&lt;b&gt;and&lt;/b&gt;", // summary escaped
 			"<title>2026-11-20 09:14:03.000Z  winevt  Service Control Manager/7000  [error]\n%%1450</title>",
-			">started<", `data-incident="abc123"`}, []string{"<b>and</b>", ">resolved</text>"}},
+			">started<", `data-incident="abc123"`,
+			`<a href="https://nomad.example:4646/ui/clients/f3b8d6a2-0c1e-4d4f-9a57-2b1c8e7d6a10" rel="noreferrer">node</a>`},
+			[]string{"<b>and</b>", ">resolved</text>", "javascript:"}},
 		{"/incidents/def456", "text/html", 200, []string{"GC pressure on vm", ">resolved</text>"}, nil},
 		{"/incidents/nope", "text/html", 404, []string{"No incident nope"}, nil},
 		{"/rules", "text/html", 200, []string{`id="` + desktopHeap + `"`, "nomad.client.gc_pressure", "1234 events correlated",

@@ -595,6 +595,7 @@ func (c *Correlator) emit(g *group, last *ingest.Event) {
 		Last:     g.LastMatch,
 		Values:   g.values(rs.rule),
 		Latest:   g.latestMap(),
+		Rate:     g.rateMap(),
 	}
 	if last != nil {
 		td.Fields = last.Fields

@@ -137,6 +137,16 @@ func (g *group) latestMap() map[string]map[string]any {
 	return r.LatestMap(a.Latest)
 }
 
+// rateMap is the template's .rate of g (the whole window).
+func (g *group) rateMap() map[string]map[string]any {
+	r := g.rs.rule
+	if len(r.ValueRefs()) == 0 {
+		return nil
+	}
+	a := aggregates{g: g, r: r, entries: g.Entries}
+	return r.RateMap(a.Samples)
+}
+
 // holdsAt evaluates the condition over the window ending at t (a timeline).
 func (c *Correlator) holdsAt(g *group, t time.Time) bool {
 	return c.holdsOver(g, span(g.Entries, t.Add(-g.rs.rule.Window), t), t)

@@ -506,6 +506,7 @@ func TestBundledThresholdsAreParams(t *testing.T) {
 		"nomad.task.crash_loop: exhausted,restarts",
 		"nomad.task.unhealthy_restarts: restart_requests",
 		"nomad.windows.desktop_heap_pressure: allocs_at_default,default_heap_kb,ratio",
+		"windows.pool_leak: growth_mb_per_hour,min_samples,nonpaged_limit_mb,paged_limit_mb",
 	})
 	for _, f := range Lint(s) {
 		if strings.Contains(f.Msg, "param") {

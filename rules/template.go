@@ -13,8 +13,8 @@ import (
 
 // TemplateData is what a rule's title and summary templates render. In the
 // templates its fields are reached with lower-case keys: .node .group .count
-// .counts .window .rule .severity .first .last .fields .values .latest, and
-// the rule's params as .params.
+// .counts .window .rule .severity .first .last .fields .values .latest
+// .rate, and the rule's params as .params.
 type TemplateData struct {
 	Node     string
 	Group    map[string]string
@@ -34,6 +34,10 @@ type TemplateData struct {
 	// selector name → event path → the newest value (nil when none), as
 	// in {{ index .latest "load" "fields.running" }}.
 	Latest map[string]map[string]any
+	// Rate holds, for the same references, the per-second slope of their
+	// numeric values over the window (nil with fewer than two samples):
+	// {{ index .rate "pool" "fields.nonpaged_bytes" }}.
+	Rate map[string]map[string]any
 }
 
 // Duration prints a time.Duration the way rules write it ("15m", "1h30m",
@@ -138,6 +142,7 @@ func (d *TemplateData) templateMap() map[string]any {
 		"fields":   d.Fields,
 		"values":   d.Values,
 		"latest":   d.Latest,
+		"rate":     d.Rate,
 	}
 }
 

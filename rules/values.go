@@ -250,6 +250,18 @@ func (p *condPatcher) valueCall(call *ast.CallNode, fn string, env ast.Node) boo
 	return true
 }
 
+// RateMap builds the template's .rate: selector name → event path → the
+// per-second slope of the window's samples (nil with fewer than two).
+func (r *Rule) RateMap(samples func(i int) (t, v []float64)) map[string]map[string]any {
+	return r.LatestMap(func(i int) any {
+		_, slope, ok := Regression(samples(i))
+		if !ok {
+			return nil
+		}
+		return slope
+	})
+}
+
 // LatestMap builds the template's .latest from the correlator's latest
 // values: selector name → event path → value (nil when none), for every
 // value reference of the condition.

@@ -149,12 +149,18 @@ func actionsNomadClient(nc NomadConfig) (*nomad.Client, error) {
 }
 
 // WindowsFactsConfig publishes facts about a Windows node (ingest/winfact):
-// the size of its non-interactive desktop heap.
+// the size of its non-interactive desktop heap, and samples of its kernel
+// pools.
 type WindowsFactsConfig struct {
 	// Enabled: default true on Windows, where it is the only place it runs.
 	Enabled *bool `yaml:"enabled"`
 	// Interval is how often the registry is read (default 5m).
 	Interval time.Duration `yaml:"interval"`
+	// Pool samples the kernel pools and the processes' pool charge and
+	// handles every PoolInterval (default true, every 1m), for
+	// windows.pool_leak.
+	Pool         *bool         `yaml:"pool"`
+	PoolInterval time.Duration `yaml:"pool_interval"`
 }
 
 func (s *SourcesConfig) windowsFactsDefaults() {
@@ -169,6 +175,13 @@ func (s *SourcesConfig) windowsFactsDefaults() {
 	if w.Interval <= 0 {
 		w.Interval = winfact.DefaultInterval
 	}
+	if w.Pool == nil {
+		on := true
+		w.Pool = &on
+	}
+	if w.PoolInterval <= 0 {
+		w.PoolInterval = winfact.DefaultPoolInterval
+	}
 }
 
 func (s *SourcesConfig) validateWindowsFacts() []error {
@@ -178,8 +191,9 @@ func (s *SourcesConfig) validateWindowsFacts() []error {
 	return nil
 }
 
-// windowsFactsSource is the fact source of this node (nil when off).
-func windowsFactsSource(cfg *Config, node string, cps *ingest.Checkpoints, now func() time.Time, log *slog.Logger) (ingest.Source, error) {
+// windowsFactsSources are the fact sources of this node (none when off):
+// the desktop heap, and the kernel pool samples.
+func windowsFactsSources(cfg *Config, node string, cps *ingest.Checkpoints, now func() time.Time, log *slog.Logger) ([]ingest.Source, error) {
 	w := cfg.Sources.WindowsFacts
 	if w == nil || w.Enabled == nil || !*w.Enabled {
 		return nil, nil
@@ -188,5 +202,13 @@ func windowsFactsSource(cfg *Config, node string, cps *ingest.Checkpoints, now f
 	if err != nil {
 		return nil, fmt.Errorf("sources.windows_facts: %w", err)
 	}
-	return s, nil
+	out := []ingest.Source{s}
+	if w.Pool != nil && *w.Pool {
+		p, err := winfact.NewPool(winfact.PoolConfig{Node: node, Interval: w.PoolInterval, Now: now}, log)
+		if err != nil {
+			return nil, fmt.Errorf("sources.windows_facts.pool: %w", err)
+		}
+		out = append(out, p)
+	}
+	return out, nil
 }

@@ -352,11 +352,11 @@ func newIngestRole(cfg *Config, node string, now func() time.Time, met *metrics,
 		}
 		ir.sources = append(ir.sources, s)
 	}
-	if s, err := windowsFactsSource(cfg, node, cps, now, log); err != nil {
+	wf, err := windowsFactsSources(cfg, node, cps, now, log)
+	if err != nil {
 		return nil, err
-	} else if s != nil {
-		ir.sources = append(ir.sources, s)
 	}
+	ir.sources = append(ir.sources, wf...)
 	if len(ir.sources) == 0 {
 		log.Warn("no sources configured (sources: nomad_log, journald, nomad_events, winevt_files, winevt)")
 	}

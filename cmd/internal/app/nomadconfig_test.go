@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"math/big"
 	"net"
@@ -218,8 +219,12 @@ sources:
   nomad_events:
     - address: "http://"
 `))
-	for _, want := range []string{"nomad.address: \"ftp://nomad\"", "nomad.ui_url", "nomad.tls.ca_cert: stat " + filepath.Join(dir, "missing.pem"),
-		"nomad.tls.client_key: stat " + filepath.Join(dir, "missing-key.pem"), "nomad.tls.client_cert and client_key: give both",
+	var stat *os.PathError // os.Stat's error names its call: stat, GetFileAttributesEx on Windows
+	if _, serr := os.Stat(filepath.Join(dir, "missing.pem")); !errors.As(serr, &stat) {
+		t.Fatalf("stat of a missing file: %v", serr)
+	}
+	for _, want := range []string{"nomad.address: \"ftp://nomad\"", "nomad.ui_url", "nomad.tls.ca_cert: " + stat.Op + " " + filepath.Join(dir, "missing.pem"),
+		"nomad.tls.client_key: " + stat.Op + " " + filepath.Join(dir, "missing-key.pem"), "nomad.tls.client_cert and client_key: give both",
 		"sources.nomad_events[0].address: \"http://\": no host", "sources.nomad_events[0].tls.ca_cert"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q: %v", want, err)

@@ -14,23 +14,30 @@ import (
 // holds SharedSection.
 const SubSystemsKey = `SYSTEM\CurrentControlSet\Control\Session Manager\SubSystems`
 
-// registryReader reads the SubSystems key of the local machine.
-type registryReader struct{}
+// registryReader reads a SubSystems key (the local machine's; another in
+// tests).
+type registryReader struct {
+	root registry.Key
+	name string // root's name in messages
+	path string
+}
 
 // NewRegistryReader returns the Reader of the local registry.
-func NewRegistryReader() (Reader, error) { return registryReader{}, nil }
+func NewRegistryReader() (Reader, error) {
+	return registryReader{root: registry.LOCAL_MACHINE, name: "HKLM", path: SubSystemsKey}, nil
+}
 
 // Read implements Reader: the Windows value (REG_EXPAND_SZ, read as it is
 // written), the key's last write time and the boot time.
-func (registryReader) Read() (Reading, error) {
-	k, err := registry.OpenKey(registry.LOCAL_MACHINE, SubSystemsKey, registry.QUERY_VALUE)
+func (rr registryReader) Read() (Reading, error) {
+	k, err := registry.OpenKey(rr.root, rr.path, registry.QUERY_VALUE)
 	if err != nil {
-		return Reading{}, fmt.Errorf(`winfact: open HKLM\%s: %w`, SubSystemsKey, err)
+		return Reading{}, fmt.Errorf(`winfact: open %s\%s: %w`, rr.name, rr.path, err)
 	}
 	defer k.Close()
 	v, _, err := k.GetStringValue("Windows")
 	if err != nil {
-		return Reading{}, fmt.Errorf(`winfact: HKLM\%s, value Windows: %w`, SubSystemsKey, err)
+		return Reading{}, fmt.Errorf(`winfact: %s\%s, value Windows: %w`, rr.name, rr.path, err)
 	}
 	r := Reading{Value: v, Boot: time.Now().Add(-windows.DurationSinceBoot()).Truncate(time.Second)}
 	if ki, err := k.Stat(); err == nil {

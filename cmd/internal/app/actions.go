@@ -9,8 +9,6 @@ import (
 	"sync"
 	"time"
 
-	nomad "github.com/hashicorp/nomad/api"
-
 	"github.com/klaxon-dev/klaxon/cmd/internal/bus"
 	"github.com/klaxon-dev/klaxon/ingest"
 	"github.com/klaxon-dev/klaxon/ingest/winfact"
@@ -27,8 +25,9 @@ type ActionsConfig struct {
 }
 
 // NodeEligibilityConfig configures the nomad.node.eligibility action. It
-// talks to Nomad as the top-level nomad block says (its token needs
-// node:write).
+// talks to Nomad as the top-level nomad block says (address, token, region,
+// TLS, and Nomad's variables for what it leaves out); the token needs
+// node:write.
 type NodeEligibilityConfig struct {
 	// DryRun records what would be done and changes nothing (default true).
 	DryRun *bool `yaml:"dry_run"`
@@ -111,7 +110,7 @@ func startActions(ctx context.Context, cfg *Config, b *bus.Bus, met *metrics, lo
 	if n == nil {
 		return nil, nil
 	}
-	c, err := actionsNomadClient(cfg.Nomad)
+	c, err := nomadClient(cfg.Nomad)
 	if err != nil {
 		return nil, fmt.Errorf("actions.nomad_node_eligibility: nomad client: %w", err)
 	}
@@ -131,21 +130,6 @@ func startActions(ctx context.Context, cfg *Config, b *bus.Bus, met *metrics, lo
 		}
 	}()
 	return []sinks.Sink{ex}, nil
-}
-
-// actionsNomadClient is the client the actions change Nomad with: nomad/api's
-// DefaultConfig (the NOMAD_* variables: address, token, region, namespace,
-// TLS) with nomad.address and nomad.token on top. Requests are bounded by
-// the dispatcher's context.
-func actionsNomadClient(nc NomadConfig) (*nomad.Client, error) {
-	conf := nomad.DefaultConfig()
-	if nc.Address != "" {
-		conf.Address = nc.Address
-	}
-	if t := nc.Token.Reveal(); t != "" {
-		conf.SecretID = t
-	}
-	return nomad.NewClient(conf)
 }
 
 // WindowsFactsConfig publishes facts about a Windows node (ingest/winfact):

@@ -557,6 +557,7 @@ func (c *Correlator) fire(g *group, now time.Time, last *ingest.Event) {
 	if in.Labels == nil {
 		in.Labels = map[string]string{}
 	}
+	addJobLabels(in, g.Evidence, last)
 	g.Incident = in
 	if g.TL != nil {
 		g.TL.Inactive = time.Time{}

@@ -27,7 +27,7 @@ var streamFields = map[string]bool{
 	"replaces_node": true, "restart_reason": true, "service": true, "signal": true, "status": true,
 	"status_description": true, "stop": true, "task": true, "task_group": true, "triggered_by": true,
 	"type": true, "unique_hostname": true, "version": true, "from_index": true, "to_index": true,
-	"kernel": true, "running": true, "prev_running": true,
+	"kernel": true, "running": true, "prev_running": true, "job_meta": true,
 }
 
 // incidentFields are the fields of the events of source klaxon.incident

@@ -25,6 +25,9 @@ import (
 // group.
 type Info struct {
 	Namespace, Job, TaskGroup string
+	// JobMeta is the job's meta when the lookup returned the job (nil:
+	// not known); it is learnt like the stream's Job events (see Observe).
+	JobMeta map[string]string
 }
 
 // Lookup asks for an allocation's Info (e.g. the agent's API).
@@ -52,12 +55,25 @@ type Config struct {
 	Now func() time.Time
 	// Log receives one line per failed lookup episode.
 	Log *slog.Logger
+
+	// JobLookup, when set, is asked for the meta of jobs no Job event or
+	// allocation lookup named (see Observe).
+	JobLookup JobLookup
+	// MaxJobs bounds the jobs whose meta is kept (oldest learnt forgotten
+	// first).
+	MaxJobs int
+	// JobMetaTTL is how long meta learnt from the API is used before it is
+	// asked for again (meta from the event stream's Job events is kept
+	// until the next one).
+	JobMetaTTL time.Duration
 }
 
 // Stats counts what a Cache did.
 type Stats struct {
 	// Enriched events, Lookups asked, LookupFailures among them.
 	Enriched, Lookups, LookupFailures uint64
+	// JobLookups asked for jobs' meta, JobLookupFailures among them.
+	JobLookups, JobLookupFailures uint64
 }
 
 // Cache maps allocation IDs to their Info. Safe for concurrent use.
@@ -70,6 +86,9 @@ type Cache struct {
 	failed map[string]time.Time // allocation → when it may be asked again
 	warned bool
 	stats  Stats
+	jobs   jobCache
+	// jobWarned is set after a failed job lookup was logged.
+	jobWarned bool
 }
 
 // New returns an empty cache.
@@ -89,7 +108,13 @@ func New(cfg Config) *Cache {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	return &Cache{cfg: cfg, allocs: map[string]Info{}, failed: map[string]time.Time{}}
+	if cfg.MaxJobs <= 0 {
+		cfg.MaxJobs = DefaultMaxJobs
+	}
+	if cfg.JobMetaTTL <= 0 {
+		cfg.JobMetaTTL = DefaultJobMetaTTL
+	}
+	return &Cache{cfg: cfg, allocs: map[string]Info{}, failed: map[string]time.Time{}, jobs: newJobCache()}
 }
 
 // Stats returns the counters.
@@ -99,10 +124,10 @@ func (c *Cache) Stats() Stats {
 	return c.stats
 }
 
-// Observe learns the job of ev's allocation when ev names it, and gives ev
-// the namespace, job and task group of its allocation when it names only
-// the allocation (fields alloc_id without job).
-func (c *Cache) Observe(ctx context.Context, ev *ingest.Event) {
+// observeAlloc learns the job of ev's allocation when ev names it, and
+// gives ev the namespace, job and task group of its allocation when it
+// names only the allocation (fields alloc_id without job).
+func (c *Cache) observeAlloc(ctx context.Context, ev *ingest.Event) {
 	alloc := ev.Field("alloc_id")
 	if alloc == "" {
 		return
@@ -190,6 +215,10 @@ func (c *Cache) get(ctx context.Context, alloc string) (Info, bool) {
 	}
 	c.warned = false
 	c.mu.Unlock()
+	if info.JobMeta != nil {
+		c.learnJob(info.Namespace, info.Job, info.JobMeta, false)
+		info.JobMeta = nil // kept per job, not per allocation
+	}
 	c.learn(alloc, info)
 	return info, true
 }
@@ -204,6 +233,13 @@ func APILookup(client *api.Client, token string) Lookup {
 		if err != nil {
 			return Info{}, nomadapi.Explain(client.Address(), err)
 		}
-		return Info{Namespace: a.Namespace, Job: a.JobID, TaskGroup: a.TaskGroup}, nil
+		info := Info{Namespace: a.Namespace, Job: a.JobID, TaskGroup: a.TaskGroup}
+		if a.Job != nil { // the allocation comes with its job: its meta too
+			info.JobMeta = a.Job.Meta
+			if info.JobMeta == nil {
+				info.JobMeta = map[string]string{}
+			}
+		}
+		return info, nil
 	}
 }

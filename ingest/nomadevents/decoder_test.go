@@ -140,7 +140,7 @@ func TestDecoderCaptures(t *testing.T) {
 					t.Errorf("event %+v", e)
 				}
 				for k, v := range e.Fields {
-					if s, ok := v.(string); !ok || s == "" {
+					if !goodField(k, v) {
 						t.Errorf("%s: field %s = %#v, want a non-empty string", e.ID, k, v)
 					}
 				}
@@ -546,6 +546,67 @@ func TestReadAllSkipsBadLines(t *testing.T) {
 	for _, want := range []string{"index=6", "index=7", "index=8", "input=bad-frames.ndjson"} {
 		if !strings.Contains(lb.String(), want) {
 			t.Errorf("log does not contain %s:\n%s", want, lb.String())
+		}
+	}
+}
+
+// goodField: event fields are non-empty strings, but for job_meta, a
+// non-empty map of non-empty strings.
+func goodField(k string, v any) bool {
+	if m, ok := v.(map[string]any); ok && k == JobMetaField {
+		for mk, mv := range m {
+			if s, ok := mv.(string); !ok || s == "" || mk == "" {
+				return false
+			}
+		}
+		return len(m) > 0
+	}
+	s, ok := v.(string)
+	return ok && s != ""
+}
+
+// TestJobMeta: a Job event carries the job's meta (string values; nulls,
+// empty and non-string values left out; bounded).
+func TestJobMeta(t *testing.T) {
+	big := strings.Repeat("x", MaxJobMetaValue+10)
+	var many []string
+	for i := range MaxJobMeta + 5 {
+		many = append(many, fmt.Sprintf(`"k%03d":"v"`, i))
+	}
+	frame := func(idx int, meta string) string {
+		return fmt.Sprintf(`{"Index":%d,"Events":[{"Topic":"Job","Type":"JobRegistered","Key":"pay","Namespace":"prod","Index":%d,"Payload":{"Job":{"ID":"pay","Namespace":"prod","Type":"service","Status":"running","Version":3,"SubmitTime":1795312919690365302,"Meta":%s,"TaskGroups":[{"Name":"g","Meta":{"team":"group-level"}}]}}}]}`, idx, idx, meta)
+	}
+	d := NewDecoder(DecoderConfig{Log: discard})
+	var got []ingest.Event
+	emit := func(e ingest.Event) { got = append(got, e) }
+	for i, meta := range []string{
+		`{"team":"payments","owner":"alice","pager":"pd-payments","empty":"","n":7,"nil":null,"esc\u0061ped":"a\"b","big":"` + big + `"}`,
+		`null`,
+		`{` + strings.Join(many, ",") + `}`,
+	} {
+		if err := d.Frame([]byte(frame(10+i, meta)), emit); err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+	}
+	if len(got) != 3 {
+		t.Fatalf("%d events", len(got))
+	}
+	m, _ := got[0].Fields[JobMetaField].(map[string]any)
+	want := map[string]any{"team": "payments", "owner": "alice", "pager": "pd-payments", "escaped": `a"b`, "big": big[:MaxJobMetaValue]}
+	if fmt.Sprint(m) != fmt.Sprint(want) || got[0].Field("job") != "pay" || got[0].Field("namespace") != "prod" {
+		t.Errorf("fields %v", got[0].Fields)
+	}
+	if _, ok := got[1].Fields[JobMetaField]; ok {
+		t.Errorf("null meta: fields %v", got[1].Fields)
+	}
+	if m, _ := got[2].Fields[JobMetaField].(map[string]any); len(m) != MaxJobMeta {
+		t.Errorf("%d meta keys, want %d", len(m), MaxJobMeta)
+	}
+	for _, e := range got {
+		for k, v := range e.Fields {
+			if !goodField(k, v) {
+				t.Errorf("field %s = %#v", k, v)
+			}
 		}
 	}
 }

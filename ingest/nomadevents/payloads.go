@@ -786,11 +786,14 @@ func (d *Decoder) job(c change, b []byte, emit func(ingest.Event)) error {
 	var id, ns, typ, status string
 	var version, submit int64
 	var stop bool
+	var meta map[string]any
 	err := eachMember(b, func(k, v []byte) (bool, error) {
 		var err error
 		switch string(k) {
 		case "ID":
 			id, err = str(v)
+		case "Meta":
+			meta, err = decodeMeta(v)
 		case "Namespace":
 			ns, err = str(v)
 		case "Type":
@@ -826,6 +829,9 @@ func (d *Decoder) job(c change, b []byte, emit func(ingest.Event)) error {
 	f.set("status", status)
 	f.set("version", strconv.FormatInt(version, 10))
 	f.set("stop", strconv.FormatBool(stop))
+	if len(meta) > 0 {
+		f[JobMetaField] = meta
+	}
 	msg := "job " + id + " is " + status
 	if stop {
 		msg += " (stopped)"
@@ -836,6 +842,49 @@ func (d *Decoder) job(c change, b []byte, emit func(ingest.Event)) error {
 		Level: ingest.LevelInfo, Msg: msg, Fields: f,
 	})
 	return nil
+}
+
+// JobMetaField is the field of a Job event holding the job's meta (a map
+// of strings: owner, team, pager, …); ingest/nomadalloc gives it to the
+// other events of the job, and the correlator makes it incident labels.
+const JobMetaField = "job_meta"
+
+// Bounds of a job's meta as events carry it: the first MaxJobMeta keys in
+// the payload's order, values cut to MaxJobMetaValue bytes.
+const (
+	MaxJobMeta      = 64
+	MaxJobMetaValue = 1024
+)
+
+// decodeMeta reads a job's Meta object (string values; null is none).
+// Empty keys and values are left out.
+func decodeMeta(b []byte) (map[string]any, error) {
+	var meta map[string]any
+	err := eachMember(b, func(k, v []byte) (bool, error) {
+		key, err := str(append(append([]byte{'"'}, k...), '"'))
+		if err != nil {
+			return false, err
+		}
+		if len(v) == 0 || v[0] != '"' {
+			return false, nil // null, or not a string: not meta Nomad writes
+		}
+		val, err := str(v)
+		if err != nil {
+			return false, fmt.Errorf("%s: %w", key, err)
+		}
+		if key == "" || val == "" {
+			return false, nil
+		}
+		if len(val) > MaxJobMetaValue {
+			val = strings.ToValidUTF8(val[:MaxJobMetaValue], "")
+		}
+		if meta == nil {
+			meta = map[string]any{}
+		}
+		meta[key] = val
+		return len(meta) >= MaxJobMeta, nil
+	})
+	return meta, err
 }
 
 // --- Service ---

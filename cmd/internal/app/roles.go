@@ -406,6 +406,7 @@ func newAllocCache(cfg *Config, log *slog.Logger) *nomadalloc.Cache {
 			log.Warn("nomad: allocations' jobs will be learnt from the event stream only", "err", err)
 		} else {
 			acfg.Lookup = nomadalloc.APILookup(c, nc.Token.Reveal())
+			acfg.JobLookup = nomadalloc.APIJobLookup(c, nc.Token.Reveal())
 		}
 	}
 	return nomadalloc.New(acfg)

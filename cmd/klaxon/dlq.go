@@ -6,17 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"net/url"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/klaxon-dev/klaxon/cmd/internal/app"
-	"github.com/klaxon-dev/klaxon/internal/natslayout"
 	"github.com/klaxon-dev/klaxon/sinks"
 )
 
@@ -27,7 +25,8 @@ const dlqUsage = `Usage:
 list shows the incident changes that sinks gave up on (KLAXON_DLQ); replay sends
 dead letters of one sink (the given sequences, or all) back to that sink only.
 They use the bus of the config: nats.url, or with the embedded server the running
-klaxon's fixed nats.listen address, or the store in data_dir when klaxon is stopped.
+klaxon's fixed nats.listen address, or its HTTP endpoint (http.listen: /api/dlq,
+replay with http.token), or the store in data_dir when klaxon is stopped.
 `
 
 func cmdDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -51,28 +50,6 @@ func cmdDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 // dlqTimeout bounds one dlq command (connecting included).
 const dlqTimeout = time.Minute
 
-// openDLQ loads the config and connects to its bus.
-func openDLQ(ctx context.Context, config, logLevel string, stderr io.Writer) (*app.Config, jetstream.JetStream, func(), error) {
-	log, err := newLogger(stderr, logLevel)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	cfg, err := app.LoadToolConfig(config)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	b, err := app.OpenToolBus(ctx, cfg, log)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	closeBus := func() {
-		cctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		_ = b.Close(cctx)
-	}
-	return cfg, b.JS, closeBus, nil
-}
-
 func cmdDLQList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("dlq list", "klaxon dlq list [--config FILE] [--sink NAME] [--format text|json] [--limit N]", stderr)
 	config := fs.String("config", "klaxon.yaml", "configuration file (YAML)")
@@ -91,26 +68,21 @@ func cmdDLQList(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	ctx, cancel := context.WithTimeout(ctx, dlqTimeout)
 	defer cancel()
-	_, js, closeBus, err := openDLQ(ctx, *config, *logLevel, stderr)
+	c, err := openToolConn(ctx, *config, *logLevel, stderr)
 	if err != nil {
 		return err
 	}
-	defer closeBus()
-	names := []string{*sink}
-	if *sink == "" {
-		if names, err = dlqSinks(ctx, js); err != nil {
-			return err
-		}
-	}
+	defer c.close()
 	var all []sinks.DeadLetter
-	for _, n := range names {
-		dls, err := sinks.ListDLQ(ctx, js, n, *limit)
-		if err != nil {
-			return err
-		}
-		all = append(all, dls...)
+	if c.api != nil {
+		q := url.Values{"sink": {*sink}, "limit": {strconv.Itoa(*limit)}}
+		err = c.api.do(ctx, http.MethodGet, "/api/dlq?"+q.Encode(), nil, &all)
+	} else {
+		all, err = app.ListDeadLetters(ctx, c.b.JS, *sink, *limit)
 	}
-	sort.Slice(all, func(i, j int) bool { return all[i].Seq < all[j].Seq })
+	if err != nil {
+		return err
+	}
 	if *format == "json" {
 		enc := json.NewEncoder(stdout)
 		for _, dl := range all {
@@ -137,24 +109,6 @@ func cmdDLQList(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	return nil
 }
 
-// dlqSinks lists the sinks that have dead letters (their subject tokens).
-func dlqSinks(ctx context.Context, js jetstream.JetStream) ([]string, error) {
-	st, err := js.Stream(ctx, natslayout.DLQStream)
-	if err != nil {
-		return nil, fmt.Errorf("dlq: %w", err)
-	}
-	info, err := st.Info(ctx, jetstream.WithSubjectFilter(natslayout.DLQPrefix+".>"))
-	if err != nil {
-		return nil, fmt.Errorf("dlq: %w", err)
-	}
-	var out []string
-	for subj := range info.State.Subjects {
-		out = append(out, strings.TrimPrefix(subj, natslayout.DLQPrefix+"."))
-	}
-	sort.Strings(out)
-	return out, nil
-}
-
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 
 func cmdDLQReplay(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -179,15 +133,22 @@ func cmdDLQReplay(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	ctx, cancel := context.WithTimeout(ctx, dlqTimeout)
 	defer cancel()
-	cfg, js, closeBus, err := openDLQ(ctx, *config, *logLevel, stderr)
+	c, err := openToolConn(ctx, *config, *logLevel, stderr)
 	if err != nil {
 		return err
 	}
-	defer closeBus()
-	if names := cfg.SinkNames(); !slices.Contains(names, *sink) {
+	defer c.close()
+	if names := c.cfg.SinkNames(); !slices.Contains(names, *sink) {
 		return fmt.Errorf("dlq replay: sink %q is not in %s (sinks: %s): nothing would deliver the replay", *sink, *config, strings.Join(names, ", "))
 	}
-	n, err := sinks.ReplayDLQ(ctx, js, *sink, seqs)
+	var n int
+	if c.api != nil {
+		var resp app.DLQReplayResponse
+		err = c.api.do(ctx, http.MethodPost, "/api/dlq/replay", app.DLQReplayRequest{Sink: *sink, Seqs: seqs}, &resp)
+		n = resp.Replayed
+	} else {
+		n, err = sinks.ReplayDLQ(ctx, c.b.JS, *sink, seqs)
+	}
 	fmt.Fprintf(stdout, "replayed %d dead letter(s) of sink %s; klaxon delivers them to that sink only (at once if it runs, else when it starts)\n", n, *sink)
 	return err
 }

@@ -31,6 +31,7 @@ Usage:
                                   print the effective configuration, secrets hidden
   klaxon dlq list|replay          list or re-deliver the incident changes a sink gave up on
   klaxon silence add|list|expire  keep matching incidents from the sinks until a time
+  klaxon incidents list|show      search the incident history (KLAXON_INCIDENTS)
   klaxon version                  print the version
   klaxon demo --out DIR           write the bundled demo logs with fresh timestamps
   klaxon service install|uninstall|start|stop [--config FILE] [--name klaxon]
@@ -90,6 +91,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdDLQ(ctx, args[1:], stdout, stderr)
 	case "silence":
 		return cmdSilence(ctx, args[1:], stdout, stderr)
+	case "incidents":
+		return cmdIncidents(ctx, args[1:], stdout, stderr)
 	case "version":
 		return cmdVersion(args[1:], stdout, stderr)
 	case "service":

@@ -302,7 +302,7 @@ func (r *correlatorRole) handle(ctx context.Context, m jetstream.Msg) {
 // publishGauges hands the correlator's counters to the metrics endpoint
 // (the correlator itself is not safe for concurrent use).
 func (r *correlatorRole) publishGauges() {
-	g := &corrGauges{stats: r.corr.Stats(), groups: r.corr.ActiveGroups(), open: map[[2]string]int{}, set: r.corr.Rules()}
+	g := &corrGauges{stats: r.corr.Stats(), groups: r.corr.ActiveGroups(), open: map[[2]string]int{}, set: r.corr.Rules(), inhibited: r.corr.Inhibited()}
 	for _, in := range r.corr.Open() {
 		g.open[[2]string{in.Rule, in.Severity}]++
 	}

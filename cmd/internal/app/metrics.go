@@ -126,6 +126,8 @@ type corrGauges struct {
 	// set is the rule set the correlator runs (nil: not known); every
 	// rule gets its series, at 0 until it matches.
 	set *rules.Set
+	// inhibited are the groups an inhibition holds back (the web view).
+	inhibited []correlate.Inhibited
 }
 
 type namedDispatcher struct {
@@ -410,6 +412,9 @@ func (m *metrics) serveHTTP(ctx context.Context, cfg HTTPConfig, reload func() e
 	}
 	if m.silences != nil {
 		registerSilences(mux, m.silences, cfg.Token, m.now, log)
+		if m.bus != nil {
+			registerDLQ(mux, m.bus.JS, cfg.Token, m.sinkNames, log)
+		}
 	}
 	l, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -451,4 +456,15 @@ func isLoopbackListen(listen string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// sinkNames are the names of the sinks this process runs.
+func (m *metrics) sinkNames() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []string
+	for _, d := range m.dispatch {
+		out = append(out, d.name)
+	}
+	return out
 }

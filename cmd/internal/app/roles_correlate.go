@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -337,6 +339,10 @@ func (c *correlators) storeGauges(p int, g *corrGauges) {
 	m.stats = correlate.Stats{MatchesByRule: map[string]uint64{}}
 	m.groups = map[string]int{}
 	m.open = map[[2]string]int{}
+	m.inhibited = nil
+	for _, p := range slices.Sorted(maps.Keys(c.gauges)) {
+		m.inhibited = append(m.inhibited, c.gauges[p].inhibited...)
+	}
 	for _, pg := range c.gauges {
 		m.stats.Events += pg.stats.Events
 		m.stats.Matched += pg.stats.Matched

@@ -113,7 +113,7 @@ func registerSilences(mux *http.ServeMux, st *silence.Store, token ingest.Secret
 		writeJSON(w, http.StatusOK, out)
 	})
 	mux.HandleFunc("POST /api/silences", func(w http.ResponseWriter, r *http.Request) {
-		if deny(w, r) {
+		if deny(w, r) || !jsonBody(w, r) {
 			return
 		}
 		var q SilenceRequest

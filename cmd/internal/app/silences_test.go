@@ -39,6 +39,9 @@ func TestSilencesHTTP(t *testing.T) {
 	call := func(method, url, token, body string) (int, string) {
 		t.Helper()
 		req, _ := http.NewRequest(method, url, strings.NewReader(body))
+		if body != "" && !strings.Contains(body, "as a form") {
+			req.Header.Set("Content-Type", "application/json")
+		}
 		if token != "" {
 			req.Header.Set("Authorization", "Bearer "+token)
 		}
@@ -62,6 +65,8 @@ func TestSilencesHTTP(t *testing.T) {
 		{"bad matcher", "POST", base, "s3cret", `{"matchers":["rule=~("],"duration":"1h","comment":"x"}`, http.StatusBadRequest, "missing closing )"},
 		{"no end", "POST", base, "s3cret", `{"matchers":["rule=x"],"comment":"x"}`, http.StatusBadRequest, "ends_at or duration is required"},
 		{"unknown field", "POST", base, "s3cret", `{"matchers":["rule=x"],"duration":"1h","until":"x"}`, http.StatusBadRequest, "unknown field"},
+		// Not JSON (a cross-site form can send text/plain without asking): refused.
+		{"not declared JSON", "POST", base, "s3cret", `{"matchers":["rule=x"],"duration":"1h","comment":"as a form"}`, http.StatusUnsupportedMediaType, "application/json"},
 		{"expire unknown", "DELETE", base + "/no-such-id", "s3cret", "", http.StatusNotFound, "not found"},
 		{"add", "POST", base, "s3cret", add, http.StatusCreated, `"state":"active"`},
 	}

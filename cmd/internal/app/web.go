@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/klaxon-dev/klaxon/cmd/internal/bus"
+	"github.com/klaxon-dev/klaxon/cmd/internal/history"
 	"github.com/klaxon-dev/klaxon/cmd/internal/web"
 	"github.com/klaxon-dev/klaxon/correlate"
 	"github.com/klaxon-dev/klaxon/ingest"
@@ -19,9 +20,10 @@ import (
 
 // mountWebView puts the web view on the role's HTTP endpoint (see
 // serveHTTP): the live incidents followed from KLAXON_INCIDENTS through an
-// ordered consumer until ctx is done, the rules and counters the
-// correlator goroutine publishes with its gauges (set until the first
-// publication), and the playground on the rules in use.
+// ordered consumer until ctx is done, the rules, counters and inhibited
+// groups the correlator goroutine publishes with its gauges (set until the
+// first publication), the playground on the rules in use, the history
+// (KLAXON_INCIDENTS) and the silences (changes need http.token when set).
 // Nothing is mounted when the endpoint is off.
 func (m *metrics) mountWebView(ctx context.Context, b *bus.Bus, set *rules.Set, cfg *Config, now func() time.Time, log *slog.Logger) {
 	if cfg.HTTP.Listen == "off" {
@@ -35,14 +37,31 @@ func (m *metrics) mountWebView(ctx context.Context, b *bus.Bus, set *rules.Set, 
 		}
 		return set
 	}
-	h := web.New(web.Config{
+	wc := web.Config{
 		Incidents:  store,
 		Rules:      current,
 		Stats:      m.ruleStats,
 		Playground: Playground(current, correlate.Options{MaxEvidence: cfg.Correlator.MaxEvidence, UpdateInterval: cfg.Correlator.UpdateInterval}, log),
 		Now:        now,
 		Log:        log,
-	})
+		Token:      cfg.HTTP.Token,
+		Inhibited: func() []correlate.Inhibited {
+			if g := m.corr.Load(); g != nil {
+				return g.inhibited
+			}
+			return nil
+		},
+		History: func(ctx context.Context, q history.Query) (history.Result, error) {
+			return history.Search(ctx, b.JS, q)
+		},
+		HistoryGet: func(ctx context.Context, id string, hint history.Hint) (history.Detail, error) {
+			return history.Get(ctx, b.JS, id, hint)
+		},
+	}
+	if m.silences != nil {
+		wc.Silences = m.silences
+	}
+	h := web.New(wc)
 	m.mount = h.Register
 }
 

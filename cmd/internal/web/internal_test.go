@@ -14,9 +14,10 @@ func ev(sec int, source, level, msg string) correlate.Evidence {
 	return correlate.Evidence{Time: t0.Add(time.Duration(sec) * time.Second), ID: fmt.Sprintf("%s:%d:%s", source, sec, msg), Source: source, Kind: "k", Level: level, Msg: msg}
 }
 
-// TestTimeline: one lane per source (the three known ones always, in
-// order, then others), one mark per event placed by time inside the plot,
-// ticks at a readable step, markers at start and resolution.
+// TestTimeline: one lane per source that has evidence (the three known
+// ones in order, then others; an empty source is not drawn), one mark per
+// event placed by time inside the plot, ticks at a readable step, markers
+// at start and resolution.
 func TestTimeline(t *testing.T) {
 	resolved := t0.Add(40 * time.Minute)
 	tests := []struct {
@@ -43,19 +44,28 @@ func TestTimeline(t *testing.T) {
 			wantTicks: [2]int{3, 8},
 		},
 		{
+			name: "the log and the Windows Event Log: no lane for the stream",
+			in: correlate.Incident{StartedAt: t0, UpdatedAt: t0.Add(time.Minute),
+				Evidence: []correlate.Evidence{ev(0, "nomad.log", "warn", "a"), ev(60, "winevt", "error", "b")}},
+			lanes:     []string{"Nomad agent log", "Windows Event Log"},
+			counts:    []int{1, 1},
+			markers:   []string{"started"},
+			wantTicks: [2]int{3, 8},
+		},
+		{
 			name: "one event, unknown source gets its own lane",
 			in: correlate.Incident{StartedAt: t0, UpdatedAt: t0,
 				Evidence: []correlate.Evidence{ev(0, "klaxon.incident", "", "inner incident")}},
-			lanes:     []string{"Nomad agent log", "Nomad event stream", "Windows Event Log", "klaxon.incident"},
-			counts:    []int{0, 0, 0, 1},
+			lanes:     []string{"klaxon.incident"},
+			counts:    []int{1},
 			markers:   []string{"started"},
 			wantTicks: [2]int{3, 8},
 		},
 		{
 			name:      "no evidence",
 			in:        correlate.Incident{StartedAt: t0, UpdatedAt: t0},
-			lanes:     []string{"Nomad agent log", "Nomad event stream", "Windows Event Log"},
-			counts:    []int{0, 0, 0},
+			lanes:     []string{},
+			counts:    []int{},
 			markers:   []string{"started"},
 			wantTicks: [2]int{3, 8},
 		},

@@ -23,7 +23,8 @@ const (
 )
 
 // lanes are the sources, one lane each, in this order; evidence of any
-// other source gets a lane of its own after them.
+// other source gets a lane of its own after them. A source without
+// evidence in the incident gets no lane.
 var lanes = []struct{ source, label string }{
 	{ingest.SourceNomadLog, "Nomad agent log"},
 	{ingest.SourceNomadEvent, "Nomad event stream"},
@@ -68,13 +69,20 @@ type tlMark struct {
 	Title string
 }
 
-// newTimeline lays out the evidence of an incident: one lane per source,
-// one mark per event on a shared time axis (UTC), and vertical markers at
-// the incident's start and resolution.
+// newTimeline lays out the evidence of an incident: one lane per source
+// that has evidence, one mark per event on a shared time axis (UTC), and
+// vertical markers at the incident's start and resolution.
 func newTimeline(in correlate.Incident) timeline {
 	tl := timeline{Width: tlWidth, PlotX: tlLabelW, PlotW: tlWidth - tlLabelW - tlRight, Top: tlTop}
 	laneOf := map[string]int{}
+	has := map[string]bool{}
+	for _, e := range in.Evidence {
+		has[e.Source] = true
+	}
 	for _, l := range lanes {
+		if !has[l.source] {
+			continue
+		}
 		laneOf[l.source] = len(tl.Lanes)
 		tl.Lanes = append(tl.Lanes, tlLane{Label: l.label, Source: l.source})
 	}

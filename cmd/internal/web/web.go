@@ -16,19 +16,24 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"html/template"
 	"io"
 	"io/fs"
 	"log/slog"
 	"maps"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/klaxon-dev/klaxon/cmd/internal/history"
 	"github.com/klaxon-dev/klaxon/correlate"
+	"github.com/klaxon-dev/klaxon/ingest"
 	"github.com/klaxon-dev/klaxon/rules"
+	"github.com/klaxon-dev/klaxon/sinks/silence"
 )
 
 // Defaults of Config.
@@ -122,6 +127,33 @@ type Config struct {
 	PlaygroundTimeout time.Duration
 	// ResolvedFor is how long resolved incidents are listed on / (default DefaultResolvedFor).
 	ResolvedFor time.Duration
+
+	// Silences, when set, shows which incidents a silence mutes and lets
+	// the pages add and expire silences (/silences, the incident page).
+	Silences Silences
+	// Token is the bearer token that changes need (http.token): sent as
+	// Authorization: Bearer or, from the pages' forms, as the field
+	// "token". Unset: no token (allowed on loopback only).
+	Token ingest.Secret
+	// Inhibited lists the incidents an inhibition holds back now (the
+	// correlator's held-back groups); nil shows none.
+	Inhibited func() []correlate.Inhibited
+	// History searches the incident history (KLAXON_INCIDENTS); nil:
+	// /history is unavailable.
+	History func(ctx context.Context, q history.Query) (history.Result, error)
+	// HistoryGet reads one incident from the history; nil: only the
+	// incidents of the live view have a page.
+	HistoryGet func(ctx context.Context, id string, hint history.Hint) (history.Detail, error)
+}
+
+// Silences is what the web view reads and changes silences through;
+// *silence.Store implements it.
+type Silences interface {
+	// SilenceFor returns the active silence that mutes in (from memory).
+	SilenceFor(in correlate.Incident, now time.Time) (silence.Silence, bool)
+	List(ctx context.Context) ([]silence.Silence, error)
+	Add(ctx context.Context, s silence.Silence, now time.Time) (silence.Silence, error)
+	Expire(ctx context.Context, id string, now time.Time) (silence.Silence, error)
 }
 
 // Handler serves the web view.
@@ -163,17 +195,22 @@ func New(cfg Config) *Handler {
 		"bytes":   fmtBytes,
 		"kv":      fmtFields,
 		"percent": func(a, b uint64) uint64 { return a * 100 / max(b, 1) },
+		"shown":   shownStatus,
+		"since":   func(a, b time.Time) string { return fmtDuration(b.Sub(a).Round(time.Second)) },
+		"rfc3339": func(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) },
+		"list":    func(s ...string) []string { return s },
 	}
 	base := template.Must(template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/parts.html"))
-	for _, page := range []string{"index", "incident", "rules", "playground", "error"} {
+	for _, page := range []string{"index", "incident", "rules", "playground", "error", "history", "silences"} {
 		t := template.Must(template.Must(base.Clone()).ParseFS(templateFS, "templates/"+page+".html"))
 		h.tmpl[page] = t
 	}
 	return h
 }
 
-// Register mounts the web view's routes on mux: /, /incidents/{id},
-// /rules, /playground, /api/… and /static/….
+// Register mounts the web view's routes on mux: /, /incidents/{id} (and
+// POST …/silence), /rules, /playground, /history, /silences, /api/… and
+// /static/….
 func (h *Handler) Register(mux *http.ServeMux) {
 	mux.Handle("GET /{$}", h.wrap(h.index))
 	mux.Handle("GET /incidents/{id}", h.wrap(h.incident))
@@ -184,6 +221,13 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	mux.Handle("GET /api/incidents/{id}", h.wrap(h.apiIncident))
 	mux.Handle("GET /api/rules", h.wrap(h.apiRules))
 	mux.Handle("POST /api/playground", h.wrap(h.apiPlayground))
+	mux.Handle("POST /incidents/{id}/silence", h.wrap(h.silenceIncident))
+	mux.Handle("GET /silences", h.wrap(h.silencesPage))
+	mux.Handle("POST /silences", h.wrap(h.silencesAdd))
+	mux.Handle("POST /silences/{id}/expire", h.wrap(h.silencesExpire))
+	mux.Handle("GET /history", h.wrap(h.historyPage))
+	mux.Handle("GET /api/history", h.wrap(h.apiHistory))
+	mux.Handle("GET /api/history/{id}", h.wrap(h.apiHistoryGet))
 	static, _ := fs.Sub(staticFS, "static")
 	mux.Handle("GET /static/", h.wrap(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "max-age=300")
@@ -218,7 +262,7 @@ func (h *Handler) wrap(f http.HandlerFunc) http.Handler {
 		hd.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
 		hd.Set("X-Content-Type-Options", "nosniff")
 		hd.Set("X-Frame-Options", "DENY")
-		hd.Set("Referrer-Policy", "no-referrer")
+		hd.Set("Referrer-Policy", "same-origin") // forms send their Origin; other sites learn nothing
 		f(w, r)
 	})
 }
@@ -262,33 +306,96 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // --- live incidents ---
 
 type indexData struct {
-	Open, Resolved []correlate.Incident
+	Open, Resolved []row
+	Inhibited      []correlate.Inhibited
 	ResolvedFor    time.Duration
 	Version        uint64
+	// History says whether /history is available.
+	History bool
+}
+
+// row is an incident as the lists show it: what on-call thinks of its
+// status (firing or resolved) and the silence that mutes it, if any.
+type row struct {
+	correlate.Incident
+	Shown   string       `json:"display_status"`
+	Silence *silenceInfo `json:"silenced_by,omitempty"`
+}
+
+// silenceInfo is the silence that mutes an incident.
+type silenceInfo struct {
+	ID        string    `json:"id"`
+	EndsAt    time.Time `json:"ends_at"`
+	CreatedBy string    `json:"created_by"`
+	Comment   string    `json:"comment"`
+	Matchers  string    `json:"matchers"`
+}
+
+// shownStatus is the status on-call reads: an incident fires until it
+// resolved ("updated" is a change of a firing incident, not a state).
+func shownStatus(status string) string {
+	if status == correlate.StatusResolved {
+		return correlate.StatusResolved
+	}
+	return correlate.StatusFiring
+}
+
+// silenceOf returns the silence that mutes in now (nil: none, or in is
+// resolved).
+func (h *Handler) silenceOf(in correlate.Incident, now time.Time) *silenceInfo {
+	if h.cfg.Silences == nil || in.Status == correlate.StatusResolved {
+		return nil
+	}
+	s, ok := h.cfg.Silences.SilenceFor(in, now)
+	if !ok {
+		return nil
+	}
+	return &silenceInfo{ID: s.ID, EndsAt: s.EndsAt, CreatedBy: s.CreatedBy, Comment: s.Comment, Matchers: matcherText(s.Matchers)}
+}
+
+func matcherText(ms []silence.Matcher) string {
+	var parts []string
+	for _, m := range ms {
+		parts = append(parts, m.String())
+	}
+	return strings.Join(parts, " ")
+}
+
+func (h *Handler) rows(ins []correlate.Incident, now time.Time) []row {
+	out := make([]row, 0, len(ins))
+	for _, in := range ins {
+		out = append(out, row{Incident: in, Shown: shownStatus(in.Status), Silence: h.silenceOf(in, now)})
+	}
+	return out
 }
 
 func (h *Handler) indexData() indexData {
 	now := h.cfg.Now()
 	v := h.cfg.Incidents.Version()
 	open, resolved := h.cfg.Incidents.List(now.Add(-h.cfg.ResolvedFor))
-	return indexData{Open: open, Resolved: resolved, ResolvedFor: h.cfg.ResolvedFor, Version: v}
+	d := indexData{Open: h.rows(open, now), Resolved: h.rows(resolved, now), ResolvedFor: h.cfg.ResolvedFor, Version: v, History: h.cfg.History != nil}
+	if h.cfg.Inhibited != nil {
+		d.Inhibited = h.cfg.Inhibited()
+	}
+	return d
 }
 
 func (h *Handler) index(w http.ResponseWriter, r *http.Request) {
 	h.render(w, http.StatusOK, "index", page{Title: "Incidents", Nav: "incidents", Data: h.indexData()})
 }
 
-// apiIncident is an incident as /api/incidents lists it: no evidence.
+// apiIncident is an incident as /api/incidents lists it: no evidence,
+// with the status on-call reads and the silence that mutes it.
 type apiIncident struct {
-	correlate.Incident
+	row
 	Evidence []correlate.Evidence `json:"evidence,omitempty"`
 	URL      string               `json:"url"`
 }
 
-func listed(ins []correlate.Incident) []apiIncident {
-	out := make([]apiIncident, 0, len(ins))
-	for _, in := range ins {
-		out = append(out, apiIncident{Incident: in, URL: "/incidents/" + in.ID})
+func listed(rs []row) []apiIncident {
+	out := make([]apiIncident, 0, len(rs))
+	for _, r := range rs {
+		out = append(out, apiIncident{row: r, URL: "/incidents/" + r.ID})
 	}
 	return out
 }
@@ -297,18 +404,23 @@ func listed(ins []correlate.Incident) []apiIncident {
 // store's version, so polling an unchanged view costs a 304.
 func (h *Handler) apiIncidents(w http.ResponseWriter, r *http.Request) {
 	d := h.indexData()
-	etag := fmt.Sprintf(`W/"%d-%d"`, d.Version, h.cfg.Now().Unix()/60)
+	etag := fmt.Sprintf(`W/"%d-%d-%s"`, d.Version, h.cfg.Now().Unix()/60, h.extraTag(d))
 	w.Header().Set("ETag", etag)
 	w.Header().Set("Cache-Control", "no-cache")
 	if r.Header.Get("If-None-Match") == etag {
 		w.WriteHeader(http.StatusNotModified)
 		return
 	}
+	inhibited := d.Inhibited
+	if inhibited == nil {
+		inhibited = []correlate.Inhibited{}
+	}
 	writeJSON(w, http.StatusOK, map[string]any{
-		"open":     listed(d.Open),
-		"resolved": listed(d.Resolved),
-		"version":  d.Version,
-		"now":      h.cfg.Now().UTC(),
+		"open":      listed(d.Open),
+		"resolved":  listed(d.Resolved),
+		"inhibited": inhibited,
+		"version":   d.Version,
+		"now":       h.cfg.Now().UTC(),
 	})
 }
 
@@ -316,21 +428,121 @@ func (h *Handler) apiIncidents(w http.ResponseWriter, r *http.Request) {
 
 type incidentData struct {
 	In       correlate.Incident
+	Shown    string
+	Silence  *silenceInfo
 	Timeline timeline
 	Rule     *rules.Rule
+	// FromHistory is set when the incident came from KLAXON_INCIDENTS,
+	// not the live view; Changes and Occurrences come from there.
+	FromHistory bool
+	Changes     []history.Change
+	Occurrences []history.Occurrence
+	// Form is the silence form (nil: silences unavailable or the incident
+	// resolved).
+	Form *silenceForm
+}
+
+// silenceForm is the incident page's "silence this" form.
+type silenceForm struct {
+	Action        string
+	Scopes        []silenceScope
+	Scope         string
+	Durations     []string
+	Duration      string
+	Comment       string
+	Author        string
+	TokenRequired bool
+	Err           string
+	// Done names the silence just added (after the redirect).
+	Done string
+}
+
+// silenceScope is one choice of what to silence: its matchers.
+type silenceScope struct {
+	Value, Label string
+	Matchers     []string
+}
+
+var silenceDurations = []string{"30m", "1h", "2h", "4h", "8h", "1d", "3d", "7d"}
+
+func incidentScopes(in correlate.Incident) []silenceScope {
+	sc := []silenceScope{{Value: "incident", Label: "this incident", Matchers: []string{"id=" + in.ID}}}
+	if in.Node != "" {
+		sc = append(sc,
+			silenceScope{Value: "rule-node", Label: "rule " + in.Rule + " on node " + in.Node, Matchers: []string{"rule=" + in.Rule, "node=" + in.Node}},
+			silenceScope{Value: "node", Label: "everything on node " + in.Node, Matchers: []string{"node=" + in.Node}})
+	}
+	return sc
 }
 
 func (h *Handler) incident(w http.ResponseWriter, r *http.Request) {
-	in, ok := h.cfg.Incidents.Get(r.PathValue("id"))
-	if !ok {
-		h.renderError(w, http.StatusNotFound, "No incident "+r.PathValue("id")+" in the recent history.")
+	d, status, msg := h.incidentData(r)
+	if status != http.StatusOK {
+		h.renderError(w, status, msg)
 		return
 	}
-	d := incidentData{In: in, Timeline: newTimeline(in)}
+	if d.Form != nil {
+		d.Form.Done = r.URL.Query().Get("silenced")
+	}
+	h.renderIncident(w, http.StatusOK, d)
+}
+
+func (h *Handler) renderIncident(w http.ResponseWriter, status int, d incidentData) {
+	body := d.In.ID
+	if d.FromHistory {
+		body = "" // not live: the page does not poll
+	}
+	h.render(w, status, "incident", page{Title: d.In.Title, Nav: "incidents", Data: d, BodyID: body})
+}
+
+// incidentData finds an incident: in the live view, else (with
+// ?started= and ?rule= as hints) in the history.
+func (h *Handler) incidentData(r *http.Request) (incidentData, int, string) {
+	id := r.PathValue("id")
+	now := h.cfg.Now()
+	var d incidentData
+	in, ok := h.cfg.Incidents.Get(id)
+	started, _ := time.Parse(time.RFC3339Nano, r.URL.Query().Get("started"))
+	if ok && !started.IsZero() && !in.StartedAt.Equal(started) {
+		ok = false // an earlier occurrence, asked from the history page
+	}
+	hint := history.Hint{Rule: r.URL.Query().Get("rule"), Started: started}
+	if ok {
+		hint = history.Hint{Rule: in.Rule, Started: in.StartedAt}
+	}
+	if !hint.Started.IsZero() {
+		hint.Since = hint.Started.Add(-time.Hour) // changes are stored after their time, give or take clock skew
+	}
+	if h.cfg.HistoryGet != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), 20*time.Second)
+		hd, err := h.cfg.HistoryGet(ctx, id, hint)
+		cancel()
+		switch {
+		case err == nil:
+			d.Changes, d.Occurrences = hd.Changes, hd.Occurrences
+			if !ok {
+				in, ok, d.FromHistory = hd.Incident, true, true
+			}
+		case errors.Is(err, history.ErrNotFound):
+		default:
+			h.cfg.Log.Warn("web: incident history", "incident", id, "err", err)
+		}
+	}
+	if !ok {
+		return d, http.StatusNotFound, "No incident " + id + " in the live view or the history."
+	}
+	d.In, d.Shown, d.Timeline = in, shownStatus(in.Status), newTimeline(in)
+	if !d.FromHistory {
+		d.Silence = h.silenceOf(in, now)
+	}
 	if set := h.cfg.Rules(); set != nil {
 		d.Rule = set.Rule(in.Rule)
 	}
-	h.render(w, http.StatusOK, "incident", page{Title: in.Title, Nav: "incidents", Data: d, BodyID: in.ID})
+	if h.cfg.Silences != nil && in.Status != correlate.StatusResolved {
+		d.Form = &silenceForm{Action: "/incidents/" + url.PathEscape(in.ID) + "/silence", Scopes: incidentScopes(in), Scope: "incident",
+			Durations: silenceDurations, Duration: "2h", TokenRequired: h.cfg.Token.IsSet()}
+	}
+	return d, http.StatusOK, ""
 }
 
 func (h *Handler) apiIncident(w http.ResponseWriter, r *http.Request) {
@@ -355,11 +567,26 @@ type ruleRow struct {
 	Window       string    `json:"window"`
 	When         string    `json:"when"`
 	ResolveAfter string    `json:"resolve_after"`
-	Place        string    `json:"place"`
-	Matches      uint64    `json:"matches"`
-	ActiveGroups int       `json:"active_groups"`
-	Open         int       `json:"open_incidents"`
-	MaxMatches   uint64    `json:"-"`
+	// Kind is what fires the rule: "count" (the when condition over the
+	// window), "sequence" (ordered steps within a span) or "absence" (an
+	// event not followed by another in time); Chained marks a rule over
+	// other rules' incidents.
+	Kind    string   `json:"kind"`
+	Chained bool     `json:"chained,omitempty"`
+	Steps   []string `json:"steps,omitempty"`  // sequence: the selectors in order
+	Join    []string `json:"join,omitempty"`   // sequence: the join key
+	Within  string   `json:"within,omitempty"` // sequence span, absence deadline
+	After   string   `json:"after,omitempty"`  // absence: the event that starts the wait
+	Expect  string   `json:"expect,omitempty"` // absence: the event that must follow
+	// For, KeepFiringFor and InhibitedBy as the rule sets them.
+	For           string   `json:"for,omitempty"`
+	KeepFiringFor string   `json:"keep_firing_for,omitempty"`
+	InhibitedBy   []string `json:"inhibited_by,omitempty"`
+	Place         string   `json:"place"`
+	Matches       uint64   `json:"matches"`
+	ActiveGroups  int      `json:"active_groups"`
+	Open          int      `json:"open_incidents"`
+	MaxMatches    uint64   `json:"-"`
 }
 
 type ruleSel struct {
@@ -401,7 +628,8 @@ func (h *Handler) rulesData() rulesData {
 		if r.When != nil {
 			row.When = r.When.Expr
 		}
-		if row.When == "" {
+		describeRule(&row, r)
+		if row.When == "" && row.Kind == "count" {
 			row.When = "any match"
 		}
 		for _, s := range r.Selectors {
@@ -414,6 +642,45 @@ func (h *Handler) rulesData() rulesData {
 		d.Rules[i].MaxMatches = most
 	}
 	return d
+}
+
+// describeRule says what kind of rule r is and fills in its parts.
+func describeRule(row *ruleRow, r *rules.Rule) {
+	sel := func(i int) string {
+		if i >= 0 && i < len(r.Selectors) {
+			return r.Selectors[i].Name
+		}
+		return "?"
+	}
+	switch {
+	case r.Absence != nil:
+		row.Kind = "absence"
+		row.After, row.Expect, row.Within = sel(r.Absence.After), sel(r.Absence.Expect), fmtDuration(r.Absence.Within)
+		row.When = "" // not used by an absence
+	case r.Sequence != nil:
+		row.Kind = "sequence"
+		for _, st := range r.Sequence.Steps {
+			row.Steps = append(row.Steps, sel(st.Selector))
+			if len(st.By) > 0 && row.Join == nil {
+				row.Join = st.By
+			}
+		}
+		row.Within = fmtDuration(r.Sequence.Within)
+	default:
+		row.Kind = "count"
+	}
+	for _, s := range r.Selectors {
+		if strings.Contains(s.Expr, `"klaxon.incident"`) {
+			row.Chained = true
+		}
+	}
+	if r.For > 0 {
+		row.For = fmtDuration(r.For)
+	}
+	if r.KeepFiringFor > 0 {
+		row.KeepFiringFor = fmtDuration(r.KeepFiringFor)
+	}
+	row.InhibitedBy = r.InhibitedBy
 }
 
 func (h *Handler) rules(w http.ResponseWriter, r *http.Request) {
@@ -614,4 +881,22 @@ func fmtBytes(n int64) string {
 		return strconv.FormatInt(n>>10, 10) + " KiB"
 	}
 	return strconv.FormatInt(n, 10) + " bytes"
+}
+
+// extraTag is the part of /api/incidents's ETag that the store's version
+// does not cover: the silences that mute the incidents and the inhibited
+// groups.
+func (h *Handler) extraTag(d indexData) string {
+	f := fnv.New64a()
+	for _, rs := range [][]row{d.Open, d.Resolved} {
+		for _, r := range rs {
+			if r.Silence != nil {
+				fmt.Fprintf(f, "%s=%s@%d;", r.ID, r.Silence.ID, r.Silence.EndsAt.UnixNano())
+			}
+		}
+	}
+	for _, in := range d.Inhibited {
+		fmt.Fprintf(f, "%s:%d:%v;", in.ID, in.Count, in.By)
+	}
+	return strconv.FormatUint(f.Sum64(), 36)
 }

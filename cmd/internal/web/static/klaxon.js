@@ -27,19 +27,62 @@
     td.appendChild(t);
     return td;
   }
+  function labelled(td, label) { td.dataset.label = label; return td; }
+  function stamp2(iso) { return iso ? stamp(iso) : ""; }
+  // The status on-call reads: firing until resolved ("updated" is a change).
+  function shown(inc) { return inc.display_status || (inc.status === "resolved" ? "resolved" : "firing"); }
   function row(now, inc) {
     var tr = el("tr");
     tr.dataset.id = inc.id;
-    var sev = el("td"); sev.appendChild(el("span", "sev sev-" + inc.severity, inc.severity)); tr.appendChild(sev);
-    var st = el("td"); st.appendChild(el("span", "status status-" + inc.status, inc.status)); tr.appendChild(st);
+    var badges = el("td", "badges"), st = shown(inc);
+    badges.appendChild(el("span", "sev sev-" + inc.severity, inc.severity));
+    badges.appendChild(document.createTextNode(" "));
+    badges.appendChild(el("span", "status status-" + st, st));
+    if (inc.silenced_by) {
+      var s = inc.silenced_by, b = el("span", "badge silenced", "silenced");
+      b.title = "silenced until " + stamp2(s.ends_at) + " by " + s.created_by + ": " + s.comment + " (" + s.matchers + ")";
+      badges.appendChild(document.createTextNode(" "));
+      badges.appendChild(b);
+      tr.className = "is-silenced";
+    }
+    tr.appendChild(badges);
     var title = el("td", "title"), a = el("a", "", inc.title);
     a.href = "/incidents/" + encodeURIComponent(inc.id);
     title.appendChild(a); title.appendChild(el("div", "rule", inc.rule)); tr.appendChild(title);
-    tr.appendChild(el("td", "", inc.node));
-    tr.appendChild(el("td", "num", String(inc.count)));
-    tr.appendChild(timeCell(now, inc.started_at));
-    tr.appendChild(timeCell(now, inc.updated_at));
+    tr.appendChild(labelled(el("td", "", inc.node), "node"));
+    tr.appendChild(labelled(el("td", "num", String(inc.count)), "count"));
+    tr.appendChild(labelled(timeCell(now, inc.started_at), "started"));
+    tr.appendChild(labelled(timeCell(now, inc.updated_at), "updated"));
     return tr;
+  }
+  function inhibitedRow(now, g) {
+    var tr = el("tr", "is-inhibited");
+    tr.dataset.id = g.id;
+    var badges = el("td", "badges");
+    badges.appendChild(el("span", "sev sev-" + g.severity, g.severity));
+    badges.appendChild(document.createTextNode(" "));
+    badges.appendChild(el("span", "badge inhibited", "inhibited"));
+    tr.appendChild(badges);
+    var title = el("td", "title", g.title); title.appendChild(el("div", "rule", g.rule)); tr.appendChild(title);
+    tr.appendChild(labelled(el("td", "", g.node), "node"));
+    var by = labelled(el("td"), "held back by");
+    (g.inhibited_by || []).forEach(function (r, i) {
+      if (i) by.appendChild(document.createTextNode(", "));
+      by.appendChild(el("code", "", r));
+    });
+    tr.appendChild(by);
+    tr.appendChild(labelled(el("td", "num", String(g.count)), "count"));
+    tr.appendChild(labelled(timeCell(now, g.last), "last"));
+    return tr;
+  }
+  function fillInhibited(list, now) {
+    var sec = document.getElementById("inhibited-section"), tbody = document.querySelector("#inhibited tbody");
+    if (!sec || !tbody) return;
+    var rows = document.createDocumentFragment();
+    list.forEach(function (g) { rows.appendChild(inhibitedRow(now, g)); });
+    tbody.replaceChildren(rows);
+    document.getElementById("inhibited-count").textContent = String(list.length);
+    sec.hidden = list.length === 0;
   }
   function fill(name, list, now) {
     var tbody = document.querySelector("#" + name + " tbody");
@@ -63,6 +106,7 @@
         var now = Date.parse(d.now) || Date.now();
         fill("open", d.open || [], now);
         fill("resolved", d.resolved || [], now);
+        fillInhibited(d.inhibited || [], now);
         document.title = (d.open && d.open.length ? "(" + d.open.length + ") " : "") + "Incidents · klaxon";
         state("updated " + new Date().toLocaleTimeString(), true);
       })

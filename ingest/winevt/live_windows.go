@@ -27,6 +27,9 @@ var (
 	procEvtClose          = wevtapi.NewProc("EvtClose")
 	procEvtCreateBookmark = wevtapi.NewProc("EvtCreateBookmark")
 	procEvtUpdateBookmark = wevtapi.NewProc("EvtUpdateBookmark")
+
+	procEvtOpenPublisherMetadata = wevtapi.NewProc("EvtOpenPublisherMetadata")
+	procEvtFormatMessage         = wevtapi.NewProc("EvtFormatMessage")
 )
 
 // EvtSubscribe flags and EvtRender flags (winevt.h).
@@ -36,6 +39,7 @@ const (
 	evtRenderEventXML              = 1
 	evtRenderBookmark              = 2
 	evtBatch                       = 64
+	evtFormatMessageEvent          = 1
 )
 
 // liveSource subscribes to Windows event channels.
@@ -169,6 +173,8 @@ func (s *liveSource) runChannel(ctx context.Context, channel string, out chan<- 
 	s.log.Info("winevt: subscribed to channel", "channel", channel, "query", s.cfg.Query, "from_bookmark", flags == evtSubscribeStartAfterBookmark)
 	lastFlush := time.Now()
 	handles := make([]uintptr, evtBatch)
+	pubs := publishers{}
+	defer pubs.close()
 	for ctx.Err() == nil {
 		ev, _ := windows.WaitForSingleObject(signal, 500)
 		if s.cfg.Checkpoints != nil && time.Since(lastFlush) > time.Second {
@@ -191,7 +197,7 @@ func (s *liveSource) runChannel(ctx context.Context, channel string, out chan<- 
 				return fmt.Errorf("winevt: channel %s: EvtNext: %w", channel, err)
 			}
 			for i := 0; i < int(n); i++ {
-				s.deliver(ctx, channel, key, handles[i], bm, out)
+				s.deliver(ctx, channel, key, handles[i], bm, pubs, out)
 				evtClose(handles[i])
 			}
 		}
@@ -199,12 +205,79 @@ func (s *liveSource) runChannel(ctx context.Context, channel string, out chan<- 
 	return nil
 }
 
-// deliver renders one event and sends it.
-func (s *liveSource) deliver(ctx context.Context, channel, key string, h, bm uintptr, out chan<- ingest.Event) {
-	xml, err := render(h, evtRenderEventXML)
+// publishers caches the publisher metadata handles EvtFormatMessage needs,
+// one per provider (0: the provider's metadata could not be opened; not
+// asked again). One channel's goroutine uses it.
+type publishers map[string]uintptr
+
+func (p publishers) open(provider string) (uintptr, error) {
+	if h, ok := p[provider]; ok {
+		if h == 0 {
+			return 0, fmt.Errorf("no publisher metadata for %q", provider)
+		}
+		return h, nil
+	}
+	name, err := windows.UTF16PtrFromString(provider)
+	if err != nil {
+		p[provider] = 0
+		return 0, err
+	}
+	h, _, err := procEvtOpenPublisherMetadata.Call(0, uintptr(unsafe.Pointer(name)), 0, 0, 0)
+	p[provider] = h
+	if h == 0 {
+		return 0, fmt.Errorf("EvtOpenPublisherMetadata(%q): %w", provider, err)
+	}
+	return h, nil
+}
+
+func (p publishers) close() {
+	for _, h := range p {
+		evtClose(h)
+	}
+}
+
+// handleEvent is a live event handle (liveEvent).
+type handleEvent struct {
+	h    uintptr
+	pubs publishers
+}
+
+func (e handleEvent) XML() (string, error) { return render(e.h, evtRenderEventXML) }
+
+// Message renders the event's message with EvtFormatMessage
+// (EvtFormatMessageEvent), which resolves the "%%N" parameter inserts
+// from the provider's ParameterMessageFile.
+func (e handleEvent) Message(provider string) (string, error) {
+	if provider == "" {
+		return "", nil
+	}
+	pub, err := e.pubs.open(provider)
+	if err != nil {
+		return "", err
+	}
+	var used uint32
+	r, _, err := procEvtFormatMessage.Call(pub, e.h, 0, 0, 0, evtFormatMessageEvent, 0, 0, uintptr(unsafe.Pointer(&used)))
+	if r == 0 && err != windows.ERROR_INSUFFICIENT_BUFFER {
+		return "", fmt.Errorf("EvtFormatMessage: %w", err)
+	}
+	buf := make([]uint16, used+1)
+	r, _, err = procEvtFormatMessage.Call(pub, e.h, 0, 0, 0, evtFormatMessageEvent,
+		uintptr(len(buf)), uintptr(unsafe.Pointer(&buf[0])), uintptr(unsafe.Pointer(&used)))
+	if r == 0 {
+		return "", fmt.Errorf("EvtFormatMessage: %w", err)
+	}
+	return windows.UTF16ToString(buf), nil
+}
+
+// deliver renders one event (XML and message) and sends it.
+func (s *liveSource) deliver(ctx context.Context, channel, key string, h, bm uintptr, pubs publishers, out chan<- ingest.Event) {
+	e, msgErr, err := decodeLive(handleEvent{h: h, pubs: pubs}, s.norm)
 	if err != nil {
 		s.log.Warn("winevt: cannot render event", "channel", channel, "error", err)
 		return
+	}
+	if msgErr != nil {
+		s.log.Debug("winevt: no message from the provider; rendered by klaxon", "channel", channel, "kind", e.Kind, "error", msgErr)
 	}
 	var bmXML string
 	if r, _, err := procEvtUpdateBookmark.Call(bm, h); r != 0 {
@@ -212,20 +285,12 @@ func (s *liveSource) deliver(ctx context.Context, channel, key string, h, bm uin
 	} else {
 		s.log.Warn("winevt: EvtUpdateBookmark failed", "channel", channel, "error", err)
 	}
-	var evs []ingest.Event
-	st, _ := ReadXML(ctx, strings.NewReader(xml), channel, DecoderConfig{Identity: s.cfg.Identity, Log: s.log}, func(e ingest.Event) { evs = append(evs, e) })
-	if st.BadRecords > 0 {
-		s.log.Warn("winevt: cannot decode rendered event", "channel", channel, "errors", st.Errors)
+	if cps := s.cfg.Checkpoints; cps != nil && bmXML != "" {
+		b := bmXML
+		e.Commit = func() { _ = cps.Set(key, b) }
 	}
-	for _, e := range evs {
-		if cps := s.cfg.Checkpoints; cps != nil && bmXML != "" {
-			b := bmXML
-			e.Commit = func() { _ = cps.Set(key, b) }
-		}
-		select {
-		case out <- e:
-		case <-ctx.Done():
-			return
-		}
+	select {
+	case out <- e:
+	case <-ctx.Done():
 	}
 }

@@ -10,7 +10,12 @@
 // 5 debug); Node from Identity.Resolve(Computer); Time from
 // System/TimeCreated/@SystemTime; ID "winevt:<computer>:<channel>:<EventRecordID>";
 // Fields with the System values, EventData, UserData leaves and the insertion
-// strings; Msg from RenderingInfo/Message or built from the insertion strings.
+// strings; Msg from RenderingInfo/Message (or, live, EvtFormatMessage), else
+// the message klaxon knows for the event (the Service Control Manager's), else
+// "<Provider> event <EventID>: " and the insertion strings. The "%%N"
+// references to Win32 error messages (the Service Control Manager's
+// "%%1450") are put in words, the reference kept in <field>_insert
+// (messages.go).
 // Nomad's own Application log entries (provider "nomad", EventID 4) become
 // nomad.log events parsed like the agent's log lines.
 //
@@ -217,12 +222,12 @@ func (n *normalizer) normalize(ev *elem, headerTime time.Time) (out ingest.Event
 	setNE(f, "user_sid", sys.child("Security").attr("UserID"))
 
 	var strs []string
+	sysInserts := systemParameterProviders[provider]
 	if ed := ev.child("EventData"); ed != nil {
 		unnamed := 0
 		for _, d := range ed.kids {
 			switch d.name {
 			case "Data":
-				strs = append(strs, d.text)
 				name := d.attr("Name")
 				if name == "" {
 					unnamed++
@@ -230,7 +235,15 @@ func (n *normalizer) normalize(ev *elem, headerTime time.Time) (out ingest.Event
 				} else if _, taken := f[name]; taken {
 					name = "data_" + name
 				}
-				f[name] = d.text
+				v := d.text
+				if sysInserts {
+					if text, ok := resolveInserts(v); ok { // "%%1450" in words (messages.go)
+						f[name+"_insert"] = v
+						v = text
+					}
+				}
+				strs = append(strs, v)
+				f[name] = v
 			case "Binary":
 				if t := strings.TrimSpace(d.text); t != "" {
 					f["binary"] = strings.ToUpper(t)
@@ -255,6 +268,9 @@ func (n *normalizer) normalize(ev *elem, headerTime time.Time) (out ingest.Event
 	msg := ""
 	if ri := ev.child("RenderingInfo"); ri != nil {
 		msg = strings.TrimSpace(ri.childText("Message"))
+	}
+	if msg == "" {
+		msg = formatMessage(provider, eid, strs)
 	}
 	if msg == "" {
 		var b strings.Builder

@@ -97,7 +97,9 @@ func TestSeedsEVTX(t *testing.T) {
 		e.Field("keywords") != "0x8000000020000000" || e.Field("qualifiers") != "" {
 		t.Errorf("RED 2004: %+v", e)
 	}
-	if e := evs[3]; e.Kind != "Service Control Manager/7000" || e.Msg != "Service Control Manager event 7000: Nomad; %%1450" {
+	// %%1450 in words, as Event Viewer shows it (messages.go); the reference kept.
+	if e := evs[3]; e.Kind != "Service Control Manager/7000" || e.Msg != "The Nomad service failed to start due to the following error: "+msgNoResources ||
+		e.Field("param2") != msgNoResources || e.Field("param2_insert") != "%%1450" {
 		t.Errorf("SCM 7000: %+v", e)
 	}
 	if e := evs[4]; !strings.Contains(e.Msg, "Insufficient system resources exist") || e.Field("param2") != msgNoResources {

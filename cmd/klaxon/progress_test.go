@@ -55,15 +55,18 @@ func TestProgressLine(t *testing.T) {
 // clears it.
 func TestProgressRedrawsAndClears(t *testing.T) {
 	var buf bytes.Buffer
+	drawn := make(chan struct{}, 3)
 	p := &app.ReplayProgress{}
-	pr := &progress{w: &buf, total: 100 << 20, p: p, start: time.Now().Add(-time.Second)}
+	pr := &progress{w: notifyWriter{&buf, drawn}, total: 100 << 20, p: p, start: time.Now().Add(-time.Second)}
 	tick, stop, done := make(chan time.Time), make(chan struct{}), make(chan struct{})
 	go func() { pr.run(tick, stop); close(done) }()
 	p.Bytes.Store(50 << 20)
 	p.Events.Store(123456)
 	tick <- time.Now()
+	<-drawn // the tick is received before the line is drawn
 	p.Bytes.Store(100 << 20)
 	tick <- time.Now()
+	<-drawn
 	close(stop)
 	<-done
 	out := buf.String()
@@ -80,6 +83,17 @@ func TestProgressRedrawsAndClears(t *testing.T) {
 	if strings.TrimSpace(lines[3]) != "" || len(lines[3]) < len(strings.TrimRight(lines[2], " ")) || lines[4] != "" {
 		t.Errorf("the line is not cleared: %q", out)
 	}
+}
+
+// notifyWriter writes to w, then says so on written.
+type notifyWriter struct {
+	w       io.Writer
+	written chan<- struct{}
+}
+
+func (n notifyWriter) Write(b []byte) (int, error) {
+	defer func() { n.written <- struct{}{} }()
+	return n.w.Write(b)
 }
 
 // TestReplayProgressOnlyOnTerminal: replay writes nothing to stderr when it

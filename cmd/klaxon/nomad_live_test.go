@@ -282,6 +282,9 @@ correlator:
 // and a client frozen past its heartbeat and thawed makes reconnect churn
 // naming its job (seed 002).
 func TestLiveNomadAgent(t *testing.T) {
+	// It mostly waits on Nomad (restart delays, heartbeats): it runs beside
+	// the other live tests.
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("runs a Nomad agent")
 	}

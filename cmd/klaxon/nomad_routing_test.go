@@ -89,6 +89,9 @@ correlator:
 // allocation). Each team's sink gets its job's incidents and nothing else;
 // the catch-all sink gets both.
 func TestLiveOwnerRouting(t *testing.T) {
+	// It mostly waits on Nomad (restart delays, heartbeats): it runs beside
+	// the other live tests.
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("runs a Nomad agent")
 	}

@@ -68,6 +68,9 @@ func wiJob(klaxonBin, rulesDir, sink string) string {
 // namespace fires naming its job. (klaxon-ingest.policy.hcl is applied
 // too: Nomad accepts it.)
 func TestLiveNomadWorkloadIdentity(t *testing.T) {
+	// It mostly waits on Nomad (restart delays, heartbeats): it runs beside
+	// the other live tests.
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("runs a Nomad agent")
 	}

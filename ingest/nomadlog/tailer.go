@@ -143,6 +143,7 @@ type tfile struct {
 	discard   bool // inside an oversize line
 	idle      int  // polls without new data
 	seen      bool // matched by a path in this poll
+	missed    int  // polls in a row it was not matched in
 	vanished  bool // logged as vanished
 	forgotten atomic.Bool
 }
@@ -249,12 +250,20 @@ func (t *Tailer) poll(startup bool) {
 		if t.ctx.Err() == nil {
 			t.readFile(tf)
 		}
-		if !tf.seen && !tf.vanished {
+		// Unmatched in two polls in a row: one may have caught a rename
+		// half-way, listing the old name and finding the new file there
+		// (a rotated file's new name, matched too, shows in the next).
+		if tf.seen {
+			tf.missed = 0
+		} else {
+			tf.missed++
+		}
+		if tf.missed >= 2 && !tf.vanished {
 			tf.vanished = true
 			t.count(func(s *TailStats) { s.Vanished++ })
 			t.log.Info("nomadlog: file no longer matched (rotated away or deleted); reading it to its end", "path", tf.path)
 		}
-		if !tf.seen && tf.idle >= 2 && !tf.dec.hasPending() {
+		if tf.missed >= 2 && tf.idle >= 2 && !tf.dec.hasPending() {
 			t.forget(tf)
 			continue
 		}

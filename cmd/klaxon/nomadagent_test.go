@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -21,6 +20,7 @@ import (
 	nomad "github.com/hashicorp/nomad/api"
 
 	"github.com/klaxon-dev/klaxon/internal/externaltest"
+	"github.com/klaxon-dev/klaxon/internal/nomadtest"
 	"github.com/klaxon-dev/klaxon/internal/testkit"
 )
 
@@ -291,7 +291,7 @@ func (a *nomadAgent) stop() {
 	for _, pid := range tasks {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
-	unmountUnder(a.dir)
+	nomadtest.UnmountUnder(a.dir)
 }
 
 // descendants lists the processes below pid (from /proc).
@@ -327,23 +327,4 @@ func descendants(pid int) []int {
 		}
 	}
 	return out
-}
-
-// unmountUnder unmounts what is mounted below dir, deepest first.
-func unmountUnder(dir string) {
-	b, err := os.ReadFile("/proc/mounts")
-	if err != nil {
-		return
-	}
-	var mps []string
-	for _, l := range strings.Split(string(b), "\n") {
-		f := strings.Fields(l)
-		if len(f) > 1 && strings.HasPrefix(f[1], dir+"/") {
-			mps = append(mps, f[1])
-		}
-	}
-	sort.Sort(sort.Reverse(sort.StringSlice(mps)))
-	for _, m := range mps {
-		_ = syscall.Unmount(m, syscall.MNT_DETACH)
-	}
 }

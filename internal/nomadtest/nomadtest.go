@@ -8,8 +8,6 @@ package nomadtest
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"net/http"
 	"os"
@@ -25,80 +23,14 @@ import (
 
 	"github.com/hashicorp/nomad/api"
 
+	"github.com/klaxon-dev/klaxon/internal/externaltest"
 	"github.com/klaxon-dev/klaxon/internal/testkit"
 )
 
-// xzPath finds the archive: ../shared/tools/nomad beside the repository,
-// from the package directory of the test (any depth).
-func xzPath() string {
-	dir, _ := os.Getwd()
-	for d := dir; ; d = filepath.Dir(d) {
-		p := filepath.Join(d, "..", "shared", "tools", "nomad", "nomad_2.0.5_linux_amd64.xz")
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			return p
-		}
-		if filepath.Dir(d) == d {
-			return p
-		}
-	}
-}
-
-const nomadBinarySHA256 = "3fb8681cd3080f9816c5fd47bf24833c6a1ecf57fa6610e0bb044a887c090e6d"
-
-var (
-	nomadBinOnce sync.Once
-	nomadBinPath string
-	nomadBinErr  error
-)
-
-// Binary unpacks the Nomad binary once into the user cache (checked
-// against its sha256) and returns its path; the test skips only when the
-// archive is absent.
-func Binary(t testing.TB) string {
-	t.Helper()
-	nomadXZ := xzPath()
-	if _, err := os.Stat(nomadXZ); err != nil {
-		t.Skipf("no Nomad binary at %s: %v", nomadXZ, err)
-	}
-	nomadBinOnce.Do(func() {
-		cache, err := os.UserCacheDir()
-		if err != nil {
-			cache = os.TempDir()
-		}
-		dir := filepath.Join(cache, "klaxon-test")
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			nomadBinErr = err
-			return
-		}
-		p := filepath.Join(dir, "nomad-2.0.5")
-		if b, err := os.ReadFile(p); err == nil && sha(b) == nomadBinarySHA256 {
-			nomadBinPath = p
-			return
-		}
-		out, err := exec.Command("xz", "-dc", nomadXZ).Output()
-		if err != nil {
-			nomadBinErr = fmt.Errorf("xz -dc %s: %v (Debian package xz-utils)", nomadXZ, err)
-			return
-		}
-		if got := sha(out); got != nomadBinarySHA256 {
-			nomadBinErr = fmt.Errorf("nomad binary sha256 %s, want %s", got, nomadBinarySHA256)
-			return
-		}
-		tmp := p + ".tmp" + strconv.Itoa(os.Getpid())
-		if err := os.WriteFile(tmp, out, 0o755); err != nil {
-			nomadBinErr = err
-			return
-		}
-		nomadBinErr = os.Rename(tmp, p)
-		nomadBinPath = p
-	})
-	if nomadBinErr != nil {
-		t.Fatal(nomadBinErr)
-	}
-	return nomadBinPath
-}
-
-func sha(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
+// Binary is the unpacked Nomad binary (externaltest.NomadBinary: checked
+// against its sha256, cached; the test skips only when the archive is
+// absent).
+func Binary(t testing.TB) string { return externaltest.NomadBinary(t) }
 
 type syncWriter struct {
 	mu sync.Mutex
@@ -250,12 +182,13 @@ func (a *Agent) Stop() {
 				<-a.done
 			}
 		}
-		unmountUnder(a.Dir)
+		UnmountUnder(a.Dir)
 	})
 }
 
-// unmountUnder unmounts what is mounted below dir, deepest first.
-func unmountUnder(dir string) {
+// UnmountUnder unmounts what is mounted below dir, deepest first (the
+// tmpfs secrets directories a Nomad client leaves).
+func UnmountUnder(dir string) {
 	b, err := os.ReadFile("/proc/mounts")
 	if err != nil {
 		return

@@ -177,6 +177,10 @@ type SourcesConfig struct {
 	// WindowsFacts publishes the node's desktop heap size (Windows only,
 	// on by default there; actions.go).
 	WindowsFacts *WindowsFactsConfig `yaml:"windows_facts"`
+	// EdgeFilter publishes only the events some rule the correlator runs
+	// can use (cmd/internal/rulesync: the rules reach the sidecars through
+	// the KLAXON_RULES bucket). Off: every event is published.
+	EdgeFilter bool `yaml:"edge_filter"`
 }
 
 // WinEvtLiveConfig is the live Windows Event Log subscription.

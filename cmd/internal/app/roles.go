@@ -11,12 +11,15 @@ import (
 	"time"
 
 	"github.com/klaxon-dev/klaxon/cmd/internal/bus"
+	"github.com/klaxon-dev/klaxon/cmd/internal/rulesync"
 	"github.com/klaxon-dev/klaxon/ingest"
 	"github.com/klaxon-dev/klaxon/ingest/journald"
 	"github.com/klaxon-dev/klaxon/ingest/nomadalloc"
 	"github.com/klaxon-dev/klaxon/ingest/nomadevents"
 	"github.com/klaxon-dev/klaxon/ingest/nomadlog"
 	"github.com/klaxon-dev/klaxon/ingest/winevt"
+	"github.com/klaxon-dev/klaxon/internal/backoff"
+	"github.com/klaxon-dev/klaxon/internal/natslayout"
 	"github.com/klaxon-dev/klaxon/rules"
 	"github.com/klaxon-dev/klaxon/sinks"
 )
@@ -146,7 +149,12 @@ func runRoles(ctx context.Context, cfg *Config, opts Options, r roleSet) error {
 		corrCtx, stopCorr = context.WithCancel(context.Background())
 		cleanups = append(cleanups, stopCorr)
 		go func() { corrDone <- corr.run(corrCtx) }()
-		reload, stopWatch = watchRules(cfg.RulesDir, corr.SetRules, opts.Reload, log)
+		distributeRules(ctx, b, set, log)
+		apply := func(s *rules.Set) {
+			corr.SetRules(s)
+			distributeRules(ctx, b, s, log)
+		}
+		reload, stopWatch = watchRules(cfg.RulesDir, apply, opts.Reload, log)
 		cleanups = append(cleanups, stopWatch)
 	} else {
 		close(corrDone)
@@ -222,6 +230,37 @@ func runRoles(ctx context.Context, cfg *Config, opts Options, r roleSet) error {
 	return nil
 }
 
+// distributeRules stores the rules the correlator runs for the sidecars'
+// edge filters; a failure is logged (the filters keep their rules).
+func distributeRules(ctx context.Context, b *bus.Bus, set *rules.Set, log *slog.Logger) {
+	kv, err := b.JS.KeyValue(ctx, natslayout.RulesBucket)
+	if err == nil {
+		err = rulesync.Publish(ctx, kv, set)
+	}
+	if err != nil {
+		log.Error("rules not handed to the edge filters; they keep the rules they have", "err", err)
+	}
+}
+
+// watchEdgeRules keeps the edge filter's rules those the correlator runs,
+// retrying with back-off while the bucket cannot be watched.
+func watchEdgeRules(ctx context.Context, b *bus.Bus, f *rulesync.Filter, log *slog.Logger) {
+	bo := backoff.New(time.Second, 30*time.Second)
+	for ctx.Err() == nil {
+		kv, err := b.JS.KeyValue(ctx, natslayout.RulesBucket)
+		if err == nil {
+			err = f.Watch(ctx, kv)
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		log.Warn("edge filter: rules not followed; retrying (events are filtered by the rules it has, or all published)", "err", err)
+		if !backoff.Sleep(ctx, bo.Next()) {
+			return
+		}
+	}
+}
+
 func ruleCount(set *rules.Set) int {
 	if set == nil {
 		return 0
@@ -281,6 +320,9 @@ type ingestRole struct {
 	ident *ingest.Identity
 	// allocs gives log lines the job of their allocation.
 	allocs *nomadalloc.Cache
+	// filter, when the edge filter is on, leaves out the events no rule
+	// can use.
+	filter *rulesync.Filter
 
 	srcCtx      context.Context
 	stopSources context.CancelFunc
@@ -299,6 +341,10 @@ func newIngestRole(cfg *Config, node string, now func() time.Time, met *metrics,
 	ident := ingest.NewIdentity()
 	ir.ident = ident
 	ir.allocs = newAllocCache(cfg, log)
+	if cfg.Sources.EdgeFilter {
+		ir.filter = rulesync.NewFilter(log)
+		met.reg.MustRegister(ir.filter.Collectors()...)
+	}
 	for _, sc := range cfg.Sources.NomadLog {
 		n := node
 		if sc.Node != "" {
@@ -414,7 +460,12 @@ func newAllocCache(cfg *Config, log *slog.Logger) *nomadalloc.Cache {
 
 // startPublisher publishes the events into KLAXON_EVENTS.
 func (ir *ingestRole) startPublisher(b *bus.Bus) {
-	pub := b.NewPublisher(ir.log, bus.PublisherOptions{})
+	var opts bus.PublisherOptions
+	if ir.filter != nil {
+		opts.Keep = ir.filter.Keep
+		go watchEdgeRules(ir.srcCtx, b, ir.filter, ir.log)
+	}
+	pub := b.NewPublisher(ir.log, opts)
 	ir.met.publisher = pub
 	var pubCtx context.Context
 	pubCtx, ir.stopPub = context.WithCancel(context.Background())

@@ -24,7 +24,7 @@ import (
 const (
 	correlatorConsumer = "correlator"
 	snapshotKey        = "correlator"
-	snapshotEvery      = 1000 // messages
+	snapshotEvery      = 20000 // messages
 
 	// maxCheckpointBackoff bounds the wait between two failed checkpoints.
 	maxCheckpointBackoff = 30 * time.Second
@@ -72,6 +72,9 @@ type correlatorRole struct {
 	// when one was skipped.
 	consSeq uint64
 	gap     bool
+	// processed counts the events handed to the correlator (for the
+	// live benchmarks, which wait for it).
+	processed atomic.Uint64
 }
 
 // partitionScope names what one correlator consumes and where it keeps its
@@ -297,6 +300,7 @@ func (r *correlatorRole) handle(ctx context.Context, m jetstream.Msg) {
 	start := time.Now()
 	r.corr.Process(&ev, r.publishFunc(ctx))
 	r.met.evalDur.Observe(time.Since(start).Seconds())
+	r.processed.Add(1)
 }
 
 // publishGauges hands the correlator's counters to the metrics endpoint

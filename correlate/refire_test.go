@@ -114,8 +114,9 @@ func TestRefireChangeIDs(t *testing.T) {
 }
 
 // TestRefireOldSnapshot: a snapshot written before groups kept the start
-// of their last occurrence (no prev_started) still restores; a group whose
-// resolved change was kept (Closed) takes its start from it.
+// of their last occurrence (no prev_started) still restores, and a group
+// that resolved there (entries, no evidence, no incident) fires again as a
+// new occurrence.
 func TestRefireOldSnapshot(t *testing.T) {
 	set := gaugeSet(t, refireRules)
 	c := New(set, Options{Logger: quietLog()})
@@ -143,7 +144,10 @@ func TestRefireOldSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 	c2.Process(loadEv(2, 8*m, "w1", 22), emit)
-	if n := len(got); n != 3 || got[2].Status != StatusFiring {
+	if n := len(got); n != 4 || got[3].Status != StatusFiring || got[3].ChangeID() == got[0].ChangeID() {
 		t.Fatalf("after an old snapshot: %v", changeIDs(got))
+	}
+	if want := t0.Add(8 * m); !got[3].StartedAt.Equal(want) {
+		t.Errorf("fired again at %s after an old snapshot, want %s", got[3].StartedAt, want)
 	}
 }

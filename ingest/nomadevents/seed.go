@@ -31,9 +31,10 @@ import (
 //     the stream's older copies of allocations that ended since do not
 //     count them again).
 //
-// Each listed allocation replaces the state's copy; allocations the state
-// places on those nodes that the agent no longer lists (collected) are
-// forgotten. The count stays derived from the set of allocations in the
+// Each listed allocation replaces the state's copy (one that ended over
+// terminalTTL ago and that the state does not hold is left out);
+// allocations the state places on those nodes that the agent no longer
+// lists (collected) are forgotten. The count stays derived from the set of allocations in the
 // state (by ID), so stream events that follow move it from there and a
 // re-sent or older copy of an allocation changes nothing: nothing is
 // counted twice. Then, for each Windows node whose count differs from what
@@ -105,6 +106,7 @@ func (d *Decoder) seedRunning(index uint64, nodes []seedNode, allocs []seedAlloc
 		}
 	}
 	listed := make(map[string]bool, len(allocs))
+	old := d.now().Add(-terminalTTL).UnixNano()
 	for _, a := range allocs {
 		if a.ID == "" || !listedNode[a.NodeID] {
 			continue
@@ -112,6 +114,12 @@ func (d *Decoder) seedRunning(index uint64, nodes []seedNode, allocs []seedAlloc
 		listed[a.ID] = true
 		st := d.allocs[a.ID]
 		if st == nil {
+			if a.Client != "running" && a.Client != "pending" && a.Time < old {
+				// Ended long ago: the stream has nothing of it to send again
+				// (its buffer is far shorter), and the state need not hold
+				// it until Nomad collects it.
+				continue
+			}
 			st = &allocState{}
 			d.allocs[a.ID] = st
 		}

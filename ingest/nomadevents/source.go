@@ -528,13 +528,6 @@ func (s *Source) stream(ctx context.Context, out chan<- ingest.Event) (progress 
 		s.lastSnap = time.Time{}
 		return deliver()
 	}
-	why := "start"
-	if want > 0 {
-		why = "start, resuming"
-	}
-	if err := seed(why); err != nil {
-		return false, err
-	}
 
 	lines := make(chan []byte, 16)
 	var readErr error
@@ -585,6 +578,16 @@ func (s *Source) stream(ctx context.Context, out chan<- ingest.Event) (progress 
 		return true
 	}
 	defer func() { s.dec.accept, s.dec.resending = nil, false }()
+
+	// The counts of the allocations running before (seed.go), ahead of the
+	// first frame.
+	why := "start"
+	if want > 0 {
+		why = "start, resuming"
+	}
+	if err := seed(why); err != nil {
+		return false, err
+	}
 
 	idle := time.NewTimer(time.Hour)
 	defer idle.Stop()

@@ -247,3 +247,53 @@ func TestSeedRunning(t *testing.T) {
 		t.Errorf("restored: %v", d2.running)
 	}
 }
+
+// TestSeedAfterIndexReset: a checkpoint from a server whose index went
+// back (its state counted 5 allocations on the node, from another life of
+// the cluster) is corrected at the reset: the seed at the start already
+// brings it to 3, the seed at the reset finds nothing more to tell, and
+// the stream's frames count nothing twice.
+func TestSeedAfterIndexReset(t *testing.T) {
+	_, addr := seedFake(t, map[string]fakeAPI{
+		"/v1/nodes":       {body: seedFile(t, "nodes.json"), index: seedIndex},
+		"/v1/allocations": {body: seedFile(t, "allocations.json"), index: seedIndex},
+	})
+	// The old life: 5 allocations running on the node, at index 500.
+	d := NewDecoder(DecoderConfig{})
+	_ = d.Frame([]byte(nodeFrame(400, seedNode0, "w14probe", "windows")), func(ingest.Event) {})
+	for i := range 5 {
+		_ = d.Frame([]byte(statusFrame(401+i, fmt.Sprint("old-", i), seedNode0, "running")), func(ingest.Event) {})
+	}
+	st, err := d.State()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cps, err := ingest.OpenCheckpoints(filepath.Join(t.TempDir(), "cp.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cps.Set("nomadevents:"+addr, checkpoint{Index: 500, State: st}); err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuf
+	r := startSource(t, Config{Address: addr, Checkpoints: cps, MinBackoff: 5 * time.Millisecond}, slog.New(slog.NewTextHandler(&logs, nil)))
+	waitFor(t, "the new server's frames", 10*time.Second, func() bool {
+		st := r.src.Stats()
+		return st.Resets == 1 && st.LastIndex >= 41 && st.LastIndex < 400
+	})
+	_ = r.stop(t)
+	got := countEvents(r.got())
+	want := []string{
+		"w14probe 3 5 true ",
+		"w14probe 2 3 <nil> 47bd7606-4817-91cf-98fc-b15daed590a2",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("count events\n%q\nwant\n%q", got, want)
+	}
+	if st := r.src.Stats(); st.Resets != 1 || st.Seeds != 2 {
+		t.Errorf("resets %d seeds %d, want 1 and 2", st.Resets, st.Seeds)
+	}
+	if !strings.Contains(logs.String(), `why="index reset"`) {
+		t.Errorf("no seeding at the reset:\n%s", logs.String())
+	}
+}

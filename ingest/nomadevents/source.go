@@ -108,6 +108,9 @@ type SourceStats struct {
 	// checkpoint: the server's index went back, and its stream was
 	// followed from there.
 	Resets int64
+	// Seeds counts the times the running allocations of the Windows nodes
+	// were read from the agent's API (seed.go).
+	Seeds int64
 }
 
 // Source streams /v1/event/stream of a Nomad agent. It implements
@@ -130,6 +133,10 @@ type Source struct {
 	resent     atomic.Int64
 	stale      atomic.Int64
 	resets     atomic.Int64
+	seeded     atomic.Int64
+
+	// seeds is the seeding bookkeeping (seed.go; Run's goroutine only).
+	seeds seedState
 
 	// checkpointing
 	cpMu         sync.Mutex
@@ -271,6 +278,7 @@ func (s *Source) Stats() SourceStats {
 		Resent:     s.resent.Load(),
 		Stale:      s.stale.Load(),
 		Resets:     s.resets.Load(),
+		Seeds:      s.seeded.Load(),
 	}
 }
 
@@ -316,6 +324,7 @@ func (s *Source) Run(ctx context.Context, out chan<- ingest.Event) error {
 	defer s.running.Store(false)
 	s.restore()
 	defer s.finish()
+	s.seeds = seedState{due: true}
 
 	bo := backoff.New(s.cfg.MinBackoff, s.cfg.MaxBackoff)
 	for attempt := 0; ; attempt++ {
@@ -477,6 +486,49 @@ func (s *Source) stream(ctx context.Context, out chan<- ingest.Event) (progress 
 	}
 	s.log.Info("nomadevents: streaming", "address", s.cfg.Address, "index", want, "topics", strings.Join(s.cfg.Topics, ","))
 
+	var batch []ingest.Event
+	collect := func(ev ingest.Event) { batch = append(batch, ev) }
+	// deliver sends the events of one frame (or of a seeding), which
+	// commit together for the checkpoint of the state after it.
+	deliver := func() error {
+		if len(batch) > 0 && s.cfg.Checkpoints != nil {
+			s.seq++
+			seq := s.seq
+			var left atomic.Int64
+			left.Store(int64(len(batch)))
+			commit := func() {
+				if left.Add(-1) == 0 {
+					s.committed(seq)
+				}
+			}
+			for i := range batch {
+				batch[i].Commit = commit
+			}
+		}
+		if s.cfg.Checkpoints != nil && time.Since(s.lastSnap) >= s.cfg.CheckpointInterval {
+			s.snapshot()
+		}
+		for _, ev := range batch {
+			select {
+			case out <- ev:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		return nil
+	}
+	// seed runs a seeding due and delivers its events; the state it
+	// changed is snapshotted.
+	seed := func(why string) error {
+		if !s.seeds.due || time.Now().Before(s.seeds.next) {
+			return nil
+		}
+		batch = batch[:0]
+		s.seed(ctx, why, collect)
+		s.lastSnap = time.Time{}
+		return deliver()
+	}
+
 	lines := make(chan []byte, 16)
 	var readErr error
 	var wg sync.WaitGroup
@@ -501,9 +553,13 @@ func (s *Source) stream(ctx context.Context, out chan<- ingest.Event) (progress 
 			case want > 0 && index < want:
 				s.indexReset(want, index)
 				want = 0
+				s.seeds.due, s.seeds.next = true, time.Time{}
+				s.seed(ctx, "index reset", emit)
 				return true
 			case want > 0 && index > want+1:
 				emit(s.gap(want+1, index))
+				s.seeds.due, s.seeds.next = true, time.Time{}
+				s.seed(ctx, "gap", emit)
 			}
 		}
 		if index < want {
@@ -523,20 +579,31 @@ func (s *Source) stream(ctx context.Context, out chan<- ingest.Event) (progress 
 	}
 	defer func() { s.dec.accept, s.dec.resending = nil, false }()
 
+	// The counts of the allocations running before (seed.go), ahead of the
+	// first frame.
+	why := "start"
+	if want > 0 {
+		why = "start, resuming"
+	}
+	if err := seed(why); err != nil {
+		return false, err
+	}
+
 	idle := time.NewTimer(time.Hour)
 	defer idle.Stop()
 	quiet := time.NewTimer(heartbeatTimeout)
 	defer quiet.Stop()
 	flushT := time.NewTicker(time.Second)
 	defer flushT.Stop()
-	var batch []ingest.Event
-	collect := func(ev ingest.Event) { batch = append(batch, ev) }
 	for {
 		select {
 		case <-ctx.Done():
 			return progress, ctx.Err()
 		case <-flushT.C:
 			s.flush()
+			if err := seed("retry"); err != nil {
+				return progress, err
+			}
 		case <-idle.C:
 			s.snapshot()
 		case <-quiet.C:
@@ -559,29 +626,8 @@ func (s *Source) stream(ctx context.Context, out chan<- ingest.Event) (progress 
 				continue
 			}
 			_ = s.dec.Frame(line, collect) // counted and logged by the decoder
-			if len(batch) > 0 && s.cfg.Checkpoints != nil {
-				s.seq++
-				seq := s.seq
-				var left atomic.Int64
-				left.Store(int64(len(batch)))
-				commit := func() {
-					if left.Add(-1) == 0 {
-						s.committed(seq)
-					}
-				}
-				for i := range batch {
-					batch[i].Commit = commit
-				}
-			}
-			if s.cfg.Checkpoints != nil && time.Since(s.lastSnap) >= s.cfg.CheckpointInterval {
-				s.snapshot()
-			}
-			for _, ev := range batch {
-				select {
-				case out <- ev:
-				case <-ctx.Done():
-					return progress, ctx.Err()
-				}
+			if err := deliver(); err != nil {
+				return progress, err
 			}
 			if s.cfg.Checkpoints != nil {
 				idle.Reset(100 * time.Millisecond)

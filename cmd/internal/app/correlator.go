@@ -75,6 +75,18 @@ type correlatorRole struct {
 	// processed counts the events handed to the correlator (for the
 	// live benchmarks, which wait for it).
 	processed atomic.Uint64
+	// saving is the checkpoint its goroutine is writing (nil: none) while
+	// the correlator goes on; saved receives the outcome.
+	saving *savingCheckpoint
+	saved  chan error
+}
+
+// savingCheckpoint is a checkpoint being written: what it covers and the
+// message to ack once it is stored.
+type savingCheckpoint struct {
+	p   *checkpoint.Pending
+	msg jetstream.Msg
+	ctx context.Context
 }
 
 // partitionScope names what one correlator consumes and where it keeps its
@@ -127,6 +139,7 @@ func newScopedCorrelator(ctx context.Context, b *bus.Bus, set *rules.Set, cfg Co
 		log: log.With("role", "correlator"),
 		cfg: cfg, now: now,
 		setRules: make(chan *rules.Set, 1),
+		saved:    make(chan error, 1),
 		met:      met,
 		scope:    scope,
 	}
@@ -166,7 +179,13 @@ const pullExpiry = 5 * time.Second
 
 // run consumes until ctx is done, then snapshots.
 func (r *correlatorRole) run(ctx context.Context) error {
-	defer r.store.Close()
+	defer func() {
+		if r.saving != nil {
+			<-r.saved // the store is not used after Close
+			r.saving = nil
+		}
+		r.store.Close()
+	}()
 	// The snapshot, not the consumer's ack floor, says where to resume:
 	// messages delivered to a crashed process but not covered by its last
 	// snapshot would otherwise wait for their ack wait to expire. So the
@@ -227,6 +246,8 @@ func (r *correlatorRole) run(ctx context.Context) error {
 			r.drain(msgs)
 			r.snapshot(context.Background(), true)
 			return nil
+		case err := <-r.saved:
+			r.saveDone(err)
 		case set := <-r.setRules:
 			r.corr.SetRules(set)
 			r.log.Info("rules reloaded", "rules", len(set.Rules))
@@ -352,13 +373,27 @@ func (r *correlatorRole) publishFunc(ctx context.Context) func(correlate.Inciden
 }
 
 // snapshot stores a checkpoint of what changed and acks everything it
-// covers. After a failure the next attempt waits (a jittered exponential
-// back-off up to maxCheckpointBackoff, unless final: at shutdown or before
-// a restart); the first failure of an episode is logged, the end of one
-// too, and every failure counts in klaxon_state_checkpoint_failures_total.
+// covers. The checkpoint is encoded here, on the correlator's goroutine,
+// and written by a goroutine of its own while events go on being
+// processed (a write waits for the servers: the correlator does not); one
+// is written at a time, and a final one (at shutdown or before a restart)
+// waits for the one being written and is written before snapshot returns.
+// After a failure the next attempt waits (a jittered exponential back-off
+// up to maxCheckpointBackoff, unless final); the first failure of an
+// episode is logged, the end of one too, and every failure counts in
+// klaxon_state_checkpoint_failures_total.
 func (r *correlatorRole) snapshot(ctx context.Context, final bool) {
 	if r.fenced.Load() {
 		return
+	}
+	if r.saving != nil {
+		if !final {
+			return // the run loop takes its outcome
+		}
+		r.saveDone(<-r.saved)
+		if r.fenced.Load() {
+			return
+		}
 	}
 	if r.lastSeq == r.snapSeq && r.since == 0 && !r.dirty {
 		if r.lastMsg != nil {
@@ -372,35 +407,61 @@ func (r *correlatorRole) snapshot(ctx context.Context, final bool) {
 	if !final && now.Before(r.ckRetry) {
 		return
 	}
-	if ctx.Err() != nil {
+	if ctx.Err() != nil || final {
 		ctx = context.Background()
 	}
 	// No deadline on the whole: each request is bounded by itself (the
 	// JetStream default timeout, 15 s for an acknowledgement), so a
 	// checkpoint of many items takes the time it needs while it
 	// progresses; ctx ends it at shutdown or when fenced.
-	_, err := r.store.Save(ctx, r.corr, r.lastSeq)
+	p, err := r.store.Begin(ctx, r.corr, r.lastSeq)
+	if err != nil {
+		r.saving = &savingCheckpoint{ctx: ctx}
+		r.saveDone(err)
+		return
+	}
+	r.saving = &savingCheckpoint{p: p, msg: r.lastMsg, ctx: ctx}
+	r.since, r.dirty = 0, false
+	if final {
+		_, err := p.Write(ctx)
+		r.saveDone(err)
+		return
+	}
+	go func() {
+		_, err := p.Write(ctx)
+		r.saved <- err
+	}()
+}
+
+// saveDone takes the outcome of the checkpoint being written: stored, the
+// correlator is told and what it covers is acked; failed, what it held is
+// written with the next one.
+func (r *correlatorRole) saveDone(err error) {
+	sv := r.saving
+	r.saving = nil
 	if errors.Is(err, checkpoint.ErrFenced) {
 		r.fenced.Store(true)
 		r.log.Warn("another correlator took this partition over; stopping without writing", "key", r.scope.key)
 		return
 	}
-	if err != nil && ctx.Err() != nil {
-		return // stopping: the final checkpoint follows (or the partition was fenced)
-	}
 	if err != nil {
-		r.checkpointFailed(now, err)
+		r.dirty = true // Begin again: the correlator gives these items again
+		if sv.ctx.Err() != nil {
+			return // stopping: the final checkpoint follows (or the partition was fenced)
+		}
+		r.checkpointFailed(time.Now(), err)
 		return
 	}
+	r.corr.Committed()
 	r.checkpointStored(time.Now())
-	r.snapSeq = r.lastSeq
-	r.since = 0
-	r.dirty = false
-	if r.lastMsg != nil {
-		if err := r.lastMsg.Ack(); err != nil {
-			r.log.Warn("ack failed", "seq", r.lastSeq, "err", err)
+	r.snapSeq = sv.p.Seq()
+	if sv.msg != nil {
+		if err := sv.msg.Ack(); err != nil {
+			r.log.Warn("ack failed", "seq", r.snapSeq, "err", err)
 		}
-		r.lastMsg = nil
+		if r.lastMsg == sv.msg {
+			r.lastMsg = nil
+		}
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"runtime"
 	"slices"
 	"strings"
@@ -97,6 +98,9 @@ func startLiveRig(tb testing.TB, withCorrelator bool) *liveRig {
 	}
 	var cfg Config
 	cfg.SetDefaults()
+	if v := os.Getenv("LIVE_SNAP"); v != "" {
+		cfg.Correlator.SnapshotInterval, _ = time.ParseDuration(v)
+	}
 	rig.corr, err = newCorrelatorRole(ctx, b, bundledRules(tb), cfg.Correlator, time.Now, quiet(), newMetrics())
 	if err != nil {
 		tb.Fatal(err)

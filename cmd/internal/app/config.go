@@ -20,6 +20,7 @@ import (
 
 	"github.com/klaxon-dev/klaxon/cmd/internal/bus"
 	"github.com/klaxon-dev/klaxon/correlate"
+	"github.com/klaxon-dev/klaxon/correlate/durable"
 	"github.com/klaxon-dev/klaxon/ingest"
 	"github.com/klaxon-dev/klaxon/ingest/journald"
 	"github.com/klaxon-dev/klaxon/ingest/nomadapi"
@@ -296,6 +297,15 @@ type CorrelatorConfig struct {
 	nomadUI string
 }
 
+// durable is the durable correlators' form of the settings.
+func (c CorrelatorConfig) durable() durable.Config {
+	return durable.Config{
+		UpdateInterval: c.UpdateInterval, MaxEvidence: c.MaxEvidence, SnapshotInterval: c.SnapshotInterval,
+		CheckpointMaxAge: c.CheckpointMaxAge, Lateness: c.Lateness, Idle: c.Idle,
+		Partition: c.Partition, LeaseTTL: c.LeaseTTL, NomadUI: c.nomadUI,
+	}
+}
+
 // LoadConfig reads and validates a config file. Unknown keys are errors
 // with their line.
 func LoadConfig(path string) (*Config, error) {
@@ -444,7 +454,7 @@ func (c *Config) SetDefaults() {
 		c.Correlator.SnapshotInterval = time.Second
 	}
 	if c.Correlator.CheckpointMaxAge <= 0 {
-		c.Correlator.CheckpointMaxAge = defaultCheckpointMaxAge
+		c.Correlator.CheckpointMaxAge = durable.DefaultCheckpointMaxAge
 	}
 	if c.Correlator.Lateness <= 0 {
 		c.Correlator.Lateness = 5 * time.Second

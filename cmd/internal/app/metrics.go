@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net"
 	"net/http"
 	"strings"
@@ -20,14 +19,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/klaxon-dev/klaxon/cmd/internal/bus"
-	"github.com/klaxon-dev/klaxon/correlate"
+	"github.com/klaxon-dev/klaxon/correlate/durable"
 	"github.com/klaxon-dev/klaxon/ingest"
 	"github.com/klaxon-dev/klaxon/ingest/journald"
 	"github.com/klaxon-dev/klaxon/ingest/nomadevents"
 	"github.com/klaxon-dev/klaxon/ingest/nomadlog"
 	"github.com/klaxon-dev/klaxon/ingest/winevt"
 	"github.com/klaxon-dev/klaxon/internal/natslayout"
-	"github.com/klaxon-dev/klaxon/rules"
 	"github.com/klaxon-dev/klaxon/sinks"
 	"github.com/klaxon-dev/klaxon/sinks/silence"
 )
@@ -118,18 +116,6 @@ func (m *sourceMeter) parseErrors() float64 {
 	return 0
 }
 
-// corrGauges is what the correlator goroutine publishes for scrapes.
-type corrGauges struct {
-	stats  correlate.Stats
-	groups map[string]int
-	open   map[[2]string]int // (rule, severity) → open incidents
-	// set is the rule set the correlator runs (nil: not known); every
-	// rule gets its series, at 0 until it matches.
-	set *rules.Set
-	// inhibited are the groups an inhibition holds back (the web view).
-	inhibited []correlate.Inhibited
-}
-
 type namedDispatcher struct {
 	name string
 	d    *sinks.Dispatcher
@@ -137,22 +123,17 @@ type namedDispatcher struct {
 
 // metrics holds klaxon's Prometheus registry.
 type metrics struct {
-	reg     *prometheus.Registry
-	evalDur prometheus.Histogram
-	changes *prometheus.CounterVec
+	reg *prometheus.Registry
+	// corr are the correlators' metrics (readiness, the web view).
+	corr *durable.Metrics
 
-	mu         sync.Mutex
-	sources    []*sourceMeter
-	dispatch   []namedDispatcher
-	publisher  *bus.Publisher
-	bus        *bus.Bus
-	cps        *ingest.Checkpoints
-	corr       atomic.Pointer[corrGauges]
-	ruleErrors func() uint64
-	ready      atomic.Bool
-	// ckpt follows the correlator checkpoints (failures, last success;
-	// readiness).
-	ckpt checkpointMeter
+	mu        sync.Mutex
+	sources   []*sourceMeter
+	dispatch  []namedDispatcher
+	publisher *bus.Publisher
+	bus       *bus.Bus
+	cps       *ingest.Checkpoints
+	ready     atomic.Bool
 	// now is the clock of the age gauges (default time.Now).
 	now func() time.Time
 	// dlqTimeout bounds the KLAXON_DLQ query of one scrape (default 1s).
@@ -164,26 +145,11 @@ type metrics struct {
 	silences *silence.Store
 }
 
-// incidentStatuses are the statuses an incident change can have; each gets
-// its klaxon_incident_changes_total series from the start.
-var incidentStatuses = []string{correlate.StatusFiring, correlate.StatusUpdated, correlate.StatusResolved}
-
 func newMetrics() *metrics {
 	m := &metrics{reg: prometheus.NewRegistry(), now: time.Now, dlqTimeout: time.Second, log: slog.Default()}
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	m.evalDur = prometheus.NewHistogram(prometheus.HistogramOpts{
-		Name:    "klaxon_correlator_event_duration_seconds",
-		Help:    "Time to run one event through the rules and the correlator.",
-		Buckets: []float64{1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 1e-2},
-	})
-	m.changes = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "klaxon_incident_changes_total",
-		Help: "Incident changes published, by status.",
-	}, []string{"status"})
-	for _, st := range incidentStatuses {
-		m.changes.WithLabelValues(st)
-	}
-	m.reg.MustRegister(m.evalDur, m.changes, m, &m.ckpt)
+	m.corr = durable.NewMetrics(m.reg)
+	m.reg.MustRegister(m)
 	return m
 }
 
@@ -202,14 +168,6 @@ var (
 	descDuplicates      = prometheus.NewDesc("klaxon_events_duplicate_total", "Events JetStream dropped as re-sent duplicates.", nil, nil)
 	descPubRetries      = prometheus.NewDesc("klaxon_publish_retries_total", "Event publishes sent again after a failure.", nil, nil)
 	descPubErrors       = prometheus.NewDesc("klaxon_publish_errors_total", "Failed event publish attempts.", nil, nil)
-	descCorrEvents      = prometheus.NewDesc("klaxon_correlator_events_total", "Events the correlator processed.", nil, nil)
-	descCorrLate        = prometheus.NewDesc("klaxon_correlator_late_events_total", "Events older than their group's window when they arrived.", nil, nil)
-	descRuleMatches     = prometheus.NewDesc("klaxon_rule_matches_total", "Events that matched a rule.", []string{"rule"}, nil)
-	descRuleEvals       = prometheus.NewDesc("klaxon_rule_evaluations_total", "Selector evaluations of a rule that reached expr (the index turns most events away before).", []string{"rule"}, nil)
-	descRuleEvalTime    = prometheus.NewDesc("klaxon_rule_evaluation_seconds_total", "Time spent evaluating a rule's selectors.", []string{"rule"}, nil)
-	descRuleGroups      = prometheus.NewDesc("klaxon_rule_active_groups", "Groups with window state, per rule.", []string{"rule"}, nil)
-	descOpen            = prometheus.NewDesc("klaxon_incidents_open", "Incidents firing now.", []string{"rule", "severity"}, nil)
-	descRuleErrors      = prometheus.NewDesc("klaxon_rule_selector_errors_total", "Selector evaluations that failed at run time.", nil, nil)
 	descSinkDelivered   = prometheus.NewDesc("klaxon_sink_deliveries_total", "Incident changes a sink delivered.", []string{"sink"}, nil)
 	descSinkFailures    = prometheus.NewDesc("klaxon_sink_failures_total", "Failed deliveries to a sink (retried or sent to the dead letters).", []string{"sink"}, nil)
 	descSinkRetries     = prometheus.NewDesc("klaxon_sink_retries_total", "Deliveries that failed and will be retried.", []string{"sink"}, nil)
@@ -226,8 +184,7 @@ var (
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descSourceEvents, descSourcePublished, descSourceErrors, descSourceLag, descSourceLast,
 		descStreamResets, descStreamGaps, descStreamStale,
-		descSourceCkptAge, descCheckpointAge, descPublished, descDuplicates, descPubRetries, descPubErrors, descCorrEvents,
-		descCorrLate, descRuleMatches, descRuleEvals, descRuleEvalTime, descRuleGroups, descOpen, descRuleErrors,
+		descSourceCkptAge, descCheckpointAge, descPublished, descDuplicates, descPubRetries, descPubErrors,
 		descSinkDelivered, descSinkFailures, descSinkRetries, descSinkDead, descSinkSilenced, descSinkFetchErrors, descSinkDLQ, descNATS, descNATSReconnects, descReady} {
 		ch <- d
 	}
@@ -273,40 +230,6 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		counter(descDuplicates, float64(st.Duplicates))
 		counter(descPubRetries, float64(st.Retries))
 		counter(descPubErrors, float64(st.Errors))
-	}
-	ruleErrors := m.ruleErrors
-	if g := m.corr.Load(); g != nil {
-		counter(descCorrEvents, float64(g.stats.Events))
-		counter(descCorrLate, float64(g.stats.Late))
-		matches := maps.Clone(g.stats.MatchesByRule)
-		groups := maps.Clone(g.groups)
-		if matches == nil {
-			matches = map[string]uint64{}
-		}
-		if groups == nil {
-			groups = map[string]int{}
-		}
-		if g.set != nil {
-			ruleErrors = g.set.Errors
-			for id, e := range g.set.EvalStats() {
-				counter(descRuleEvals, float64(e.Evaluations), id)
-				counter(descRuleEvalTime, e.Time.Seconds(), id)
-				matches[id] += 0
-				groups[id] += 0
-			}
-		}
-		for r, n := range matches {
-			counter(descRuleMatches, float64(n), r)
-		}
-		for r, n := range groups {
-			gauge(descRuleGroups, float64(n), r)
-		}
-		for k, n := range g.open {
-			gauge(descOpen, float64(n), k[0], k[1])
-		}
-	}
-	if ruleErrors != nil {
-		counter(descRuleErrors, float64(ruleErrors()))
 	}
 	for _, d := range m.dispatch {
 		st := d.d.Stats()
@@ -364,7 +287,7 @@ func (m *metrics) dlqSizes() (map[string]uint64, error) {
 // isReady is what /readyz answers: every role runs, NATS is connected, and
 // every partition this process correlates stored its state recently.
 func (m *metrics) isReady() bool {
-	return m.ready.Load() && (m.bus == nil || m.bus.NC.IsConnected()) && m.ckpt.fresh(m.now())
+	return m.ready.Load() && (m.bus == nil || m.bus.NC.IsConnected()) && m.corr.Fresh(m.now())
 }
 
 func boolValue(b bool) float64 {

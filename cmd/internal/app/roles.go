@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/klaxon-dev/klaxon/cmd/internal/bus"
+	"github.com/klaxon-dev/klaxon/correlate/durable"
 	"github.com/klaxon-dev/klaxon/ingest"
 	"github.com/klaxon-dev/klaxon/ingest/journald"
 	"github.com/klaxon-dev/klaxon/ingest/nomadalloc"
@@ -105,9 +106,6 @@ func runRoles(ctx context.Context, cfg *Config, opts Options, r roleSet) error {
 	}
 	met := newMetrics()
 	met.bus = b
-	if set != nil {
-		met.ruleErrors = set.Errors
-	}
 	// undo runs the cleanups of what started, last first, after an error.
 	var cleanups []func()
 	undo := func(err error) error {
@@ -130,7 +128,7 @@ func runRoles(ctx context.Context, cfg *Config, opts Options, r roleSet) error {
 	cleanups = append(cleanups, stopSinks)
 	var sinkWG sync.WaitGroup
 	var built []sinks.Sink
-	var corr *correlators
+	var corr *durable.Correlators
 	corrDone := make(chan error, 1)
 	stopCorr := func() {}
 	stopWatch := func() {}
@@ -139,13 +137,13 @@ func runRoles(ctx context.Context, cfg *Config, opts Options, r roleSet) error {
 		if built, err = startSinks(sinkCtx, cfg, b, opts.Stdout, met, log, &sinkWG); err != nil {
 			return undo(err)
 		}
-		if corr, err = newCorrelators(ctx, b, set, cfg.Correlator, opts.Now, log, met); err != nil {
+		if corr, err = newCorrelators(ctx, b, set, cfg.Correlator, opts.Now, log, met.corr); err != nil {
 			return undo(err)
 		}
 		var corrCtx context.Context
 		corrCtx, stopCorr = context.WithCancel(context.Background())
 		cleanups = append(cleanups, stopCorr)
-		go func() { corrDone <- corr.run(corrCtx) }()
+		go func() { corrDone <- corr.Run(corrCtx) }()
 		reload, stopWatch = watchRules(cfg.RulesDir, corr.SetRules, opts.Reload, log)
 		cleanups = append(cleanups, stopWatch)
 	} else {
@@ -220,6 +218,23 @@ func runRoles(ctx context.Context, cfg *Config, opts Options, r roleSet) error {
 	closeBus()
 	log.Info("stopped")
 	return nil
+}
+
+// newCorrelators makes the durable correlators of the partitions of
+// KLAXON_EVENTS this process may hold: with leases on an external NATS
+// cluster, all of them without on the embedded server.
+func newCorrelators(ctx context.Context, b *bus.Bus, set *rules.Set, cfg CorrelatorConfig, now func() time.Time, log *slog.Logger, met *durable.Metrics) (*durable.Correlators, error) {
+	n, err := b.Partitions(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("correlator: %w", err)
+	}
+	o := durable.Options{JS: b.JS, Partitions: n, Rules: set, Now: now, Log: log, Metrics: met}
+	if !b.Embedded() {
+		if o.Leases, err = b.Leases(ctx); err != nil {
+			return nil, fmt.Errorf("correlator: %w", err)
+		}
+	}
+	return durable.New(cfg.durable(), o)
 }
 
 func ruleCount(set *rules.Set) int {

@@ -32,8 +32,8 @@ func (m *metrics) mountWebView(ctx context.Context, b *bus.Bus, set *rules.Set, 
 	store := web.NewStore()
 	go followIncidents(ctx, b, store, log)
 	current := func() *rules.Set {
-		if g := m.corr.Load(); g != nil && g.set != nil {
-			return g.set
+		if g := m.corr.Gauges(); g != nil && g.Rules != nil {
+			return g.Rules
 		}
 		return set
 	}
@@ -46,8 +46,8 @@ func (m *metrics) mountWebView(ctx context.Context, b *bus.Bus, set *rules.Set, 
 		Log:        log,
 		Token:      cfg.HTTP.Token,
 		Inhibited: func() []correlate.Inhibited {
-			if g := m.corr.Load(); g != nil {
-				return g.inhibited
+			if g := m.corr.Gauges(); g != nil {
+				return g.Inhibited
 			}
 			return nil
 		},
@@ -84,11 +84,11 @@ func followIncidents(ctx context.Context, b *bus.Bus, store *web.Store, log *slo
 
 // ruleStats reads the correlator's counters from its last gauges.
 func (m *metrics) ruleStats() web.RuleStats {
-	g := m.corr.Load()
+	g := m.corr.Gauges()
 	if g == nil {
 		return web.RuleStats{}
 	}
-	return web.RuleStats{Events: g.stats.Events, MatchesByRule: g.stats.MatchesByRule, ActiveGroups: g.groups}
+	return web.RuleStats{Events: g.Stats.Events, MatchesByRule: g.Stats.MatchesByRule, ActiveGroups: g.Groups}
 }
 
 // Playground returns the web view's playground: pasted input goes through

@@ -638,3 +638,9 @@ func (t *Tailer) oversize(tf *tfile) {
 	tf.dec.oversize()
 	t.log.Warn("nomadlog: line too long; skipped", "path", tf.path, "offset", tf.lineStart, "max_line_bytes", t.cfg.MaxLineBytes)
 }
+
+// Counters implements ingest.Counted.
+func (t *Tailer) Counters() ingest.Counters {
+	st := t.Stats()
+	return ingest.Counters{ParseErrors: st.Unparsed + st.Oversize}
+}

@@ -21,10 +21,7 @@ import (
 	"github.com/klaxon-dev/klaxon/cmd/internal/bus"
 	"github.com/klaxon-dev/klaxon/correlate/durable"
 	"github.com/klaxon-dev/klaxon/ingest"
-	"github.com/klaxon-dev/klaxon/ingest/journald"
-	"github.com/klaxon-dev/klaxon/ingest/nomadevents"
-	"github.com/klaxon-dev/klaxon/ingest/nomadlog"
-	"github.com/klaxon-dev/klaxon/ingest/winevt"
+	"github.com/klaxon-dev/klaxon/ingest/meter"
 	"github.com/klaxon-dev/klaxon/internal/natslayout"
 	"github.com/klaxon-dev/klaxon/sinks"
 	"github.com/klaxon-dev/klaxon/sinks/silence"
@@ -40,82 +37,6 @@ type HTTPConfig struct {
 	Token ingest.Secret `yaml:"token"`
 }
 
-// sourceMeter counts what one source emits on its way to the publisher,
-// and what of it JetStream acknowledged (the events whose positions the
-// source's checkpoint may then cover).
-type sourceMeter struct {
-	src ingest.Source
-	// observe, when set, sees each event before it is forwarded.
-	observe   func(*ingest.Event)
-	events    atomic.Uint64
-	published atomic.Uint64
-	lagMillis atomic.Int64 // read time − event time of the last event
-	lastEvent atomic.Int64 // unix nanos of the last event read
-	// waitingSince is when the oldest unacknowledged event was read (unix
-	// nanos; meaningful while events > published), lastCommit when an
-	// event was last acknowledged.
-	waitingSince, lastCommit atomic.Int64
-}
-
-// forward copies events from in to out, counting them; each event's Commit
-// is wrapped to count its acknowledgement.
-func (m *sourceMeter) forward(in <-chan ingest.Event, out chan<- ingest.Event, now func() time.Time) {
-	for ev := range in {
-		t := now()
-		if m.published.Load() >= m.events.Load() {
-			m.waitingSince.Store(t.UnixNano())
-		}
-		m.events.Add(1)
-		if !ev.Time.IsZero() {
-			m.lagMillis.Store(t.Sub(ev.Time).Milliseconds())
-			m.lastEvent.Store(ev.Time.UnixNano())
-		}
-		if m.observe != nil {
-			m.observe(&ev)
-		}
-		commit := ev.Commit
-		ev.Commit = func() {
-			if commit != nil {
-				commit()
-			}
-			m.lastCommit.Store(now().UnixNano())
-			m.published.Add(1)
-		}
-		out <- ev
-	}
-}
-
-// checkpointAge is how long the source's position has waited for
-// acknowledgements: 0 when everything read is acknowledged, else the time
-// since the last acknowledgement or since the oldest waiting event was
-// read, whichever is later.
-func (m *sourceMeter) checkpointAge(now time.Time) float64 {
-	if m.published.Load() >= m.events.Load() {
-		return 0
-	}
-	since := max(m.waitingSince.Load(), m.lastCommit.Load())
-	return max(now.Sub(time.Unix(0, since)).Seconds(), 0)
-}
-
-// parseErrors reads a source's count of input it could not use.
-func (m *sourceMeter) parseErrors() float64 {
-	switch s := m.src.(type) {
-	case *nomadlog.Tailer:
-		st := s.Stats()
-		return float64(st.Unparsed + st.Oversize)
-	case *nomadevents.Source:
-		st := s.Stats()
-		return float64(st.Malformed + st.Unknown)
-	case *journald.Source:
-		st := s.Stats()
-		return float64(st.Unparsed + st.Oversize + st.Malformed)
-	case *winevt.Source:
-		st := s.Stats()
-		return float64(st.BadRecords + st.BadChunks)
-	}
-	return 0
-}
-
 type namedDispatcher struct {
 	name string
 	d    *sinks.Dispatcher
@@ -127,12 +48,13 @@ type metrics struct {
 	// corr are the correlators' metrics (readiness, the web view).
 	corr *durable.Metrics
 
+	// src are the sources' metrics.
+	src *meter.Metrics
+
 	mu        sync.Mutex
-	sources   []*sourceMeter
 	dispatch  []namedDispatcher
 	publisher *bus.Publisher
 	bus       *bus.Bus
-	cps       *ingest.Checkpoints
 	ready     atomic.Bool
 	// now is the clock of the age gauges (default time.Now).
 	now func() time.Time
@@ -149,21 +71,12 @@ func newMetrics() *metrics {
 	m := &metrics{reg: prometheus.NewRegistry(), now: time.Now, dlqTimeout: time.Second, log: slog.Default()}
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.corr = durable.NewMetrics(m.reg)
+	m.src = meter.NewMetrics(m.reg, time.Now)
 	m.reg.MustRegister(m)
 	return m
 }
 
 var (
-	descSourceEvents    = prometheus.NewDesc("klaxon_source_events_total", "Events read by a source.", []string{"source"}, nil)
-	descSourcePublished = prometheus.NewDesc("klaxon_source_events_published_total", "Events of a source JetStream acknowledged (stored, or dropped as a re-sent duplicate); the source's checkpoint may cover them.", []string{"source"}, nil)
-	descSourceErrors    = prometheus.NewDesc("klaxon_source_parse_errors_total", "Input a source could not use (unparsed or oversize lines, malformed frames, damaged records).", []string{"source"}, nil)
-	descSourceLag       = prometheus.NewDesc("klaxon_source_lag_seconds", "Read time minus event time of the last event a source read.", []string{"source"}, nil)
-	descSourceLast      = prometheus.NewDesc("klaxon_source_last_event_timestamp_seconds", "Event time of the last event a source read.", []string{"source"}, nil)
-	descStreamResets    = prometheus.NewDesc("klaxon_nomad_event_stream_resets_total", "Times the Nomad server's event index went back below the source's checkpoint (state reset, restored or rebuilt); the stream was followed from the new index.", []string{"source"}, nil)
-	descStreamGaps      = prometheus.NewDesc("klaxon_nomad_event_stream_gaps_total", "Resumes of the Nomad event stream past indexes that left the server's buffer (changes in between may be missing).", []string{"source"}, nil)
-	descStreamStale     = prometheus.NewDesc("klaxon_nomad_event_stream_stale_frames_total", "Nomad event-stream frames below the resume index, dropped.", []string{"source"}, nil)
-	descSourceCkptAge   = prometheus.NewDesc("klaxon_source_checkpoint_age_seconds", "How long a source's position has waited for JetStream to acknowledge the events it read (0 when none waits).", []string{"source"}, nil)
-	descCheckpointAge   = prometheus.NewDesc("klaxon_checkpoint_age_seconds", "Time since the source checkpoints were last written.", nil, nil)
 	descPublished       = prometheus.NewDesc("klaxon_events_published_total", "Events JetStream stored.", nil, nil)
 	descDuplicates      = prometheus.NewDesc("klaxon_events_duplicate_total", "Events JetStream dropped as re-sent duplicates.", nil, nil)
 	descPubRetries      = prometheus.NewDesc("klaxon_publish_retries_total", "Event publishes sent again after a failure.", nil, nil)
@@ -182,9 +95,7 @@ var (
 
 // Describe implements prometheus.Collector.
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descSourceEvents, descSourcePublished, descSourceErrors, descSourceLag, descSourceLast,
-		descStreamResets, descStreamGaps, descStreamStale,
-		descSourceCkptAge, descCheckpointAge, descPublished, descDuplicates, descPubRetries, descPubErrors,
+	for _, d := range []*prometheus.Desc{descPublished, descDuplicates, descPubRetries, descPubErrors,
 		descSinkDelivered, descSinkFailures, descSinkRetries, descSinkDead, descSinkSilenced, descSinkFetchErrors, descSinkDLQ, descNATS, descNATSReconnects, descReady} {
 		ch <- d
 	}
@@ -195,34 +106,11 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	now := m.now()
 	counter := func(d *prometheus.Desc, v float64, l ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, l...)
 	}
 	gauge := func(d *prometheus.Desc, v float64, l ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, l...)
-	}
-	for _, s := range m.sources {
-		name := s.src.Name()
-		counter(descSourceEvents, float64(s.events.Load()), name)
-		counter(descSourcePublished, float64(s.published.Load()), name)
-		counter(descSourceErrors, s.parseErrors(), name)
-		gauge(descSourceLag, float64(s.lagMillis.Load())/1000, name)
-		if t := s.lastEvent.Load(); t != 0 {
-			gauge(descSourceLast, float64(t)/1e9, name)
-		}
-		gauge(descSourceCkptAge, s.checkpointAge(now), name)
-		if es, ok := s.src.(*nomadevents.Source); ok {
-			st := es.Stats()
-			counter(descStreamResets, float64(st.Resets), name)
-			counter(descStreamGaps, float64(st.Gaps), name)
-			counter(descStreamStale, float64(st.Stale), name)
-		}
-	}
-	if m.cps != nil {
-		if t := m.cps.LastFlush(); !t.IsZero() {
-			gauge(descCheckpointAge, max(now.Sub(t).Seconds(), 0))
-		}
 	}
 	if m.publisher != nil {
 		st := m.publisher.Stats()

@@ -381,16 +381,15 @@ func newIngestRole(cfg *Config, node string, now func() time.Time, met *metrics,
 // startSources runs every source, each through its meter into events.
 func (ir *ingestRole) startSources() {
 	ir.srcCtx, ir.stopSources = context.WithCancel(context.Background())
-	ir.met.cps = ir.cps
+	ir.met.src.SetCheckpoints(ir.cps)
 	for _, s := range ir.sources {
-		meter := &sourceMeter{src: s, observe: ir.observe}
-		ir.met.sources = append(ir.met.sources, meter)
+		meter := ir.met.src.Meter(s, ir.observe)
 		own := make(chan ingest.Event, 256)
 		ir.srcWG.Add(1)
 		go func() {
 			defer ir.srcWG.Done()
 			done := make(chan struct{})
-			go func() { meter.forward(own, ir.events, ir.now); close(done) }()
+			go func() { meter.Forward(own, ir.events, ir.now); close(done) }()
 			if err := s.Run(ir.srcCtx, own); err != nil && ir.srcCtx.Err() == nil {
 				ir.log.Error("source stopped", "source", s.Name(), "err", err)
 			}

@@ -1,4 +1,4 @@
-package app
+package replay
 
 import (
 	"bufio"
@@ -105,7 +105,7 @@ func BenchmarkReplay(b *testing.B) {
 	b.ResetTimer()
 	var lines int64
 	for b.Loop() {
-		st, err := Replay(context.Background(), []string{path}, ReplayOptions{Rules: set, Out: io.Discard, Log: quiet()})
+		st, err := Run(context.Background(), []string{path}, Options{Rules: set, Out: io.Discard, Log: quiet()})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -105,7 +105,7 @@ func (n *NodeEligibilityConfig) executorConfig(replicas int) nomadaction.Config 
 // startActions runs the configured actions as sinks: each has its own
 // durable consumer on KLAXON_INCIDENTS through a dispatcher (silences do
 // not hold actions back: a silence mutes pages, not the guard).
-func startActions(ctx context.Context, cfg *Config, b *bus.Bus, met *metrics, log *slog.Logger, wg *sync.WaitGroup) ([]sinks.Sink, error) {
+func startActions(ctx context.Context, cfg *Config, b *bus.Bus, met *sinks.Metrics, log *slog.Logger, wg *sync.WaitGroup) ([]sinks.Sink, error) {
 	n := cfg.Actions.NodeEligibility
 	if n == nil {
 		return nil, nil
@@ -119,7 +119,7 @@ func startActions(ctx context.Context, cfg *Config, b *bus.Bus, met *metrics, lo
 		return nil, fmt.Errorf("actions.nomad_node_eligibility: %w", err)
 	}
 	d := sinks.NewDispatcher(b.JS, ex, sinks.DispatcherConfig{SendTimeout: n.SendTimeout, MaxAttempts: n.MaxAttempts}, log)
-	met.dispatch = append(met.dispatch, namedDispatcher{ex.Name(), d})
+	met.Add(ex.Name(), d)
 	log.Info("action nomad.node.eligibility armed", "dry_run", *n.DryRun, "max_per_hour", n.MaxPerHour,
 		"keep_eligible", *n.KeepEligible, "undo", *n.Undo, "nomad", cfg.Nomad.Address)
 	wg.Add(1)

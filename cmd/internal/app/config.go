@@ -19,6 +19,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/klaxon-dev/klaxon/cmd/internal/bus"
+	"github.com/klaxon-dev/klaxon/cmd/internal/httpapi"
 	"github.com/klaxon-dev/klaxon/correlate"
 	"github.com/klaxon-dev/klaxon/correlate/durable"
 	"github.com/klaxon-dev/klaxon/ingest"
@@ -51,7 +52,7 @@ type Config struct {
 	// Correlator tunes the correlator.
 	Correlator CorrelatorConfig `yaml:"correlator"`
 	// HTTP is klaxon's own endpoint (metrics, health, reload).
-	HTTP HTTPConfig `yaml:"http"`
+	HTTP httpapi.Config `yaml:"http"`
 	// ShutdownTimeout bounds the orderly shutdown (default 15s).
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 
@@ -530,7 +531,7 @@ func (c *Config) Validate() error {
 	}
 	errs = append(errs, c.Sources.validateWindowsFacts()...)
 	errs = append(errs, c.Actions.validate()...)
-	if c.HTTP.Listen != "off" && !isLoopbackListen(c.HTTP.Listen) && !c.HTTP.Token.IsSet() {
+	if c.HTTP.Listen != "off" && !httpapi.IsLoopbackListen(c.HTTP.Listen) && !c.HTTP.Token.IsSet() {
 		errs = append(errs, fmt.Errorf("http.token: required when http.listen (%s) is not a loopback address", c.HTTP.Listen))
 	}
 	if p := c.Correlator.Partition; p != nil && (*p < 0 || (c.Correlator.Partitions > 0 && *p >= c.Correlator.Partitions)) {

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/klaxon-dev/klaxon/cmd/internal/bus"
+	"github.com/klaxon-dev/klaxon/cmd/internal/httpapi"
 	"github.com/klaxon-dev/klaxon/correlate/durable"
 	"github.com/klaxon-dev/klaxon/ingest"
 	"github.com/klaxon-dev/klaxon/ingest/journald"
@@ -20,6 +22,7 @@ import (
 	"github.com/klaxon-dev/klaxon/ingest/winevt"
 	"github.com/klaxon-dev/klaxon/rules"
 	"github.com/klaxon-dev/klaxon/sinks"
+	"github.com/klaxon-dev/klaxon/sinks/silence"
 )
 
 // roleSet says which roles a process runs.
@@ -105,7 +108,8 @@ func runRoles(ctx context.Context, cfg *Config, opts Options, r roleSet) error {
 		return err
 	}
 	met := newMetrics()
-	met.bus = b
+	met.bus.SetBus(b)
+	met.sinks.WatchDLQ(b.JS, b.NC.IsConnected, log)
 	// undo runs the cleanups of what started, last first, after an error.
 	var cleanups []func()
 	undo := func(err error) error {
@@ -128,13 +132,14 @@ func runRoles(ctx context.Context, cfg *Config, opts Options, r roleSet) error {
 	cleanups = append(cleanups, stopSinks)
 	var sinkWG sync.WaitGroup
 	var built []sinks.Sink
+	var sil *silence.Store
 	var corr *durable.Correlators
 	corrDone := make(chan error, 1)
 	stopCorr := func() {}
 	stopWatch := func() {}
 	var reload func() error
 	if r.correlate {
-		if built, err = startSinks(sinkCtx, cfg, b, opts.Stdout, met, log, &sinkWG); err != nil {
+		if built, sil, err = startSinks(sinkCtx, cfg, b, opts.Stdout, met.sinks, log, &sinkWG); err != nil {
 			return undo(err)
 		}
 		if corr, err = newCorrelators(ctx, b, set, cfg.Correlator, opts.Now, log, met.corr); err != nil {
@@ -169,11 +174,15 @@ func runRoles(ctx context.Context, cfg *Config, opts Options, r roleSet) error {
 	httpCtx, stopHTTP := context.WithCancel(context.Background())
 	defer stopHTTP()
 	paths := "/metrics /healthz /readyz"
+	var mount func(*http.ServeMux)
 	if r.correlate {
-		met.mountWebView(httpCtx, b, set, cfg, opts.Now, log)
+		mount = webView(httpCtx, b, set, met.corr, sil, cfg, opts.Now, log)
 		paths = "/metrics /healthz /readyz POST /-/reload, web view on /"
 	}
-	addr, err := met.serveHTTP(httpCtx, cfg.HTTP, reload, log)
+	addr, err := httpapi.Serve(httpCtx, cfg.HTTP, httpapi.Options{
+		Gatherer: met.reg, Ready: met.ready.Ready, Reload: reload, Mount: mount,
+		Silences: sil, JS: b.JS, SinkNames: met.sinks.Names, Now: time.Now, Log: log,
+	})
 	if err != nil {
 		return undo(err)
 	}
@@ -184,13 +193,13 @@ func runRoles(ctx context.Context, cfg *Config, opts Options, r roleSet) error {
 		ing.startPublisher(b)
 	}
 
-	met.ready.Store(true)
+	met.ready.Set(true)
 	if opts.Ready != nil {
 		close(opts.Ready)
 	}
 	<-ctx.Done()
 	log.Info("shutting down")
-	met.ready.Store(false)
+	met.ready.Set(false)
 	deadline := time.Now().Add(cfg.ShutdownTimeout)
 	wait := func(name string, done <-chan struct{}) {
 		select {
@@ -429,7 +438,7 @@ func newAllocCache(cfg *Config, log *slog.Logger) *nomadalloc.Cache {
 // startPublisher publishes the events into KLAXON_EVENTS.
 func (ir *ingestRole) startPublisher(b *bus.Bus) {
 	pub := b.NewPublisher(ir.log, bus.PublisherOptions{})
-	ir.met.publisher = pub
+	ir.met.bus.SetPublisher(pub)
 	var pubCtx context.Context
 	pubCtx, ir.stopPub = context.WithCancel(context.Background())
 	ir.pubDone = make(chan error, 1)

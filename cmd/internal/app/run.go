@@ -16,6 +16,7 @@ import (
 	"github.com/klaxon-dev/klaxon/ingest/nomadapi"
 	"github.com/klaxon-dev/klaxon/internal/backoff"
 	"github.com/klaxon-dev/klaxon/sinks"
+	"github.com/klaxon-dev/klaxon/sinks/silence"
 )
 
 // Options are the process-level inputs of Run.
@@ -40,12 +41,11 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 
 // startSinks builds every configured sink and runs a dispatcher for each
 // until ctx is done (wg counts them). On an error the caller cancels ctx.
-func startSinks(ctx context.Context, cfg *Config, b *bus.Bus, w io.Writer, met *metrics, log *slog.Logger, wg *sync.WaitGroup) ([]sinks.Sink, error) {
+func startSinks(ctx context.Context, cfg *Config, b *bus.Bus, w io.Writer, met *sinks.Metrics, log *slog.Logger, wg *sync.WaitGroup) ([]sinks.Sink, *silence.Store, error) {
 	sil, err := openSilences(ctx, b, log)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	met.silences = sil
 	var built []sinks.Sink
 	for i, sc := range cfg.Sinks {
 		s, dc, err := buildSink(i, sc, sinkEnv{stdout: w, nc: b.NC, log: log})
@@ -53,12 +53,12 @@ func startSinks(ctx context.Context, cfg *Config, b *bus.Bus, w io.Writer, met *
 			for _, s := range built {
 				_ = s.Close()
 			}
-			return nil, err
+			return nil, nil, err
 		}
 		built = append(built, s)
 		dc.Silencer = sil
 		d := sinks.NewDispatcher(b.JS, s, dc, log)
-		met.dispatch = append(met.dispatch, namedDispatcher{s.Name(), d})
+		met.Add(s.Name(), d)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -72,9 +72,22 @@ func startSinks(ctx context.Context, cfg *Config, b *bus.Bus, w io.Writer, met *
 		for _, s := range built {
 			_ = s.Close()
 		}
+		return nil, nil, err
+	}
+	return append(built, acts...), sil, nil
+}
+
+// openSilences opens the silences bucket and follows it until ctx is done:
+// the dispatchers ask it which incident changes are muted.
+func openSilences(ctx context.Context, b *bus.Bus, log *slog.Logger) (*silence.Store, error) {
+	st, err := silence.Open(ctx, b.JS, log)
+	if err != nil {
 		return nil, err
 	}
-	return append(built, acts...), nil
+	if err := st.Start(ctx); err != nil {
+		return nil, err
+	}
+	return st, nil
 }
 
 func waitGroupDone(wg *sync.WaitGroup) <-chan struct{} {

@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"log/slog"
+	"net/http"
 	"time"
 
 	"github.com/klaxon-dev/klaxon/cmd/internal/bus"
@@ -10,24 +11,26 @@ import (
 	"github.com/klaxon-dev/klaxon/cmd/internal/replay"
 	"github.com/klaxon-dev/klaxon/cmd/internal/web"
 	"github.com/klaxon-dev/klaxon/correlate"
+	"github.com/klaxon-dev/klaxon/correlate/durable"
 	"github.com/klaxon-dev/klaxon/rules"
+	"github.com/klaxon-dev/klaxon/sinks/silence"
 )
 
 // mountWebView puts the web view on the role's HTTP endpoint (see
-// serveHTTP): the live incidents followed from KLAXON_INCIDENTS through an
+// httpapi): the live incidents followed from KLAXON_INCIDENTS through an
 // ordered consumer until ctx is done, the rules, counters and inhibited
 // groups the correlator goroutine publishes with its gauges (set until the
 // first publication), the playground on the rules in use, the history
 // (KLAXON_INCIDENTS) and the silences (changes need http.token when set).
 // Nothing is mounted when the endpoint is off.
-func (m *metrics) mountWebView(ctx context.Context, b *bus.Bus, set *rules.Set, cfg *Config, now func() time.Time, log *slog.Logger) {
+func webView(ctx context.Context, b *bus.Bus, set *rules.Set, corr *durable.Metrics, sil *silence.Store, cfg *Config, now func() time.Time, log *slog.Logger) func(*http.ServeMux) {
 	if cfg.HTTP.Listen == "off" {
-		return
+		return nil
 	}
 	store := web.NewStore()
 	go followIncidents(ctx, b, store, log)
 	current := func() *rules.Set {
-		if g := m.corr.Gauges(); g != nil && g.Rules != nil {
+		if g := corr.Gauges(); g != nil && g.Rules != nil {
 			return g.Rules
 		}
 		return set
@@ -35,13 +38,13 @@ func (m *metrics) mountWebView(ctx context.Context, b *bus.Bus, set *rules.Set, 
 	wc := web.Config{
 		Incidents:  store,
 		Rules:      current,
-		Stats:      m.ruleStats,
+		Stats:      func() web.RuleStats { return ruleStats(corr) },
 		Playground: replay.Playground(current, correlate.Options{MaxEvidence: cfg.Correlator.MaxEvidence, UpdateInterval: cfg.Correlator.UpdateInterval}, log),
 		Now:        now,
 		Log:        log,
 		Token:      cfg.HTTP.Token,
 		Inhibited: func() []correlate.Inhibited {
-			if g := m.corr.Gauges(); g != nil {
+			if g := corr.Gauges(); g != nil {
 				return g.Inhibited
 			}
 			return nil
@@ -53,11 +56,10 @@ func (m *metrics) mountWebView(ctx context.Context, b *bus.Bus, set *rules.Set, 
 			return history.Get(ctx, b.JS, id, hint)
 		},
 	}
-	if m.silences != nil {
-		wc.Silences = m.silences
+	if sil != nil {
+		wc.Silences = sil
 	}
-	h := web.New(wc)
-	m.mount = h.Register
+	return web.New(wc).Register
 }
 
 // followIncidents feeds the store until ctx is done or the connection
@@ -78,8 +80,8 @@ func followIncidents(ctx context.Context, b *bus.Bus, store *web.Store, log *slo
 }
 
 // ruleStats reads the correlator's counters from its last gauges.
-func (m *metrics) ruleStats() web.RuleStats {
-	g := m.corr.Gauges()
+func ruleStats(corr *durable.Metrics) web.RuleStats {
+	g := corr.Gauges()
 	if g == nil {
 		return web.RuleStats{}
 	}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/klaxon-dev/klaxon/cmd/internal/bus"
 	"github.com/klaxon-dev/klaxon/cmd/internal/httpapi"
+	"github.com/klaxon-dev/klaxon/cmd/internal/sinkconfig"
 	"github.com/klaxon-dev/klaxon/correlate"
 	"github.com/klaxon-dev/klaxon/correlate/durable"
 	"github.com/klaxon-dev/klaxon/ingest"
@@ -45,7 +46,7 @@ type Config struct {
 	// Sources lists the inputs.
 	Sources SourcesConfig `yaml:"sources"`
 	// Sinks lists where incidents go.
-	Sinks []SinkConfig `yaml:"sinks"`
+	Sinks []sinkconfig.Sink `yaml:"sinks"`
 	// Actions configures the actions rules may name (actions.go); each is
 	// off unless configured.
 	Actions ActionsConfig `yaml:"actions"`
@@ -440,10 +441,10 @@ func (c *Config) SetDefaults() {
 	c.Sources.windowsFactsDefaults()
 	c.Actions.setDefaults()
 	if len(c.Sinks) == 0 {
-		c.Sinks = []SinkConfig{{Type: "stdout"}}
+		c.Sinks = []sinkconfig.Sink{{Type: sinkconfig.TypeStdout}}
 	}
 	for i := range c.Sinks {
-		c.Sinks[i].setDefaults(rel)
+		c.Sinks[i].SetDefaults(rel)
 	}
 	if c.Correlator.UpdateInterval <= 0 {
 		c.Correlator.UpdateInterval = correlate.DefaultUpdateInterval
@@ -521,7 +522,7 @@ func (c *Config) Validate() error {
 	}
 	names := map[string]bool{}
 	for i, s := range c.Sinks {
-		if err := s.validate(i, !c.noSecrets); err != nil {
+		if err := s.Validate(i, !c.noSecrets); err != nil {
 			errs = append(errs, err)
 		}
 		if names[s.Name] {

@@ -12,6 +12,7 @@ import (
 	nomad "github.com/hashicorp/nomad/api"
 
 	"github.com/klaxon-dev/klaxon/cmd/internal/bus"
+	"github.com/klaxon-dev/klaxon/cmd/internal/sinkconfig"
 	"github.com/klaxon-dev/klaxon/ingest"
 	"github.com/klaxon-dev/klaxon/ingest/nomadapi"
 	"github.com/klaxon-dev/klaxon/internal/backoff"
@@ -48,7 +49,7 @@ func startSinks(ctx context.Context, cfg *Config, b *bus.Bus, w io.Writer, met *
 	}
 	var built []sinks.Sink
 	for i, sc := range cfg.Sinks {
-		s, dc, err := buildSink(i, sc, sinkEnv{stdout: w, nc: b.NC, log: log})
+		s, dc, err := sinkconfig.Build(i, sc, sinkconfig.Env{Stdout: w, NC: b.NC, Log: log})
 		if err != nil {
 			for _, s := range built {
 				_ = s.Close()

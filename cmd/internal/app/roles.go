@@ -13,10 +13,12 @@ import (
 
 	"github.com/klaxon-dev/klaxon/cmd/internal/bus"
 	"github.com/klaxon-dev/klaxon/cmd/internal/httpapi"
+	"github.com/klaxon-dev/klaxon/cmd/internal/ingestrole"
 	"github.com/klaxon-dev/klaxon/correlate/durable"
 	"github.com/klaxon-dev/klaxon/ingest"
 	"github.com/klaxon-dev/klaxon/ingest/journald"
 	"github.com/klaxon-dev/klaxon/ingest/nomadalloc"
+	"github.com/klaxon-dev/klaxon/ingest/nomadapi"
 	"github.com/klaxon-dev/klaxon/ingest/nomadevents"
 	"github.com/klaxon-dev/klaxon/ingest/nomadlog"
 	"github.com/klaxon-dev/klaxon/ingest/winevt"
@@ -149,7 +151,7 @@ func runRoles(ctx context.Context, cfg *Config, opts Options, r roleSet) error {
 		corrCtx, stopCorr = context.WithCancel(context.Background())
 		cleanups = append(cleanups, stopCorr)
 		go func() { corrDone <- corr.Run(corrCtx) }()
-		reload, stopWatch = watchRules(cfg.RulesDir, corr.SetRules, opts.Reload, log)
+		reload, stopWatch = rules.WatchDir(cfg.RulesDir, corr.SetRules, opts.Reload, log)
 		cleanups = append(cleanups, stopWatch)
 	} else {
 		close(corrDone)
@@ -157,17 +159,17 @@ func runRoles(ctx context.Context, cfg *Config, opts Options, r roleSet) error {
 	}
 
 	// Sources → publisher.
-	var ing *ingestRole
+	var ing *ingestrole.Role
 	if r.ingest {
 		if ing, err = newIngestRole(cfg, node, opts.Now, met, log); err != nil {
 			return undo(err)
 		}
-		ing.startSources()
-		cleanups = append(cleanups, ing.stopSources)
+		srcCtx := ing.StartSources()
+		cleanups = append(cleanups, ing.StopSources)
 		if !agentAnswered && cfg.Node == "" && cfg.Nomad.Address != "" {
 			// Asked until it answers: then the host name is an alias of
 			// the agent's node name, and events are labelled with it.
-			go askNodeName(ing.srcCtx, cfg.Nomad, node, ing.ident, log)
+			go nomadapi.LearnNodeName(srcCtx, cfg.Nomad.apiConfig(), node, ing.Identity(), log)
 		}
 	}
 
@@ -190,7 +192,9 @@ func runRoles(ctx context.Context, cfg *Config, opts Options, r roleSet) error {
 		log.Info("http endpoint", "addr", addr, "paths", paths)
 	}
 	if ing != nil {
-		ing.startPublisher(b)
+		pub := b.NewPublisher(log, bus.PublisherOptions{})
+		met.bus.SetPublisher(pub)
+		ing.StartPublisher(pub)
 	}
 
 	met.ready.Set(true)
@@ -210,7 +214,7 @@ func runRoles(ctx context.Context, cfg *Config, opts Options, r roleSet) error {
 	}
 	// 1. sources, 2. publisher: everything read is stored and committed
 	if ing != nil {
-		ing.stop(wait)
+		ing.Stop(wait)
 	}
 	// 3. correlator: process what is delivered, snapshot
 	stopWatch()
@@ -253,76 +257,14 @@ func ruleCount(set *rules.Set) int {
 	return len(set.Rules)
 }
 
-// watchRules reloads the rules on file changes and on reload requests,
-// handing good sets to apply. It returns the reload function of POST
-// /-/reload and the function that stops watching.
-func watchRules(dir string, apply func(*rules.Set), requests <-chan struct{}, log *slog.Logger) (reload func() error, stop func()) {
-	watcher, err := rules.NewWatcher(dir, log, apply, func(err error) {
-		log.Error("rules not reloaded; the running rules stay in place", "err", err)
-	})
-	if err != nil {
-		log.Warn("rule file watching unavailable; reload with SIGHUP", "err", err)
-	}
-	ctx, stop := context.WithCancel(context.Background())
-	if watcher != nil {
-		go func() { _ = watcher.Run(ctx) }()
-	}
-	reload = func() error {
-		if watcher != nil {
-			return watcher.Reload()
-		}
-		s, err := rules.LoadDir(dir)
-		if err != nil {
-			return err
-		}
-		apply(s)
-		return nil
-	}
-	go func() {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-requests:
-				if err := reload(); err != nil {
-					log.Error("rules not reloaded; the running rules stay in place", "err", err)
-				}
-			}
-		}
-	}()
-	return reload, stop
-}
-
-// ingestRole is the sources feeding the publisher.
-type ingestRole struct {
-	log     *slog.Logger
-	now     func() time.Time
-	met     *metrics
-	cps     *ingest.Checkpoints
-	sources []ingest.Source
-	events  chan ingest.Event
-	// ident is the sources' shared node identity map.
-	ident *ingest.Identity
-	// allocs gives log lines the job of their allocation.
-	allocs *nomadalloc.Cache
-
-	srcCtx      context.Context
-	stopSources context.CancelFunc
-	srcWG       sync.WaitGroup
-	stopPub     context.CancelFunc
-	pubDone     chan error
-}
-
 // newIngestRole opens the checkpoints and builds the configured sources.
-func newIngestRole(cfg *Config, node string, now func() time.Time, met *metrics, log *slog.Logger) (*ingestRole, error) {
+func newIngestRole(cfg *Config, node string, now func() time.Time, met *metrics, log *slog.Logger) (*ingestrole.Role, error) {
 	cps, err := ingest.OpenCheckpoints(filepath.Join(cfg.DataDir, "checkpoints.json"))
 	if err != nil {
 		return nil, err
 	}
-	ir := &ingestRole{log: log, now: now, met: met, cps: cps, events: make(chan ingest.Event, 1024)}
 	ident := ingest.NewIdentity()
-	ir.ident = ident
-	ir.allocs = newAllocCache(cfg, log)
+	ir := ingestrole.Config{Checkpoints: cps, Identity: ident, Allocs: newAllocCache(cfg, log), Metrics: met.src, Now: now, Log: log}
 	for _, sc := range cfg.Sources.NomadLog {
 		n := node
 		if sc.Node != "" {
@@ -336,7 +278,7 @@ func newIngestRole(cfg *Config, node string, now func() time.Time, met *metrics,
 		if err != nil {
 			return nil, err
 		}
-		ir.sources = append(ir.sources, t)
+		ir.Sources = append(ir.Sources, t)
 	}
 	for i, sc := range cfg.Sources.Journald {
 		s, err := journald.New(journald.Config{
@@ -347,7 +289,7 @@ func newIngestRole(cfg *Config, node string, now func() time.Time, met *metrics,
 		if err != nil {
 			return nil, fmt.Errorf("sources.journald[%d]: %w", i, err)
 		}
-		ir.sources = append(ir.sources, s)
+		ir.Sources = append(ir.Sources, s)
 	}
 	for _, sc := range cfg.Sources.NomadEvents {
 		ncfg := nomadevents.Config{
@@ -360,58 +302,31 @@ func newIngestRole(cfg *Config, node string, now func() time.Time, met *metrics,
 		if err != nil {
 			return nil, err
 		}
-		ir.sources = append(ir.sources, s)
+		ir.Sources = append(ir.Sources, s)
 	}
 	for _, sc := range cfg.Sources.WinEvtFiles {
 		s, err := winevt.New(winevt.Config{Paths: sc.Paths, ReadFrom: sc.ReadFrom, PollInterval: sc.PollInterval, Checkpoints: cps, Identity: ident}, log)
 		if err != nil {
 			return nil, err
 		}
-		ir.sources = append(ir.sources, s)
+		ir.Sources = append(ir.Sources, s)
 	}
 	if wc := cfg.Sources.WinEvt; wc != nil {
 		s, err := winevt.NewLive(winevt.LiveConfig{Channels: wc.Channels, Query: wc.Query, Checkpoints: cps, Identity: ident}, log)
 		if err != nil {
 			return nil, fmt.Errorf("sources.winevt: %w", err)
 		}
-		ir.sources = append(ir.sources, s)
+		ir.Sources = append(ir.Sources, s)
 	}
 	wf, err := windowsFactsSources(cfg, node, cps, now, log)
 	if err != nil {
 		return nil, err
 	}
-	ir.sources = append(ir.sources, wf...)
-	if len(ir.sources) == 0 {
+	ir.Sources = append(ir.Sources, wf...)
+	if len(ir.Sources) == 0 {
 		log.Warn("no sources configured (sources: nomad_log, journald, nomad_events, winevt_files, winevt)")
 	}
-	return ir, nil
-}
-
-// startSources runs every source, each through its meter into events.
-func (ir *ingestRole) startSources() {
-	ir.srcCtx, ir.stopSources = context.WithCancel(context.Background())
-	ir.met.src.SetCheckpoints(ir.cps)
-	for _, s := range ir.sources {
-		meter := ir.met.src.Meter(s, ir.observe)
-		own := make(chan ingest.Event, 256)
-		ir.srcWG.Add(1)
-		go func() {
-			defer ir.srcWG.Done()
-			done := make(chan struct{})
-			go func() { meter.Forward(own, ir.events, ir.now); close(done) }()
-			if err := s.Run(ir.srcCtx, own); err != nil && ir.srcCtx.Err() == nil {
-				ir.log.Error("source stopped", "source", s.Name(), "err", err)
-			}
-			close(own)
-			<-done
-		}()
-	}
-}
-
-// observe gives an event what the ingest role knows beyond its source:
-// the job of the allocation a log line names.
-func (ir *ingestRole) observe(ev *ingest.Event) {
-	ir.allocs.Observe(ir.srcCtx, ev)
+	return ingestrole.New(ir), nil
 }
 
 // newAllocCache learns allocations' jobs from the event stream and asks
@@ -433,34 +348,4 @@ func newAllocCache(cfg *Config, log *slog.Logger) *nomadalloc.Cache {
 		}
 	}
 	return nomadalloc.New(acfg)
-}
-
-// startPublisher publishes the events into KLAXON_EVENTS.
-func (ir *ingestRole) startPublisher(b *bus.Bus) {
-	pub := b.NewPublisher(ir.log, bus.PublisherOptions{})
-	ir.met.bus.SetPublisher(pub)
-	var pubCtx context.Context
-	pubCtx, ir.stopPub = context.WithCancel(context.Background())
-	ir.pubDone = make(chan error, 1)
-	go func() { ir.pubDone <- pub.Run(pubCtx, ir.events) }()
-}
-
-// stop stops the sources, lets the publisher store and commit everything
-// read, and saves the checkpoints.
-func (ir *ingestRole) stop(wait func(string, <-chan struct{})) {
-	ir.stopSources()
-	wait("sources", waitGroupDone(&ir.srcWG))
-	close(ir.events)
-	pubStopped := make(chan struct{})
-	go func() {
-		if err := <-ir.pubDone; err != nil && !errors.Is(err, context.Canceled) {
-			ir.log.Warn("publisher", "err", err)
-		}
-		close(pubStopped)
-	}()
-	wait("publisher", pubStopped)
-	ir.stopPub()
-	if err := ir.cps.Flush(); err != nil {
-		ir.log.Error("checkpoints not saved", "err", err)
-	}
 }

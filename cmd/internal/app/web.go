@@ -28,7 +28,7 @@ func webView(ctx context.Context, b *bus.Bus, set *rules.Set, corr *durable.Metr
 		return nil
 	}
 	store := web.NewStore()
-	go followIncidents(ctx, b, store, log)
+	go web.FollowRetrying(ctx, b.JS, store, func() bool { return b.NC.IsClosed() || b.NC.IsDraining() }, log)
 	current := func() *rules.Set {
 		if g := corr.Gauges(); g != nil && g.Rules != nil {
 			return g.Rules
@@ -60,23 +60,6 @@ func webView(ctx context.Context, b *bus.Bus, set *rules.Set, corr *durable.Metr
 		wc.Silences = sil
 	}
 	return web.New(wc).Register
-}
-
-// followIncidents feeds the store until ctx is done or the connection
-// closes, starting over after a failure.
-func followIncidents(ctx context.Context, b *bus.Bus, store *web.Store, log *slog.Logger) {
-	for {
-		err := web.Follow(ctx, b.JS, store, log)
-		if ctx.Err() != nil || b.NC.IsClosed() || b.NC.IsDraining() || err == nil {
-			return
-		}
-		log.Warn("web view: following incidents failed; retrying", "err", err)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(2 * time.Second):
-		}
-	}
 }
 
 // ruleStats reads the correlator's counters from its last gauges.

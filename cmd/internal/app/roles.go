@@ -175,21 +175,8 @@ func runRoles(ctx context.Context, cfg *Config, opts Options, r roleSet) error {
 
 	httpCtx, stopHTTP := context.WithCancel(context.Background())
 	defer stopHTTP()
-	paths := "/metrics /healthz /readyz"
-	var mount func(*http.ServeMux)
-	if r.correlate {
-		mount = webView(httpCtx, b, set, met.corr, sil, cfg, opts.Now, log)
-		paths = "/metrics /healthz /readyz POST /-/reload, web view on /"
-	}
-	addr, err := httpapi.Serve(httpCtx, cfg.HTTP, httpapi.Options{
-		Gatherer: met.reg, Ready: met.ready.Ready, Reload: reload, Mount: mount,
-		Silences: sil, JS: b.JS, SinkNames: met.sinks.Names, Now: time.Now, Log: log,
-	})
-	if err != nil {
+	if err := serveHTTP(httpCtx, cfg, b, set, met, sil, reload, r.correlate, opts.Now, log); err != nil {
 		return undo(err)
-	}
-	if addr != "" {
-		log.Info("http endpoint", "addr", addr, "paths", paths)
 	}
 	if ing != nil {
 		pub := b.NewPublisher(log, bus.PublisherOptions{})
@@ -230,6 +217,29 @@ func runRoles(ctx context.Context, cfg *Config, opts Options, r roleSet) error {
 	}
 	closeBus()
 	log.Info("stopped")
+	return nil
+}
+
+// serveHTTP runs the HTTP endpoint until ctx is done: metrics, health and
+// reload, and with the correlate role the web view, the silences and the
+// dead letters.
+func serveHTTP(ctx context.Context, cfg *Config, b *bus.Bus, set *rules.Set, met *metrics, sil *silence.Store, reload func() error, correlate bool, now func() time.Time, log *slog.Logger) error {
+	paths := "/metrics /healthz /readyz"
+	var mount func(*http.ServeMux)
+	if correlate {
+		mount = webView(ctx, b, set, met.corr, sil, cfg, now, log)
+		paths = "/metrics /healthz /readyz POST /-/reload, web view on /"
+	}
+	addr, err := httpapi.Serve(ctx, cfg.HTTP, httpapi.Options{
+		Gatherer: met.reg, Ready: met.ready.Ready, Reload: reload, Mount: mount,
+		Silences: sil, JS: b.JS, SinkNames: met.sinks.Names, Now: time.Now, Log: log,
+	})
+	if err != nil {
+		return err
+	}
+	if addr != "" {
+		log.Info("http endpoint", "addr", addr, "paths", paths)
+	}
 	return nil
 }
 

@@ -107,7 +107,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseLine$$' -fuzztime $(FUZZ_LINE) -fuzzminimizetime 5000x -timeout 5m ./ingest/nomadlog/
 
 bench: build
-	$(GO) test -run '^$$' -bench . -benchmem ./ingest/nomadlog/ ./ingest/nomadevents/ ./ingest/winevt/ ./rules/ ./correlate/ ./cmd/internal/app/
+	$(GO) test -run '^$$' -bench . -benchmem ./ingest/nomadlog/ ./ingest/nomadevents/ ./ingest/winevt/ ./rules/ ./correlate/ ./cmd/internal/replay/ ./cmd/internal/app/
 
 # Release archives the Nomad jobs download (deploy/nomad: artifact_url/
 # klaxon_<os>_<arch>.zip with the binary and rules.d/).

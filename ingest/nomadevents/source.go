@@ -778,3 +778,12 @@ func (s *Source) needs() string {
 	}
 	return strings.Join(parts, " and ")
 }
+
+// Counters implements ingest.Counted.
+func (s *Source) Counters() ingest.Counters {
+	st := s.Stats()
+	return ingest.Counters{
+		ParseErrors: st.Malformed + st.Unknown,
+		Stream:      &ingest.StreamCounters{Resets: st.Resets, Gaps: st.Gaps, Stale: st.Stale},
+	}
+}

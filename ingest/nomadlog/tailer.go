@@ -98,11 +98,11 @@ type Tailer struct {
 	running atomic.Bool
 
 	// Owned by Run.
-	files      []*tfile
-	byPath     map[string]*tfile
+	files  []*tfile
+	byPath map[string]*tfile
 	// newIDs is set when discover recorded the identity of a new file:
 	// the poll writes the checkpoints once, before it reads any file.
-	newIDs bool
+	newIDs     bool
 	unreadable map[string]bool // paths whose failure was logged
 	ctx        context.Context
 	out        chan<- ingest.Event
@@ -647,4 +647,10 @@ func (t *Tailer) oversize(tf *tfile) {
 	tf.part = nil
 	tf.dec.oversize()
 	t.log.Warn("nomadlog: line too long; skipped", "path", tf.path, "offset", tf.lineStart, "max_line_bytes", t.cfg.MaxLineBytes)
+}
+
+// Counters implements ingest.Counted.
+func (t *Tailer) Counters() ingest.Counters {
+	st := t.Stats()
+	return ingest.Counters{ParseErrors: st.Unparsed + st.Oversize}
 }

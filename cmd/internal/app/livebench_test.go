@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"runtime"
 	"slices"
 	"strings"
@@ -21,9 +20,11 @@ import (
 	"github.com/klaxon-dev/klaxon/cmd/internal/bus"
 	"github.com/klaxon-dev/klaxon/cmd/internal/rulesync"
 	"github.com/klaxon-dev/klaxon/correlate"
+	"github.com/klaxon-dev/klaxon/correlate/durable"
 	"github.com/klaxon-dev/klaxon/ingest"
 	"github.com/klaxon-dev/klaxon/ingest/nomadlog"
 	"github.com/klaxon-dev/klaxon/internal/natslayout"
+	"github.com/klaxon-dev/klaxon/internal/testkit"
 )
 
 // The live benchmarks measure the durable path as it runs: sidecar
@@ -37,7 +38,7 @@ import (
 // liveNodes is how many nodes the generated load spreads over.
 const liveNodes = 1000
 
-// liveEvents decodes n lines of the real line mix (lineShapes), spread over
+// liveEvents decodes n lines of the real line mix (testkit.NomadLineShapes), spread over
 // liveNodes nodes, into events with IDs unique to run.
 func liveEvents(n int, run string) []ingest.Event {
 	r := rand.New(rand.NewPCG(3, 4))
@@ -58,7 +59,7 @@ func liveEvents(n int, run string) []ingest.Event {
 			decs[k] = nomadlog.NewDecoder(nomadlog.DecoderConfig{IDPrefix: run + "/" + node, DefaultNode: node})
 		}
 		t = t.Add(time.Duration(r.IntN(50)) * time.Microsecond)
-		shape := lineShapes[r.IntN(len(lineShapes))]
+		shape := testkit.NomadLineShapes[r.IntN(len(testkit.NomadLineShapes))]
 		ts := t.Format("2006-01-02T15:04:05.000Z0700")
 		if shape[0] == '{' {
 			ts = t.Format("2006-01-02T15:04:05.000000Z07:00")
@@ -76,7 +77,7 @@ func liveEvents(n int, run string) []ingest.Event {
 // liveRig is one embedded JetStream with a durable correlator consuming it.
 type liveRig struct {
 	b      *bus.Bus
-	corr   *correlatorRole
+	corr   *durable.Correlators
 	cancel context.CancelFunc
 	done   chan error
 	once   sync.Once
@@ -98,14 +99,11 @@ func startLiveRig(tb testing.TB, withCorrelator bool) *liveRig {
 	}
 	var cfg Config
 	cfg.SetDefaults()
-	if v := os.Getenv("LIVE_SNAP"); v != "" {
-		cfg.Correlator.SnapshotInterval, _ = time.ParseDuration(v)
-	}
-	rig.corr, err = newCorrelatorRole(ctx, b, bundledRules(tb), cfg.Correlator, time.Now, quiet(), newMetrics())
+	rig.corr, err = newCorrelators(ctx, b, bundledRules(tb), cfg.Correlator, time.Now, quiet(), newMetrics().corr)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	go func() { rig.done <- rig.corr.run(ctx) }()
+	go func() { rig.done <- rig.corr.Run(ctx) }()
 	return rig
 }
 
@@ -121,9 +119,9 @@ func (r *liveRig) stop() {
 func (r *liveRig) waitProcessed(tb testing.TB, n uint64, limit time.Duration) {
 	tb.Helper()
 	deadline := time.Now().Add(limit)
-	for r.corr.processed.Load() < n {
+	for r.corr.Processed() < n {
 		if time.Now().After(deadline) {
-			tb.Fatalf("correlator processed %d of %d events in %v", r.corr.processed.Load(), n, limit)
+			tb.Fatalf("correlator processed %d of %d events in %v", r.corr.Processed(), n, limit)
 		}
 		time.Sleep(time.Millisecond)
 	}

@@ -20,11 +20,13 @@ import (
 	"log/slog"
 	"os"
 	"sync/atomic"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/klaxon-dev/klaxon/ingest"
+	"github.com/klaxon-dev/klaxon/internal/backoff"
 	"github.com/klaxon-dev/klaxon/internal/natslayout"
 	"github.com/klaxon-dev/klaxon/rules"
 )
@@ -63,6 +65,19 @@ func Publish(ctx context.Context, kv jetstream.KeyValue, set *rules.Set) error {
 		return fmt.Errorf("rulesync: store rules: %w", err)
 	}
 	return nil
+}
+
+// Distribute stores the rules the correlator runs for the sidecars' edge
+// filters (Publish into natslayout.RulesBucket); a failure is logged: the
+// filters keep the rules they have.
+func Distribute(ctx context.Context, js jetstream.JetStream, set *rules.Set, log *slog.Logger) {
+	kv, err := js.KeyValue(ctx, natslayout.RulesBucket)
+	if err == nil {
+		err = Publish(ctx, kv, set)
+	}
+	if err != nil {
+		log.Error("rules not handed to the edge filters; they keep the rules they have", "err", err)
+	}
 }
 
 // Filter keeps the events some rule of the latest distributed set can
@@ -152,6 +167,26 @@ func (f *Filter) Watch(ctx context.Context, kv jetstream.KeyValue) error {
 				continue // the end of the initial values, or a deletion
 			}
 			f.apply(e.Value(), e.Revision())
+		}
+	}
+}
+
+// Follow keeps the filter's rules those stored in natslayout.RulesBucket
+// until ctx is done, watching again with back-off while the bucket cannot
+// be watched.
+func (f *Filter) Follow(ctx context.Context, js jetstream.JetStream) {
+	bo := backoff.New(time.Second, 30*time.Second)
+	for ctx.Err() == nil {
+		kv, err := js.KeyValue(ctx, natslayout.RulesBucket)
+		if err == nil {
+			err = f.Watch(ctx, kv)
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		f.log.Warn("edge filter: rules not followed; retrying (events are filtered by the rules it has, or all published)", "err", err)
+		if !backoff.Sleep(ctx, bo.Next()) {
+			return
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package app
+package durable
 
 import (
 	"context"
@@ -13,7 +13,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/klaxon-dev/klaxon/cmd/internal/bus"
 	"github.com/klaxon-dev/klaxon/correlate"
 	"github.com/klaxon-dev/klaxon/correlate/checkpoint"
 	"github.com/klaxon-dev/klaxon/ingest"
@@ -43,7 +42,7 @@ type correlatorRole struct {
 	store    *checkpoint.Store
 	corr     *correlate.Correlator
 	log      *slog.Logger
-	cfg      CorrelatorConfig
+	cfg      Config
 	now      func() time.Time
 	setRules chan *rules.Set
 
@@ -52,7 +51,7 @@ type correlatorRole struct {
 	lastMsg jetstream.Msg
 	since   int  // messages since the last checkpoint
 	dirty   bool // incident changes since the last checkpoint
-	met     *metrics
+	met     *Metrics
 
 	scope partitionScope
 	// fenced is set once another correlator took this partition over
@@ -67,14 +66,14 @@ type correlatorRole struct {
 	ckRetry   time.Time
 	ckBackoff time.Duration
 	// gauges receives the counters for /metrics (default: met.corr).
-	gauges func(*corrGauges)
+	gauges func(*Gauges)
 	// consSeq is the consumer sequence of the last delivery; gap is set
 	// when one was skipped.
 	consSeq uint64
 	gap     bool
-	// processed counts the events handed to the correlator (for the
-	// live benchmarks, which wait for it).
-	processed atomic.Uint64
+	// processed counts the events handed to the correlator (the
+	// Correlators' count; nil: not counted).
+	processed *atomic.Uint64
 	// saving is the checkpoint its goroutine is writing (nil: none) while
 	// the correlator goes on; saved receives the outcome.
 	saving *savingCheckpoint
@@ -117,24 +116,20 @@ var errGap = errors.New("correlator: a delivery was lost in transit")
 // errFenced stops a correlator whose partition another one took over.
 var errFenced = errors.New("correlator: another correlator took this partition over")
 
-func newCorrelatorRole(ctx context.Context, b *bus.Bus, set *rules.Set, cfg CorrelatorConfig, now func() time.Time, log *slog.Logger, met *metrics) (*correlatorRole, error) {
-	return newScopedCorrelator(ctx, b, set, cfg, wholeStream, now, log, met)
-}
-
 // newScopedCorrelator makes the correlator of one scope, restores its
 // checkpoint and claims it (a correlator that held it before can store
 // nothing more).
-func newScopedCorrelator(ctx context.Context, b *bus.Bus, set *rules.Set, cfg CorrelatorConfig, scope partitionScope, now func() time.Time, log *slog.Logger, met *metrics) (*correlatorRole, error) {
-	kv, err := b.JS.KeyValue(ctx, natslayout.StateBucket)
+func newScopedCorrelator(ctx context.Context, js jetstream.JetStream, set *rules.Set, cfg Config, scope partitionScope, now func() time.Time, log *slog.Logger, met *Metrics) (*correlatorRole, error) {
+	kv, err := js.KeyValue(ctx, natslayout.StateBucket)
 	if err != nil {
 		return nil, fmt.Errorf("correlator: state bucket: %w", err)
 	}
 	r := &correlatorRole{
-		js: b.JS,
+		js: js,
 		corr: correlate.New(set, correlate.Options{
 			MaxEvidence: cfg.MaxEvidence, UpdateInterval: cfg.UpdateInterval,
 			Lateness: cfg.Lateness, Idle: cfg.Idle, Logger: log.With("role", "correlator"),
-			Links: correlate.NomadUILinks(cfg.nomadUI),
+			Links: correlate.NomadUILinks(cfg.NomadUI),
 		}),
 		log: log.With("role", "correlator"),
 		cfg: cfg, now: now,
@@ -146,7 +141,7 @@ func newScopedCorrelator(ctx context.Context, b *bus.Bus, set *rules.Set, cfg Co
 	if scope != wholeStream {
 		r.log = r.log.With("consumer", scope.consumer)
 	}
-	if r.store, err = checkpoint.New(b.JS, kv, scope.key, checkpoint.Options{Logger: r.log}); err != nil {
+	if r.store, err = checkpoint.New(js, kv, scope.key, checkpoint.Options{Logger: r.log}); err != nil {
 		return nil, fmt.Errorf("correlator: state: %w", err)
 	}
 	start := time.Now()
@@ -321,15 +316,17 @@ func (r *correlatorRole) handle(ctx context.Context, m jetstream.Msg) {
 	start := time.Now()
 	r.corr.Process(&ev, r.publishFunc(ctx))
 	r.met.evalDur.Observe(time.Since(start).Seconds())
-	r.processed.Add(1)
+	if r.processed != nil {
+		r.processed.Add(1)
+	}
 }
 
 // publishGauges hands the correlator's counters to the metrics endpoint
 // (the correlator itself is not safe for concurrent use).
 func (r *correlatorRole) publishGauges() {
-	g := &corrGauges{stats: r.corr.Stats(), groups: r.corr.ActiveGroups(), open: map[[2]string]int{}, set: r.corr.Rules(), inhibited: r.corr.Inhibited()}
+	g := &Gauges{Stats: r.corr.Stats(), Groups: r.corr.ActiveGroups(), Open: map[[2]string]int{}, Rules: r.corr.Rules(), Inhibited: r.corr.Inhibited()}
 	for _, in := range r.corr.Open() {
-		g.open[[2]string{in.Rule, in.Severity}]++
+		g.Open[[2]string{in.Rule, in.Severity}]++
 	}
 	if r.gauges != nil {
 		r.gauges(g)

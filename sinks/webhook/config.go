@@ -43,6 +43,10 @@ type Config struct {
 	Timeout time.Duration `yaml:"timeout"`
 }
 
+func (c *Config) signingKey() ingest.SecretRef {
+	return ingest.SecretRef{Value: c.SigningKey, File: c.SigningKeyFile, Env: c.SigningKeyEnv}
+}
+
 // SetDefaults fills in Method, ContentType, SignatureHeader and Timeout.
 func (c *Config) SetDefaults() {
 	if c.Method == "" {
@@ -82,14 +86,8 @@ func (c *Config) Validate(prefix string) error {
 			errs = append(errs, fmt.Errorf("%s.body: %w", prefix, err))
 		}
 	}
-	n := 0
-	for _, set := range []bool{c.SigningKey.IsSet(), c.SigningKeyFile != "", c.SigningKeyEnv != ""} {
-		if set {
-			n++
-		}
-	}
-	if n > 1 {
-		errs = append(errs, fmt.Errorf("%s.signing_key: give only one of signing_key, signing_key_file and signing_key_env", prefix))
+	if err := c.signingKey().Check(prefix, "signing_key", false); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -97,10 +95,11 @@ func (c *Config) Validate(prefix string) error {
 // Resolve loads the signing key from its file or environment variable, if
 // one is configured.
 func (c *Config) Resolve(prefix string) error {
-	if !c.SigningKey.IsSet() && c.SigningKeyFile == "" && c.SigningKeyEnv == "" {
+	ref := c.signingKey()
+	if !ref.Given() {
 		return nil
 	}
-	k, err := sinks.ResolveSecret(prefix+".signing_key", c.SigningKey, c.SigningKeyFile, c.SigningKeyEnv)
+	k, err := ref.Resolve(prefix + ".signing_key")
 	if err != nil {
 		return err
 	}

@@ -47,6 +47,51 @@ func (d *Decoder) nodeName(id string) string {
 	return ""
 }
 
+// member is where one member of a JSON object goes: dst is a *string,
+// an *int64 or a *bool.
+type member struct {
+	key string
+	dst any
+}
+
+// setMember decodes v into the member of ms named k; false when none is.
+// An error names the member.
+func setMember(ms []member, k, v []byte) (bool, error) {
+	for _, m := range ms {
+		if m.key != string(k) {
+			continue
+		}
+		var err error
+		switch dst := m.dst.(type) {
+		case *string:
+			*dst, err = str(v)
+		case *int64:
+			*dst, err = num(v)
+		case *bool:
+			*dst, err = boolean(v)
+		}
+		if err != nil {
+			return true, fmt.Errorf("%s: %w", k, err)
+		}
+		return true, nil
+	}
+	return false, nil
+}
+
+// decodeMembers reads the members of the object b named in ms; the others
+// go to rest when it is not nil. An error names the member.
+func decodeMembers(b []byte, ms []member, rest func(k, v []byte) error) error {
+	return eachMember(b, func(k, v []byte) (bool, error) {
+		ok, err := setMember(ms, k, v)
+		if !ok && rest != nil {
+			if err = rest(k, v); err != nil {
+				err = fmt.Errorf("%s: %w", k, err)
+			}
+		}
+		return false, err
+	})
+}
+
 // --- Node ---
 
 type nodePayload struct {
@@ -60,25 +105,14 @@ type nodePayload struct {
 
 func decodeNode(b []byte) (*nodePayload, error) {
 	p := &nodePayload{}
-	err := eachMember(b, func(k, v []byte) (bool, error) {
+	ms := []member{
+		{"ID", &p.ID}, {"Name", &p.Name}, {"Status", &p.Status}, {"StatusDescription", &p.StatusDescription},
+		{"Datacenter", &p.Datacenter}, {"NodePool", &p.NodePool}, {"NodeClass", &p.NodeClass},
+		{"SchedulingEligibility", &p.Eligibility}, {"StatusUpdatedAt", &p.StatusUpdatedAt},
+	}
+	err := decodeMembers(b, ms, func(k, v []byte) error {
 		var err error
 		switch string(k) {
-		case "ID":
-			p.ID, err = str(v)
-		case "Name":
-			p.Name, err = str(v)
-		case "Status":
-			p.Status, err = str(v)
-		case "StatusDescription":
-			p.StatusDescription, err = str(v)
-		case "Datacenter":
-			p.Datacenter, err = str(v)
-		case "NodePool":
-			p.NodePool, err = str(v)
-		case "NodeClass":
-			p.NodeClass, err = str(v)
-		case "SchedulingEligibility":
-			p.Eligibility, err = str(v)
 		case "Drain":
 			var dr bool
 			dr, err = boolean(v)
@@ -87,8 +121,6 @@ func decodeNode(b []byte) (*nodePayload, error) {
 			if len(v) > 0 && v[0] == '{' {
 				p.Drain = true
 			}
-		case "StatusUpdatedAt":
-			p.StatusUpdatedAt, err = num(v)
 		case "Attributes":
 			err = eachMember(v, func(ak, av []byte) (bool, error) {
 				var e error
@@ -123,10 +155,7 @@ func decodeNode(b []byte) (*nodePayload, error) {
 				return nil
 			})
 		}
-		if err != nil {
-			return false, fmt.Errorf("%s: %w", k, err)
-		}
-		return false, nil
+		return err
 	})
 	return p, err
 }
@@ -241,39 +270,19 @@ type taskEvents struct {
 
 func decodeAlloc(b []byte) (*allocPayload, error) {
 	p := &allocPayload{}
+	ms := []member{
+		{"ID", &p.ID}, {"JobID", &p.JobID}, {"Namespace", &p.Namespace}, {"TaskGroup", &p.TaskGroup},
+		{"ClientStatus", &p.ClientStatus}, {"DesiredStatus", &p.DesiredStatus}, {"DesiredDescription", &p.DesiredDescription},
+		{"ClientDescription", &p.ClientDescription}, {"PreviousAllocation", &p.PreviousAllocation},
+		{"DeploymentID", &p.DeploymentID}, {"NodeID", &p.NodeID}, {"NodeName", &p.NodeName},
+		{"ModifyTime", &p.ModifyTime}, {"ModifyIndex", &p.ModifyIndex},
+	}
 	member := func(k, v []byte) error {
-		var err error
-		switch string(k) {
-		case "ID":
-			p.ID, err = str(v)
-		case "JobID":
-			p.JobID, err = str(v)
-		case "Namespace":
-			p.Namespace, err = str(v)
-		case "TaskGroup":
-			p.TaskGroup, err = str(v)
-		case "ClientStatus":
-			p.ClientStatus, err = str(v)
-		case "DesiredStatus":
-			p.DesiredStatus, err = str(v)
-		case "DesiredDescription":
-			p.DesiredDescription, err = str(v)
-		case "ClientDescription":
-			p.ClientDescription, err = str(v)
-		case "PreviousAllocation":
-			p.PreviousAllocation, err = str(v)
-		case "DeploymentID":
-			p.DeploymentID, err = str(v)
-		case "NodeID":
-			p.NodeID, err = str(v)
-		case "NodeName":
-			p.NodeName, err = str(v)
-		case "ModifyTime":
-			p.ModifyTime, err = num(v)
-		case "ModifyIndex":
-			p.ModifyIndex, err = num(v)
-		case "RescheduleTracker":
-			err = eachMember(v, func(rk, rv []byte) (bool, error) {
+		if ok, err := setMember(ms, k, v); ok {
+			return err
+		}
+		if string(k) == "RescheduleTracker" {
+			err := eachMember(v, func(rk, rv []byte) (bool, error) {
 				if string(rk) != "Events" {
 					return false, nil
 				}
@@ -291,9 +300,9 @@ func decodeAlloc(b []byte) (*allocPayload, error) {
 					return err
 				})
 			})
-		}
-		if err != nil {
-			return fmt.Errorf("%s: %w", k, err)
+			if err != nil {
+				return fmt.Errorf("%s: %w", k, err)
+			}
 		}
 		return nil
 	}
@@ -484,6 +493,11 @@ type taskEvent struct {
 // after it.
 func decodeTaskEvent(b []byte, i int) (taskEvent, int, error) {
 	var e taskEvent
+	ms := []member{
+		{"Type", &e.Type}, {"Time", &e.Time}, {"DisplayMessage", &e.DisplayMessage}, {"Message", &e.Message},
+		{"RestartReason", &e.RestartReason}, {"KillReason", &e.KillReason}, {"DriverError", &e.DriverError},
+		{"ExitCode", &e.ExitCode}, {"Signal", &e.Signal}, {"FailsTask", &e.FailsTask},
+	}
 	end, err := walkMembers(b, i, func(k []byte, vi int) (int, error) {
 		if string(k) == "Details" {
 			return walkMembers(b, vi, func(dk []byte, di int) (int, error) {
@@ -503,31 +517,8 @@ func decodeTaskEvent(b []byte, i int) (taskEvent, int, error) {
 		if err != nil {
 			return 0, err
 		}
-		v := b[vi:end]
-		switch string(k) {
-		case "Type":
-			e.Type, err = str(v)
-		case "Time":
-			e.Time, err = num(v)
-		case "DisplayMessage":
-			e.DisplayMessage, err = str(v)
-		case "Message":
-			e.Message, err = str(v)
-		case "RestartReason":
-			e.RestartReason, err = str(v)
-		case "KillReason":
-			e.KillReason, err = str(v)
-		case "DriverError":
-			e.DriverError, err = str(v)
-		case "ExitCode":
-			e.ExitCode, err = num(v)
-		case "Signal":
-			e.Signal, err = num(v)
-		case "FailsTask":
-			e.FailsTask, err = boolean(v)
-		}
-		if err != nil {
-			return 0, fmt.Errorf("%s: %w", k, err)
+		if _, err := setMember(ms, k, b[vi:end]); err != nil {
+			return 0, err
 		}
 		return end, nil
 	})
@@ -596,27 +587,14 @@ type evalPayload struct {
 
 func decodeEval(b []byte) (*evalPayload, error) {
 	p := &evalPayload{}
-	err := eachMember(b, func(k, v []byte) (bool, error) {
+	ms := []member{
+		{"ID", &p.ID}, {"JobID", &p.JobID}, {"Namespace", &p.Namespace}, {"Status", &p.Status},
+		{"TriggeredBy", &p.TriggeredBy}, {"StatusDescription", &p.StatusDescription}, {"BlockedEval", &p.BlockedEval},
+		{"NodeID", &p.NodeID}, {"ModifyTime", &p.ModifyTime},
+	}
+	err := decodeMembers(b, ms, func(k, v []byte) error {
 		var err error
 		switch string(k) {
-		case "ID":
-			p.ID, err = str(v)
-		case "JobID":
-			p.JobID, err = str(v)
-		case "Namespace":
-			p.Namespace, err = str(v)
-		case "Status":
-			p.Status, err = str(v)
-		case "TriggeredBy":
-			p.TriggeredBy, err = str(v)
-		case "StatusDescription":
-			p.StatusDescription, err = str(v)
-		case "BlockedEval":
-			p.BlockedEval, err = str(v)
-		case "NodeID":
-			p.NodeID, err = str(v)
-		case "ModifyTime":
-			p.ModifyTime, err = num(v)
 		case "FailedTGAllocs":
 			err = eachMember(v, func(tg, _ []byte) (bool, error) {
 				name, err := str(append(append([]byte{'"'}, tg...), '"'))
@@ -631,10 +609,7 @@ func decodeEval(b []byte) (*evalPayload, error) {
 				return false, err
 			})
 		}
-		if err != nil {
-			return false, fmt.Errorf("%s: %w", k, err)
-		}
-		return false, nil
+		return err
 	})
 	sort.Strings(p.FailedTGs)
 	return p, err
@@ -726,28 +701,8 @@ func contains(list []string, s string) bool {
 func (d *Decoder) deployment(c change, b []byte, emit func(ingest.Event)) error {
 	var id, job, ns, status, desc string
 	var mt int64
-	err := eachMember(b, func(k, v []byte) (bool, error) {
-		var err error
-		switch string(k) {
-		case "ID":
-			id, err = str(v)
-		case "JobID":
-			job, err = str(v)
-		case "Namespace":
-			ns, err = str(v)
-		case "Status":
-			status, err = str(v)
-		case "StatusDescription":
-			desc, err = str(v)
-		case "ModifyTime":
-			mt, err = num(v)
-		}
-		if err != nil {
-			return false, fmt.Errorf("%s: %w", k, err)
-		}
-		return false, nil
-	})
-	if err != nil {
+	ms := []member{{"ID", &id}, {"JobID", &job}, {"Namespace", &ns}, {"Status", &status}, {"StatusDescription", &desc}, {"ModifyTime", &mt}}
+	if err := decodeMembers(b, ms, nil); err != nil {
 		return err
 	}
 	if id == "" {
@@ -787,30 +742,15 @@ func (d *Decoder) job(c change, b []byte, emit func(ingest.Event)) error {
 	var version, submit int64
 	var stop bool
 	var meta map[string]any
-	err := eachMember(b, func(k, v []byte) (bool, error) {
-		var err error
-		switch string(k) {
-		case "ID":
-			id, err = str(v)
-		case "Meta":
+	ms := []member{
+		{"ID", &id}, {"Namespace", &ns}, {"Type", &typ}, {"Status", &status},
+		{"Version", &version}, {"Stop", &stop}, {"SubmitTime", &submit},
+	}
+	err := decodeMembers(b, ms, func(k, v []byte) (err error) {
+		if string(k) == "Meta" {
 			meta, err = decodeMeta(v)
-		case "Namespace":
-			ns, err = str(v)
-		case "Type":
-			typ, err = str(v)
-		case "Status":
-			status, err = str(v)
-		case "Version":
-			version, err = num(v)
-		case "Stop":
-			stop, err = boolean(v)
-		case "SubmitTime":
-			submit, err = num(v)
 		}
-		if err != nil {
-			return false, fmt.Errorf("%s: %w", k, err)
-		}
-		return false, nil
+		return err
 	})
 	if err != nil {
 		return err
@@ -892,28 +832,8 @@ func decodeMeta(b []byte) (map[string]any, error) {
 func (d *Decoder) service(c change, b []byte, emit func(ingest.Event)) error {
 	var name, alloc, job, addr, nodeID string
 	var port int64
-	err := eachMember(b, func(k, v []byte) (bool, error) {
-		var err error
-		switch string(k) {
-		case "ServiceName":
-			name, err = str(v)
-		case "AllocID":
-			alloc, err = str(v)
-		case "JobID":
-			job, err = str(v)
-		case "Address":
-			addr, err = str(v)
-		case "Port":
-			port, err = num(v)
-		case "NodeID":
-			nodeID, err = str(v)
-		}
-		if err != nil {
-			return false, fmt.Errorf("%s: %w", k, err)
-		}
-		return false, nil
-	})
-	if err != nil {
+	ms := []member{{"ServiceName", &name}, {"AllocID", &alloc}, {"JobID", &job}, {"Address", &addr}, {"Port", &port}, {"NodeID", &nodeID}}
+	if err := decodeMembers(b, ms, nil); err != nil {
 		return err
 	}
 	f := fields{}

@@ -165,10 +165,7 @@ func (d *Decoder) node(c change, b []byte, emit func(ingest.Event)) error {
 	if err != nil {
 		return err
 	}
-	id := p.ID
-	if id == "" {
-		id = c.key
-	}
+	id := c.objectID(p.ID)
 	d.id.Learn(id, p.Name, p.Hostname)
 	name := d.nodeName(id)
 	if name == "" {
@@ -358,30 +355,48 @@ func (d *Decoder) alloc(c change, b []byte, emit func(ingest.Event)) error {
 	if err != nil {
 		return err
 	}
-	// Task events are decoded before anything is emitted so that a bad one
-	// skips the whole change.
-	type pending struct {
-		task string
-		ev   taskEvent
-	}
-	var tevs []pending
-	for _, t := range p.Tasks {
-		for _, te := range t.events {
-			tevs = append(tevs, pending{t.name, te})
-		}
-	}
-
-	id := p.ID
-	if id == "" {
-		id = c.key
-	}
+	// Task events are decoded (decodeAlloc) before anything is emitted so
+	// that a bad one skips the whole change.
+	id := c.objectID(p.ID)
 	node := d.nodeName(p.NodeID)
 	if node == "" {
 		node = d.id.Resolve(p.NodeName)
 	}
 	d.tick(p.ModifyTime)
 	st := d.allocs[id]
+	f := d.allocFields(id, p, st)
+	msg := "allocation " + short(id) + " of job " + p.JobID + " is " + p.ClientStatus
+	if p.DesiredDescription != "" {
+		msg += ", desired " + p.DesiredStatus + ": " + p.DesiredDescription
+	}
+	level := ingest.LevelInfo
+	switch p.ClientStatus {
+	case "failed", "lost", "unknown":
+		level = ingest.LevelWarn
+	}
+	d.st.changes.Add(1)
+	at := d.changeTime(c, p.ModifyTime)
+	emit(ingest.Event{
+		ID: c.id(), Time: d.eventTime(at), Node: node, NodeID: p.NodeID,
+		Source: ingest.SourceNomadEvent, Kind: c.kind, Level: level, Msg: msg, Fields: f,
+	})
+	if st == nil {
+		st = &allocState{}
+		d.allocs[id] = st
+	}
+	d.updateAlloc(c, p, st, d.eventTime(at), f, emit)
+	d.emitTaskEvents(id, p, st, node, emit)
+	d.changes++
+	if d.changes >= sweepEvery {
+		d.changes = 0
+		d.sweep()
+	}
+	return nil
+}
 
+// allocFields are the fields of an allocation change; st is the
+// allocation's state before it (nil: first seen).
+func (d *Decoder) allocFields(id string, p *allocPayload, st *allocState) fields {
 	f := fields{}
 	f.set("alloc_id", id)
 	f.set("job", p.JobID)
@@ -406,81 +421,70 @@ func (d *Decoder) alloc(c change, b []byte, emit func(ingest.Event)) error {
 	if prevNode != "" {
 		f.set("prev_node", d.nodeName(prevNode))
 	}
+	return f
+}
 
-	msg := "allocation " + short(id) + " of job " + p.JobID + " is " + p.ClientStatus
-	if p.DesiredDescription != "" {
-		msg += ", desired " + p.DesiredStatus + ": " + p.DesiredDescription
+// updateAlloc moves the allocation's state to change p and tells the
+// Windows nodes whose running count it changed. An older copy of the
+// allocation (frames out of order) does not move its state back.
+func (d *Decoder) updateAlloc(c change, p *allocPayload, st *allocState, at time.Time, f fields, emit func(ingest.Event)) {
+	if p.ModifyIndex < st.Modify {
+		return
 	}
-	level := ingest.LevelInfo
-	switch p.ClientStatus {
-	case "failed", "lost", "unknown":
-		level = ingest.LevelWarn
+	id := c.objectID(p.ID)
+	d.dropLost(id, st)
+	oldNode, before := st.NodeID, d.running[p.NodeID]
+	oldBefore := d.running[oldNode]
+	d.countRunning(st, -1)
+	st.NodeID, st.Job, st.Namespace = p.NodeID, p.JobID, p.Namespace
+	st.Client, st.Desired = p.ClientStatus, p.DesiredStatus
+	st.Modify, st.Time = p.ModifyIndex, p.ModifyTime
+	d.setLost(id, st)
+	d.countRunning(st, 1)
+	if oldNode != "" && oldNode != p.NodeID && d.running[oldNode] != oldBefore && d.windows(oldNode) {
+		// An allocation stays on its node in Nomad; should one move,
+		// the node it left is told too.
+		emit(d.runningEvent(c.id(), oldNode, oldBefore, at, f))
 	}
-	d.st.changes.Add(1)
-	at := p.ModifyTime
-	if c.typ == "PlanResult" {
-		// A plan's allocation updates keep the ModifyTime of the
-		// allocation as the scheduler read it (seconds old when the plan
-		// is applied); it happens now: the newest time the stream told.
-		at = d.clock
+	if d.running[p.NodeID] != before && d.windows(p.NodeID) {
+		emit(d.runningEvent(c.id(), p.NodeID, before, at, f))
 	}
-	emit(ingest.Event{
-		ID: c.id(), Time: d.eventTime(at), Node: node, NodeID: p.NodeID,
-		Source: ingest.SourceNomadEvent, Kind: c.kind, Level: level, Msg: msg, Fields: f,
-	})
+}
 
-	if st == nil {
-		st = &allocState{}
-		d.allocs[id] = st
-	}
-	// An older copy of the allocation (frames out of order) does not move
-	// its state back.
-	if p.ModifyIndex >= st.Modify {
-		d.dropLost(id, st)
-		oldNode, before := st.NodeID, d.running[p.NodeID]
-		oldBefore := d.running[oldNode]
-		d.countRunning(st, -1)
-		st.NodeID, st.Job, st.Namespace = p.NodeID, p.JobID, p.Namespace
-		st.Client, st.Desired = p.ClientStatus, p.DesiredStatus
-		st.Modify, st.Time = p.ModifyIndex, p.ModifyTime
-		d.setLost(id, st)
-		d.countRunning(st, 1)
-		if oldNode != "" && oldNode != p.NodeID && d.running[oldNode] != oldBefore && d.windows(oldNode) {
-			// An allocation stays on its node in Nomad; should one move,
-			// the node it left is told too.
-			emit(d.runningEvent(c.id(), oldNode, oldBefore, d.eventTime(at), f))
-		}
-		if d.running[p.NodeID] != before && d.windows(p.NodeID) {
-			emit(d.runningEvent(c.id(), p.NodeID, before, d.eventTime(at), f))
-		}
-	}
-
-	for _, pe := range tevs {
-		ts := st.Tasks[pe.task]
-		if ts == nil {
-			if st.Tasks == nil {
-				st.Tasks = map[string]*taskState{}
+// emitTaskEvents emits the task events of the allocation not seen before.
+func (d *Decoder) emitTaskEvents(id string, p *allocPayload, st *allocState, node string, emit func(ingest.Event)) {
+	for _, t := range p.Tasks {
+		for _, ev := range t.events {
+			ts := st.Tasks[t.name]
+			if ts == nil {
+				if st.Tasks == nil {
+					st.Tasks = map[string]*taskState{}
+				}
+				ts = &taskState{}
+				st.Tasks[t.name] = ts
 			}
-			ts = &taskState{}
-			st.Tasks[pe.task] = ts
+			fp := fprint{T: ev.Time, Type: ev.Type}
+			if ts.has(fp) {
+				continue
+			}
+			n := ts.N
+			ts.add(fp)
+			d.tick(ev.Time)
+			d.st.taskEvents.Add(1)
+			emit(d.taskEvent(id, p, node, t.name, n, ev))
 		}
-		fp := fprint{T: pe.ev.Time, Type: pe.ev.Type}
-		if ts.has(fp) {
-			continue
-		}
-		n := ts.N
-		ts.add(fp)
-		d.tick(pe.ev.Time)
-		d.st.taskEvents.Add(1)
-		emit(d.taskEvent(id, p, node, pe.task, n, pe.ev))
 	}
+}
 
-	d.changes++
-	if d.changes >= sweepEvery {
-		d.changes = 0
-		d.sweep()
+// changeTime is when a change whose object was modified at modified (Unix
+// ns) happened. A plan's allocation updates keep the ModifyTime of the
+// allocation as the scheduler read it (seconds old when the plan is
+// applied); it happens now: the newest time the stream told.
+func (d *Decoder) changeTime(c change, modified int64) int64 {
+	if c.typ == "PlanResult" {
+		return d.clock
 	}
-	return nil
+	return modified
 }
 
 type taskEvent struct {
@@ -620,10 +624,7 @@ func (d *Decoder) eval(c change, b []byte, emit func(ingest.Event)) error {
 	if err != nil {
 		return err
 	}
-	id := p.ID
-	if id == "" {
-		id = c.key
-	}
+	id := c.objectID(p.ID)
 	d.tick(p.ModifyTime)
 	st := d.evals[id]
 	f := fields{}
@@ -673,13 +674,7 @@ func (d *Decoder) eval(c change, b []byte, emit func(ingest.Event)) error {
 	}
 	st.Status, st.Time = p.Status, max(p.ModifyTime, st.Time)
 	d.st.changes.Add(1)
-	at := p.ModifyTime
-	if c.typ == "PlanResult" {
-		// A plan's allocation updates keep the ModifyTime of the
-		// allocation as the scheduler read it (seconds old when the plan
-		// is applied); it happens now: the newest time the stream told.
-		at = d.clock
-	}
+	at := d.changeTime(c, p.ModifyTime)
 	emit(ingest.Event{
 		ID: c.id(), Time: d.eventTime(at), Node: node, NodeID: p.NodeID,
 		Source: ingest.SourceNomadEvent, Kind: c.kind, Level: level, Msg: msg, Fields: f,
@@ -705,9 +700,7 @@ func (d *Decoder) deployment(c change, b []byte, emit func(ingest.Event)) error 
 	if err := decodeMembers(b, ms, nil); err != nil {
 		return err
 	}
-	if id == "" {
-		id = c.key
-	}
+	id = c.objectID(id)
 	d.tick(mt)
 	st := d.deploys[id]
 	f := fields{}
@@ -755,9 +748,7 @@ func (d *Decoder) job(c change, b []byte, emit func(ingest.Event)) error {
 	if err != nil {
 		return err
 	}
-	if id == "" {
-		id = c.key
-	}
+	id = c.objectID(id)
 	// SubmitTime is when the version was submitted; later changes of the
 	// job (status) happen at the stream's current time.
 	t := max(submit, d.clock)

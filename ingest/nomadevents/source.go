@@ -491,36 +491,7 @@ func (s *Source) stream(ctx context.Context, out chan<- ingest.Event) (progress 
 		wg.Wait()
 	}()
 
-	// The resume filter, reset and gap checks (see Run).
-	first, warnedStale := true, false
-	s.dec.accept = func(index uint64, emit func(ingest.Event)) bool {
-		s.dec.resending = false
-		if first {
-			first = false
-			switch {
-			case want > 0 && index < want:
-				s.indexReset(want, index)
-				want = 0
-				return true
-			case want > 0 && index > want+1:
-				emit(s.gap(want+1, index))
-			}
-		}
-		if index < want {
-			s.stale.Add(1)
-			if !warnedStale {
-				warnedStale = true
-				s.log.Warn("nomadevents: frames below the resume index dropped (counted as stale)",
-					"address", s.cfg.Address, "index", index, "resume_index", want)
-			}
-			return false
-		}
-		if index == want && want > 0 {
-			s.dec.resending = true
-			s.resent.Add(1)
-		}
-		return true
-	}
+	s.dec.accept = s.resumeFilter(want)
 	defer func() { s.dec.accept, s.dec.resending = nil, false }()
 
 	idle := time.NewTimer(time.Hour)
@@ -559,20 +530,7 @@ func (s *Source) stream(ctx context.Context, out chan<- ingest.Event) (progress 
 				continue
 			}
 			_ = s.dec.Frame(line, collect) // counted and logged by the decoder
-			if len(batch) > 0 && s.cfg.Checkpoints != nil {
-				s.seq++
-				seq := s.seq
-				var left atomic.Int64
-				left.Store(int64(len(batch)))
-				commit := func() {
-					if left.Add(-1) == 0 {
-						s.committed(seq)
-					}
-				}
-				for i := range batch {
-					batch[i].Commit = commit
-				}
-			}
+			s.commitTogether(batch)
 			if s.cfg.Checkpoints != nil && time.Since(s.lastSnap) >= s.cfg.CheckpointInterval {
 				s.snapshot()
 			}
@@ -587,6 +545,60 @@ func (s *Source) stream(ctx context.Context, out chan<- ingest.Event) (progress 
 				idle.Reset(100 * time.Millisecond)
 			}
 		}
+	}
+}
+
+// commitTogether makes the events of one frame commit as one: the frame
+// is committed (its checkpoint may advance) once the last of them is.
+func (s *Source) commitTogether(batch []ingest.Event) {
+	if len(batch) == 0 || s.cfg.Checkpoints == nil {
+		return
+	}
+	s.seq++
+	seq := s.seq
+	var left atomic.Int64
+	left.Store(int64(len(batch)))
+	commit := func() {
+		if left.Add(-1) == 0 {
+			s.committed(seq)
+		}
+	}
+	for i := range batch {
+		batch[i].Commit = commit
+	}
+}
+
+// resumeFilter is the decoder's accept for a connection resumed at index
+// want: the resume filter, reset and gap checks (see Run).
+func (s *Source) resumeFilter(want uint64) func(index uint64, emit func(ingest.Event)) bool {
+	first, warnedStale := true, false
+	return func(index uint64, emit func(ingest.Event)) bool {
+		s.dec.resending = false
+		if first {
+			first = false
+			switch {
+			case want > 0 && index < want:
+				s.indexReset(want, index)
+				want = 0
+				return true
+			case want > 0 && index > want+1:
+				emit(s.gap(want+1, index))
+			}
+		}
+		if index < want {
+			s.stale.Add(1)
+			if !warnedStale {
+				warnedStale = true
+				s.log.Warn("nomadevents: frames below the resume index dropped (counted as stale)",
+					"address", s.cfg.Address, "index", index, "resume_index", want)
+			}
+			return false
+		}
+		if index == want && want > 0 {
+			s.dec.resending = true
+			s.resent.Add(1)
+		}
+		return true
 	}
 }
 

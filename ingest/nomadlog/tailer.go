@@ -334,7 +334,7 @@ func (t *Tailer) discover(path string, startup bool) {
 			return
 		}
 	}
-	f, err := openShared(path)
+	f, err := ingest.OpenShared(path)
 	if err != nil {
 		t.unreadableFile(path, err)
 		return

@@ -388,7 +388,7 @@ func readSlot(f io.ReaderAt, s slot) (*[]byte, error) {
 // The error is only for I/O or a file that is not EVTX at all (ErrNotEVTX).
 func ReadEVTX(ctx context.Context, path string, cfg DecoderConfig, emit func(ingest.Event)) (Stats, error) {
 	var st Stats
-	f, err := openShared(path)
+	f, err := ingest.OpenShared(path)
 	if err != nil {
 		return st, fmt.Errorf("winevt: %w", err)
 	}

@@ -8,7 +8,7 @@ type ring struct {
 }
 
 // addBounded records k, a key new to m, and deletes the oldest key from m when
-// max keys are recorded already.
+// limit keys are recorded already.
 func addBounded[V any](r *ring, m map[string]V, k string, limit int) {
 	if len(r.keys) < limit {
 		r.keys = append(r.keys, k)

@@ -211,18 +211,38 @@ func (l *loader) parseYAML(f *fileCtx, data []byte) yn {
 	return yn{Node: deref(doc.Content[0]), f: f}
 }
 
-func (l *loader) decodeRules(d *fileDoc) {
-	n := d.Rules
+// fileList returns the items of a file's list of rules or overrides (what),
+// MaxRulesPerFile at most; notList is the error when n is not a list.
+func (l *loader) fileList(n yn, what, notList string) []*yaml.Node {
 	if n.Kind != yaml.SequenceNode {
-		l.errf(n, "", "rules: expected a list of rules")
-		return
+		l.errf(n, "", "%s", notList)
+		return nil
 	}
 	items := n.Content
 	if len(items) > MaxRulesPerFile {
-		l.errf(n.sub(items[MaxRulesPerFile]), "", "too many rules in one file (%d; the limit is %d)", len(items), MaxRulesPerFile)
+		l.errf(n.sub(items[MaxRulesPerFile]), "", "too many %s in one file (%d; the limit is %d)", what, len(items), MaxRulesPerFile)
 		items = items[:MaxRulesPerFile]
 	}
-	for i, it := range items {
+	return items
+}
+
+// namedEntries is entries with names checked (letters, digits and _):
+// key names the mapping, noun one entry.
+func (l *loader) namedEntries(n yn, rule, key, notMapping, noun string) []entry {
+	var out []entry
+	for _, e := range l.entries(n, rule, key, notMapping, noun) {
+		if !selNameRe.MatchString(e.name()) {
+			l.errf(e.key, rule, "%s: invalid %s name %q (letters, digits and _, not starting with a digit)", key, noun, e.name())
+			continue
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+func (l *loader) decodeRules(d *fileDoc) {
+	n := d.Rules
+	for i, it := range l.fileList(n, "rules", "rules: expected a list of rules") {
 		if rd := l.decodeRule(n.sub(it), i+1); rd != nil {
 			d.rules = append(d.rules, rd)
 		}

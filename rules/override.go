@@ -83,16 +83,7 @@ func overrideHint(key string) string {
 // decodeOverrides is phase 1 of a file's overrides:.
 func (l *loader) decodeOverrides(d *fileDoc) {
 	n := d.Overrides
-	if n.Kind != yaml.SequenceNode {
-		l.errf(n, "", "overrides: expected a list of overrides ({rule: <id>, ...})")
-		return
-	}
-	items := n.Content
-	if len(items) > MaxRulesPerFile {
-		l.errf(n.sub(items[MaxRulesPerFile]), "", "too many overrides in one file (%d; the limit is %d)", len(items), MaxRulesPerFile)
-		items = items[:MaxRulesPerFile]
-	}
-	for _, it := range items {
+	for _, it := range l.fileList(n, "overrides", "overrides: expected a list of overrides ({rule: <id>, ...})") {
 		if o := l.decodeOverride(n.sub(it)); o != nil {
 			d.overrides = append(d.overrides, o)
 		}
@@ -180,16 +171,7 @@ func (l *loader) decodeOverrideCorrelate(o *overrideDoc) {
 
 // decodeExceptions reads exceptions: a mapping of names to expressions.
 func (l *loader) decodeExceptions(n yn, rule string) []entry {
-	es := l.entries(n, rule, "exceptions", "exceptions: expected a mapping of names to expressions (like match)", "exception")
-	var out []entry
-	for _, e := range es {
-		if !selNameRe.MatchString(e.name()) {
-			l.errf(e.key, rule, "exceptions: invalid exception name %q (letters, digits and _, not starting with a digit)", e.name())
-			continue
-		}
-		out = append(out, e)
-	}
-	return out
+	return l.namedEntries(n, rule, "exceptions", "exceptions: expected a mapping of names to expressions (like match)", "exception")
 }
 
 // applier applies the overrides of one load to the rule documents.

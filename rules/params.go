@@ -28,15 +28,9 @@ const MaxParams = 32
 
 // decodeParams is phase 1 of correlate.params.
 func (l *loader) decodeParams(n yn, rule string) []entry {
-	es := l.entries(n, rule, "correlate.params", "correlate.params: expected a mapping of names to numbers", "param")
-	var out []entry
-	for _, e := range es {
-		if !selNameRe.MatchString(e.name()) {
-			l.errf(e.key, rule, "correlate.params: invalid param name %q (letters, digits and _, not starting with a digit)", e.name())
-			continue
-		}
-		e.decl = e.val
-		out = append(out, e)
+	out := l.namedEntries(n, rule, "correlate.params", "correlate.params: expected a mapping of names to numbers", "param")
+	for i := range out {
+		out[i].decl = out[i].val
 	}
 	if len(out) > MaxParams {
 		l.errf(n, rule, "correlate.params: too many params (%d; the limit is %d)", len(out), MaxParams)

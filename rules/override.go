@@ -3,7 +3,6 @@ package rules
 import (
 	"fmt"
 	"sort"
-	"strings"
 
 	"gopkg.in/yaml.v3"
 )
@@ -299,15 +298,8 @@ func (a *applier) unknownParam(o *overrideDoc, d *ruleDoc, e entry) {
 	for _, p := range d.params {
 		names = append(names, p.name())
 	}
-	msg := fmt.Sprintf("correlate.params: the rule has no param %q", e.name())
-	switch sug := suggest(e.name(), names); {
-	case sug != "":
-		msg += fmt.Sprintf(" (did you mean %q?)", sug)
-	case len(names) > 0:
-		msg += " (params: " + strings.Join(names, ", ") + ")"
-	default:
-		msg += " (it has no params; its thresholds are in its when)"
-	}
+	msg := fmt.Sprintf("correlate.params: the rule has no param %q", e.name()) +
+		paramHint(e.name(), names, "it has no params; its thresholds are in its when")
 	a.l.errf(e.key, o.target, "%s", msg)
 }
 

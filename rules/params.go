@@ -26,6 +26,19 @@ const MaxParams = 32
 //
 // At load they become constants of the compiled condition.
 
+// paramHint follows an error about an unknown param name: the param of
+// names it was likely meant to be, else the params, else none (when names
+// is empty).
+func paramHint(name string, names []string, none string) string {
+	if sug := suggest(name, names); sug != "" {
+		return fmt.Sprintf(" (did you mean %q?)", sug)
+	}
+	if len(names) > 0 {
+		return " (params: " + strings.Join(names, ", ") + ")"
+	}
+	return " (" + none + ")"
+}
+
 // decodeParams is phase 1 of correlate.params.
 func (l *loader) decodeParams(n yn, rule string) []entry {
 	out := l.namedEntries(n, rule, "correlate.params", "correlate.params: expected a mapping of names to numbers", "param")
@@ -139,15 +152,8 @@ func (p *condPatcher) param(node *ast.Node, m *ast.MemberNode) {
 			names = append(names, k)
 		}
 		sort.Strings(names)
-		msg := fmt.Sprintf("unknown param %q", prop.Value)
-		switch sug := suggest(prop.Value, names); {
-		case sug != "":
-			msg += fmt.Sprintf(" (did you mean %q?)", sug)
-		case len(names) > 0:
-			msg += " (params: " + strings.Join(names, ", ") + ")"
-		default:
-			msg += " (the rule has no params: give them in correlate.params)"
-		}
+		msg := fmt.Sprintf("unknown param %q", prop.Value) +
+			paramHint(prop.Value, names, "the rule has no params: give them in correlate.params")
 		p.errorAt(m, "%s", msg)
 		return
 	}

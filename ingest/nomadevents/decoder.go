@@ -329,14 +329,14 @@ type rawEvent struct {
 	payload, body         []byte
 }
 
-// payloadKind reports whether k names the object of a payload decoded.
-func payloadKind(k []byte) bool {
-	switch string(k) {
-	case "Node", "Allocation", "Evaluation", "Deployment", "Job", "Service":
-		return true
-	}
-	return false
+// payloadDecoders decode the objects of payloads by kind.
+var payloadDecoders = map[string]func(d *Decoder, c change, body []byte, emit func(ingest.Event)) error{
+	"Node": (*Decoder).node, "Allocation": (*Decoder).alloc, "Evaluation": (*Decoder).eval,
+	"Deployment": (*Decoder).deployment, "Job": (*Decoder).job, "Service": (*Decoder).service,
 }
+
+// payloadKind reports whether k names the object of a payload decoded.
+func payloadKind(k []byte) bool { return payloadDecoders[string(k)] != nil }
 
 // scanEvent reads an event of a frame without decoding its body.
 func scanEvent(raw []byte) (rawEvent, error) {
@@ -432,21 +432,7 @@ func (d *Decoder) event(frameIndex uint64, raw []byte, emit func(ingest.Event)) 
 		return nil
 	}
 	c := change{epoch: d.epoch, index: index, typ: typ, key: key, kind: kind + "." + typ}
-	switch kind {
-	case "Node":
-		err = d.node(c, e.body, emit)
-	case "Allocation":
-		err = d.alloc(c, e.body, emit)
-	case "Evaluation":
-		err = d.eval(c, e.body, emit)
-	case "Deployment":
-		err = d.deployment(c, e.body, emit)
-	case "Job":
-		err = d.job(c, e.body, emit)
-	case "Service":
-		err = d.service(c, e.body, emit)
-	}
-	if err != nil {
+	if err := payloadDecoders[kind](d, c, e.body, emit); err != nil {
 		d.unsee(index, typ, key)
 		return d.malformed(index, kind+" payload", err)
 	}

@@ -679,18 +679,25 @@ func mkTime(y, mo, d, h, mi, sec, ns, offset int) (time.Time, bool) {
 	return time.Unix(u, int64(ns)).UTC(), true
 }
 
+// dateTimeDigits reads the digits of a date at s[i:] ("2006-01-02", any
+// separators) and of a time of day at s[hour:] ("15:04:05").
+func dateTimeDigits(s string, i, hour int) (y, mo, d, h, mi, sec int, ok bool) {
+	y, ok1 := digits(s, i, 4)
+	mo, ok2 := digits(s, i+5, 2)
+	d, ok3 := digits(s, i+8, 2)
+	h, ok4 := digits(s, hour, 2)
+	mi, ok5 := digits(s, hour+3, 2)
+	sec, ok6 := digits(s, hour+6, 2)
+	return y, mo, d, h, mi, sec, ok1 && ok2 && ok3 && ok4 && ok5 && ok6
+}
+
 // parseISO parses "2006-01-02T15:04:05[.frac](Z|±hhmm|±hh:mm)" at s[i:].
 func parseISO(s string, i int) (time.Time, int, bool) {
 	if i+19 > len(s) || s[i+4] != '-' || s[i+7] != '-' || s[i+10] != 'T' || s[i+13] != ':' || s[i+16] != ':' {
 		return time.Time{}, 0, false
 	}
-	y, ok1 := digits(s, i, 4)
-	mo, ok2 := digits(s, i+5, 2)
-	d, ok3 := digits(s, i+8, 2)
-	h, ok4 := digits(s, i+11, 2)
-	mi, ok5 := digits(s, i+14, 2)
-	sec, ok6 := digits(s, i+17, 2)
-	if !(ok1 && ok2 && ok3 && ok4 && ok5 && ok6) {
+	y, mo, d, h, mi, sec, ok := dateTimeDigits(s, i, i+11)
+	if !ok {
 		return time.Time{}, 0, false
 	}
 	j := i + 19
@@ -758,13 +765,8 @@ func parseLegacyTime(s string, i int) (time.Time, int, bool) {
 	if i+19 > len(s) || s[i+4] != '/' || s[i+7] != '/' || s[i+10] != ' ' || s[i+13] != ':' || s[i+16] != ':' {
 		return time.Time{}, 0, false
 	}
-	y, ok1 := digits(s, i, 4)
-	mo, ok2 := digits(s, i+5, 2)
-	d, ok3 := digits(s, i+8, 2)
-	h, ok4 := digits(s, i+11, 2)
-	mi, ok5 := digits(s, i+14, 2)
-	sec, ok6 := digits(s, i+17, 2)
-	if !(ok1 && ok2 && ok3 && ok4 && ok5 && ok6) {
+	y, mo, d, h, mi, sec, ok := dateTimeDigits(s, i, i+11)
+	if !ok {
 		return time.Time{}, 0, false
 	}
 	ns, n := fraction(s, i+19)
@@ -777,13 +779,8 @@ func parseAggregatorTime(s string, i int) (time.Time, int, bool) {
 	if i+25 > len(s) || s[i+4] != '-' || s[i+7] != '-' || s[i+10:i+13] != " @ " || s[i+15] != ':' || s[i+18] != ':' {
 		return time.Time{}, 0, false
 	}
-	y, ok1 := digits(s, i, 4)
-	mo, ok2 := digits(s, i+5, 2)
-	d, ok3 := digits(s, i+8, 2)
-	h, ok4 := digits(s, i+13, 2)
-	mi, ok5 := digits(s, i+16, 2)
-	sec, ok6 := digits(s, i+19, 2)
-	if !(ok1 && ok2 && ok3 && ok4 && ok5 && ok6) {
+	y, mo, d, h, mi, sec, ok := dateTimeDigits(s, i, i+13)
+	if !ok {
 		return time.Time{}, 0, false
 	}
 	j := i + 21

@@ -34,10 +34,6 @@ type Config struct {
 	Timeout time.Duration `yaml:"timeout"`
 }
 
-func (c *Config) bearerToken() ingest.SecretRef {
-	return ingest.SecretRef{Value: c.BearerToken, File: c.BearerTokenFile, Env: c.BearerTokenEnv}
-}
-
 // SetDefaults fills in ResendInterval and Timeout.
 func (c *Config) SetDefaults() {
 	if c.ResendInterval <= 0 {
@@ -87,4 +83,8 @@ func (c *Config) Resolve(prefix string) error {
 	}
 	c.BearerToken, c.BearerTokenFile, c.BearerTokenEnv = t, "", ""
 	return nil
+}
+
+func (c *Config) bearerToken() ingest.SecretRef {
+	return ingest.SecretRef{Value: c.BearerToken, File: c.BearerTokenFile, Env: c.BearerTokenEnv}
 }

@@ -31,10 +31,6 @@ type Config struct {
 	Timeout time.Duration `yaml:"timeout"`
 }
 
-func (c *Config) routingKey() ingest.SecretRef {
-	return ingest.SecretRef{Value: c.RoutingKey, File: c.RoutingKeyFile, Env: c.RoutingKeyEnv}
-}
-
 // SetDefaults fills in URL, Client and Timeout.
 func (c *Config) SetDefaults() {
 	if c.URL == "" {
@@ -75,4 +71,8 @@ func (c *Config) Resolve(prefix string) error {
 	}
 	c.RoutingKey, c.RoutingKeyFile, c.RoutingKeyEnv = k, "", ""
 	return nil
+}
+
+func (c *Config) routingKey() ingest.SecretRef {
+	return ingest.SecretRef{Value: c.RoutingKey, File: c.RoutingKeyFile, Env: c.RoutingKeyEnv}
 }

@@ -31,10 +31,6 @@ type Config struct {
 	Text string `yaml:"text"`
 }
 
-func (c *Config) webhookURL() ingest.SecretRef {
-	return ingest.SecretRef{Value: c.WebhookURL, File: c.WebhookURLFile, Env: c.WebhookURLEnv}
-}
-
 // SetDefaults fills in Timeout.
 func (c *Config) SetDefaults() {
 	if c.Timeout <= 0 {
@@ -71,4 +67,8 @@ func (c *Config) Resolve(prefix string) error {
 	}
 	c.WebhookURL, c.WebhookURLFile, c.WebhookURLEnv = u, "", ""
 	return nil
+}
+
+func (c *Config) webhookURL() ingest.SecretRef {
+	return ingest.SecretRef{Value: c.WebhookURL, File: c.WebhookURLFile, Env: c.WebhookURLEnv}
 }

@@ -43,10 +43,6 @@ type Config struct {
 	Timeout time.Duration `yaml:"timeout"`
 }
 
-func (c *Config) signingKey() ingest.SecretRef {
-	return ingest.SecretRef{Value: c.SigningKey, File: c.SigningKeyFile, Env: c.SigningKeyEnv}
-}
-
 // SetDefaults fills in Method, ContentType, SignatureHeader and Timeout.
 func (c *Config) SetDefaults() {
 	if c.Method == "" {
@@ -109,4 +105,8 @@ func (c *Config) Resolve(prefix string) error {
 
 func parseBody(text string) (*template.Template, error) {
 	return sinks.ParseTemplate("body", text, nil)
+}
+
+func (c *Config) signingKey() ingest.SecretRef {
+	return ingest.SecretRef{Value: c.SigningKey, File: c.SigningKeyFile, Env: c.SigningKeyEnv}
 }

@@ -8,41 +8,22 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/klaxon-dev/klaxon/correlate"
 	"github.com/klaxon-dev/klaxon/internal/natslayout"
+	"github.com/klaxon-dev/klaxon/internal/natstest"
 )
 
 // StartJetStream runs an embedded NATS server with JetStream and the
 // KLAXON_INCIDENTS and KLAXON_DLQ streams.
 func StartJetStream(t testing.TB) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	srv, err := server.NewServer(&server.Options{Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for name, subj := range map[string]string{natslayout.IncidentsStream: natslayout.IncidentsSubjects, natslayout.DLQStream: natslayout.DLQSubjects} {
-		if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: name, Subjects: []string{subj}}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	nc, js := natstest.Start(t)
+	natstest.CreateStreams(t, js, jetstream.StreamConfig{}, map[string]string{
+		natslayout.IncidentsStream: natslayout.IncidentsSubjects, natslayout.DLQStream: natslayout.DLQSubjects,
+	})
 	return nc, js
 }
 

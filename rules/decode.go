@@ -280,21 +280,37 @@ func (l *loader) decodeRule(n yn, nth int) *ruleDoc {
 	if d.Correlate.ok() {
 		d.corr = l.decodeCorrelate(d.Correlate, name)
 	}
-	if d.Resolve.ok() && !d.Resolve.null() {
-		if d.Resolve.Kind != yaml.MappingNode {
-			l.errf(d.Resolve, name, "resolve: expected a mapping with after")
-		} else {
-			l.decodeKeys(d.Resolve, name, &d.res, nil)
-		}
+	if !d.Resolve.null() {
+		l.decodeResolve(d.Resolve, name, &d.res, nil)
 	}
-	if d.Labels.ok() {
-		d.labels = l.entries(d.Labels, name, "labels", "labels: expected a mapping of names to values", "label")
-	}
+	d.labels = l.decodeLabels(d.Labels, name)
 	if d.corr != nil && d.corr.Params.ok() {
 		d.params = l.decodeParams(d.corr.Params, name)
 	}
 	d.bad = len(l.errs) > nerr
 	return d
+}
+
+// decodeResolve is phase 1 of a rule's or an override's resolve (when
+// given); hint explains an unknown key.
+func (l *loader) decodeResolve(n yn, rule string, res *resolveDoc, hint func(key string) string) {
+	if !n.ok() {
+		return
+	}
+	if n.Kind != yaml.MappingNode {
+		l.errf(n, rule, "resolve: expected a mapping with after")
+		return
+	}
+	l.decodeKeys(n, rule, res, hint)
+}
+
+// decodeLabels is phase 1 of a rule's or an override's labels (when
+// given).
+func (l *loader) decodeLabels(n yn, rule string) []entry {
+	if !n.ok() {
+		return nil
+	}
+	return l.entries(n, rule, "labels", "labels: expected a mapping of names to values", "label")
 }
 
 func (l *loader) decodeCorrelate(n yn, name string) *correlateDoc {

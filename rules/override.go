@@ -116,16 +116,8 @@ func (l *loader) decodeOverride(n yn) *overrideDoc {
 		return nil
 	}
 	l.decodeOverrideCorrelate(o)
-	if o.Resolve.ok() {
-		if o.Resolve.Kind != yaml.MappingNode {
-			l.errf(o.Resolve, rule, "resolve: expected a mapping with after")
-		} else {
-			l.decodeKeys(o.Resolve, rule, &o.res, overrideHint)
-		}
-	}
-	if o.Labels.ok() {
-		o.labels = l.entries(o.Labels, rule, "labels", "labels: expected a mapping of names to values", "label")
-	}
+	l.decodeResolve(o.Resolve, rule, &o.res, overrideHint)
+	o.labels = l.decodeLabels(o.Labels, rule)
 	if o.Exceptions.ok() {
 		o.excs = l.decodeExceptions(o.Exceptions, rule)
 	}

@@ -179,14 +179,14 @@ func TestDispatcherFetchBacksOff(t *testing.T) {
 	done := make(chan struct{})
 	go func() { _ = d.Run(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
-	waitFor(t, "the consumer", 15*time.Second, func() bool {
+	sinktest.WaitFor(t, "the consumer", 15*time.Second, func() bool {
 		_, err := js.Consumer(context.Background(), "KLAXON_INCIDENTS", ConsumerName("scripted"))
 		return err == nil
 	})
 	js.Conn().Close()
-	waitFor(t, "a failed fetch", 15*time.Second, func() bool { return d.Stats().FetchErrors >= 1 })
+	sinktest.WaitFor(t, "a failed fetch", 15*time.Second, func() bool { return d.Stats().FetchErrors >= 1 })
 	first := time.Now()
-	waitFor(t, "four failed fetches", 15*time.Second, func() bool { return d.Stats().FetchErrors >= 4 })
+	sinktest.WaitFor(t, "four failed fetches", 15*time.Second, func() bool { return d.Stats().FetchErrors >= 4 })
 	// The delays after failures 1..3 are at least 50+100+200 ms (equal
 	// jitter halves them at most); without a back-off they take microseconds.
 	if took := time.Since(first); took < 350*time.Millisecond {

@@ -196,3 +196,59 @@ func TestDispatcherFetchBacksOff(t *testing.T) {
 		t.Errorf("%d WARN lines for one failure episode, want 1:\n%s", n, logBuf.String())
 	}
 }
+
+// shiftedClock is the wall clock's timers with its Now moved by d.
+type shiftedClock struct {
+	RealClock
+	d time.Duration
+}
+
+func (c shiftedClock) Now() time.Time { return time.Now().Add(c.d) }
+
+// The dispatcher's own timing is on DispatcherConfig.Clock, not on the
+// silences' clock (Now): with Now frozen in the past, a retried change is
+// still retried and delivered, and the dead letter of another is stamped
+// with Clock's time.
+func TestDispatcherTakesItsClock(t *testing.T) {
+	js := startJetStream(t)
+	errBoom := errors.New("HTTP 500")
+	frozen := time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC)
+	shift := 10 * 365 * 24 * time.Hour
+	cfg := DispatcherConfig{
+		Stream: "KLAXON_INCIDENTS", MaxAttempts: 3, SendTimeout: time.Second,
+		Backoff: func(int) time.Duration { return 20 * time.Millisecond },
+		Now:     func() time.Time { return frozen },
+		Clock:   shiftedClock{d: shift},
+	}
+	retried := &scripted{answers: []error{errBoom, errBoom}}
+	publishIncident(t, js, "inc-1")
+	d := NewDispatcher(js, retried, cfg, quietLog())
+	cancel := runDispatcher(t, d)
+	sinktest.WaitFor(t, "the retried change delivered", 15*time.Second, func() bool { return d.Stats().Delivered == 1 })
+	cancel()
+	if n := retried.attempts(); n != 3 {
+		t.Errorf("%d attempts, want 3", n)
+	}
+
+	failing := &scripted{answers: []error{errBoom}, perm: true}
+	failing2 := &namedSink{Sink: failing, name: "failing"}
+	d = NewDispatcher(js, failing2, cfg, quietLog())
+	cancel = runDispatcher(t, d)
+	sinktest.WaitFor(t, "the dead letter", 15*time.Second, func() bool { return d.Stats().DeadLettered == 1 })
+	cancel()
+	dls, err := ListDLQ(context.Background(), js, "failing", 0)
+	if err != nil || len(dls) != 1 {
+		t.Fatalf("dead letters %+v, %v", dls, err)
+	}
+	if want := time.Now().Add(shift); dls[0].Time.Before(want.Add(-time.Minute)) || dls[0].Time.After(want) {
+		t.Errorf("dead letter failed at %s, want Clock's time about %s", dls[0].Time, want)
+	}
+}
+
+// namedSink renames a sink (a consumer of its own).
+type namedSink struct {
+	Sink
+	name string
+}
+
+func (s *namedSink) Name() string { return s.name }

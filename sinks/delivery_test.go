@@ -126,24 +126,7 @@ func lifecycle(id string, updates int) []correlate.Incident {
 	return out
 }
 
-func runDispatcher(t *testing.T, d *Dispatcher) (cancel func()) {
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = d.Run(ctx); close(done) }()
-	var once sync.Once
-	cancel = func() {
-		once.Do(func() {
-			stop()
-			select {
-			case <-done:
-			case <-time.After(20 * time.Second):
-				t.Error("dispatcher did not stop")
-			}
-		})
-	}
-	t.Cleanup(cancel)
-	return cancel
-}
+func runDispatcher(t *testing.T, d *Dispatcher) (cancel func()) { return sinktest.Run(t, d) }
 
 // checkOncePerChangeInOrder: every change arrived exactly once, and the
 // changes of each incident in order.

@@ -5,6 +5,7 @@ package sinktest
 import (
 	"context"
 	"encoding/json"
+	"sync"
 	"testing"
 	"time"
 
@@ -67,6 +68,38 @@ func Lifecycle(id, node string, updates int) []correlate.Incident {
 		out = append(out, in)
 	}
 	return out
+}
+
+// Run runs r (a sink's dispatcher) until stop is called or the test ends;
+// stop cancels it and waits for its Run to return.
+func Run(t testing.TB, r interface{ Run(context.Context) error }) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = r.Run(ctx); close(done) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case <-done:
+			case <-time.After(20 * time.Second):
+				t.Error("dispatcher did not stop")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// PublishLifecycles publishes the lifecycle of each incident of ids (see
+// Lifecycle) on node "node-<id>".
+func PublishLifecycles(t testing.TB, js jetstream.JetStream, ids []string, updates int) {
+	t.Helper()
+	for _, id := range ids {
+		for _, in := range Lifecycle(id, "node-"+id, updates) {
+			Publish(t, js, in)
+		}
+	}
 }
 
 // WaitFor polls cond until it holds or timeout passes.

@@ -44,13 +44,7 @@ func cmdDLQList(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	sink := fs.String("sink", "", "only the dead letters of this sink (default: every sink)")
 	format := fs.String("format", "text", "output: text (a table) or json (one dead letter per line)")
 	limit := fs.Int("limit", 0, "at most this many per sink (0: all)")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if err := noArgs(fs, "dlq list"); err != nil {
-		return err
-	}
-	if err := textOrJSON("dlq list", *format); err != nil {
+	if err := parseList(fs, args, "dlq list", format); err != nil {
 		return err
 	}
 	ctx, c, done, err := connectTool(ctx, dlqTimeout, *config, *logLevel, stderr)

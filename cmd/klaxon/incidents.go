@@ -67,13 +67,7 @@ func cmdIncidentsList(ctx context.Context, args []string, stdout, stderr io.Writ
 	since := fs.String("since", "7d", "open at some time after this (RFC 3339, date, duration back from now, or all)")
 	limit := fs.Int("limit", history.DefaultLimit, "at most this many incidents, newest first")
 	format := fs.String("format", "text", "output: text (a table) or json (one incident per line)")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if err := noArgs(fs, "incidents list"); err != nil {
-		return err
-	}
-	if err := textOrJSON("incidents list", *format); err != nil {
+	if err := parseList(fs, args, "incidents list", format); err != nil {
 		return err
 	}
 	if *since != "all" && *since != "" {

@@ -108,6 +108,18 @@ func subcommands(ctx context.Context, args []string, stdout, stderr io.Writer, u
 	return &exitError{code: 2, err: fmt.Errorf("%sunknown command %q", name, args[0])}
 }
 
+// parseList parses the flags of a list command, which takes no
+// arguments and a --format of text or json (format, read after parsing).
+func parseList(fs *flag.FlagSet, args []string, name string, format *string) error {
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := noArgs(fs, name); err != nil {
+		return err
+	}
+	return textOrJSON(name, *format)
+}
+
 // noArgs is the usage error of a command given arguments it takes none of.
 func noArgs(fs *flag.FlagSet, name string) error {
 	if fs.NArg() > 0 {

@@ -56,6 +56,19 @@ type silenceAPI interface {
 	close()
 }
 
+// connectSilences opens the silences of a command that takes at most
+// silenceTimeout (connecting included): it returns the command's context,
+// and done, which closes the connection and ends the context.
+func connectSilences(ctx context.Context, config, logLevel string, stderr io.Writer) (context.Context, silenceAPI, func(), error) {
+	ctx, cancel := context.WithTimeout(ctx, silenceTimeout)
+	api, err := openSilenceAPI(ctx, config, logLevel, stderr)
+	if err != nil {
+		cancel()
+		return ctx, nil, nil, err
+	}
+	return ctx, api, func() { api.close(); cancel() }, nil
+}
+
 // openSilenceAPI loads the config and reaches its silences: through the bus
 // (app.OpenToolBus), or, when a running klaxon holds the embedded store and
 // has no fixed nats.listen, through its HTTP endpoint.
@@ -247,13 +260,11 @@ func cmdSilenceAdd(ctx context.Context, args []string, stdout, stderr io.Writer)
 			fmt.Fprintf(stderr, "note: %s compares the value literally (* and ? are plain characters, as in Alertmanager); for a pattern use %s=~…\n", m.String(), m.Name)
 		}
 	}
-	ctx, cancel := context.WithTimeout(ctx, silenceTimeout)
-	defer cancel()
-	api, err := openSilenceAPI(ctx, *config, *logLevel, stderr)
+	ctx, api, done, err := connectSilences(ctx, *config, *logLevel, stderr)
 	if err != nil {
 		return err
 	}
-	defer api.close()
+	defer done()
 	v, err := api.add(ctx, q)
 	if err != nil {
 		return err
@@ -270,22 +281,14 @@ func cmdSilenceList(ctx context.Context, args []string, stdout, stderr io.Writer
 	config, logLevel := toolFlags(fs)
 	all := fs.Bool("all", false, "also list expired silences")
 	format := fs.String("format", "text", "output: text (a table) or json (one silence per line)")
-	if err := parse(fs, args); err != nil {
+	if err := parseList(fs, args, "silence list", format); err != nil {
 		return err
 	}
-	if err := noArgs(fs, "silence list"); err != nil {
-		return err
-	}
-	if err := textOrJSON("silence list", *format); err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, silenceTimeout)
-	defer cancel()
-	api, err := openSilenceAPI(ctx, *config, *logLevel, stderr)
+	ctx, api, done, err := connectSilences(ctx, *config, *logLevel, stderr)
 	if err != nil {
 		return err
 	}
-	defer api.close()
+	defer done()
 	vs, err := api.list(ctx)
 	if err != nil {
 		return err
@@ -332,13 +335,11 @@ func cmdSilenceExpire(ctx context.Context, args []string, stdout, stderr io.Writ
 		fs.Usage()
 		return &exitError{code: 2, err: errors.New("silence expire: which silence id?")}
 	}
-	ctx, cancel := context.WithTimeout(ctx, silenceTimeout)
-	defer cancel()
-	api, err := openSilenceAPI(ctx, *config, *logLevel, stderr)
+	ctx, api, done, err := connectSilences(ctx, *config, *logLevel, stderr)
 	if err != nil {
 		return err
 	}
-	defer api.close()
+	defer done()
 	var errs []error
 	for _, id := range fs.Args() {
 		if _, err := api.expire(ctx, id); err != nil {

@@ -282,6 +282,7 @@ func (c *Correlator) restoreGroup(ruleID, hash string, gj *groupJSON) bool {
 		return false
 	}
 	g := &group{groupState: gj.groupState, rs: rs, hidx: -1}
+	g.migrateStart()
 	g.vals = make([]string, len(r.By))
 	for i, p := range r.By {
 		g.vals[i] = gj.Values[p]

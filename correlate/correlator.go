@@ -536,10 +536,7 @@ func (c *Correlator) fire(g *group, now time.Time, last *ingest.Event) {
 		return
 	}
 	g.Suppressed = false
-	started := g.firstTime()
-	if g.Abs != nil && !g.Abs.From.IsZero() {
-		started = g.Abs.From
-	}
+	started := g.startOf(last)
 	in := &Incident{
 		ID:        IncidentID(r.ID, g.Key),
 		Rule:      r.ID,
@@ -570,6 +567,7 @@ func (c *Correlator) fire(g *group, now time.Time, last *ingest.Event) {
 func (c *Correlator) resolve(g *group, now time.Time) {
 	in := g.Incident
 	in.markResolved(now)
+	g.PrevStarted = in.StartedAt
 	c.emit(g, nil)
 	c.closed(g)
 	g.Incident = nil

@@ -55,6 +55,10 @@ type groupState struct {
 	// Closed is the last change of the incident that resolved, kept a
 	// while for the records of the actions its resolution undoes.
 	Closed *Incident `json:"closed,omitempty"`
+	// PrevStarted is the StartedAt of the group's last resolved incident.
+	// An incident that fires again while entries of that one remain in the
+	// window starts after it (see startOf), so that its change ids are new.
+	PrevStarted time.Time `json:"prev_started,omitzero"`
 }
 
 // absState is what an absence rule keeps per group.
@@ -167,6 +171,52 @@ func (g *group) newest() time.Time {
 }
 
 // firstTime returns the time of the oldest entry in the window.
+// startOf returns when an incident of g that fires now begins: the time
+// of its first entry (or of the missed deadline of an absence), as the
+// first incident of a group takes; but never at or before the start of
+// the group's last resolved incident. One that fires again while entries
+// of that one remain in the window begins with the event that made it
+// fire (last; else the newest match, fired by time). The time derives from
+// events and checkpointed state only, so that a correlator restored after
+// a crash gives the change the same id (ChangeID), which replays then
+// de-duplicate; and it is later than the last start, so that the change is
+// a new one for JetStream's de-duplication and the sinks.
+func (g *group) startOf(last *ingest.Event) time.Time {
+	started := g.firstTime()
+	if g.Abs != nil && !g.Abs.From.IsZero() {
+		started = g.Abs.From
+	}
+	if started.After(g.PrevStarted) {
+		return started
+	}
+	if last != nil && last.Time.After(g.PrevStarted) {
+		return last.Time
+	}
+	if g.LastMatch.After(g.PrevStarted) {
+		return g.LastMatch
+	}
+	return g.PrevStarted.Add(time.Nanosecond)
+}
+
+// migrateStart fills PrevStarted in a group of a checkpoint written
+// before it existed: from the resolved incident kept for actions (Closed),
+// or, when the group holds entries but no evidence and no incident — which
+// only a resolution leaves (every new entry adds evidence) — from its
+// newest entry, at or after the start of the incident that resolved.
+func (g *group) migrateStart() {
+	if !g.PrevStarted.IsZero() || g.Incident != nil {
+		return
+	}
+	if g.Closed != nil {
+		g.PrevStarted = g.Closed.StartedAt
+	}
+	if n := len(g.Entries); n > 0 && len(g.Evidence) == 0 {
+		if t := g.Entries[n-1].time(); t.After(g.PrevStarted) {
+			g.PrevStarted = t
+		}
+	}
+}
+
 func (g *group) firstTime() time.Time {
 	if len(g.Entries) == 0 {
 		return g.LastMatch

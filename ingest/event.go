@@ -105,3 +105,28 @@ type Source interface {
 	// Run emits events into out until ctx is done.
 	Run(ctx context.Context, out chan<- Event) error
 }
+
+// Counted is a Source that counts the input it could not use, for
+// /metrics (klaxon_source_parse_errors_total).
+type Counted interface {
+	Source
+	Counters() Counters
+}
+
+// Counters are the counters of a Counted source.
+type Counters struct {
+	// ParseErrors is the input the source could not use (unparsed or
+	// oversize lines, malformed frames, damaged records).
+	ParseErrors int64
+	// Stream, for a source that follows a server's event stream, counts
+	// the stream's resets, gaps and stale frames (nil for other sources).
+	Stream *StreamCounters
+}
+
+// StreamCounters are the mishaps of an event stream followed from a
+// server: its index went back below the checkpoint (Resets), a resume
+// skipped indexes that left the server's buffer (Gaps), frames below the
+// resume index were dropped (Stale).
+type StreamCounters struct {
+	Resets, Gaps, Stale int64
+}

@@ -82,6 +82,11 @@ func LoadOverlay(paths []string, overlays ...string) (*Set, error) {
 			names = append(names, filepath.ToSlash(p))
 		}
 	}
+	return load(ins, names)
+}
+
+// load loads the inputs into a set of the named files.
+func load(ins []input, names []string) (*Set, error) {
 	l := newLoader()
 	rs, disabled := l.run(ins)
 	if len(l.errs) > 0 {
@@ -90,6 +95,27 @@ func LoadOverlay(paths []string, overlays ...string) (*Set, error) {
 	s := newSet(rs, names)
 	s.disabled = disabled
 	return s, nil
+}
+
+// File is a rule file by name and content: what LoadData loads, as the
+// correlator hands its rules to the sidecars' edge filters through NATS.
+type File struct {
+	// Name is the file's name with forward slashes (Set.Files).
+	Name string `json:"name"`
+	// Data is the file's content.
+	Data []byte `json:"data"`
+}
+
+// LoadData loads rule files given by content into one set, like LoadFiles
+// loads them from disk (same names, errors and overrides).
+func LoadData(files ...File) (*Set, error) {
+	ins := make([]input, len(files))
+	names := make([]string, len(files))
+	for i, f := range files {
+		ins[i] = input{name: filepath.ToSlash(f.Name), data: f.Data}
+		names[i] = ins[i].name
+	}
+	return load(ins, names)
 }
 
 // ParseFile parses and compiles the rules of one file; name, with forward

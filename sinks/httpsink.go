@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/klaxon-dev/klaxon/internal/redact"
 )
 
 // HTTPError is a non-2xx answer of an HTTP endpoint. Its text names the
@@ -160,17 +162,7 @@ func ParseRetryAfter(v string, now time.Time) time.Duration {
 
 // Scrub replaces every occurrence of the secrets (and their URL-escaped
 // forms) in s with "<secret>". Secrets shorter than 4 bytes are ignored.
-func Scrub(s string, secrets ...string) string {
-	for _, sec := range secrets {
-		if len(sec) < 4 {
-			continue
-		}
-		for _, form := range []string{sec, url.PathEscape(sec), url.QueryEscape(sec), strconv.Quote(sec)} {
-			s = strings.ReplaceAll(s, form, "<secret>")
-		}
-	}
-	return s
-}
+func Scrub(s string, secrets ...string) string { return redact.Scrub(s, secrets...) }
 
 // Truncate shortens s to at most n runes, ending with "…" when cut.
 func Truncate(s string, n int) string {

@@ -14,7 +14,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/klaxon-dev/klaxon/cmd/internal/app"
+	"github.com/klaxon-dev/klaxon/cmd/internal/httpapi"
 	"github.com/klaxon-dev/klaxon/sinks"
 )
 
@@ -57,7 +57,7 @@ func cmdDLQList(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		q := url.Values{"sink": {*sink}, "limit": {strconv.Itoa(*limit)}}
 		err = c.api.do(ctx, http.MethodGet, "/api/dlq?"+q.Encode(), nil, &all)
 	} else {
-		all, err = app.ListDeadLetters(ctx, c.b.JS, *sink, *limit)
+		all, err = httpapi.ListDeadLetters(ctx, c.b.JS, *sink, *limit)
 	}
 	if err != nil {
 		return err
@@ -119,8 +119,8 @@ func cmdDLQReplay(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	var n int
 	if c.api != nil {
-		var resp app.DLQReplayResponse
-		err = c.api.do(ctx, http.MethodPost, "/api/dlq/replay", app.DLQReplayRequest{Sink: *sink, Seqs: seqs}, &resp)
+		var resp httpapi.DLQReplayResponse
+		err = c.api.do(ctx, http.MethodPost, "/api/dlq/replay", httpapi.DLQReplayRequest{Sink: *sink, Seqs: seqs}, &resp)
 		n = resp.Replayed
 	} else {
 		n, err = sinks.ReplayDLQ(ctx, c.b.JS, *sink, seqs)

@@ -7,9 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/klaxon-dev/klaxon/cmd/internal/replay"
 	"golang.org/x/term"
-
-	"github.com/klaxon-dev/klaxon/cmd/internal/app"
 )
 
 // progressEvery is how often the progress line is redrawn.
@@ -26,7 +25,7 @@ func isTerminal(w io.Writer) bool {
 type progress struct {
 	w     io.Writer
 	total int64
-	p     *app.ReplayProgress
+	p     *replay.Progress
 	start time.Time
 	width int // of the last line drawn, to clear it
 }
@@ -86,7 +85,7 @@ func (pr *progress) run(tick <-chan time.Time, stop <-chan struct{}) {
 // startProgress draws replay's progress on stderr when it is a terminal
 // (terminal is isTerminal, replaced in tests); the returned function stops
 // and clears it.
-func startProgress(stderr io.Writer, terminal func(io.Writer) bool, files []string, p *app.ReplayProgress) func() {
+func startProgress(stderr io.Writer, terminal func(io.Writer) bool, files []string, p *replay.Progress) func() {
 	if !terminal(stderr) {
 		return func() {}
 	}

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/klaxon-dev/klaxon/cmd/internal/app"
+	"github.com/klaxon-dev/klaxon/cmd/internal/replay"
 	"github.com/klaxon-dev/klaxon/rules"
 )
 
@@ -31,7 +31,7 @@ func TestProgressLine(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			p := &app.ReplayProgress{}
+			p := &replay.Progress{}
 			p.Bytes.Store(tc.read)
 			p.Events.Store(tc.events)
 			pr := &progress{total: tc.total, p: p, start: start}
@@ -56,7 +56,7 @@ func TestProgressLine(t *testing.T) {
 func TestProgressRedrawsAndClears(t *testing.T) {
 	var buf bytes.Buffer
 	drawn := make(chan struct{}, 3)
-	p := &app.ReplayProgress{}
+	p := &replay.Progress{}
 	pr := &progress{w: notifyWriter{&buf, drawn}, total: 100 << 20, p: p, start: time.Now().Add(-time.Second)}
 	tick, stop, done := make(chan time.Time), make(chan struct{}), make(chan struct{})
 	go func() { pr.run(tick, stop); close(done) }()
@@ -125,9 +125,9 @@ func TestReplayProgressOnlyOnTerminal(t *testing.T) {
 		}
 	}
 	// The counters Replay fills.
-	p := &app.ReplayProgress{}
+	p := &replay.Progress{}
 	set := loadRulesForTest(t)
-	st, err := app.Replay(context.Background(), []string{input}, app.ReplayOptions{Rules: set, Out: io.Discard, Progress: p})
+	st, err := replay.Run(context.Background(), []string{input}, replay.Options{Rules: set, Out: io.Discard, Progress: p})
 	if err != nil {
 		t.Fatal(err)
 	}

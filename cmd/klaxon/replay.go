@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/klaxon-dev/klaxon/cmd/internal/app"
+	"github.com/klaxon-dev/klaxon/cmd/internal/replay"
 	"github.com/klaxon-dev/klaxon/rules"
 )
 
@@ -36,7 +36,7 @@ func cmdReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	opts := app.ReplayOptions{Format: *format, Node: *node, Events: *events, Out: stdout, Log: log, MaxLineBytes: *maxLine}
+	opts := replay.Options{Format: *format, Node: *node, Events: *events, Out: stdout, Log: log, MaxLineBytes: *maxLine}
 	if !*events {
 		set, err := rules.LoadDir(*rulesDir)
 		if err != nil {
@@ -44,13 +44,13 @@ func cmdReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		opts.Rules = set
 	}
-	inputs, err := app.ExpandInputs(fs.Args())
+	inputs, err := replay.ExpandInputs(fs.Args())
 	if err != nil {
 		return err
 	}
-	opts.Progress = &app.ReplayProgress{}
+	opts.Progress = &replay.Progress{}
 	stopProgress := startProgress(stderr, progressTerminal, inputs, opts.Progress)
-	st, err := app.Replay(ctx, inputs, opts)
+	st, err := replay.Run(ctx, inputs, opts)
 	stopProgress()
 	if *stats {
 		fmt.Fprintf(stderr, "files=%d lines=%d events=%d incidents=%d oversize=%d unparsed=%d\n",

@@ -601,10 +601,10 @@ func soSnapshotSeq(js jetstream.JetStream, key string) uint64 {
 }
 
 // soState reads a partition's snapshot: incident id → count of its open
-// incidents.
+// incidents. Reading 10,000 nodes' state (the soak) takes seconds.
 func soState(t *testing.T, js jetstream.JetStream, set *rules.Set, key string) map[string]int {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	kv, err := js.KeyValue(ctx, natslayout.StateBucket)
 	if err != nil {

@@ -15,8 +15,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/klaxon-dev/klaxon/cmd/internal/app"
 	"github.com/klaxon-dev/klaxon/cmd/internal/bus"
+	"github.com/klaxon-dev/klaxon/cmd/internal/httpapi"
 	"github.com/klaxon-dev/klaxon/sinks/silence"
 )
 
@@ -50,9 +50,9 @@ func cmdSilence(ctx context.Context, args []string, stdout, stderr io.Writer) er
 // silenceAPI is where the silences are: the bucket, or a running klaxon's
 // HTTP endpoint.
 type silenceAPI interface {
-	add(ctx context.Context, q app.SilenceRequest) (app.SilenceView, error)
-	list(ctx context.Context) ([]app.SilenceView, error)
-	expire(ctx context.Context, id string) (app.SilenceView, error)
+	add(ctx context.Context, q httpapi.SilenceRequest) (httpapi.SilenceView, error)
+	list(ctx context.Context) ([]httpapi.SilenceView, error)
+	expire(ctx context.Context, id string) (httpapi.SilenceView, error)
 	close()
 }
 
@@ -121,30 +121,30 @@ type kvSilences struct {
 
 func (k *kvSilences) close() { closeToolBus(k.b) }
 
-func (k *kvSilences) add(ctx context.Context, q app.SilenceRequest) (app.SilenceView, error) {
+func (k *kvSilences) add(ctx context.Context, q httpapi.SilenceRequest) (httpapi.SilenceView, error) {
 	now := time.Now()
 	s, err := q.Silence(now)
 	if err != nil {
-		return app.SilenceView{}, err
+		return httpapi.SilenceView{}, err
 	}
 	s, err = k.st.Add(ctx, s, now)
-	return app.SilenceView{Silence: s, State: s.State(now)}, err
+	return httpapi.SilenceView{Silence: s, State: s.State(now)}, err
 }
 
-func (k *kvSilences) list(ctx context.Context) ([]app.SilenceView, error) {
+func (k *kvSilences) list(ctx context.Context) ([]httpapi.SilenceView, error) {
 	all, err := k.st.List(ctx)
 	now := time.Now()
-	out := make([]app.SilenceView, 0, len(all))
+	out := make([]httpapi.SilenceView, 0, len(all))
 	for _, s := range all {
-		out = append(out, app.SilenceView{Silence: s, State: s.State(now)})
+		out = append(out, httpapi.SilenceView{Silence: s, State: s.State(now)})
 	}
 	return out, err
 }
 
-func (k *kvSilences) expire(ctx context.Context, id string) (app.SilenceView, error) {
+func (k *kvSilences) expire(ctx context.Context, id string) (httpapi.SilenceView, error) {
 	now := time.Now()
 	s, err := k.st.Expire(ctx, id, now)
-	return app.SilenceView{Silence: s, State: s.State(now)}, err
+	return httpapi.SilenceView{Silence: s, State: s.State(now)}, err
 }
 
 type httpSilences struct {
@@ -186,20 +186,20 @@ func (h *httpSilences) do(ctx context.Context, method, path string, body any, ou
 	return nil
 }
 
-func (h *httpSilences) add(ctx context.Context, q app.SilenceRequest) (app.SilenceView, error) {
-	var v app.SilenceView
+func (h *httpSilences) add(ctx context.Context, q httpapi.SilenceRequest) (httpapi.SilenceView, error) {
+	var v httpapi.SilenceView
 	err := h.do(ctx, http.MethodPost, "/api/silences", q, &v)
 	return v, err
 }
 
-func (h *httpSilences) list(ctx context.Context) ([]app.SilenceView, error) {
-	var v []app.SilenceView
+func (h *httpSilences) list(ctx context.Context) ([]httpapi.SilenceView, error) {
+	var v []httpapi.SilenceView
 	err := h.do(ctx, http.MethodGet, "/api/silences", nil, &v)
 	return v, err
 }
 
-func (h *httpSilences) expire(ctx context.Context, id string) (app.SilenceView, error) {
-	var v app.SilenceView
+func (h *httpSilences) expire(ctx context.Context, id string) (httpapi.SilenceView, error) {
+	var v httpapi.SilenceView
 	err := h.do(ctx, http.MethodDelete, "/api/silences/"+id, nil, &v)
 	return v, err
 }
@@ -240,7 +240,7 @@ func cmdSilenceAdd(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if (*duration == "") == (*end == "") {
 		return &exitError{code: 2, err: errors.New("silence add: give --duration or --end")}
 	}
-	q := app.SilenceRequest{Matchers: fs.Args(), Duration: *duration, Comment: *comment, CreatedBy: *author}
+	q := httpapi.SilenceRequest{Matchers: fs.Args(), Duration: *duration, Comment: *comment, CreatedBy: *author}
 	var err error
 	if q.StartsAt, err = parseTimeFlag("start", *start); err != nil {
 		return err
@@ -293,7 +293,7 @@ func cmdSilenceList(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
-	var shown []app.SilenceView
+	var shown []httpapi.SilenceView
 	for _, v := range vs {
 		if *all || v.State != silence.StateExpired {
 			shown = append(shown, v)

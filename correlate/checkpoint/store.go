@@ -735,31 +735,96 @@ type write struct {
 // commits it with the meta record covering stream sequence seq. On
 // ErrFenced the caller stops; on another error the checkpoint is not
 // stored and Save may be called again later (it writes what changed since
-// as well).
+// as well). Save is Begin, Write and the correlator's Committed in one.
 func (s *Store) Save(ctx context.Context, c *correlate.Correlator, seq uint64) (SaveStats, error) {
-	var st SaveStats
+	p, err := s.Begin(ctx, c, seq)
+	if err != nil {
+		return SaveStats{}, err
+	}
+	st, err := p.Write(ctx)
+	if err == nil {
+		c.Committed()
+	}
+	return st, err
+}
+
+// Pending is a checkpoint encoded by Begin and not yet written.
+type Pending struct {
+	s     *Store
+	a     *attempt
+	pubs  []pub
+	heads int
+	meta  []byte
+	st    SaveStats
+}
+
+// Seq is the stream sequence the checkpoint covers.
+func (p *Pending) Seq() uint64 { return p.a.seq }
+
+// Begin encodes what changed in c since its last stored checkpoint, to be
+// written by Write: the part of a save that reads the correlator, so it
+// runs on the correlator's goroutine. The correlator may go on while
+// Write runs (on any goroutine); once Write succeeded the caller calls
+// c.Committed on the correlator's goroutine. Until then no other method of
+// the Store may be called.
+func (s *Store) Begin(ctx context.Context, c *correlate.Correlator, seq uint64) (*Pending, error) {
 	if !s.loaded {
-		return st, errors.New("checkpoint: Save before Load")
+		return nil, errors.New("checkpoint: Save before Load")
 	}
 	if s.unsure {
 		if err := s.resolve(ctx, c); err != nil {
-			return st, err
+			return nil, err
 		}
 	}
 	cp, err := c.Checkpoint()
 	if err != nil {
-		return st, err
+		return nil, err
 	}
-	a := &attempt{gen: s.gen + 1, seq: seq}
-	var pubs []pub
+	p := &Pending{s: s, a: &attempt{gen: s.gen + 1, seq: seq}, meta: cp.Meta}
+	a, st := p.a, &p.st
 	for id, b := range cp.Changed {
-		pubs = s.addWrite(a, pubs, id, b, false, &st)
+		p.pubs = s.addWrite(a, p.pubs, id, b, false, st)
 	}
 	for _, id := range cp.Deleted {
-		pubs = s.addWrite(a, pubs, id, nil, true, &st)
+		p.pubs = s.addWrite(a, p.pubs, id, nil, true, st)
 	}
-	if err := s.writeItems(ctx, a, pubs, &st); err != nil {
-		return st, err
+	// Chunks first, then the slots (compare-and-set), in one pipeline.
+	p.heads = len(p.pubs)
+	for _, w := range a.writes {
+		exp := w.it.slots[w.slot].rev
+		p.pubs = append(p.pubs, pub{key: s.slotKey(w.h, w.slot), data: w.head, expect: &exp})
+	}
+	return p, nil
+}
+
+// Write stores the checkpoint Begin encoded: the items, then the meta
+// record that commits them. On ErrFenced the caller stops; on another
+// error nothing is committed and the caller begins again later (the
+// correlator's Checkpoint gives these items again, with what changed
+// since).
+func (p *Pending) Write(ctx context.Context) (SaveStats, error) {
+	s, a, pubs, st := p.s, p.a, p.pubs, p.st
+	if err := s.publishAll(ctx, pubs, &st); err != nil {
+		return st, fmt.Errorf("checkpoint: write items: %w", err)
+	}
+	var firstErr error
+	for i, w := range a.writes {
+		p := &pubs[p.heads+i]
+		if p.err != nil && wrongLastSeq(p.err) {
+			p.err = s.overwrite(ctx, w, &st)
+			p.rev = w.it.slots[w.slot].rev
+		}
+		if errors.Is(p.err, ErrFenced) {
+			return st, ErrFenced
+		}
+		if p.err != nil {
+			firstErr = cmp.Or(firstErr, p.err)
+			continue
+		}
+		w.it.slots[w.slot] = slot{rev: p.rev, epoch: s.epoch, gen: a.gen, del: w.del, chunks: w.chunks}
+	}
+	if firstErr != nil {
+		return st, fmt.Errorf("checkpoint: write item: %w", firstErr)
 	}
 	// Commit.
 	if s.hook != nil {
@@ -767,9 +832,9 @@ func (s *Store) Save(ctx context.Context, c *correlate.Correlator, seq uint64) (
 			return st, err
 		}
 	}
-	m := metaRecord{V: 2, Seq: seq, Epoch: s.epoch, Gen: a.gen, Valid: maps.Clone(s.valid)}
+	m := metaRecord{V: 2, Seq: a.seq, Epoch: s.epoch, Gen: a.gen, Valid: maps.Clone(s.valid)}
 	m.Valid[s.epoch] = a.gen
-	ck, err := s.putMeta(ctx, &m, cp.Meta, &st)
+	ck, err := s.putMeta(ctx, &m, p.meta, &st)
 	if err != nil {
 		return st, err
 	}
@@ -781,7 +846,7 @@ func (s *Store) Save(ctx context.Context, c *correlate.Correlator, seq uint64) (
 	rev, err := s.kv.Update(ctx, s.key, b, s.metaRev)
 	if casConflict(err) {
 		// Ours after all (an earlier attempt stored it, unacknowledged)? Else fenced.
-		return st, s.conflict(ctx, c, a)
+		return st, s.conflict(ctx, a)
 	}
 	if err != nil {
 		s.unsure, s.attempt = true, a
@@ -789,7 +854,7 @@ func (s *Store) Save(ctx context.Context, c *correlate.Correlator, seq uint64) (
 	}
 	st.Messages++
 	st.Bytes += len(b)
-	s.committed(ctx, c, a, rev)
+	s.committed(ctx, a, rev)
 	return st, nil
 }
 
@@ -833,39 +898,6 @@ func (s *Store) addWrite(a *attempt, pubs []pub, id string, payload []byte, del 
 	return pubs
 }
 
-// writeItems publishes the chunks pubs, then the slots of a's writes
-// (compare-and-set), in one pipeline, and records the slots written.
-func (s *Store) writeItems(ctx context.Context, a *attempt, pubs []pub, st *SaveStats) error {
-	heads := len(pubs)
-	for _, w := range a.writes {
-		exp := w.it.slots[w.slot].rev
-		pubs = append(pubs, pub{key: s.slotKey(w.h, w.slot), data: w.head, expect: &exp})
-	}
-	if err := s.publishAll(ctx, pubs, st); err != nil {
-		return fmt.Errorf("checkpoint: write items: %w", err)
-	}
-	var firstErr error
-	for i, w := range a.writes {
-		p := &pubs[heads+i]
-		if p.err != nil && wrongLastSeq(p.err) {
-			p.err = s.overwrite(ctx, w, st)
-			p.rev = w.it.slots[w.slot].rev
-		}
-		if errors.Is(p.err, ErrFenced) {
-			return ErrFenced
-		}
-		if p.err != nil {
-			firstErr = cmp.Or(firstErr, p.err)
-			continue
-		}
-		w.it.slots[w.slot] = slot{rev: p.rev, epoch: s.epoch, gen: a.gen, del: w.del, chunks: w.chunks}
-	}
-	if firstErr != nil {
-		return fmt.Errorf("checkpoint: write item: %w", firstErr)
-	}
-	return nil
-}
-
 // overwrite writes w's slot after a compare-and-set failed: the slot holds
 // a record this store did not know of. One of an older epoch (a fenced
 // writer's late write) or of this epoch (an attempt whose acknowledgement
@@ -902,7 +934,7 @@ func (s *Store) overwrite(ctx context.Context, w *write, st *SaveStats) error {
 }
 
 // conflict handles a failed compare-and-set of the meta record.
-func (s *Store) conflict(ctx context.Context, c *correlate.Correlator, a *attempt) error {
+func (s *Store) conflict(ctx context.Context, a *attempt) error {
 	e, err := s.kv.Get(ctx, s.key)
 	if err != nil {
 		s.unsure, s.attempt = true, a
@@ -910,7 +942,7 @@ func (s *Store) conflict(ctx context.Context, c *correlate.Correlator, a *attemp
 	}
 	var m metaRecord
 	if json.Unmarshal(e.Value(), &m) == nil && m.V == 2 && m.Epoch == s.epoch && m.Gen == a.gen {
-		s.committed(ctx, c, a, e.Revision())
+		s.committed(ctx, a, e.Revision())
 		return nil
 	}
 	return ErrFenced
@@ -929,15 +961,16 @@ func (s *Store) resolve(ctx context.Context, c *correlate.Correlator) error {
 	}
 	var m metaRecord
 	if json.Unmarshal(e.Value(), &m) == nil && m.V == 2 && m.Epoch == s.epoch && m.Gen == a.gen {
-		s.committed(ctx, c, a, e.Revision())
+		s.committed(ctx, a, e.Revision())
+		c.Committed()
 		return nil
 	}
 	return ErrFenced
 }
 
-// committed records a stored commit and cleans up what it superseded.
-func (s *Store) committed(ctx context.Context, c *correlate.Correlator, a *attempt, rev uint64) {
-	c.Committed()
+// committed records a stored commit in the store and cleans up what it
+// superseded; the caller tells the correlator (Committed).
+func (s *Store) committed(ctx context.Context, a *attempt, rev uint64) {
 	s.gen, s.metaRev = a.gen, rev
 	s.valid[s.epoch] = a.gen
 	for _, w := range a.writes {

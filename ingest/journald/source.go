@@ -544,3 +544,9 @@ func (s *Source) flushCheckpoints() {
 		s.log.Error("journald: writing checkpoints", "error", err)
 	}
 }
+
+// Counters implements ingest.Counted.
+func (s *Source) Counters() ingest.Counters {
+	st := s.Stats()
+	return ingest.Counters{ParseErrors: st.Unparsed + st.Oversize + st.Malformed}
+}

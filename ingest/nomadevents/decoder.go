@@ -86,6 +86,9 @@ type Decoder struct {
 	log  *slog.Logger
 	name string
 	now  func() time.Time
+	// kernel is the kernel.name of the nodes whose running allocations
+	// are counted (windowsKernel).
+	kernel string
 
 	st    counters
 	index atomic.Uint64
@@ -114,6 +117,7 @@ func NewDecoder(cfg DecoderConfig) *Decoder {
 		log:     cfg.Log,
 		name:    cfg.Name,
 		now:     time.Now,
+		kernel:  windowsKernel,
 		lastLog: map[string]time.Time{},
 	}
 	if d.id == nil {

@@ -21,9 +21,11 @@ import (
 //
 // Only nodes whose kernel.name attribute is known to be windows get them:
 // the decoder learns it from the node payloads of the stream's Node topic.
-// The count covers the allocations the stream reported since klaxon's
-// decoder state began (it is checkpointed with the source): an allocation
-// started before and never updated since is not counted.
+// The count follows the allocations the stream reports; the live Source
+// seeds it from the agent's API when it starts and after an index reset or
+// a gap (seed.go), so allocations that were running before and have not
+// changed since are counted too. The event of a seeded count has the field
+// seeded (true) and no alloc_id.
 const KindRunningAllocations = "Node.RunningAllocations"
 
 // countRunning adds d to the running count of a's node when a runs.
@@ -37,10 +39,15 @@ func (s *state) countRunning(a *allocState, d int) {
 	}
 }
 
-// windows reports whether the node is known to run Windows.
-func (s *state) windows(nodeID string) bool {
-	n := s.nodes[nodeID]
-	return n != nil && n.Kernel == "windows"
+// windowsKernel is the kernel.name of the nodes whose running allocations
+// are counted.
+const windowsKernel = "windows"
+
+// windows reports whether the node is known to run Windows (the kernel
+// d counts: tests against the real, Linux, agent count Linux nodes).
+func (d *Decoder) windows(nodeID string) bool {
+	n := d.nodes[nodeID]
+	return n != nil && n.Kernel == d.kernel
 }
 
 // runningEvent is the event of a Windows node's running count; prev < 0
@@ -53,7 +60,7 @@ func (d *Decoder) runningEvent(id, nodeID string, prev int, t time.Time, cause f
 		f["prev_running"] = prev
 	}
 	f.set("kernel", d.nodes[nodeID].Kernel)
-	for _, k := range []string{"alloc_id", "job", "namespace"} {
+	for _, k := range []string{"alloc_id", "job", "namespace", "seeded"} {
 		if v, ok := cause[k]; ok {
 			f[k] = v
 		}

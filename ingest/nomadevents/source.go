@@ -108,6 +108,9 @@ type SourceStats struct {
 	// checkpoint: the server's index went back, and its stream was
 	// followed from there.
 	Resets int64
+	// Seeds counts the times the running allocations of the Windows nodes
+	// were read from the agent's API (seed.go).
+	Seeds int64
 }
 
 // Source streams /v1/event/stream of a Nomad agent. It implements
@@ -130,6 +133,10 @@ type Source struct {
 	resent     atomic.Int64
 	stale      atomic.Int64
 	resets     atomic.Int64
+	seeded     atomic.Int64
+
+	// seeds is the seeding bookkeeping (seed.go; Run's goroutine only).
+	seeds seedState
 
 	// checkpointing
 	cpMu         sync.Mutex
@@ -271,6 +278,7 @@ func (s *Source) Stats() SourceStats {
 		Resent:     s.resent.Load(),
 		Stale:      s.stale.Load(),
 		Resets:     s.resets.Load(),
+		Seeds:      s.seeded.Load(),
 	}
 }
 
@@ -316,6 +324,7 @@ func (s *Source) Run(ctx context.Context, out chan<- ingest.Event) error {
 	defer s.running.Store(false)
 	s.restore()
 	defer s.finish()
+	s.seeds = seedState{due: true}
 
 	bo := backoff.New(s.cfg.MinBackoff, s.cfg.MaxBackoff)
 	for attempt := 0; ; attempt++ {
@@ -477,6 +486,20 @@ func (s *Source) stream(ctx context.Context, out chan<- ingest.Event) (progress 
 	}
 	s.log.Info("nomadevents: streaming", "address", s.cfg.Address, "index", want, "topics", strings.Join(s.cfg.Topics, ","))
 
+	var batch []ingest.Event
+	collect := func(ev ingest.Event) { batch = append(batch, ev) }
+	// seed runs a seeding due and delivers its events; the state it
+	// changed is snapshotted.
+	seed := func(why string) error {
+		if !s.seeds.due || time.Now().Before(s.seeds.next) {
+			return nil
+		}
+		batch = batch[:0]
+		s.seed(ctx, why, collect)
+		s.lastSnap = time.Time{}
+		return s.deliver(ctx, batch, out)
+	}
+
 	lines := make(chan []byte, 16)
 	var readErr error
 	var wg sync.WaitGroup
@@ -491,8 +514,18 @@ func (s *Source) stream(ctx context.Context, out chan<- ingest.Event) (progress 
 		wg.Wait()
 	}()
 
-	s.dec.accept = s.resumeFilter(want)
+	s.dec.accept = s.resumeFilter(ctx, want)
 	defer func() { s.dec.accept, s.dec.resending = nil, false }()
+
+	// The counts of the allocations running before (seed.go), ahead of the
+	// first frame.
+	why := "start"
+	if want > 0 {
+		why = "start, resuming"
+	}
+	if err := seed(why); err != nil {
+		return false, err
+	}
 
 	idle := time.NewTimer(time.Hour)
 	defer idle.Stop()
@@ -500,14 +533,15 @@ func (s *Source) stream(ctx context.Context, out chan<- ingest.Event) (progress 
 	defer quiet.Stop()
 	flushT := time.NewTicker(time.Second)
 	defer flushT.Stop()
-	var batch []ingest.Event
-	collect := func(ev ingest.Event) { batch = append(batch, ev) }
 	for {
 		select {
 		case <-ctx.Done():
 			return progress, ctx.Err()
 		case <-flushT.C:
 			s.flush()
+			if err := seed("retry"); err != nil {
+				return progress, err
+			}
 		case <-idle.C:
 			s.snapshot()
 		case <-quiet.C:
@@ -530,16 +564,8 @@ func (s *Source) stream(ctx context.Context, out chan<- ingest.Event) (progress 
 				continue
 			}
 			_ = s.dec.Frame(line, collect) // counted and logged by the decoder
-			s.commitTogether(batch)
-			if s.cfg.Checkpoints != nil && time.Since(s.lastSnap) >= s.cfg.CheckpointInterval {
-				s.snapshot()
-			}
-			for _, ev := range batch {
-				select {
-				case out <- ev:
-				case <-ctx.Done():
-					return progress, ctx.Err()
-				}
+			if err := s.deliver(ctx, batch, out); err != nil {
+				return progress, err
 			}
 			if s.cfg.Checkpoints != nil {
 				idle.Reset(100 * time.Millisecond)
@@ -569,8 +595,9 @@ func (s *Source) commitTogether(batch []ingest.Event) {
 }
 
 // resumeFilter is the decoder's accept for a connection resumed at index
-// want: the resume filter, reset and gap checks (see Run).
-func (s *Source) resumeFilter(want uint64) func(index uint64, emit func(ingest.Event)) bool {
+// want: the resume filter, reset and gap checks (see Run); a reset or a
+// gap seeds the running allocations again (seed.go).
+func (s *Source) resumeFilter(ctx context.Context, want uint64) func(index uint64, emit func(ingest.Event)) bool {
 	first, warnedStale := true, false
 	return func(index uint64, emit func(ingest.Event)) bool {
 		s.dec.resending = false
@@ -580,9 +607,13 @@ func (s *Source) resumeFilter(want uint64) func(index uint64, emit func(ingest.E
 			case want > 0 && index < want:
 				s.indexReset(want, index)
 				want = 0
+				s.seeds.due, s.seeds.next = true, time.Time{}
+				s.seed(ctx, "index reset", emit)
 				return true
 			case want > 0 && index > want+1:
 				emit(s.gap(want+1, index))
+				s.seeds.due, s.seeds.next = true, time.Time{}
+				s.seed(ctx, "gap", emit)
 			}
 		}
 		if index < want {
@@ -600,6 +631,23 @@ func (s *Source) resumeFilter(want uint64) func(index uint64, emit func(ingest.E
 		}
 		return true
 	}
+}
+
+// deliver sends the events of one frame (or of a seeding), which commit
+// together for the checkpoint of the state after it.
+func (s *Source) deliver(ctx context.Context, batch []ingest.Event, out chan<- ingest.Event) error {
+	s.commitTogether(batch)
+	if s.cfg.Checkpoints != nil && time.Since(s.lastSnap) >= s.cfg.CheckpointInterval {
+		s.snapshot()
+	}
+	for _, ev := range batch {
+		select {
+		case out <- ev:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
 }
 
 // indexReset starts over from the server's stream when its first frame
@@ -743,4 +791,13 @@ func (s *Source) needs() string {
 		parts = append(parts, "a management token for "+plural(mgmt))
 	}
 	return strings.Join(parts, " and ")
+}
+
+// Counters implements ingest.Counted.
+func (s *Source) Counters() ingest.Counters {
+	st := s.Stats()
+	return ingest.Counters{
+		ParseErrors: st.Malformed + st.Unknown,
+		Stream:      &ingest.StreamCounters{Resets: st.Resets, Gaps: st.Gaps, Stale: st.Stale},
+	}
 }

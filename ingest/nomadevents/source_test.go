@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -38,6 +39,19 @@ type fakeNomad struct {
 	closeAfter int    // the first connection ends after this many frames
 	requests   []http.Request
 	tokens     []string
+	// api answers the agent's other endpoints by path (/v1/nodes,
+	// /v1/allocations); absent paths are 404. apiQueries records their
+	// requests' queries.
+	api        map[string]fakeAPI
+	apiQueries []url.Values
+}
+
+// fakeAPI is the answer of an API endpoint: a status (0: 200) and body,
+// with the index in X-Nomad-Index.
+type fakeAPI struct {
+	status int
+	body   []byte
+	index  uint64
 }
 
 type fakeFrame struct {
@@ -84,7 +98,20 @@ func (f *fakeNomad) add(t *testing.T, line []byte) {
 
 func (f *fakeNomad) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path != "/v1/event/stream" {
-		http.NotFound(w, r)
+		f.mu.Lock()
+		a, ok := f.api[r.URL.Path]
+		f.apiQueries = append(f.apiQueries, r.URL.Query())
+		f.mu.Unlock()
+		switch {
+		case !ok:
+			http.NotFound(w, r)
+		case a.status != 0:
+			http.Error(w, http.StatusText(a.status), a.status)
+		default:
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("X-Nomad-Index", strconv.FormatUint(a.index, 10))
+			_, _ = w.Write(a.body)
+		}
 		return
 	}
 	f.mu.Lock()

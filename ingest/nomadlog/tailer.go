@@ -98,8 +98,11 @@ type Tailer struct {
 	running atomic.Bool
 
 	// Owned by Run.
-	files      []*tfile
-	byPath     map[string]*tfile
+	files  []*tfile
+	byPath map[string]*tfile
+	// newIDs is set when discover recorded the identity of a new file:
+	// the poll writes the checkpoints once, before it reads any file.
+	newIDs     bool
 	unreadable map[string]bool // paths whose failure was logged
 	ctx        context.Context
 	out        chan<- ingest.Event
@@ -242,6 +245,14 @@ func (t *Tailer) poll(startup bool) {
 	}
 	for _, path := range ingest.Glob(t.cfg.Paths) {
 		t.discover(path, startup)
+	}
+	if t.newIDs {
+		// Once per poll, not per file: 10,000 new files would otherwise
+		// rewrite (and sync) the growing checkpoint file 10,000 times.
+		t.newIDs = false
+		if err := t.cfg.Checkpoints.Flush(); err != nil {
+			t.log.Warn("nomadlog: checkpoint not written", "err", err)
+		}
 	}
 	// Read every followed file, in discovery order: a file rotated away is
 	// read to its end before the new file at its path.
@@ -410,10 +421,9 @@ func (t *Tailer) startOffset(f *os.File, path string, id *ident, size int64, sta
 		// a crash before its first acknowledged event, and its events would
 		// be published again under new IDs (not dropped as duplicates).
 		cps := t.cfg.Checkpoints
+		// The poll writes it before reading any file.
 		if err := cps.Set(id.key, checkpoint{Path: path, Offset: start, FP: id.fp, FPLen: id.fpLen, ID: id.prefix}); err == nil {
-			if err := cps.Flush(); err != nil {
-				t.log.Warn("nomadlog: checkpoint not written", "path", path, "error", err)
-			}
+			t.newIDs = true
 		}
 	}
 	return start, how
@@ -651,4 +661,10 @@ func (t *Tailer) oversize(tf *tfile) {
 	tf.part = nil
 	tf.dec.oversize()
 	t.log.Warn("nomadlog: line too long; skipped", "path", tf.path, "offset", tf.lineStart, "max_line_bytes", t.cfg.MaxLineBytes)
+}
+
+// Counters implements ingest.Counted.
+func (t *Tailer) Counters() ingest.Counters {
+	st := t.Stats()
+	return ingest.Counters{ParseErrors: st.Unparsed + st.Oversize}
 }

@@ -15,7 +15,7 @@ func BenchmarkReadEVTX(b *testing.B) {
 	path := sharedFile(b, "plaso_System.evtx")
 	var n int64
 	for b.Loop() {
-		st, err := ReadEVTX(context.Background(), path, DecoderConfig{}, func(ingest.Event) {})
+		st, err := ReadEVTXFile(context.Background(), path, DecoderConfig{}, func(ingest.Event) {})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -190,7 +190,7 @@ func TestReadEVTXImpossibleTimes(t *testing.T) {
 		t.Fatal(err)
 	}
 	var evs []ingest.Event
-	st, err := ReadEVTX(context.Background(), path, DecoderConfig{Log: slog.New(slog.DiscardHandler), Now: func() time.Time { return now }},
+	st, err := ReadEVTXFile(context.Background(), path, DecoderConfig{Log: slog.New(slog.DiscardHandler), Now: func() time.Time { return now }},
 		func(e ingest.Event) { evs = append(evs, e) })
 	if err != nil {
 		t.Fatal(err)
@@ -258,7 +258,7 @@ func TestGolangEvtxOutputCaptured(t *testing.T) {
 
 	var logs logBuffer
 	var n int
-	st, err := ReadEVTX(context.Background(), path, DecoderConfig{Log: logs.logger()}, func(ingest.Event) { n++ })
+	st, err := ReadEVTXFile(context.Background(), path, DecoderConfig{Log: logs.logger()}, func(ingest.Event) { n++ })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,7 +286,7 @@ func TestGolangEvtxOutputCaptured(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 4 {
 		wg.Go(func() {
-			st, err := ReadEVTX(context.Background(), path, DecoderConfig{Log: slog.New(slog.DiscardHandler)}, func(ingest.Event) {})
+			st, err := ReadEVTXFile(context.Background(), path, DecoderConfig{Log: slog.New(slog.DiscardHandler)}, func(ingest.Event) {})
 			if err != nil || st.ParserWarnings != 1 {
 				t.Errorf("parallel read: %d parser warnings, %v", st.ParserWarnings, err)
 			}
@@ -485,7 +485,7 @@ func FuzzReadEVTX(f *testing.F) {
 			t.Fatal(err)
 		}
 		n := 0
-		st, err := ReadEVTX(context.Background(), p, DecoderConfig{Log: slog.New(slog.DiscardHandler), Now: func() time.Time { return now }}, func(e ingest.Event) {
+		st, err := ReadEVTXFile(context.Background(), p, DecoderConfig{Log: slog.New(slog.DiscardHandler), Now: func() time.Time { return now }}, func(e ingest.Event) {
 			n++
 			if !e.Time.IsZero() && impossibleTime(e.Time, now) {
 				t.Errorf("%s: impossible time %v", e.ID, e.Time)

@@ -86,10 +86,10 @@ func TestReadEVTXNotEVTX(t *testing.T) {
 	if err := os.WriteFile(p, []byte("2024-01-01T00:00:00Z [INFO] agent: hello\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ReadEVTX(context.Background(), p, DecoderConfig{}, func(ingest.Event) {}); err == nil || !strings.Contains(err.Error(), "not an EVTX file") {
+	if _, err := ReadEVTXFile(context.Background(), p, DecoderConfig{}, func(ingest.Event) {}); err == nil || !strings.Contains(err.Error(), "not an EVTX file") {
 		t.Errorf("err %v", err)
 	}
-	if _, err := ReadEVTX(context.Background(), filepath.Join(t.TempDir(), "absent.evtx"), DecoderConfig{}, func(ingest.Event) {}); err == nil {
+	if _, err := ReadEVTXFile(context.Background(), filepath.Join(t.TempDir(), "absent.evtx"), DecoderConfig{}, func(ingest.Event) {}); err == nil {
 		t.Error("no error for a missing file")
 	}
 }
@@ -112,7 +112,7 @@ func TestReadEVTXGarbageChunks(t *testing.T) {
 		if err := os.WriteFile(p, c, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := ReadEVTX(context.Background(), p, DecoderConfig{}, func(ingest.Event) {}); err != nil {
+		if _, err := ReadEVTXFile(context.Background(), p, DecoderConfig{}, func(ingest.Event) {}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -379,6 +379,21 @@ func readSlot(f io.ReaderAt, s slot) (*[]byte, error) {
 	return bp, nil
 }
 
+// ReadEVTXFile reads the EVTX file at path as ReadEVTX does (opened
+// shared with the Event Log service on Windows).
+func ReadEVTXFile(ctx context.Context, path string, cfg DecoderConfig, emit func(ingest.Event)) (Stats, error) {
+	f, err := ingest.OpenShared(path)
+	if err != nil {
+		return Stats{}, fmt.Errorf("winevt: %w", err)
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return Stats{}, fmt.Errorf("winevt: %w", err)
+	}
+	return ReadEVTX(ctx, f, info.Size(), path, cfg, emit)
+}
+
 // ReadEVTX reads every readable record of an EVTX file (replay) and emits
 // them in record order. Damaged chunks and records are isolated: each is
 // counted with its place in Stats and never stops the rest of the file.
@@ -386,23 +401,18 @@ func readSlot(f io.ReaderAt, s slot) (*[]byte, error) {
 // whatever the file header says, so a file with a damaged or stale header
 // is read all the same. Chunks are decoded in parallel (GOMAXPROCS workers).
 // The error is only for I/O or a file that is not EVTX at all (ErrNotEVTX).
-func ReadEVTX(ctx context.Context, path string, cfg DecoderConfig, emit func(ingest.Event)) (Stats, error) {
+//
+// r holds the file's size bytes; path names it in logs and errors, and its
+// base name makes the events' IDs.
+func ReadEVTX(ctx context.Context, r io.ReaderAt, size int64, path string, cfg DecoderConfig, emit func(ingest.Event)) (Stats, error) {
 	var st Stats
-	f, err := ingest.OpenShared(path)
-	if err != nil {
-		return st, fmt.Errorf("winevt: %w", err)
-	}
-	defer f.Close()
+	f := r
 	name := filepath.Base(path)
-	info, err := f.Stat()
-	if err != nil {
-		return st, fmt.Errorf("winevt: %w", err)
-	}
 	fi, err := readFileHeader(f)
 	if err != nil {
 		return st, fmt.Errorf("winevt: %s: %w", path, err)
 	}
-	slots, err := scanSlots(f, info.Size(), name, &st)
+	slots, err := scanSlots(f, size, name, &st)
 	if err != nil {
 		return st, err
 	}

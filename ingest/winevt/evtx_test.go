@@ -25,7 +25,7 @@ func sharedFile(t testing.TB, name string) string {
 func readAll(t testing.TB, path string) ([]ingest.Event, Stats) {
 	t.Helper()
 	var evs []ingest.Event
-	st, err := ReadEVTX(context.Background(), path, DecoderConfig{}, func(e ingest.Event) { evs = append(evs, e) })
+	st, err := ReadEVTXFile(context.Background(), path, DecoderConfig{}, func(e ingest.Event) { evs = append(evs, e) })
 	if err != nil {
 		t.Fatalf("ReadEVTX(%s): %v", path, err)
 	}

@@ -216,7 +216,7 @@ func TestSourceFollowsDamagedFile(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			path := damagedCopy(t, "plaso_System.evtx", tc.dm)
 			var want []string
-			rst, err := ReadEVTX(context.Background(), path, DecoderConfig{Log: slog.New(slog.DiscardHandler)}, func(e ingest.Event) { want = append(want, e.ID) })
+			rst, err := ReadEVTXFile(context.Background(), path, DecoderConfig{Log: slog.New(slog.DiscardHandler)}, func(e ingest.Event) { want = append(want, e.ID) })
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -303,7 +303,7 @@ func TestReplayDamagedEventsMarshal(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	for seed := uint64(1); seed <= 5; seed++ {
 		path := damagedCopy(t, "plaso_System.evtx", damage{seed: seed, flips: 3000})
-		st, err := ReadEVTX(context.Background(), path, DecoderConfig{Log: slog.New(slog.DiscardHandler), Now: func() time.Time { return now }}, func(e ingest.Event) {
+		st, err := ReadEVTXFile(context.Background(), path, DecoderConfig{Log: slog.New(slog.DiscardHandler), Now: func() time.Time { return now }}, func(e ingest.Event) {
 			if !e.Time.IsZero() && impossibleTime(e.Time, now) {
 				t.Errorf("%s: impossible time %v", e.ID, e.Time)
 			}

@@ -442,3 +442,9 @@ func (s *Source) firstSeen(wf *wfile, place string) bool {
 }
 
 var _ ingest.Source = (*Source)(nil)
+
+// Counters implements ingest.Counted.
+func (s *Source) Counters() ingest.Counters {
+	st := s.Stats()
+	return ingest.Counters{ParseErrors: st.BadRecords + st.BadChunks}
+}

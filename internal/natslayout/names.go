@@ -27,6 +27,12 @@ const (
 	// ActionsBucket is the KV bucket of the actions taken on incidents
 	// (sinks/nomadaction): what to undo, and the rate limit's history.
 	ActionsBucket = "KLAXON_ACTIONS"
+	// RulesBucket is the KV bucket of the rule files the correlator runs
+	// (key RulesKey), from which the sidecars' edge filters learn which
+	// events some rule can use.
+	RulesBucket = "KLAXON_RULES"
+	// RulesKey is the key of the rule files in RulesBucket.
+	RulesKey = "set"
 
 	// EventsPrefix, IncidentsPrefix and DLQPrefix start the subjects of
 	// the three streams.

@@ -65,7 +65,9 @@ type Agent struct {
 // Start starts a dev agent (server and client) when servers is empty,
 // else a client-only agent of those servers ("127.0.0.1:<rpc>"), named
 // name, with the node class class. It is stopped at the test's cleanup.
-func Start(t testing.TB, bin, name, servers, class string) *Agent {
+// extra is added to its configuration (RawExec enables the raw_exec
+// driver).
+func Start(t testing.TB, bin, name, servers, class string, extra ...string) *Agent {
 	t.Helper()
 	dir := t.TempDir()
 	a := &Agent{t: t, Name: name, Dir: dir, HTTP: testkit.FreePort(t), RPC: testkit.FreePort(t), done: make(chan struct{})}
@@ -91,7 +93,8 @@ client {
   node_class = %q
   options { "fingerprint.denylist" = "env_aws,env_gce,env_azure,env_digitalocean" }
 }
-`, name, filepath.Join(dir, "nomad.log"), filepath.Join(dir, "data"), a.HTTP, a.RPC, serf, mode, class)
+%s
+`, name, filepath.Join(dir, "nomad.log"), filepath.Join(dir, "data"), a.HTTP, a.RPC, serf, mode, class, strings.Join(extra, "\n"))
 	cfg := filepath.Join(dir, "agent.hcl")
 	if err := os.WriteFile(cfg, []byte(hcl), 0o644); err != nil {
 		t.Fatal(err)
@@ -111,6 +114,12 @@ client {
 	t.Cleanup(a.Stop)
 	return a
 }
+
+// RawExec is agent configuration that enables the raw_exec driver (tasks
+// run as plain processes; Stop ends those left).
+const RawExec = `plugin "raw_exec" {
+  config { enabled = true }
+}`
 
 // Addr is the agent's HTTP address.
 func (a *Agent) Addr() string { return "http://127.0.0.1:" + strconv.Itoa(a.HTTP) }
@@ -169,10 +178,12 @@ func WaitReady(t testing.TB, c *api.Client, agents ...*Agent) map[string]*api.No
 	return nodes
 }
 
-// Stop ends the agent (SIGINT, SIGKILL after 20s) and unmounts what it
-// leaves under its directory.
+// Stop ends the agent (SIGINT, SIGKILL after 20s) and the task processes
+// it leaves (its descendants, by PID), and unmounts what it leaves under
+// its directory.
 func (a *Agent) Stop() {
 	a.stopOnce.Do(func() {
+		tasks := descendants(a.proc.Process.Pid)
 		if !a.Exited() {
 			_ = a.proc.Process.Signal(syscall.SIGINT)
 			select {
@@ -182,8 +193,44 @@ func (a *Agent) Stop() {
 				<-a.done
 			}
 		}
+		for _, pid := range tasks {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
 		UnmountUnder(a.Dir)
 	})
+}
+
+// descendants lists the processes below pid (from /proc).
+func descendants(pid int) []int {
+	parent := map[int]int{}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces, cut after ')'.
+		s := string(b)
+		if i := strings.LastIndexByte(s, ')'); i >= 0 {
+			if f := strings.Fields(s[i+1:]); len(f) > 1 {
+				parent[p], _ = strconv.Atoi(f[1])
+			}
+		}
+	}
+	var out []int
+	for p := range parent {
+		for q := parent[p]; q > 1; q = parent[q] {
+			if q == pid {
+				out = append(out, p)
+				break
+			}
+		}
+	}
+	return out
 }
 
 // UnmountUnder unmounts what is mounted below dir, deepest first (the

@@ -21,91 +21,26 @@ import (
 type ActionsConfig struct {
 	// NodeEligibility carries out nomad.node.eligibility: the node of an
 	// incident is made ineligible while it fires.
-	NodeEligibility *NodeEligibilityConfig `yaml:"nomad_node_eligibility"`
-}
-
-// NodeEligibilityConfig configures the nomad.node.eligibility action. It
-// talks to Nomad as the top-level nomad block says (address, token, region,
-// TLS, and Nomad's variables for what it leaves out); the token needs
-// node:write.
-type NodeEligibilityConfig struct {
-	// DryRun records what would be done and changes nothing (default true).
-	DryRun *bool `yaml:"dry_run"`
-	// MaxPerHour is how many nodes are made ineligible in a rolling hour at
-	// most, over every klaxon process (default 1).
-	MaxPerHour int `yaml:"max_per_hour"`
-	// KeepEligible is how many other eligible, ready nodes must stay in
-	// the node's pool and in its node class (default 1; 0: no such guard).
-	KeepEligible *int `yaml:"keep_eligible"`
-	// Undo makes the node eligible again when the incident resolves, unless
-	// someone changed its eligibility since (default true).
-	Undo *bool `yaml:"undo"`
-	// SendTimeout bounds one attempt (default 30s) and MaxAttempts the
-	// attempts before the change goes to the dead letters
-	// (klaxon.dlq.action_nomad_node_eligibility; default 8).
-	SendTimeout time.Duration `yaml:"send_timeout"`
-	MaxAttempts int           `yaml:"max_attempts"`
+	NodeEligibility *nomadaction.EligibilityConfig `yaml:"nomad_node_eligibility"`
 }
 
 func (a *ActionsConfig) setDefaults() {
-	n := a.NodeEligibility
-	if n == nil {
-		return
-	}
-	t := true
-	if n.DryRun == nil {
-		n.DryRun = &t
-	}
-	if n.Undo == nil {
-		u := true
-		n.Undo = &u
-	}
-	if n.MaxPerHour == 0 {
-		n.MaxPerHour = nomadaction.DefaultMaxPerHour
-	}
-	if n.KeepEligible == nil {
-		k := nomadaction.DefaultKeepEligible
-		n.KeepEligible = &k
-	}
-	if n.SendTimeout <= 0 {
-		n.SendTimeout = 30 * time.Second
-	}
-	if n.MaxAttempts <= 0 {
-		n.MaxAttempts = 8
+	if a.NodeEligibility != nil {
+		a.NodeEligibility.SetDefaults()
 	}
 }
 
 func (a *ActionsConfig) validate() []error {
-	n := a.NodeEligibility
-	if n == nil {
+	if a.NodeEligibility == nil {
 		return nil
 	}
-	var errs []error
-	if n.MaxPerHour < 0 {
-		errs = append(errs, fmt.Errorf("actions.nomad_node_eligibility.max_per_hour: %d: want at least 1", n.MaxPerHour))
-	}
-	if n.KeepEligible != nil && *n.KeepEligible < 0 {
-		errs = append(errs, fmt.Errorf("actions.nomad_node_eligibility.keep_eligible: %d: must not be negative", *n.KeepEligible))
-	}
-	return errs
-}
-
-// executorConfig is the nomadaction form of the settings.
-func (n *NodeEligibilityConfig) executorConfig(replicas int) nomadaction.Config {
-	keep := nomadaction.DefaultKeepEligible
-	if n.KeepEligible != nil {
-		keep = *n.KeepEligible
-		if keep == 0 {
-			keep = -1 // nomadaction: negative is none
-		}
-	}
-	return nomadaction.Config{DryRun: n.DryRun, Undo: n.Undo, MaxPerHour: n.MaxPerHour, KeepEligible: keep, Replicas: replicas}
+	return a.NodeEligibility.Validate("actions.nomad_node_eligibility")
 }
 
 // startActions runs the configured actions as sinks: each has its own
 // durable consumer on KLAXON_INCIDENTS through a dispatcher (silences do
 // not hold actions back: a silence mutes pages, not the guard).
-func startActions(ctx context.Context, cfg *Config, b *bus.Bus, met *metrics, log *slog.Logger, wg *sync.WaitGroup) ([]sinks.Sink, error) {
+func startActions(ctx context.Context, cfg *Config, b *bus.Bus, met *sinks.Metrics, log *slog.Logger, wg *sync.WaitGroup) ([]sinks.Sink, error) {
 	n := cfg.Actions.NodeEligibility
 	if n == nil {
 		return nil, nil
@@ -114,12 +49,12 @@ func startActions(ctx context.Context, cfg *Config, b *bus.Bus, met *metrics, lo
 	if err != nil {
 		return nil, fmt.Errorf("actions.nomad_node_eligibility: nomad client: %w", err)
 	}
-	ex, err := nomadaction.New(ctx, n.executorConfig(cfg.NATS.Replicas), c.Nodes(), b.JS, log)
+	ex, err := nomadaction.New(ctx, n.ExecutorConfig(cfg.NATS.Replicas), c.Nodes(), b.JS, log)
 	if err != nil {
 		return nil, fmt.Errorf("actions.nomad_node_eligibility: %w", err)
 	}
 	d := sinks.NewDispatcher(b.JS, ex, sinks.DispatcherConfig{SendTimeout: n.SendTimeout, MaxAttempts: n.MaxAttempts}, log)
-	met.dispatch = append(met.dispatch, namedDispatcher{ex.Name(), d})
+	met.Add(ex.Name(), d)
 	log.Info("action nomad.node.eligibility armed", "dry_run", *n.DryRun, "max_per_hour", n.MaxPerHour,
 		"keep_eligible", *n.KeepEligible, "undo", *n.Undo, "nomad", cfg.Nomad.Address)
 	wg.Add(1)

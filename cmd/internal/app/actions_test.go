@@ -30,12 +30,12 @@ func TestActionsConfig(t *testing.T) {
 	if n == nil || !*n.DryRun || !*n.Undo || n.MaxPerHour != 1 || *n.KeepEligible != 1 {
 		t.Fatalf("defaults %+v", n)
 	}
-	if ec := n.executorConfig(1); ec.KeepEligible != 1 || !*ec.DryRun {
+	if ec := n.ExecutorConfig(1); ec.KeepEligible != 1 || !*ec.DryRun {
 		t.Errorf("executor config %+v", ec)
 	}
 	zero := 0
 	n.KeepEligible = &zero
-	if ec := n.executorConfig(1); ec.KeepEligible >= 0 {
+	if ec := n.ExecutorConfig(1); ec.KeepEligible >= 0 {
 		t.Errorf("keep_eligible 0 is not 'no guard': %+v", ec)
 	}
 	_, err = ParseConfig(filepath.Join(dir, "k.yaml"), []byte("node: n\nactions:\n  nomad_node_eligibility: {max_per_hour: -1, keep_eligible: -2}\n"))

@@ -19,7 +19,10 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/klaxon-dev/klaxon/cmd/internal/bus"
+	"github.com/klaxon-dev/klaxon/cmd/internal/httpapi"
+	"github.com/klaxon-dev/klaxon/cmd/internal/sinkconfig"
 	"github.com/klaxon-dev/klaxon/correlate"
+	"github.com/klaxon-dev/klaxon/correlate/durable"
 	"github.com/klaxon-dev/klaxon/ingest"
 	"github.com/klaxon-dev/klaxon/ingest/journald"
 	"github.com/klaxon-dev/klaxon/ingest/nomadapi"
@@ -43,14 +46,14 @@ type Config struct {
 	// Sources lists the inputs.
 	Sources SourcesConfig `yaml:"sources"`
 	// Sinks lists where incidents go.
-	Sinks []SinkConfig `yaml:"sinks"`
+	Sinks []sinkconfig.Sink `yaml:"sinks"`
 	// Actions configures the actions rules may name (actions.go); each is
 	// off unless configured.
 	Actions ActionsConfig `yaml:"actions"`
 	// Correlator tunes the correlator.
 	Correlator CorrelatorConfig `yaml:"correlator"`
 	// HTTP is klaxon's own endpoint (metrics, health, reload).
-	HTTP HTTPConfig `yaml:"http"`
+	HTTP httpapi.Config `yaml:"http"`
 	// ShutdownTimeout bounds the orderly shutdown (default 15s).
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 
@@ -177,6 +180,10 @@ type SourcesConfig struct {
 	// WindowsFacts publishes the node's desktop heap size (Windows only,
 	// on by default there; actions.go).
 	WindowsFacts *WindowsFactsConfig `yaml:"windows_facts"`
+	// EdgeFilter publishes only the events some rule the correlator runs
+	// can use (cmd/internal/rulesync: the rules reach the sidecars through
+	// the KLAXON_RULES bucket). Off: every event is published.
+	EdgeFilter bool `yaml:"edge_filter"`
 }
 
 // WinEvtLiveConfig is the live Windows Event Log subscription.
@@ -294,6 +301,15 @@ type CorrelatorConfig struct {
 
 	// nomadUI is nomad.ui_url's base for the incidents' links ("": none).
 	nomadUI string
+}
+
+// durable is the durable correlators' form of the settings.
+func (c CorrelatorConfig) durable() durable.Config {
+	return durable.Config{
+		UpdateInterval: c.UpdateInterval, MaxEvidence: c.MaxEvidence, SnapshotInterval: c.SnapshotInterval,
+		CheckpointMaxAge: c.CheckpointMaxAge, Lateness: c.Lateness, Idle: c.Idle,
+		Partition: c.Partition, LeaseTTL: c.LeaseTTL, NomadUI: c.nomadUI,
+	}
 }
 
 // LoadConfig reads and validates a config file. Unknown keys are errors
@@ -429,10 +445,10 @@ func (c *Config) SetDefaults() {
 	c.Sources.windowsFactsDefaults()
 	c.Actions.setDefaults()
 	if len(c.Sinks) == 0 {
-		c.Sinks = []SinkConfig{{Type: "stdout"}}
+		c.Sinks = []sinkconfig.Sink{{Type: sinkconfig.TypeStdout}}
 	}
 	for i := range c.Sinks {
-		c.Sinks[i].setDefaults(rel)
+		c.Sinks[i].SetDefaults(rel)
 	}
 	if c.Correlator.UpdateInterval <= 0 {
 		c.Correlator.UpdateInterval = correlate.DefaultUpdateInterval
@@ -444,7 +460,7 @@ func (c *Config) SetDefaults() {
 		c.Correlator.SnapshotInterval = time.Second
 	}
 	if c.Correlator.CheckpointMaxAge <= 0 {
-		c.Correlator.CheckpointMaxAge = defaultCheckpointMaxAge
+		c.Correlator.CheckpointMaxAge = durable.DefaultCheckpointMaxAge
 	}
 	if c.Correlator.Lateness <= 0 {
 		c.Correlator.Lateness = 5 * time.Second
@@ -510,7 +526,7 @@ func (c *Config) Validate() error {
 	}
 	names := map[string]bool{}
 	for i, s := range c.Sinks {
-		if err := s.validate(i, !c.noSecrets); err != nil {
+		if err := s.Validate(i, !c.noSecrets); err != nil {
 			errs = append(errs, err)
 		}
 		if names[s.Name] {
@@ -520,7 +536,7 @@ func (c *Config) Validate() error {
 	}
 	errs = append(errs, c.Sources.validateWindowsFacts()...)
 	errs = append(errs, c.Actions.validate()...)
-	if c.HTTP.Listen != "off" && !isLoopbackListen(c.HTTP.Listen) && !c.HTTP.Token.IsSet() {
+	if c.HTTP.Listen != "off" && !httpapi.IsLoopbackListen(c.HTTP.Listen) && !c.HTTP.Token.IsSet() {
 		errs = append(errs, fmt.Errorf("http.token: required when http.listen (%s) is not a loopback address", c.HTTP.Listen))
 	}
 	if p := c.Correlator.Partition; p != nil && (*p < 0 || (c.Correlator.Partitions > 0 && *p >= c.Correlator.Partitions)) {

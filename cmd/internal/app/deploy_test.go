@@ -27,6 +27,7 @@ import (
 	"github.com/zclconf/go-cty/cty"
 	"gopkg.in/yaml.v3"
 
+	"github.com/klaxon-dev/klaxon/cmd/internal/httpapi"
 	"github.com/klaxon-dev/klaxon/internal/externaltest"
 )
 
@@ -602,7 +603,7 @@ func TestDeployConfigs(t *testing.T) {
 			default:
 				t.Errorf("unexpected example %s", f)
 			}
-			if !isLoopbackListen(cfg.HTTP.Listen) {
+			if !httpapi.IsLoopbackListen(cfg.HTTP.Listen) {
 				t.Errorf("http.listen %q: examples bind loopback", cfg.HTTP.Listen)
 			}
 		})

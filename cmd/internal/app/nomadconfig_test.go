@@ -19,6 +19,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/klaxon-dev/klaxon/ingest/nomadapi"
 )
 
 // nomadVars are the variables nomad/api's DefaultConfig reads.
@@ -265,7 +267,7 @@ func TestAgentNodeNameTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n, err := agentNodeName(cfg.Nomad); err != nil || n != "tls-node" {
+	if n, err := nomadapi.NodeName(cfg.Nomad.apiConfig()); err != nil || n != "tls-node" {
 		t.Fatalf("node name over TLS from the variables: %q, %v", n, err)
 	}
 
@@ -282,7 +284,7 @@ func TestAgentNodeNameTLS(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, err = agentNodeName(cfg.Nomad)
+			_, err = nomadapi.NodeName(cfg.Nomad.apiConfig())
 			want := map[string]string{"wrong CA": "NOMAD_CACERT", "no client certificate": "NOMAD_CLIENT_CERT"}[name]
 			if err == nil || !strings.Contains(err.Error(), srv.URL) || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "TLSTOKEN") {
 				t.Errorf("error %v: want the address %s and %s, no token", err, srv.URL, want)

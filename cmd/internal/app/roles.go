@@ -5,20 +5,27 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/klaxon-dev/klaxon/cmd/internal/bus"
+	"github.com/klaxon-dev/klaxon/cmd/internal/httpapi"
+	"github.com/klaxon-dev/klaxon/cmd/internal/ingestrole"
+	"github.com/klaxon-dev/klaxon/cmd/internal/rulesync"
+	"github.com/klaxon-dev/klaxon/correlate/durable"
 	"github.com/klaxon-dev/klaxon/ingest"
 	"github.com/klaxon-dev/klaxon/ingest/journald"
 	"github.com/klaxon-dev/klaxon/ingest/nomadalloc"
+	"github.com/klaxon-dev/klaxon/ingest/nomadapi"
 	"github.com/klaxon-dev/klaxon/ingest/nomadevents"
 	"github.com/klaxon-dev/klaxon/ingest/nomadlog"
 	"github.com/klaxon-dev/klaxon/ingest/winevt"
 	"github.com/klaxon-dev/klaxon/rules"
 	"github.com/klaxon-dev/klaxon/sinks"
+	"github.com/klaxon-dev/klaxon/sinks/silence"
 )
 
 // roleSet says which roles a process runs.
@@ -104,10 +111,8 @@ func runRoles(ctx context.Context, cfg *Config, opts Options, r roleSet) error {
 		return err
 	}
 	met := newMetrics()
-	met.bus = b
-	if set != nil {
-		met.ruleErrors = set.Errors
-	}
+	met.bus.SetBus(b)
+	met.sinks.WatchDLQ(b.JS, b.NC.IsConnected, log)
 	// undo runs the cleanups of what started, last first, after an error.
 	var cleanups []func()
 	undo := func(err error) error {
@@ -130,23 +135,28 @@ func runRoles(ctx context.Context, cfg *Config, opts Options, r roleSet) error {
 	cleanups = append(cleanups, stopSinks)
 	var sinkWG sync.WaitGroup
 	var built []sinks.Sink
-	var corr *correlators
+	var sil *silence.Store
+	var corr *durable.Correlators
 	corrDone := make(chan error, 1)
 	stopCorr := func() {}
 	stopWatch := func() {}
 	var reload func() error
 	if r.correlate {
-		if built, err = startSinks(sinkCtx, cfg, b, opts.Stdout, met, log, &sinkWG); err != nil {
+		if built, sil, err = startSinks(sinkCtx, cfg, b, opts.Stdout, met.sinks, log, &sinkWG); err != nil {
 			return undo(err)
 		}
-		if corr, err = newCorrelators(ctx, b, set, cfg.Correlator, opts.Now, log, met); err != nil {
+		if corr, err = newCorrelators(ctx, b, set, cfg.Correlator, opts.Now, log, met.corr); err != nil {
 			return undo(err)
 		}
 		var corrCtx context.Context
 		corrCtx, stopCorr = context.WithCancel(context.Background())
 		cleanups = append(cleanups, stopCorr)
-		go func() { corrDone <- corr.run(corrCtx) }()
-		reload, stopWatch = watchRules(cfg.RulesDir, corr.SetRules, opts.Reload, log)
+		go func() { corrDone <- corr.Run(corrCtx) }()
+		rulesync.Distribute(ctx, b.JS, set, log) // the sidecars' edge filters follow it
+		reload, stopWatch = rules.WatchDir(cfg.RulesDir, func(s *rules.Set) {
+			corr.SetRules(s)
+			rulesync.Distribute(ctx, b.JS, s, log)
+		}, opts.Reload, log)
 		cleanups = append(cleanups, stopWatch)
 	} else {
 		close(corrDone)
@@ -154,45 +164,45 @@ func runRoles(ctx context.Context, cfg *Config, opts Options, r roleSet) error {
 	}
 
 	// Sources → publisher.
-	var ing *ingestRole
+	var ing *ingestrole.Role
 	if r.ingest {
 		if ing, err = newIngestRole(cfg, node, opts.Now, met, log); err != nil {
 			return undo(err)
 		}
-		ing.startSources()
-		cleanups = append(cleanups, ing.stopSources)
+		srcCtx := ing.StartSources()
+		cleanups = append(cleanups, ing.StopSources)
 		if !agentAnswered && cfg.Node == "" && cfg.Nomad.Address != "" {
 			// Asked until it answers: then the host name is an alias of
 			// the agent's node name, and events are labelled with it.
-			go askNodeName(ing.srcCtx, cfg.Nomad, node, ing.ident, log)
+			go nomadapi.LearnNodeName(srcCtx, cfg.Nomad.apiConfig(), node, ing.Identity(), log)
 		}
 	}
 
 	httpCtx, stopHTTP := context.WithCancel(context.Background())
 	defer stopHTTP()
-	paths := "/metrics /healthz /readyz"
-	if r.correlate {
-		met.mountWebView(httpCtx, b, set, cfg, opts.Now, log)
-		paths = "/metrics /healthz /readyz POST /-/reload, web view on /"
-	}
-	addr, err := met.serveHTTP(httpCtx, cfg.HTTP, reload, log)
-	if err != nil {
+	if err := serveHTTP(httpCtx, cfg, b, set, met, sil, reload, r.correlate, opts.Now, log); err != nil {
 		return undo(err)
 	}
-	if addr != "" {
-		log.Info("http endpoint", "addr", addr, "paths", paths)
-	}
 	if ing != nil {
-		ing.startPublisher(b)
+		var po bus.PublisherOptions
+		if cfg.Sources.EdgeFilter {
+			f := rulesync.NewFilter(log)
+			met.reg.MustRegister(f.Collectors()...)
+			go f.Follow(httpCtx, b.JS)
+			po.Keep = f.Keep
+		}
+		pub := b.NewPublisher(log, po)
+		met.bus.SetPublisher(pub)
+		ing.StartPublisher(pub)
 	}
 
-	met.ready.Store(true)
+	met.ready.Set(true)
 	if opts.Ready != nil {
 		close(opts.Ready)
 	}
 	<-ctx.Done()
 	log.Info("shutting down")
-	met.ready.Store(false)
+	met.ready.Set(false)
 	deadline := time.Now().Add(cfg.ShutdownTimeout)
 	wait := func(name string, done <-chan struct{}) {
 		select {
@@ -203,7 +213,7 @@ func runRoles(ctx context.Context, cfg *Config, opts Options, r roleSet) error {
 	}
 	// 1. sources, 2. publisher: everything read is stored and committed
 	if ing != nil {
-		ing.stop(wait)
+		ing.Stop(wait)
 	}
 	// 3. correlator: process what is delivered, snapshot
 	stopWatch()
@@ -222,6 +232,46 @@ func runRoles(ctx context.Context, cfg *Config, opts Options, r roleSet) error {
 	return nil
 }
 
+// serveHTTP runs the HTTP endpoint until ctx is done: metrics, health and
+// reload, and with the correlate role the web view, the silences and the
+// dead letters.
+func serveHTTP(ctx context.Context, cfg *Config, b *bus.Bus, set *rules.Set, met *metrics, sil *silence.Store, reload func() error, correlate bool, now func() time.Time, log *slog.Logger) error {
+	paths := "/metrics /healthz /readyz"
+	var mount func(*http.ServeMux)
+	if correlate {
+		mount = webView(ctx, b, set, met.corr, sil, cfg, now, log)
+		paths = "/metrics /healthz /readyz POST /-/reload, web view on /"
+	}
+	addr, err := httpapi.Serve(ctx, cfg.HTTP, httpapi.Options{
+		Gatherer: met.reg, Ready: met.ready.Ready, Reload: reload, Mount: mount,
+		Silences: sil, JS: b.JS, SinkNames: met.sinks.Names, Now: time.Now, Log: log,
+	})
+	if err != nil {
+		return err
+	}
+	if addr != "" {
+		log.Info("http endpoint", "addr", addr, "paths", paths)
+	}
+	return nil
+}
+
+// newCorrelators makes the durable correlators of the partitions of
+// KLAXON_EVENTS this process may hold: with leases on an external NATS
+// cluster, all of them without on the embedded server.
+func newCorrelators(ctx context.Context, b *bus.Bus, set *rules.Set, cfg CorrelatorConfig, now func() time.Time, log *slog.Logger, met *durable.Metrics) (*durable.Correlators, error) {
+	n, err := b.Partitions(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("correlator: %w", err)
+	}
+	o := durable.Options{JS: b.JS, Partitions: n, Rules: set, Now: now, Log: log, Metrics: met}
+	if !b.Embedded() {
+		if o.Leases, err = b.Leases(ctx); err != nil {
+			return nil, fmt.Errorf("correlator: %w", err)
+		}
+	}
+	return durable.New(cfg.durable(), o)
+}
+
 func ruleCount(set *rules.Set) int {
 	if set == nil {
 		return 0
@@ -229,76 +279,14 @@ func ruleCount(set *rules.Set) int {
 	return len(set.Rules)
 }
 
-// watchRules reloads the rules on file changes and on reload requests,
-// handing good sets to apply. It returns the reload function of POST
-// /-/reload and the function that stops watching.
-func watchRules(dir string, apply func(*rules.Set), requests <-chan struct{}, log *slog.Logger) (reload func() error, stop func()) {
-	watcher, err := rules.NewWatcher(dir, log, apply, func(err error) {
-		log.Error("rules not reloaded; the running rules stay in place", "err", err)
-	})
-	if err != nil {
-		log.Warn("rule file watching unavailable; reload with SIGHUP", "err", err)
-	}
-	ctx, stop := context.WithCancel(context.Background())
-	if watcher != nil {
-		go func() { _ = watcher.Run(ctx) }()
-	}
-	reload = func() error {
-		if watcher != nil {
-			return watcher.Reload()
-		}
-		s, err := rules.LoadDir(dir)
-		if err != nil {
-			return err
-		}
-		apply(s)
-		return nil
-	}
-	go func() {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-requests:
-				if err := reload(); err != nil {
-					log.Error("rules not reloaded; the running rules stay in place", "err", err)
-				}
-			}
-		}
-	}()
-	return reload, stop
-}
-
-// ingestRole is the sources feeding the publisher.
-type ingestRole struct {
-	log     *slog.Logger
-	now     func() time.Time
-	met     *metrics
-	cps     *ingest.Checkpoints
-	sources []ingest.Source
-	events  chan ingest.Event
-	// ident is the sources' shared node identity map.
-	ident *ingest.Identity
-	// allocs gives log lines the job of their allocation.
-	allocs *nomadalloc.Cache
-
-	srcCtx      context.Context
-	stopSources context.CancelFunc
-	srcWG       sync.WaitGroup
-	stopPub     context.CancelFunc
-	pubDone     chan error
-}
-
 // newIngestRole opens the checkpoints and builds the configured sources.
-func newIngestRole(cfg *Config, node string, now func() time.Time, met *metrics, log *slog.Logger) (*ingestRole, error) {
+func newIngestRole(cfg *Config, node string, now func() time.Time, met *metrics, log *slog.Logger) (*ingestrole.Role, error) {
 	cps, err := ingest.OpenCheckpoints(filepath.Join(cfg.DataDir, "checkpoints.json"))
 	if err != nil {
 		return nil, err
 	}
-	ir := &ingestRole{log: log, now: now, met: met, cps: cps, events: make(chan ingest.Event, 1024)}
 	ident := ingest.NewIdentity()
-	ir.ident = ident
-	ir.allocs = newAllocCache(cfg, log)
+	ir := ingestrole.Config{Checkpoints: cps, Identity: ident, Allocs: newAllocCache(cfg, log), Metrics: met.src, Now: now, Log: log}
 	for _, sc := range cfg.Sources.NomadLog {
 		n := node
 		if sc.Node != "" {
@@ -312,7 +300,7 @@ func newIngestRole(cfg *Config, node string, now func() time.Time, met *metrics,
 		if err != nil {
 			return nil, err
 		}
-		ir.sources = append(ir.sources, t)
+		ir.Sources = append(ir.Sources, t)
 	}
 	for i, sc := range cfg.Sources.Journald {
 		s, err := journald.New(journald.Config{
@@ -323,7 +311,7 @@ func newIngestRole(cfg *Config, node string, now func() time.Time, met *metrics,
 		if err != nil {
 			return nil, fmt.Errorf("sources.journald[%d]: %w", i, err)
 		}
-		ir.sources = append(ir.sources, s)
+		ir.Sources = append(ir.Sources, s)
 	}
 	for _, sc := range cfg.Sources.NomadEvents {
 		ncfg := nomadevents.Config{
@@ -336,59 +324,31 @@ func newIngestRole(cfg *Config, node string, now func() time.Time, met *metrics,
 		if err != nil {
 			return nil, err
 		}
-		ir.sources = append(ir.sources, s)
+		ir.Sources = append(ir.Sources, s)
 	}
 	for _, sc := range cfg.Sources.WinEvtFiles {
 		s, err := winevt.New(winevt.Config{Paths: sc.Paths, ReadFrom: sc.ReadFrom, PollInterval: sc.PollInterval, Checkpoints: cps, Identity: ident}, log)
 		if err != nil {
 			return nil, err
 		}
-		ir.sources = append(ir.sources, s)
+		ir.Sources = append(ir.Sources, s)
 	}
 	if wc := cfg.Sources.WinEvt; wc != nil {
 		s, err := winevt.NewLive(winevt.LiveConfig{Channels: wc.Channels, Query: wc.Query, Checkpoints: cps, Identity: ident}, log)
 		if err != nil {
 			return nil, fmt.Errorf("sources.winevt: %w", err)
 		}
-		ir.sources = append(ir.sources, s)
+		ir.Sources = append(ir.Sources, s)
 	}
 	wf, err := windowsFactsSources(cfg, node, cps, now, log)
 	if err != nil {
 		return nil, err
 	}
-	ir.sources = append(ir.sources, wf...)
-	if len(ir.sources) == 0 {
+	ir.Sources = append(ir.Sources, wf...)
+	if len(ir.Sources) == 0 {
 		log.Warn("no sources configured (sources: nomad_log, journald, nomad_events, winevt_files, winevt)")
 	}
-	return ir, nil
-}
-
-// startSources runs every source, each through its meter into events.
-func (ir *ingestRole) startSources() {
-	ir.srcCtx, ir.stopSources = context.WithCancel(context.Background())
-	ir.met.cps = ir.cps
-	for _, s := range ir.sources {
-		meter := &sourceMeter{src: s, observe: ir.observe}
-		ir.met.sources = append(ir.met.sources, meter)
-		own := make(chan ingest.Event, 256)
-		ir.srcWG.Add(1)
-		go func() {
-			defer ir.srcWG.Done()
-			done := make(chan struct{})
-			go func() { meter.forward(own, ir.events, ir.now); close(done) }()
-			if err := s.Run(ir.srcCtx, own); err != nil && ir.srcCtx.Err() == nil {
-				ir.log.Error("source stopped", "source", s.Name(), "err", err)
-			}
-			close(own)
-			<-done
-		}()
-	}
-}
-
-// observe gives an event what the ingest role knows beyond its source:
-// the job of the allocation a log line names.
-func (ir *ingestRole) observe(ev *ingest.Event) {
-	ir.allocs.Observe(ir.srcCtx, ev)
+	return ingestrole.New(ir), nil
 }
 
 // newAllocCache learns allocations' jobs from the event stream and asks
@@ -410,34 +370,4 @@ func newAllocCache(cfg *Config, log *slog.Logger) *nomadalloc.Cache {
 		}
 	}
 	return nomadalloc.New(acfg)
-}
-
-// startPublisher publishes the events into KLAXON_EVENTS.
-func (ir *ingestRole) startPublisher(b *bus.Bus) {
-	pub := b.NewPublisher(ir.log, bus.PublisherOptions{})
-	ir.met.publisher = pub
-	var pubCtx context.Context
-	pubCtx, ir.stopPub = context.WithCancel(context.Background())
-	ir.pubDone = make(chan error, 1)
-	go func() { ir.pubDone <- pub.Run(pubCtx, ir.events) }()
-}
-
-// stop stops the sources, lets the publisher store and commit everything
-// read, and saves the checkpoints.
-func (ir *ingestRole) stop(wait func(string, <-chan struct{})) {
-	ir.stopSources()
-	wait("sources", waitGroupDone(&ir.srcWG))
-	close(ir.events)
-	pubStopped := make(chan struct{})
-	go func() {
-		if err := <-ir.pubDone; err != nil && !errors.Is(err, context.Canceled) {
-			ir.log.Warn("publisher", "err", err)
-		}
-		close(pubStopped)
-	}()
-	wait("publisher", pubStopped)
-	ir.stopPub()
-	if err := ir.cps.Flush(); err != nil {
-		ir.log.Error("checkpoints not saved", "err", err)
-	}
 }

@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"errors"
 	"io"
 	"log/slog"
 	"os"
@@ -12,10 +11,11 @@ import (
 	nomad "github.com/hashicorp/nomad/api"
 
 	"github.com/klaxon-dev/klaxon/cmd/internal/bus"
+	"github.com/klaxon-dev/klaxon/cmd/internal/sinkconfig"
 	"github.com/klaxon-dev/klaxon/ingest"
 	"github.com/klaxon-dev/klaxon/ingest/nomadapi"
-	"github.com/klaxon-dev/klaxon/internal/backoff"
 	"github.com/klaxon-dev/klaxon/sinks"
+	"github.com/klaxon-dev/klaxon/sinks/silence"
 )
 
 // Options are the process-level inputs of Run.
@@ -40,25 +40,24 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 
 // startSinks builds every configured sink and runs a dispatcher for each
 // until ctx is done (wg counts them). On an error the caller cancels ctx.
-func startSinks(ctx context.Context, cfg *Config, b *bus.Bus, w io.Writer, met *metrics, log *slog.Logger, wg *sync.WaitGroup) ([]sinks.Sink, error) {
+func startSinks(ctx context.Context, cfg *Config, b *bus.Bus, w io.Writer, met *sinks.Metrics, log *slog.Logger, wg *sync.WaitGroup) ([]sinks.Sink, *silence.Store, error) {
 	sil, err := openSilences(ctx, b, log)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	met.silences = sil
 	var built []sinks.Sink
 	for i, sc := range cfg.Sinks {
-		s, dc, err := buildSink(i, sc, sinkEnv{stdout: w, nc: b.NC, log: log})
+		s, dc, err := sinkconfig.Build(i, sc, sinkconfig.Env{Stdout: w, NC: b.NC, Log: log})
 		if err != nil {
 			for _, s := range built {
 				_ = s.Close()
 			}
-			return nil, err
+			return nil, nil, err
 		}
 		built = append(built, s)
 		dc.Silencer = sil
 		d := sinks.NewDispatcher(b.JS, s, dc, log)
-		met.dispatch = append(met.dispatch, namedDispatcher{s.Name(), d})
+		met.Add(s.Name(), d)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -72,9 +71,22 @@ func startSinks(ctx context.Context, cfg *Config, b *bus.Bus, w io.Writer, met *
 		for _, s := range built {
 			_ = s.Close()
 		}
+		return nil, nil, err
+	}
+	return append(built, acts...), sil, nil
+}
+
+// openSilences opens the silences bucket and follows it until ctx is done:
+// the dispatchers ask it which incident changes are muted.
+func openSilences(ctx context.Context, b *bus.Bus, log *slog.Logger) (*silence.Store, error) {
+	st, err := silence.Open(ctx, b.JS, log)
+	if err != nil {
 		return nil, err
 	}
-	return append(built, acts...), nil
+	if err := st.Start(ctx); err != nil {
+		return nil, err
+	}
+	return st, nil
 }
 
 func waitGroupDone(wg *sync.WaitGroup) <-chan struct{} {
@@ -91,7 +103,7 @@ func resolveNode(cfg *Config, log *slog.Logger) (node string, agentAnswered bool
 	}
 	h, _ := os.Hostname()
 	if cfg.Nomad.Address != "" {
-		if n, err := agentNodeName(cfg.Nomad); err == nil && n != "" {
+		if n, err := nomadapi.NodeName(cfg.Nomad.apiConfig()); err == nil && n != "" {
 			return ingest.CanonicalHost(n), true
 		} else if err != nil {
 			log.Warn("node name from the Nomad agent unavailable; using the host name until the agent answers", "addr", cfg.Nomad.Address, "host", ingest.CanonicalHost(h), "err", err)
@@ -100,51 +112,10 @@ func resolveNode(cfg *Config, log *slog.Logger) (node string, agentAnswered bool
 	return ingest.CanonicalHost(h), false
 }
 
-// askNodeName asks the agent for its node name until it answers (with a
-// growing delay, up to a minute) and then makes host an alias of it: events
-// labelled with the host name so far are labelled with the node's name.
-func askNodeName(ctx context.Context, nc NomadConfig, host string, ident *ingest.Identity, log *slog.Logger) {
-	bo := backoff.New(time.Second, time.Minute)
-	for attempt := 1; ; attempt++ {
-		if !backoff.Sleep(ctx, bo.Next()) {
-			return
-		}
-		n, err := agentNodeName(nc)
-		if err != nil || n == "" {
-			continue
-		}
-		name := ingest.CanonicalHost(n)
-		ident.Learn("", name, host)
-		log.Info("node name from the Nomad agent", "node", name, "was", host, "attempts", attempt)
-		return
-	}
-}
-
 // nomadClient is a client of the Nomad agent nc names: nomad/api's
 // DefaultConfig (the NOMAD_* variables) with nc on top (TLS, region,
 // namespace and unix:// sockets included). It has no overall timeout:
 // requests are bounded by their context.
 func nomadClient(nc NomadConfig) (*nomad.Client, error) {
 	return nomadapi.NewClient(nc.apiConfig())
-}
-
-func agentNodeName(nc NomadConfig) (string, error) {
-	c, err := nomadClient(nc)
-	if err != nil {
-		return "", err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	var self nomad.AgentSelf
-	if _, err := c.Raw().Query("/v1/agent/self", &self, (&nomad.QueryOptions{}).WithContext(ctx)); err != nil {
-		// A proxy in front of the agent may echo the request: no token in logs.
-		return "", errors.New(sinks.Scrub(nomadapi.Explain(nc.Address, err).Error(), nc.Token.Reveal()))
-	}
-	if n, ok := self.Config["NodeName"].(string); ok && n != "" {
-		return n, nil
-	}
-	if n, ok := self.Stats["client"]["node_name"]; ok {
-		return n, nil
-	}
-	return self.Member.Name, nil
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/klaxon-dev/klaxon/ingest"
+	"github.com/klaxon-dev/klaxon/ingest/nomadapi"
 	"github.com/klaxon-dev/klaxon/internal/winetest"
 )
 
@@ -167,7 +168,7 @@ func TestAskNodeNameUntilTheAgentAnswers(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan struct{})
-	go func() { askNodeName(ctx, cfg.Nomad, host, ident, quiet()); close(done) }()
+	go func() { nomadapi.LearnNodeName(ctx, cfg.Nomad.apiConfig(), host, ident, quiet()); close(done) }()
 	waitUntil(t, 10*time.Second, "a second question to the agent", func() bool { return asked.Load() >= 2 })
 	if got := ident.Resolve(host); got != host {
 		t.Fatalf("host resolves to %q before the agent answered", got)

@@ -7,6 +7,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/klaxon-dev/klaxon/cmd/internal/sinkconfig"
 	"github.com/klaxon-dev/klaxon/sinks"
 )
 
@@ -22,7 +23,7 @@ func (c *Config) ShowYAML() ([]byte, error) {
 	if cp.NATS.Replicas == 0 {
 		cp.NATS.Replicas = c.BusConfig().Replicas
 	}
-	cp.Sinks = make([]SinkConfig, len(c.Sinks))
+	cp.Sinks = make([]sinkconfig.Sink, len(c.Sinks))
 	for i, s := range c.Sinks {
 		if s.Webhook != nil {
 			w := *s.Webhook

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/klaxon-dev/klaxon/cmd/internal/sinkconfig"
 	"github.com/klaxon-dev/klaxon/correlate"
 	"github.com/klaxon-dev/klaxon/sinks/pagerduty"
 )
@@ -222,7 +223,7 @@ sinks:
 	}
 
 	// Routing and throttling reach the dispatcher.
-	dc, err := s[2].dispatcherConfig()
+	dc, err := s[2].DispatcherConfig()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,15 +243,15 @@ sinks:
 			t.Errorf("route of %+v: %v, want %v", tc.in, got, tc.want)
 		}
 	}
-	if dc, _ := s[0].dispatcherConfig(); dc.Throttle != nil || !dc.Route.Match(correlate.Incident{Severity: "info"}) {
+	if dc, _ := s[0].DispatcherConfig(); dc.Throttle != nil || !dc.Route.Match(correlate.Incident{Severity: "info"}) {
 		t.Errorf("stdout dispatcher %+v", dc)
 	}
 
 	// The sinks build, each of its package's type; the secret files and
 	// variables are read.
-	env := sinkEnv{stdout: os.Stdout, log: quiet()}
+	env := sinkconfig.Env{Stdout: os.Stdout, Log: quiet()}
 	for i, want := range []string{"*stdout.Sink", "*file.Sink", "*pagerduty.Sink", "*slack.Sink", "*webhook.Sink", "*alertmanager.Sink"} {
-		sk, _, err := buildSink(i, s[i], env)
+		sk, _, err := sinkconfig.Build(i, s[i], env)
 		if err != nil {
 			t.Fatalf("sinks[%d]: %v", i, err)
 		}
@@ -259,7 +260,7 @@ sinks:
 		}
 		sk.Close()
 	}
-	if _, _, err := buildSink(6, s[6], env); err == nil {
+	if _, _, err := sinkconfig.Build(6, s[6], env); err == nil {
 		t.Error("a nats sink without a connection built")
 	}
 	if s[5].Alertmanager.URLs[0] != "http://127.0.0.1:9093/" {

@@ -297,6 +297,13 @@ func (b *Bus) ensure(ctx context.Context) error {
 			Storage:     jetstream.FileStorage,
 			Replicas:    c.Replicas,
 		},
+		{
+			Bucket:      natslayout.RulesBucket,
+			Description: "klaxon rules the correlator runs, for the sidecars' edge filters",
+			History:     1,
+			Storage:     jetstream.FileStorage,
+			Replicas:    c.Replicas,
+		},
 	}
 	for _, kc := range buckets {
 		if _, err := b.JS.CreateOrUpdateKeyValue(ctx, kc); err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -200,6 +201,69 @@ func TestCommitOrder(t *testing.T) {
 	}
 	if st := p.Stats(); st.Published != uint64(n) {
 		t.Errorf("stats = %+v", st)
+	}
+}
+
+// TestPublisherKeep: the events Keep leaves out are not stored and are
+// committed in their turn: never before an event emitted earlier is stored.
+func TestPublisherKeep(t *testing.T) {
+	b := openEmbedded(t, Config{})
+	ctx := testContext(t)
+	stream, err := b.JS.Stream(ctx, natslayout.EventsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 3000
+	var (
+		mu    sync.Mutex
+		order []int
+		errs  []string
+	)
+	in := make(chan ingest.Event, n)
+	for i := range n {
+		ev := testEvent(i, fmt.Sprintf("node-%d", i%5))
+		ev.Commit = func() {
+			mu.Lock()
+			defer mu.Unlock()
+			order = append(order, i)
+			if i%3 != 0 || i == 0 {
+				return
+			}
+			// A left-out event commits only after the kept one before it
+			// is stored.
+			prev := testEvent(i-1, fmt.Sprintf("node-%d", (i-1)%5))
+			info, err := stream.Info(ctx)
+			if err != nil {
+				errs = append(errs, err.Error())
+			} else if want := uint64(i - i/3); info.State.Msgs < want {
+				errs = append(errs, fmt.Sprintf("event %d committed with %d messages stored, want ≥ %d (%s)", i, info.State.Msgs, want, prev.ID))
+			}
+		}
+		in <- ev
+	}
+	close(in)
+	p := b.NewPublisher(newTestLogger(t), PublisherOptions{Keep: func(ev *ingest.Event) bool {
+		var i int
+		fmt.Sscanf(ev.ID, "test:%d", &i)
+		return i%3 != 0
+	}})
+	if err := p.Run(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, e := range errs {
+		t.Error(e)
+	}
+	if len(order) != n || !slices.IsSorted(order) {
+		t.Fatalf("%d commits (want %d), in order: %v", len(order), n, slices.IsSorted(order))
+	}
+	kept := uint64(n - (n+2)/3)
+	if got := streamMsgs(t, b, natslayout.EventsStream); got != kept {
+		t.Errorf("stream holds %d, want %d", got, kept)
+	}
+	if st := p.Stats(); st.Published != kept || st.Filtered != uint64(n)-kept {
+		t.Errorf("stats = %+v, want %d published, %d filtered", st, kept, uint64(n)-kept)
 	}
 }
 

@@ -146,7 +146,7 @@ func checkLayout(t testing.TB, b *Bus, cfg Config) {
 			t.Errorf("%s replicas = %v", name, c.Replicas)
 		}
 	}
-	for _, bucket := range []string{natslayout.StateBucket, natslayout.SilencesBucket} {
+	for _, bucket := range []string{natslayout.StateBucket, natslayout.SilencesBucket, natslayout.RulesBucket} {
 		kv, err := b.JS.KeyValue(ctx, bucket)
 		if err != nil {
 			t.Fatalf("bucket %s: %v", bucket, err)

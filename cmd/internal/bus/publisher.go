@@ -36,6 +36,11 @@ type PublisherOptions struct {
 	// retries of a failed publish (defaults 100ms and 5s).
 	RetryInitial time.Duration
 	RetryMax     time.Duration
+	// Keep, when set, says which events to publish (the edge filter of
+	// cmd/internal/rulesync): the others are not sent, and are committed in
+	// their turn, after every event emitted before them is stored, so that
+	// a source's position never passes an event still in flight.
+	Keep func(*ingest.Event) bool
 }
 
 // PublisherStats counts a Publisher's work.
@@ -49,6 +54,8 @@ type PublisherStats struct {
 	Retries uint64
 	// Errors is the number of failed publish attempts (errors, timeouts).
 	Errors uint64
+	// Filtered is the number of events Keep left out.
+	Filtered uint64
 }
 
 // Publisher publishes events into KLAXON_EVENTS and commits them in order
@@ -60,7 +67,7 @@ type Publisher struct {
 	log  *slog.Logger
 	opts PublisherOptions
 
-	published, duplicates, retries, errs atomic.Uint64
+	published, duplicates, retries, errs, filtered atomic.Uint64
 }
 
 // NewPublisher returns a Publisher on the bus's connection, with its own
@@ -94,6 +101,7 @@ func (p *Publisher) Stats() PublisherStats {
 		Duplicates: p.duplicates.Load(),
 		Retries:    p.retries.Load(),
 		Errors:     p.errs.Load(),
+		Filtered:   p.filtered.Load(),
 	}
 }
 
@@ -104,6 +112,7 @@ type pending struct {
 	paf    jetstream.PubAckFuture // nil when the last publish call failed
 	ack    *jetstream.PubAck      // set once acknowledged
 	failed error                  // set when the last attempt failed
+	kept   bool                   // false: left out by Keep, never sent
 }
 
 // Run reads events from in until in is closed or ctx is done. Each event is
@@ -192,17 +201,12 @@ func (p *Publisher) Run(ctx context.Context, in <-chan ingest.Event) error {
 				inOpen = false
 				continue
 			}
-			e := &pending{ev: ev}
-			data, err := natslayout.EncodeEvent(&ev)
-			if err != nil {
-				// EncodeEvent only fails on values it cannot even print;
-				// publish what identifies the event rather than lose it.
-				p.log.Error("publisher: event not encodable, publishing it without fields", "id", ev.ID, "err", err)
-				stripped := ev
-				stripped.Fields = map[string]any{"klaxon_encode_error": err.Error()}
-				data, _ = natslayout.EncodeEvent(&stripped)
+			if p.opts.Keep != nil && !p.opts.Keep(&ev) {
+				q = append(q, &pending{ev: ev, ack: &filteredAck})
+				continue
 			}
-			e.data = p.fit(&ev, data)
+			e := &pending{ev: ev, kept: true}
+			e.data = p.encode(&ev)
 			p.send(e)
 			q = append(q, e)
 		case ack := <-okCh:
@@ -214,6 +218,24 @@ func (p *Publisher) Run(ctx context.Context, in <-chan ingest.Event) error {
 		}
 	}
 }
+
+// encode is the message of ev, fitted to the server's payload limit.
+func (p *Publisher) encode(ev *ingest.Event) []byte {
+	data, err := natslayout.EncodeEvent(ev)
+	if err != nil {
+		// EncodeEvent only fails on values it cannot even print; publish
+		// what identifies the event rather than lose it.
+		p.log.Error("publisher: event not encodable, publishing it without fields", "id", ev.ID, "err", err)
+		stripped := *ev
+		stripped.Fields = map[string]any{"klaxon_encode_error": err.Error()}
+		data, _ = natslayout.EncodeEvent(&stripped)
+	}
+	return p.fit(ev, data)
+}
+
+// filteredAck stands for the acknowledgement of an event Keep left out:
+// it is committed when its turn comes.
+var filteredAck jetstream.PubAck
 
 // fit shrinks an event that exceeds the server's max payload: its fields
 // are dropped and its message cut, so that it can be stored at all.
@@ -270,7 +292,9 @@ func (p *Publisher) poll(e *pending) {
 
 // complete counts and commits an acknowledged event.
 func (p *Publisher) complete(e *pending) {
-	if e.ack.Duplicate {
+	if !e.kept {
+		p.filtered.Add(1)
+	} else if e.ack.Duplicate {
 		p.duplicates.Add(1)
 	} else {
 		p.published.Add(1)

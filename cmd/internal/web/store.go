@@ -202,3 +202,20 @@ func Follow(ctx context.Context, js jetstream.JetStream, s *Store, log *slog.Log
 		s.Apply(in)
 	}
 }
+
+// FollowRetrying runs Follow until ctx is done or closed reports the
+// connection closed, starting over after a failure.
+func FollowRetrying(ctx context.Context, js jetstream.JetStream, s *Store, closed func() bool, log *slog.Logger) {
+	for {
+		err := Follow(ctx, js, s, log)
+		if ctx.Err() != nil || closed() || err == nil {
+			return
+		}
+		log.Warn("web view: following incidents failed; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(2 * time.Second):
+		}
+	}
+}

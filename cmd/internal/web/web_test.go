@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/klaxon-dev/klaxon/cmd/internal/app"
+	"github.com/klaxon-dev/klaxon/cmd/internal/replay"
 	"github.com/klaxon-dev/klaxon/cmd/internal/web"
 	"github.com/klaxon-dev/klaxon/correlate"
 	"github.com/klaxon-dev/klaxon/rules"
@@ -70,7 +70,7 @@ func newFixture(t *testing.T, mod func(*web.Config)) *fixture {
 		Stats: func() web.RuleStats {
 			return web.RuleStats{Events: 1234, MatchesByRule: map[string]uint64{desktopHeap: 42}, ActiveGroups: map[string]int{desktopHeap: 3}}
 		},
-		Playground: app.Playground(func() *rules.Set { return f.set }, correlate.Options{}, quiet()),
+		Playground: replay.Playground(func() *rules.Set { return f.set }, correlate.Options{}, quiet()),
 		Now:        func() time.Time { return at(2000) },
 		Log:        quiet(),
 	}
@@ -324,7 +324,7 @@ func TestPlaygroundEqualsReplay(t *testing.T) {
 				t.Skipf("%s is larger than the playground takes", path)
 			}
 			var out bytes.Buffer
-			if _, err := app.Replay(context.Background(), []string{path}, app.ReplayOptions{Rules: f.set, Format: stdout.FormatJSON, Out: &out, Log: quiet()}); err != nil {
+			if _, err := replay.Run(context.Background(), []string{path}, replay.Options{Rules: f.set, Format: stdout.FormatJSON, Out: &out, Log: quiet()}); err != nil {
 				t.Fatal(err)
 			}
 			last := map[string]correlate.Incident{}

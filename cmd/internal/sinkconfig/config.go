@@ -1,4 +1,8 @@
-package app
+// Package sinkconfig is the sinks block of the configuration file: one
+// YAML mapping per sink with the keys every sink has and those of its
+// type's package, defaults, validation (secrets included), and the
+// building of the sink and its dispatcher's configuration.
+package sinkconfig
 
 import (
 	"errors"
@@ -21,22 +25,22 @@ import (
 
 // Sink types of the config file.
 const (
-	SinkStdout       = "stdout"
-	SinkFile         = "file"
-	SinkPagerDuty    = "pagerduty"
-	SinkAlertmanager = "alertmanager"
-	SinkSlack        = "slack"
-	SinkWebhook      = "webhook"
-	SinkNATS         = "nats"
+	TypeStdout       = "stdout"
+	TypeFile         = "file"
+	TypePagerDuty    = "pagerduty"
+	TypeAlertmanager = "alertmanager"
+	TypeSlack        = "slack"
+	TypeWebhook      = "webhook"
+	TypeNATS         = "nats"
 )
 
-var sinkTypes = []string{SinkStdout, SinkFile, SinkPagerDuty, SinkAlertmanager, SinkSlack, SinkWebhook, SinkNATS}
+var sinkTypes = []string{TypeStdout, TypeFile, TypePagerDuty, TypeAlertmanager, TypeSlack, TypeWebhook, TypeNATS}
 
-// SinkConfig is one sink: in one YAML mapping, the keys every sink has
+// Sink is one sink: in one YAML mapping, the keys every sink has
 // (type, name, routing, throttling, delivery) and the keys of its type,
 // which are those of the sink package's own Config (pagerduty.Config, …).
 // Unknown keys are errors with their line.
-type SinkConfig struct {
+type Sink struct {
 	// Type is stdout, file, pagerduty, alertmanager, slack, webhook or nats.
 	Type string `yaml:"type"`
 	// Name identifies the sink (durable consumer, dead-letter subject,
@@ -76,7 +80,7 @@ type SinkConfig struct {
 }
 
 // sinkCommon decodes the common keys (no methods: no recursion).
-type sinkCommon SinkConfig
+type sinkCommon Sink
 
 type stdoutSinkConfig struct {
 	Format string `yaml:"format"`
@@ -88,33 +92,33 @@ type fileSinkConfig struct {
 
 // specific returns a pointer to the settings of the sink's type (allocated
 // when missing), or nil for an unknown type.
-func (c *SinkConfig) specific() any {
+func (c *Sink) specific() any {
 	switch c.Type {
-	case SinkStdout:
+	case TypeStdout:
 		return &stdoutSinkConfig{Format: c.Format}
-	case SinkFile:
+	case TypeFile:
 		return &fileSinkConfig{Path: c.Path}
-	case SinkPagerDuty:
+	case TypePagerDuty:
 		if c.PagerDuty == nil {
 			c.PagerDuty = &pagerduty.Config{}
 		}
 		return c.PagerDuty
-	case SinkAlertmanager:
+	case TypeAlertmanager:
 		if c.Alertmanager == nil {
 			c.Alertmanager = &alertmanager.Config{}
 		}
 		return c.Alertmanager
-	case SinkSlack:
+	case TypeSlack:
 		if c.Slack == nil {
 			c.Slack = &slack.Config{}
 		}
 		return c.Slack
-	case SinkWebhook:
+	case TypeWebhook:
 		if c.Webhook == nil {
 			c.Webhook = &webhook.Config{}
 		}
 		return c.Webhook
-	case SinkNATS:
+	case TypeNATS:
 		if c.NATS == nil {
 			c.NATS = &natsink.Config{}
 		}
@@ -124,7 +128,7 @@ func (c *SinkConfig) specific() any {
 }
 
 // setSpecific stores the stdout and file settings decoded into v.
-func (c *SinkConfig) setSpecific(v any) {
+func (c *Sink) setSpecific(v any) {
 	switch v := v.(type) {
 	case *stdoutSinkConfig:
 		c.Format = v.Format
@@ -137,7 +141,7 @@ func (c *SinkConfig) setSpecific(v any) {
 // keys of the type into the sink package's Config. yaml.v3 does not pass
 // KnownFields on to custom unmarshalers, so unknown keys are checked here,
 // with their line.
-func (c *SinkConfig) UnmarshalYAML(n *yaml.Node) error {
+func (c *Sink) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.MappingNode {
 		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: a sink is a mapping (type: ..., name: ..., ...)", n.Line)}}
 	}
@@ -176,7 +180,7 @@ func (c *SinkConfig) UnmarshalYAML(n *yaml.Node) error {
 
 // MarshalYAML implements yaml.Marshaler: one mapping with the common keys
 // and those of the type (`klaxon config show`). Secrets print as <secret>.
-func (c SinkConfig) MarshalYAML() (any, error) {
+func (c Sink) MarshalYAML() (any, error) {
 	var out yaml.Node
 	if err := out.Encode((*sinkCommon)(&c)); err != nil {
 		return nil, err
@@ -261,43 +265,43 @@ func fieldByKey(t reflect.Type, key string) (reflect.StructField, bool) {
 	return reflect.StructField{}, false
 }
 
-// setDefaults fills in the name, the type's defaults, the throttle switch
+// SetDefaults fills in the name, the type's defaults, the throttle switch
 // and its defaults; rel makes a path relative to the config file.
-func (c *SinkConfig) setDefaults(rel func(string) string) {
+func (c *Sink) SetDefaults(rel func(string) string) {
 	if c.Name == "" {
 		c.Name = c.Type
 	}
 	c.Route.SetDefaults()
 	switch c.Type {
-	case SinkStdout:
+	case TypeStdout:
 		if c.Format == "" {
 			c.Format = "text"
 		}
-	case SinkFile:
+	case TypeFile:
 		c.Path = rel(c.Path)
-	case SinkPagerDuty:
+	case TypePagerDuty:
 		c.specific()
 		c.PagerDuty.SetDefaults()
 		c.PagerDuty.RoutingKeyFile = rel(c.PagerDuty.RoutingKeyFile)
-	case SinkAlertmanager:
+	case TypeAlertmanager:
 		c.specific()
 		c.Alertmanager.SetDefaults()
 		c.Alertmanager.BearerTokenFile = rel(c.Alertmanager.BearerTokenFile)
-	case SinkSlack:
+	case TypeSlack:
 		c.specific()
 		c.Slack.SetDefaults()
 		c.Slack.WebhookURLFile = rel(c.Slack.WebhookURLFile)
-	case SinkWebhook:
+	case TypeWebhook:
 		c.specific()
 		c.Webhook.SetDefaults()
 		c.Webhook.SigningKeyFile = rel(c.Webhook.SigningKeyFile)
-	case SinkNATS:
+	case TypeNATS:
 		c.specific()
 		c.NATS.SetDefaults()
 	}
 	if c.Throttle == nil {
 		g := c.Grouping
-		on := c.Type == SinkPagerDuty || c.Type == SinkSlack ||
+		on := c.Type == TypePagerDuty || c.Type == TypeSlack ||
 			g.GroupWait != 0 || g.GroupInterval != 0 || g.RepeatInterval != 0 || g.ResolveDelay != 0
 		c.Throttle = &on
 	}
@@ -319,15 +323,15 @@ func (c *SinkConfig) setDefaults(rel func(string) string) {
 }
 
 // ownTimeout is the request timeout of an HTTP sink (0 for the others).
-func (c *SinkConfig) ownTimeout() time.Duration {
+func (c *Sink) ownTimeout() time.Duration {
 	switch {
-	case c.Type == SinkPagerDuty && c.PagerDuty != nil:
+	case c.Type == TypePagerDuty && c.PagerDuty != nil:
 		return c.PagerDuty.Timeout
-	case c.Type == SinkAlertmanager && c.Alertmanager != nil:
+	case c.Type == TypeAlertmanager && c.Alertmanager != nil:
 		return c.Alertmanager.Timeout
-	case c.Type == SinkSlack && c.Slack != nil:
+	case c.Type == TypeSlack && c.Slack != nil:
 		return c.Slack.Timeout
-	case c.Type == SinkWebhook && c.Webhook != nil:
+	case c.Type == TypeWebhook && c.Webhook != nil:
 		return c.Webhook.Timeout
 	}
 	return 0
@@ -335,11 +339,11 @@ func (c *SinkConfig) ownTimeout() time.Duration {
 
 var sinkNameRE = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 
-// validate checks sink i after setDefaults. With secrets, those given as
+// Validate checks sink i after SetDefaults. With secrets, those given as
 // a file or an environment variable are loaded (into a copy) so that a
 // missing one is reported now, naming its key; errors never hold a
 // secret's value.
-func (c *SinkConfig) validate(i int, secrets bool) error {
+func (c *Sink) Validate(i int, secrets bool) error {
 	p := fmt.Sprintf("sinks[%d]", i)
 	var errs []error
 	switch {
@@ -352,23 +356,23 @@ func (c *SinkConfig) validate(i int, secrets bool) error {
 		errs = append(errs, fmt.Errorf("%s.name: %q: use letters, digits, '-' and '_' (it names a NATS consumer and subject)", p, c.Name))
 	}
 	switch c.Type {
-	case SinkStdout:
+	case TypeStdout:
 		if c.Format != "text" && c.Format != "json" {
 			errs = append(errs, fmt.Errorf("%s.format: %q: want text or json", p, c.Format))
 		}
-	case SinkFile:
+	case TypeFile:
 		if c.Path == "" {
 			errs = append(errs, fmt.Errorf("%s.path: required for a file sink", p))
 		}
-	case SinkPagerDuty:
+	case TypePagerDuty:
 		errs = append(errs, checkSecrets(c.PagerDuty, p, secrets))
-	case SinkAlertmanager:
+	case TypeAlertmanager:
 		errs = append(errs, checkSecrets(c.Alertmanager, p, secrets))
-	case SinkSlack:
+	case TypeSlack:
 		errs = append(errs, checkSecrets(c.Slack, p, secrets))
-	case SinkWebhook:
+	case TypeWebhook:
 		errs = append(errs, checkSecrets(c.Webhook, p, secrets))
-	case SinkNATS:
+	case TypeNATS:
 		errs = append(errs, c.NATS.Validate(p))
 	}
 	errs = append(errs, c.Route.Validate(p))

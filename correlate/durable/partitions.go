@@ -1,4 +1,4 @@
-package app
+package durable
 
 import (
 	"context"
@@ -12,16 +12,16 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/klaxon-dev/klaxon/cmd/internal/bus"
 	"github.com/klaxon-dev/klaxon/correlate"
 	"github.com/klaxon-dev/klaxon/rules"
 )
 
-// correlators runs one correlator per partition of KLAXON_EVENTS that this
+// Correlators runs one correlator per partition of KLAXON_EVENTS that this
 // process holds.
 //
 // On an external NATS cluster every partition has a lease in the
@@ -41,12 +41,12 @@ import (
 //
 // With the embedded server this process is the only correlator: it runs
 // every partition without leases.
-type correlators struct {
-	b      *bus.Bus
-	cfg    CorrelatorConfig
+type Correlators struct {
+	js     jetstream.JetStream
+	cfg    Config
 	now    func() time.Time
 	log    *slog.Logger
-	met    *metrics
+	met    *Metrics
 	n      int                // partitions
 	prefer map[int]bool       // partitions claimed at once and never handed back
 	leases jetstream.KeyValue // nil without leases
@@ -55,9 +55,15 @@ type correlators struct {
 	mu      sync.Mutex
 	set     *rules.Set
 	workers map[int]*partitionWorker
-	gauges  map[int]*corrGauges
+	gauges  map[int]*Gauges
 	started time.Time
+	// processed counts the events every partition's correlator processed.
+	processed atomic.Uint64
 }
+
+// Processed returns how many events the correlators processed so far (the
+// live benchmarks wait for it); safe to call while Run runs.
+func (c *Correlators) Processed() uint64 { return c.processed.Load() }
 
 // partitionWorker is the correlator of one held partition.
 type partitionWorker struct {
@@ -69,18 +75,38 @@ type partitionWorker struct {
 	renewed time.Time // last successful renewal
 }
 
-func newCorrelators(ctx context.Context, b *bus.Bus, set *rules.Set, cfg CorrelatorConfig, now func() time.Time, log *slog.Logger, met *metrics) (*correlators, error) {
-	n, err := b.Partitions(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("correlator: %w", err)
-	}
+// Options are what New needs besides the configuration.
+type Options struct {
+	// JS is the JetStream context of KLAXON_EVENTS, KLAXON_STATE and
+	// KLAXON_INCIDENTS.
+	JS jetstream.JetStream
+	// Partitions is the number of partitions of KLAXON_EVENTS.
+	Partitions int
+	// Leases is the KLAXON_LEASES bucket; nil runs every partition without
+	// leases (the embedded server: this process is the only correlator).
+	Leases jetstream.KeyValue
+	// Rules is the rule set to start with.
+	Rules *rules.Set
+	// Now is the wall clock of the correlators' time.
+	Now func() time.Time
+	// Log receives the correlators' diagnostics.
+	Log *slog.Logger
+	// Metrics receives the counters for /metrics and readiness.
+	Metrics *Metrics
+}
+
+// New makes the correlators of the partitions of o.JS this process may
+// hold; Run runs them.
+func New(cfg Config, o Options) (*Correlators, error) {
+	n, met := o.Partitions, o.Metrics
 	met.ckpt.setMaxAge(cfg.CheckpointMaxAge)
+	met.setRuleErrors(o.Rules)
 	host, _ := os.Hostname()
-	c := &correlators{
-		b: b, cfg: cfg, now: now, log: log.With("role", "correlator"), met: met, n: n,
-		prefer: map[int]bool{}, set: set,
+	c := &Correlators{
+		js: o.JS, cfg: cfg, now: o.Now, log: o.Log.With("role", "correlator"), met: met, n: n,
+		prefer: map[int]bool{}, set: o.Rules, leases: o.Leases,
 		id:      fmt.Sprintf("%s/%d/%08x", host, os.Getpid(), rand.Uint32()),
-		workers: map[int]*partitionWorker{}, gauges: map[int]*corrGauges{},
+		workers: map[int]*partitionWorker{}, gauges: map[int]*Gauges{},
 	}
 	switch p := cfg.Partition; {
 	case p == nil:
@@ -92,17 +118,12 @@ func newCorrelators(ctx context.Context, b *bus.Bus, set *rules.Set, cfg Correla
 	default:
 		c.prefer[*p] = true
 	}
-	if !b.Embedded() {
-		if c.leases, err = b.Leases(ctx); err != nil {
-			return nil, fmt.Errorf("correlator: %w", err)
-		}
-	}
 	c.log.Info("correlator partitions", "partitions", n, "prefer", sortedParts(c.prefer), "leases", c.leases != nil, "id", c.id)
 	return c, nil
 }
 
 // SetRules hands a reloaded rule set to every partition's correlator.
-func (c *correlators) SetRules(set *rules.Set) {
+func (c *Correlators) SetRules(set *rules.Set) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.set = set
@@ -111,10 +132,10 @@ func (c *correlators) SetRules(set *rules.Set) {
 	}
 }
 
-// run holds partitions until ctx is done, then stops every correlator
+// Run holds partitions until ctx is done, then stops every correlator
 // (each processes what it was delivered and snapshots) and releases the
 // leases so that another replica takes over without waiting.
-func (c *correlators) run(ctx context.Context) error {
+func (c *Correlators) Run(ctx context.Context) error {
 	c.started = time.Now()
 	every := c.cfg.LeaseTTL / 4
 	t := time.NewTicker(every)
@@ -130,7 +151,7 @@ func (c *correlators) run(ctx context.Context) error {
 	}
 }
 
-func (c *correlators) step(ctx context.Context) {
+func (c *Correlators) step(ctx context.Context) {
 	for p := range c.n {
 		if ctx.Err() != nil {
 			return
@@ -164,7 +185,7 @@ func leaseKey(p int) string { return "partition-" + strconv.Itoa(p) }
 func wantKey(p int) string  { return "want-" + strconv.Itoa(p) }
 
 // claim tries to take partition p.
-func (c *correlators) claim(ctx context.Context, p int) {
+func (c *Correlators) claim(ctx context.Context, p int) {
 	if c.leases == nil {
 		c.start(ctx, p, 0)
 		return
@@ -197,7 +218,7 @@ func (c *correlators) claim(ctx context.Context, p int) {
 }
 
 // wanted reports whether another replica asks for partition p.
-func (c *correlators) wanted(ctx context.Context, p int) bool {
+func (c *Correlators) wanted(ctx context.Context, p int) bool {
 	rctx, cancel := context.WithTimeout(ctx, c.cfg.LeaseTTL/4)
 	defer cancel()
 	e, err := c.leases.Get(rctx, wantKey(p))
@@ -207,7 +228,7 @@ func (c *correlators) wanted(ctx context.Context, p int) bool {
 // renew renews the lease of a held partition: fence the worker off when the
 // lease was taken, or could not be renewed for most of its TTL; hand a
 // partition back to the replica that prefers it.
-func (c *correlators) renew(ctx context.Context, w *partitionWorker) {
+func (c *Correlators) renew(ctx context.Context, w *partitionWorker) {
 	if c.leases == nil {
 		return
 	}
@@ -237,18 +258,21 @@ func (c *correlators) renew(ctx context.Context, w *partitionWorker) {
 }
 
 // start runs the correlator of partition p, holding the lease at rev.
-func (c *correlators) start(ctx context.Context, p int, rev uint64) {
+func (c *Correlators) start(ctx context.Context, p int, rev uint64) {
 	c.mu.Lock()
 	set := c.set
 	c.mu.Unlock()
 	w := &partitionWorker{p: p, rev: rev, renewed: time.Now(), done: make(chan struct{})}
-	role, err := newScopedCorrelator(ctx, c.b, set, c.cfg, scopeOf(p, c.n), c.now, c.log, c.met)
+	role, err := newScopedCorrelator(ctx, c.js, set, c.cfg, scopeOf(p, c.n), c.now, c.log, c.met)
+	if err == nil {
+		role.processed = &c.processed
+	}
 	if err != nil {
 		c.log.Error("partition correlator not started", "partition", p, "err", err)
 		c.release(w)
 		return
 	}
-	role.gauges = func(g *corrGauges) { c.storeGauges(p, g) }
+	role.gauges = func(g *Gauges) { c.storeGauges(p, g) }
 	w.role = role
 	resumeAfter := role.snapSeq // read before run's goroutine owns role
 	wctx, cancel := context.WithCancel(context.Background())
@@ -269,7 +293,7 @@ func (c *correlators) start(ctx context.Context, p int, rev uint64) {
 
 // stop stops a worker in order: it processes what it was delivered and
 // snapshots.
-func (c *correlators) stop(w *partitionWorker) {
+func (c *Correlators) stop(w *partitionWorker) {
 	w.cancel()
 	<-w.done
 	c.remove(w)
@@ -278,13 +302,13 @@ func (c *correlators) stop(w *partitionWorker) {
 // fence stops a worker that lost its partition, without a snapshot and
 // without waiting: fenced, it writes, acks and publishes nothing more, and
 // a KV or publish call in flight must not hold up the other leases.
-func (c *correlators) fence(w *partitionWorker) {
+func (c *Correlators) fence(w *partitionWorker) {
 	w.role.fenced.Store(true)
 	w.cancel()
 	c.remove(w)
 }
 
-func (c *correlators) remove(w *partitionWorker) {
+func (c *Correlators) remove(w *partitionWorker) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.workers[w.p] == w {
@@ -295,7 +319,7 @@ func (c *correlators) remove(w *partitionWorker) {
 }
 
 // release deletes the lease of w if it is still this process's.
-func (c *correlators) release(w *partitionWorker) {
+func (c *Correlators) release(w *partitionWorker) {
 	if c.leases == nil || w.rev == 0 {
 		return
 	}
@@ -306,7 +330,7 @@ func (c *correlators) release(w *partitionWorker) {
 	}
 }
 
-func (c *correlators) stopAll() {
+func (c *Correlators) stopAll() {
 	c.mu.Lock()
 	ws := make([]*partitionWorker, 0, len(c.workers))
 	for _, w := range c.workers {
@@ -328,7 +352,7 @@ func (c *correlators) stopAll() {
 }
 
 // storeGauges merges the gauges of the held partitions for /metrics.
-func (c *correlators) storeGauges(p int, g *corrGauges) {
+func (c *Correlators) storeGauges(p int, g *Gauges) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if _, held := c.workers[p]; !held {
@@ -336,26 +360,26 @@ func (c *correlators) storeGauges(p int, g *corrGauges) {
 	}
 	c.gauges[p] = g
 	m := *g // fields not summed below are the latest partition's
-	m.stats = correlate.Stats{MatchesByRule: map[string]uint64{}}
-	m.groups = map[string]int{}
-	m.open = map[[2]string]int{}
-	m.inhibited = nil
+	m.Stats = correlate.Stats{MatchesByRule: map[string]uint64{}}
+	m.Groups = map[string]int{}
+	m.Open = map[[2]string]int{}
+	m.Inhibited = nil
 	for _, p := range slices.Sorted(maps.Keys(c.gauges)) {
-		m.inhibited = append(m.inhibited, c.gauges[p].inhibited...)
+		m.Inhibited = append(m.Inhibited, c.gauges[p].Inhibited...)
 	}
 	for _, pg := range c.gauges {
-		m.stats.Events += pg.stats.Events
-		m.stats.Matched += pg.stats.Matched
-		m.stats.Incidents += pg.stats.Incidents
-		m.stats.Late += pg.stats.Late
-		for k, v := range pg.stats.MatchesByRule {
-			m.stats.MatchesByRule[k] += v
+		m.Stats.Events += pg.Stats.Events
+		m.Stats.Matched += pg.Stats.Matched
+		m.Stats.Incidents += pg.Stats.Incidents
+		m.Stats.Late += pg.Stats.Late
+		for k, v := range pg.Stats.MatchesByRule {
+			m.Stats.MatchesByRule[k] += v
 		}
-		for k, v := range pg.groups {
-			m.groups[k] += v
+		for k, v := range pg.Groups {
+			m.Groups[k] += v
 		}
-		for k, v := range pg.open {
-			m.open[k] += v
+		for k, v := range pg.Open {
+			m.Open[k] += v
 		}
 	}
 	c.met.corr.Store(&m)

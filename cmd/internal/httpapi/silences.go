@@ -1,7 +1,6 @@
-package app
+package httpapi
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,23 +9,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/klaxon-dev/klaxon/cmd/internal/bus"
 	"github.com/klaxon-dev/klaxon/ingest"
 	"github.com/klaxon-dev/klaxon/sinks/silence"
 )
-
-// openSilences opens the silences bucket and follows it until ctx is done:
-// the dispatchers ask it which incident changes are muted.
-func openSilences(ctx context.Context, b *bus.Bus, log *slog.Logger) (*silence.Store, error) {
-	st, err := silence.Open(ctx, b.JS, log)
-	if err != nil {
-		return nil, err
-	}
-	if err := st.Start(ctx); err != nil {
-		return nil, err
-	}
-	return st, nil
-}
 
 // SilenceRequest is the body of POST /api/silences and what `klaxon
 // silence add` sends: matchers as text ("rule=nomad.task.*"), and either

@@ -1,4 +1,4 @@
-package app
+package durable
 
 import (
 	"context"
@@ -13,7 +13,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/klaxon-dev/klaxon/cmd/internal/bus"
 	"github.com/klaxon-dev/klaxon/correlate"
 	"github.com/klaxon-dev/klaxon/correlate/checkpoint"
 	"github.com/klaxon-dev/klaxon/ingest"
@@ -24,7 +23,7 @@ import (
 const (
 	correlatorConsumer = "correlator"
 	snapshotKey        = "correlator"
-	snapshotEvery      = 1000 // messages
+	snapshotEvery      = 20000 // messages
 
 	// maxCheckpointBackoff bounds the wait between two failed checkpoints.
 	maxCheckpointBackoff = 30 * time.Second
@@ -43,7 +42,7 @@ type correlatorRole struct {
 	store    *checkpoint.Store
 	corr     *correlate.Correlator
 	log      *slog.Logger
-	cfg      CorrelatorConfig
+	cfg      Config
 	now      func() time.Time
 	setRules chan *rules.Set
 
@@ -52,7 +51,7 @@ type correlatorRole struct {
 	lastMsg jetstream.Msg
 	since   int  // messages since the last checkpoint
 	dirty   bool // incident changes since the last checkpoint
-	met     *metrics
+	met     *Metrics
 
 	scope partitionScope
 	// fenced is set once another correlator took this partition over
@@ -67,11 +66,26 @@ type correlatorRole struct {
 	ckRetry   time.Time
 	ckBackoff time.Duration
 	// gauges receives the counters for /metrics (default: met.corr).
-	gauges func(*corrGauges)
+	gauges func(*Gauges)
 	// consSeq is the consumer sequence of the last delivery; gap is set
 	// when one was skipped.
 	consSeq uint64
 	gap     bool
+	// processed counts the events handed to the correlator (the
+	// Correlators' count; nil: not counted).
+	processed *atomic.Uint64
+	// saving is the checkpoint its goroutine is writing (nil: none) while
+	// the correlator goes on; saved receives the outcome.
+	saving *savingCheckpoint
+	saved  chan error
+}
+
+// savingCheckpoint is a checkpoint being written: what it covers and the
+// message to ack once it is stored.
+type savingCheckpoint struct {
+	p   *checkpoint.Pending
+	msg jetstream.Msg
+	ctx context.Context
 }
 
 // partitionScope names what one correlator consumes and where it keeps its
@@ -102,35 +116,32 @@ var errGap = errors.New("correlator: a delivery was lost in transit")
 // errFenced stops a correlator whose partition another one took over.
 var errFenced = errors.New("correlator: another correlator took this partition over")
 
-func newCorrelatorRole(ctx context.Context, b *bus.Bus, set *rules.Set, cfg CorrelatorConfig, now func() time.Time, log *slog.Logger, met *metrics) (*correlatorRole, error) {
-	return newScopedCorrelator(ctx, b, set, cfg, wholeStream, now, log, met)
-}
-
 // newScopedCorrelator makes the correlator of one scope, restores its
 // checkpoint and claims it (a correlator that held it before can store
 // nothing more).
-func newScopedCorrelator(ctx context.Context, b *bus.Bus, set *rules.Set, cfg CorrelatorConfig, scope partitionScope, now func() time.Time, log *slog.Logger, met *metrics) (*correlatorRole, error) {
-	kv, err := b.JS.KeyValue(ctx, natslayout.StateBucket)
+func newScopedCorrelator(ctx context.Context, js jetstream.JetStream, set *rules.Set, cfg Config, scope partitionScope, now func() time.Time, log *slog.Logger, met *Metrics) (*correlatorRole, error) {
+	kv, err := js.KeyValue(ctx, natslayout.StateBucket)
 	if err != nil {
 		return nil, fmt.Errorf("correlator: state bucket: %w", err)
 	}
 	r := &correlatorRole{
-		js: b.JS,
+		js: js,
 		corr: correlate.New(set, correlate.Options{
 			MaxEvidence: cfg.MaxEvidence, UpdateInterval: cfg.UpdateInterval,
 			Lateness: cfg.Lateness, Idle: cfg.Idle, Logger: log.With("role", "correlator"),
-			Links: correlate.NomadUILinks(cfg.nomadUI),
+			Links: correlate.NomadUILinks(cfg.NomadUI),
 		}),
 		log: log.With("role", "correlator"),
 		cfg: cfg, now: now,
 		setRules: make(chan *rules.Set, 1),
+		saved:    make(chan error, 1),
 		met:      met,
 		scope:    scope,
 	}
 	if scope != wholeStream {
 		r.log = r.log.With("consumer", scope.consumer)
 	}
-	if r.store, err = checkpoint.New(b.JS, kv, scope.key, checkpoint.Options{Logger: r.log}); err != nil {
+	if r.store, err = checkpoint.New(js, kv, scope.key, checkpoint.Options{Logger: r.log}); err != nil {
 		return nil, fmt.Errorf("correlator: state: %w", err)
 	}
 	start := time.Now()
@@ -163,7 +174,13 @@ const pullExpiry = 5 * time.Second
 
 // run consumes until ctx is done, then snapshots.
 func (r *correlatorRole) run(ctx context.Context) error {
-	defer r.store.Close()
+	defer func() {
+		if r.saving != nil {
+			<-r.saved // the store is not used after Close
+			r.saving = nil
+		}
+		r.store.Close()
+	}()
 	// The snapshot, not the consumer's ack floor, says where to resume:
 	// messages delivered to a crashed process but not covered by its last
 	// snapshot would otherwise wait for their ack wait to expire. So the
@@ -224,6 +241,8 @@ func (r *correlatorRole) run(ctx context.Context) error {
 			r.drain(msgs)
 			r.snapshot(context.Background(), true)
 			return nil
+		case err := <-r.saved:
+			r.saveDone(err)
 		case set := <-r.setRules:
 			r.corr.SetRules(set)
 			r.log.Info("rules reloaded", "rules", len(set.Rules))
@@ -297,14 +316,17 @@ func (r *correlatorRole) handle(ctx context.Context, m jetstream.Msg) {
 	start := time.Now()
 	r.corr.Process(&ev, r.publishFunc(ctx))
 	r.met.evalDur.Observe(time.Since(start).Seconds())
+	if r.processed != nil {
+		r.processed.Add(1)
+	}
 }
 
 // publishGauges hands the correlator's counters to the metrics endpoint
 // (the correlator itself is not safe for concurrent use).
 func (r *correlatorRole) publishGauges() {
-	g := &corrGauges{stats: r.corr.Stats(), groups: r.corr.ActiveGroups(), open: map[[2]string]int{}, set: r.corr.Rules(), inhibited: r.corr.Inhibited()}
+	g := &Gauges{Stats: r.corr.Stats(), Groups: r.corr.ActiveGroups(), Open: map[[2]string]int{}, Rules: r.corr.Rules(), Inhibited: r.corr.Inhibited()}
 	for _, in := range r.corr.Open() {
-		g.open[[2]string{in.Rule, in.Severity}]++
+		g.Open[[2]string{in.Rule, in.Severity}]++
 	}
 	if r.gauges != nil {
 		r.gauges(g)
@@ -348,13 +370,27 @@ func (r *correlatorRole) publishFunc(ctx context.Context) func(correlate.Inciden
 }
 
 // snapshot stores a checkpoint of what changed and acks everything it
-// covers. After a failure the next attempt waits (a jittered exponential
-// back-off up to maxCheckpointBackoff, unless final: at shutdown or before
-// a restart); the first failure of an episode is logged, the end of one
-// too, and every failure counts in klaxon_state_checkpoint_failures_total.
+// covers. The checkpoint is encoded here, on the correlator's goroutine,
+// and written by a goroutine of its own while events go on being
+// processed (a write waits for the servers: the correlator does not); one
+// is written at a time, and a final one (at shutdown or before a restart)
+// waits for the one being written and is written before snapshot returns.
+// After a failure the next attempt waits (a jittered exponential back-off
+// up to maxCheckpointBackoff, unless final); the first failure of an
+// episode is logged, the end of one too, and every failure counts in
+// klaxon_state_checkpoint_failures_total.
 func (r *correlatorRole) snapshot(ctx context.Context, final bool) {
 	if r.fenced.Load() {
 		return
+	}
+	if r.saving != nil {
+		if !final {
+			return // the run loop takes its outcome
+		}
+		r.saveDone(<-r.saved)
+		if r.fenced.Load() {
+			return
+		}
 	}
 	if r.lastSeq == r.snapSeq && r.since == 0 && !r.dirty {
 		if r.lastMsg != nil {
@@ -368,35 +404,61 @@ func (r *correlatorRole) snapshot(ctx context.Context, final bool) {
 	if !final && now.Before(r.ckRetry) {
 		return
 	}
-	if ctx.Err() != nil {
+	if ctx.Err() != nil || final {
 		ctx = context.Background()
 	}
 	// No deadline on the whole: each request is bounded by itself (the
 	// JetStream default timeout, 15 s for an acknowledgement), so a
 	// checkpoint of many items takes the time it needs while it
 	// progresses; ctx ends it at shutdown or when fenced.
-	_, err := r.store.Save(ctx, r.corr, r.lastSeq)
+	p, err := r.store.Begin(ctx, r.corr, r.lastSeq)
+	if err != nil {
+		r.saving = &savingCheckpoint{ctx: ctx}
+		r.saveDone(err)
+		return
+	}
+	r.saving = &savingCheckpoint{p: p, msg: r.lastMsg, ctx: ctx}
+	r.since, r.dirty = 0, false
+	if final {
+		_, err := p.Write(ctx)
+		r.saveDone(err)
+		return
+	}
+	go func() {
+		_, err := p.Write(ctx)
+		r.saved <- err
+	}()
+}
+
+// saveDone takes the outcome of the checkpoint being written: stored, the
+// correlator is told and what it covers is acked; failed, what it held is
+// written with the next one.
+func (r *correlatorRole) saveDone(err error) {
+	sv := r.saving
+	r.saving = nil
 	if errors.Is(err, checkpoint.ErrFenced) {
 		r.fenced.Store(true)
 		r.log.Warn("another correlator took this partition over; stopping without writing", "key", r.scope.key)
 		return
 	}
-	if err != nil && ctx.Err() != nil {
-		return // stopping: the final checkpoint follows (or the partition was fenced)
-	}
 	if err != nil {
-		r.checkpointFailed(now, err)
+		r.dirty = true // Begin again: the correlator gives these items again
+		if sv.ctx.Err() != nil {
+			return // stopping: the final checkpoint follows (or the partition was fenced)
+		}
+		r.checkpointFailed(time.Now(), err)
 		return
 	}
+	r.corr.Committed()
 	r.checkpointStored(time.Now())
-	r.snapSeq = r.lastSeq
-	r.since = 0
-	r.dirty = false
-	if r.lastMsg != nil {
-		if err := r.lastMsg.Ack(); err != nil {
-			r.log.Warn("ack failed", "seq", r.lastSeq, "err", err)
+	r.snapSeq = sv.p.Seq()
+	if sv.msg != nil {
+		if err := sv.msg.Ack(); err != nil {
+			r.log.Warn("ack failed", "seq", r.snapSeq, "err", err)
 		}
-		r.lastMsg = nil
+		if r.lastMsg == sv.msg {
+			r.lastMsg = nil
+		}
 	}
 }
 

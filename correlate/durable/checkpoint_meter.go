@@ -1,4 +1,4 @@
-package app
+package durable
 
 import (
 	"sync"
@@ -8,9 +8,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// defaultCheckpointMaxAge is how long the correlator may go without a
+// DefaultCheckpointMaxAge is how long the correlator may go without a
 // stored checkpoint before /readyz says not ready (correlator.checkpoint_max_age).
-const defaultCheckpointMaxAge = 2 * time.Minute
+const DefaultCheckpointMaxAge = 2 * time.Minute
 
 var (
 	descCkptFailures = prometheus.NewDesc("klaxon_state_checkpoint_failures_total",
@@ -28,7 +28,7 @@ type checkpointMeter struct {
 	mu   sync.Mutex
 	last map[string]time.Time
 	// maxAge is how long a partition may go without a stored checkpoint
-	// before the process is not ready (0: defaultCheckpointMaxAge).
+	// before the process is not ready (0: DefaultCheckpointMaxAge).
 	maxAge time.Duration
 }
 
@@ -95,7 +95,7 @@ func (m *checkpointMeter) fresh(now time.Time) bool {
 	bound := m.maxAge
 	m.mu.Unlock()
 	if bound <= 0 {
-		bound = defaultCheckpointMaxAge
+		bound = DefaultCheckpointMaxAge
 	}
 	return now.Sub(t) <= bound
 }

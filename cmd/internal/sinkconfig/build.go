@@ -1,4 +1,4 @@
-package app
+package sinkconfig
 
 import (
 	"fmt"
@@ -21,21 +21,24 @@ import (
 	"github.com/klaxon-dev/klaxon/sinks/webhook"
 )
 
-// sinkEnv is what building a sink takes from the running process.
-type sinkEnv struct {
-	stdout io.Writer
-	nc     *nats.Conn
-	log    *slog.Logger
+// Env is what building a sink takes from the running process.
+type Env struct {
+	// Stdout receives the stdout sink's lines.
+	Stdout io.Writer
+	// NC is the connection the nats sink publishes on.
+	NC *nats.Conn
+	// Log receives the sinks' diagnostics.
+	Log *slog.Logger
 }
 
-// buildSink makes sink i of the config and the configuration of its
+// Build makes sink i of the config and the configuration of its
 // dispatcher. Secrets are resolved here, into copies.
-func buildSink(i int, sc SinkConfig, env sinkEnv) (sinks.Sink, sinks.DispatcherConfig, error) {
+func Build(i int, sc Sink, env Env) (sinks.Sink, sinks.DispatcherConfig, error) {
 	s, err := newSink(i, sc, env)
 	if err != nil {
 		return nil, sinks.DispatcherConfig{}, err
 	}
-	dc, err := sc.dispatcherConfig()
+	dc, err := sc.DispatcherConfig()
 	if err != nil {
 		_ = s.Close()
 		return nil, sinks.DispatcherConfig{}, fmt.Errorf("sinks[%d]: %w", i, err)
@@ -43,48 +46,48 @@ func buildSink(i int, sc SinkConfig, env sinkEnv) (sinks.Sink, sinks.DispatcherC
 	return s, dc, nil
 }
 
-func newSink(i int, sc SinkConfig, env sinkEnv) (sinks.Sink, error) {
+func newSink(i int, sc Sink, env Env) (sinks.Sink, error) {
 	p := fmt.Sprintf("sinks[%d]", i)
 	sc.specific() // a config made in code may lack its type's settings
 	switch sc.Type {
-	case SinkStdout:
-		return stdout.New(sc.Name, env.stdout, sc.Format)
-	case SinkFile:
+	case TypeStdout:
+		return stdout.New(sc.Name, env.Stdout, sc.Format)
+	case TypeFile:
 		return file.New(sc.Name, sc.Path)
-	case SinkPagerDuty:
+	case TypePagerDuty:
 		c := *sc.PagerDuty
 		if err := c.Resolve(p); err != nil {
 			return nil, err
 		}
 		return pagerduty.New(sc.Name, c)
-	case SinkAlertmanager:
+	case TypeAlertmanager:
 		c := *sc.Alertmanager
 		c.URLs = slices.Clone(c.URLs)
 		if err := c.Resolve(p); err != nil {
 			return nil, err
 		}
-		return alertmanager.New(sc.Name, c, env.log)
-	case SinkSlack:
+		return alertmanager.New(sc.Name, c, env.Log)
+	case TypeSlack:
 		c := *sc.Slack
 		if err := c.Resolve(p); err != nil {
 			return nil, err
 		}
 		return slack.New(sc.Name, c)
-	case SinkWebhook:
+	case TypeWebhook:
 		c := *sc.Webhook
 		if err := c.Resolve(p); err != nil {
 			return nil, err
 		}
 		return webhook.New(sc.Name, c)
-	case SinkNATS:
-		return natsink.New(sc.Name, env.nc, *sc.NATS)
+	case TypeNATS:
+		return natsink.New(sc.Name, env.NC, *sc.NATS)
 	}
 	return nil, fmt.Errorf("%s.type: unknown sink type %q", p, sc.Type)
 }
 
-// dispatcherConfig is the delivery of the sink: routing, throttling,
+// DispatcherConfig is the delivery of the sink: routing, throttling,
 // timeout, attempts and back-off.
-func (sc *SinkConfig) dispatcherConfig() (sinks.DispatcherConfig, error) {
+func (sc *Sink) DispatcherConfig() (sinks.DispatcherConfig, error) {
 	dc := sinks.DispatcherConfig{
 		Stream:      natslayout.IncidentsStream,
 		SendTimeout: sc.SendTimeout,

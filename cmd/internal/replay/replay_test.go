@@ -1,4 +1,4 @@
-package app
+package replay
 
 import (
 	"bufio"
@@ -43,14 +43,14 @@ func bundledRules(t testing.TB) *rules.Set {
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-func replayJSON(t *testing.T, opts ReplayOptions, files ...string) ([]correlate.Incident, ReplayStats) {
+func replayJSON(t *testing.T, opts Options, files ...string) ([]correlate.Incident, Stats) {
 	t.Helper()
 	var buf bytes.Buffer
 	opts.Out, opts.Format, opts.Log = &buf, "json", quiet()
 	if opts.Rules == nil {
 		opts.Rules = bundledRules(t)
 	}
-	st, err := Replay(context.Background(), files, opts)
+	st, err := Run(context.Background(), files, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +150,7 @@ func nomadRestarts(t *testing.T, path string) map[[2]string]int {
 
 func TestReplayCrashloopCapture(t *testing.T) {
 	dir := needShared(t, "nomad/captures/crashloop-gc-checkrestart")
-	changes, st := replayJSON(t, ReplayOptions{}, filepath.Join(dir, "nomad.log"))
+	changes, st := replayJSON(t, Options{}, filepath.Join(dir, "nomad.log"))
 	if st.Lines != 1319 || st.Unparsed != 0 {
 		t.Errorf("stats %+v: want 1319 lines, none unparsed", st)
 	}
@@ -229,7 +229,7 @@ func TestReplayReportedLogs(t *testing.T) {
 	}
 	for _, f := range files {
 		t.Run(filepath.Base(f), func(t *testing.T) {
-			changes, st := replayJSON(t, ReplayOptions{Node: "reported"}, f)
+			changes, st := replayJSON(t, Options{Node: "reported"}, f)
 			if st.Unparsed != 0 || st.Oversize != 0 {
 				t.Errorf("stats %+v: lines left unparsed", st)
 			}
@@ -282,7 +282,7 @@ func TestReplayWindowsReattachWithInsufficientResources(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			changes, _ := replayJSON(t, ReplayOptions{Node: tc.node}, tc.files...)
+			changes, _ := replayJSON(t, Options{Node: tc.node}, tc.files...)
 			got := lastByID(changes)
 			if tc.want == "" {
 				if len(got) != 0 {
@@ -320,7 +320,7 @@ func TestReplayBadInput(t *testing.T) {
 	if err := os.WriteFile(p, b.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	changes, st := replayJSON(t, ReplayOptions{Node: "n1", MaxLineBytes: 1 << 20}, p)
+	changes, st := replayJSON(t, Options{Node: "n1", MaxLineBytes: 1 << 20}, p)
 	if st.Oversize != 1 {
 		t.Errorf("oversize %d, want 1", st.Oversize)
 	}
@@ -329,13 +329,13 @@ func TestReplayBadInput(t *testing.T) {
 	}
 
 	var out bytes.Buffer
-	_, err := Replay(context.Background(), []string{filepath.Join(tmp, "missing.log")}, ReplayOptions{Rules: bundledRules(t), Out: &out, Log: quiet()})
+	_, err := Run(context.Background(), []string{filepath.Join(tmp, "missing.log")}, Options{Rules: bundledRules(t), Out: &out, Log: quiet()})
 	if err == nil || !strings.Contains(err.Error(), "missing.log") {
 		t.Errorf("missing file: %v", err)
 	}
 	bin := filepath.Join(tmp, "blob.bin")
 	_ = os.WriteFile(bin, bytes.Repeat([]byte{0, 1, 2, 3, 0xff}, 2000), 0o644)
-	_, err = Replay(context.Background(), []string{bin}, ReplayOptions{Rules: bundledRules(t), Out: &out, Log: quiet()})
+	_, err = Run(context.Background(), []string{bin}, Options{Rules: bundledRules(t), Out: &out, Log: quiet()})
 	if err == nil || !strings.Contains(err.Error(), "blob.bin") || !strings.Contains(err.Error(), "unknown input format") {
 		t.Errorf("binary file: %v", err)
 	}
@@ -345,8 +345,8 @@ func TestReplayBadInput(t *testing.T) {
 func TestReplayEventsOutput(t *testing.T) {
 	dir := needShared(t, "nomad/reported")
 	var buf bytes.Buffer
-	_, err := Replay(context.Background(), []string{filepath.Join(dir, "gh14043_docker-logger-reattach-failed_json_journald.log")},
-		ReplayOptions{Events: true, Out: &buf, Log: quiet()})
+	_, err := Run(context.Background(), []string{filepath.Join(dir, "gh14043_docker-logger-reattach-failed_json_journald.log")},
+		Options{Events: true, Out: &buf, Log: quiet()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -402,7 +402,7 @@ func TestReplayCaptureFolders(t *testing.T) {
 			if !slices.Equal(inputs, want) {
 				t.Fatalf("inputs of %s: %q, want %q", dir, inputs, want)
 			}
-			changes, st := replayJSON(t, ReplayOptions{}, inputs...)
+			changes, st := replayJSON(t, Options{}, inputs...)
 			restarts := map[[2]string]int{}
 			for _, s := range streams {
 				maps.Copy(restarts, nomadRestarts(t, s))

@@ -1,9 +1,11 @@
-package app
+package httpapi
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
@@ -12,6 +14,7 @@ import (
 	"github.com/klaxon-dev/klaxon/cmd/internal/bus"
 	"github.com/klaxon-dev/klaxon/correlate"
 	"github.com/klaxon-dev/klaxon/sinks/silence"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // TestSilencesHTTP: /api/silences on the HTTP endpoint, on a real embedded
@@ -25,13 +28,17 @@ func TestSilencesHTTP(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close(context.Background())
-	st, err := openSilences(ctx, b, quiet())
+	st, err := silence.Open(ctx, b.JS, quiet())
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := newMetrics()
-	m.silences = st
-	addr, err := m.serveHTTP(ctx, HTTPConfig{Listen: "127.0.0.1:0", Token: "s3cret"}, func() error { return nil }, quiet())
+	if err := st.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	addr, err := Serve(ctx, Config{Listen: "127.0.0.1:0", Token: "s3cret"}, Options{
+		Gatherer: prometheus.NewRegistry(), Ready: func() bool { return true }, Reload: func() error { return nil },
+		Silences: st, Now: time.Now, Log: quiet(),
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,3 +120,5 @@ func TestSilencesHTTP(t *testing.T) {
 		t.Errorf("stored: %+v %v", all, err)
 	}
 }
+
+func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

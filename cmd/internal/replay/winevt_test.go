@@ -1,4 +1,4 @@
-package app
+package replay
 
 import (
 	"path/filepath"
@@ -59,7 +59,7 @@ func TestReplayWindowsSeeds(t *testing.T) {
 	want := "nomad.windows.desktop_heap_exhaustion@win-client-7 windows.resource_exhaustion@win-client-7 windows.srv.pool_exhaustion@win-client-7"
 	evtx := filepath.Join(t.TempDir(), "System.evtx")
 	seedEVTX(t, evtx)
-	changes, st := replayJSON(t, ReplayOptions{}, evtx)
+	changes, st := replayJSON(t, Options{}, evtx)
 	if st.Lines != 6 || st.Unparsed != 0 {
 		t.Errorf("stats %+v, want 6 records", st)
 	}
@@ -67,7 +67,7 @@ func TestReplayWindowsSeeds(t *testing.T) {
 		t.Errorf("EVTX: fired %s\nwant %s", got, want)
 	}
 	// The hand-written rendered XML of the winevt package (wevtutil shape).
-	changes, _ = replayJSON(t, ReplayOptions{}, "../../../ingest/winevt/testdata/seeds.xml")
+	changes, _ = replayJSON(t, Options{}, "../../../ingest/winevt/testdata/seeds.xml")
 	if got := strings.Join(firedRules(changes), " "); got != want {
 		t.Errorf("XML: fired %s\nwant %s", got, want)
 	}
@@ -78,7 +78,7 @@ func TestReplayWindowsSeeds(t *testing.T) {
 func TestReplayRealEVTXFiresNothing(t *testing.T) {
 	for _, name := range []string{"omerbenamram-evtx_system.evtx", "2-vss_7-System.evtx", "plaso_System.evtx"} {
 		path := needShared(t, filepath.Join("evtx", name))
-		changes, st := replayJSON(t, ReplayOptions{}, path)
+		changes, st := replayJSON(t, Options{}, path)
 		if st.Lines == 0 {
 			t.Errorf("%s: no records", name)
 		}

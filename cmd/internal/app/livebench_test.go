@@ -1,0 +1,384 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/klaxon-dev/klaxon/cmd/internal/bus"
+	"github.com/klaxon-dev/klaxon/cmd/internal/rulesync"
+	"github.com/klaxon-dev/klaxon/correlate"
+	"github.com/klaxon-dev/klaxon/correlate/durable"
+	"github.com/klaxon-dev/klaxon/ingest"
+	"github.com/klaxon-dev/klaxon/ingest/nomadlog"
+	"github.com/klaxon-dev/klaxon/internal/natslayout"
+	"github.com/klaxon-dev/klaxon/internal/testkit"
+)
+
+// The live benchmarks measure the durable path as it runs: sidecar
+// publishers (bus.Publisher, the real line mix of a Nomad 2.0.5 agent log
+// decoded by ingest/nomadlog, many nodes) → the embedded JetStream (file
+// store) → the durable correlator (checkpoints, acks) with every bundled
+// rule → incidents in KLAXON_INCIDENTS. Side by side in the same run: the
+// raw JetStream publish ceiling of the same events (one message each, and
+// batched as the publisher batches them).
+
+// liveNodes is how many nodes the generated load spreads over.
+const liveNodes = 1000
+
+// liveEvents decodes n lines of the real line mix (testkit.NomadLineShapes), spread over
+// liveNodes nodes, into events with IDs unique to run.
+func liveEvents(n int, run string) []ingest.Event {
+	r := rand.New(rand.NewPCG(3, 4))
+	t := time.Now().UTC().Add(-time.Minute)
+	allocs := make([]string, 64)
+	for i := range allocs {
+		allocs[i] = fmt.Sprintf("%08x-%04x-%04x-%04x-%012x", r.Uint32(), r.Uint32()&0xffff, r.Uint32()&0xffff, r.Uint32()&0xffff, r.Uint64()&0xffffffffffff)
+	}
+	decs := make([]*nomadlog.Decoder, liveNodes)
+	offs := make([]int64, liveNodes)
+	out := make([]ingest.Event, 0, n)
+	emit := func(ev ingest.Event) { out = append(out, ev) }
+	var line strings.Builder
+	for i := 0; len(out) < n; i++ {
+		k := r.IntN(liveNodes)
+		if decs[k] == nil {
+			node := fmt.Sprintf("node-%04d", k)
+			decs[k] = nomadlog.NewDecoder(nomadlog.DecoderConfig{IDPrefix: run + "/" + node, DefaultNode: node})
+		}
+		t = t.Add(time.Duration(r.IntN(50)) * time.Microsecond)
+		shape := testkit.NomadLineShapes[r.IntN(len(testkit.NomadLineShapes))]
+		ts := t.Format("2006-01-02T15:04:05.000Z0700")
+		if shape[0] == '{' {
+			ts = t.Format("2006-01-02T15:04:05.000000Z07:00")
+		}
+		line.Reset()
+		fmt.Fprintf(&line, shape, ts, allocs[r.IntN(len(allocs))], r.IntN(100000))
+		b := []byte(line.String())
+		decs[k].Line(b, offs[k], offs[k]+int64(len(b))+1, emit)
+		decs[k].Flush(emit)
+		offs[k] += int64(len(b)) + 1
+	}
+	return out[:n]
+}
+
+// liveRig is one embedded JetStream with a durable correlator consuming it.
+type liveRig struct {
+	b      *bus.Bus
+	corr   *durable.Correlators
+	cancel context.CancelFunc
+	done   chan error
+	once   sync.Once
+}
+
+func startLiveRig(tb testing.TB, withCorrelator bool) *liveRig {
+	tb.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	b, err := bus.OpenEmbedded(ctx, tb.TempDir(), quiet())
+	if err != nil {
+		cancel()
+		tb.Fatal(err)
+	}
+	rig := &liveRig{b: b, cancel: cancel, done: make(chan error, 1)}
+	tb.Cleanup(rig.stop)
+	if !withCorrelator {
+		rig.done <- nil
+		return rig
+	}
+	var cfg Config
+	cfg.SetDefaults()
+	rig.corr, err = newCorrelators(ctx, b, bundledRules(tb), cfg.Correlator, time.Now, quiet(), newMetrics().corr)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	go func() { rig.done <- rig.corr.Run(ctx) }()
+	return rig
+}
+
+func (r *liveRig) stop() {
+	r.once.Do(func() {
+		r.cancel()
+		<-r.done
+		_ = r.b.Close(context.Background())
+	})
+}
+
+// waitProcessed waits until the correlator processed n events.
+func (r *liveRig) waitProcessed(tb testing.TB, n uint64, limit time.Duration) {
+	tb.Helper()
+	deadline := time.Now().Add(limit)
+	for r.corr.Processed() < n {
+		if time.Now().After(deadline) {
+			tb.Fatalf("correlator processed %d of %d events in %v", r.corr.Processed(), n, limit)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// publishAll runs pubs publishers, each sending its share of evs, and
+// waits until all are stored (committed).
+func publishAll(tb testing.TB, b *bus.Bus, evs []ingest.Event, pubs int, keep func(*ingest.Event) bool) {
+	tb.Helper()
+	var wg sync.WaitGroup
+	var committed atomic.Int64
+	for p := range pubs {
+		in := make(chan ingest.Event, 1024)
+		pub := b.NewPublisher(quiet(), bus.PublisherOptions{Keep: keep})
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			if err := pub.Run(context.Background(), in); err != nil {
+				tb.Error(err)
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			defer close(in)
+			for i := p; i < len(evs); i += pubs {
+				ev := evs[i]
+				ev.Commit = func() { committed.Add(1) }
+				in <- ev
+			}
+		}()
+	}
+	wg.Wait()
+	if int(committed.Load()) != len(evs) {
+		tb.Fatalf("committed %d of %d events", committed.Load(), len(evs))
+	}
+}
+
+// BenchmarkLiveCeiling is the raw JetStream publish ceiling on this
+// machine: the same events, encoded beforehand, published asynchronously to
+// KLAXON_EVENTS (file store) one message each with their Nats-Msg-Id, no
+// consumer.
+func BenchmarkLiveCeiling(b *testing.B) {
+	const n = 200_000
+	var total int
+	for i := 0; b.Loop(); i++ {
+		b.StopTimer()
+		rig := startLiveRig(b, false)
+		evs := liveEvents(n, fmt.Sprintf("ceil%d", i))
+		msgs := make([]*nats.Msg, len(evs))
+		for j := range evs {
+			data, err := natslayout.EncodeEvent(&evs[j])
+			if err != nil {
+				b.Fatal(err)
+			}
+			msgs[j] = &nats.Msg{Subject: natslayout.EventSubject(evs[j].Source, evs[j].Node), Data: data, Header: nats.Header{}}
+		}
+		js, err := jetstream.New(rig.b.NC, jetstream.WithPublishAsyncMaxPending(bus.DefaultMaxPending))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		for j, m := range msgs {
+			for {
+				_, err := js.PublishMsgAsync(m, jetstream.WithMsgID(evs[j].ID))
+				if err == nil {
+					break
+				}
+				if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+					b.Fatal(err)
+				}
+			}
+		}
+		select {
+		case <-js.PublishAsyncComplete():
+		case <-time.After(time.Minute):
+			b.Fatal("publishes not acknowledged in a minute")
+		}
+		b.StopTimer()
+		total += n
+		rig.stop()
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(total)/b.Elapsed().Seconds(), "events/s")
+}
+
+// BenchmarkLiveEndToEnd offers events as fast as the publishers take them
+// and measures how fast the durable correlator gets through them: from the
+// first publish until the correlator processed the last event it was sent.
+// edge=off publishes every event; edge=rules filters at the edge by the
+// bundled rules (cmd/internal/rulesync), as sidecars with
+// sources.edge_filter do: events/s counts the events offered.
+func BenchmarkLiveEndToEnd(b *testing.B) {
+	for _, edge := range []string{"off", "rules"} {
+		b.Run("edge="+edge, func(b *testing.B) {
+			const n = 200_000
+			var total int
+			var heap uint64
+			for i := 0; b.Loop(); i++ {
+				b.StopTimer()
+				rig := startLiveRig(b, true)
+				evs := liveEvents(n, fmt.Sprintf("e2e%d", i))
+				keep, filter := liveKeep(b, edge)
+				b.StartTimer()
+				publishAll(b, rig.b, evs, 4, keep)
+				want := uint64(n)
+				if filter != nil {
+					k, _ := filter.Counts()
+					want = k
+				}
+				rig.waitProcessed(b, want, 5*time.Minute)
+				b.StopTimer()
+				total += n
+				var ms runtime.MemStats
+				runtime.ReadMemStats(&ms)
+				heap = max(heap, ms.HeapInuse)
+				rig.stop()
+				b.StartTimer()
+			}
+			b.ReportMetric(float64(total)/b.Elapsed().Seconds(), "events/s")
+			b.ReportMetric(float64(heap)/(1<<20), "heap-MB")
+		})
+	}
+}
+
+// liveKeep is the publishers' Keep for an edge mode: nil for "off", the
+// bundled rules' filter for "rules".
+func liveKeep(tb testing.TB, edge string) (func(*ingest.Event) bool, *rulesync.Filter) {
+	if edge == "off" {
+		return nil, nil
+	}
+	f := rulesync.NewFilter(nil)
+	f.SetRules(bundledRules(tb))
+	return f.Keep, f
+}
+
+// BenchmarkLiveLatency offers a fixed load (events/s) for a few seconds and
+// measures event→incident latency: every 10 ms a probe event (a node the
+// servers marked down, which nomad.node.heartbeat_missed pages on at once)
+// goes through the same publishers; its latency is from the publish call to
+// the incident's arrival on KLAXON_INCIDENTS.
+func BenchmarkLiveLatency(b *testing.B) {
+	for _, c := range []struct {
+		edge string
+		rate int
+	}{{"off", 10_000}, {"rules", 10_000}, {"rules", 50_000}, {"rules", 100_000}} {
+		edge, rate := c.edge, c.rate
+		b.Run(fmt.Sprintf("edge=%s/rate=%d", edge, rate), func(b *testing.B) {
+			var lat []time.Duration
+			var offered, elapsed float64
+			for i := 0; b.Loop(); i++ {
+				l, n, d := liveLatencyRun(b, edge, rate, 5*time.Second, fmt.Sprintf("lat%s%d-%d", edge, rate, i))
+				lat = append(lat, l...)
+				offered += float64(n)
+				elapsed += d.Seconds()
+			}
+			if len(lat) == 0 {
+				b.Fatal("no probe came back")
+			}
+			slices.Sort(lat)
+			b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+			b.ReportMetric(offered/elapsed, "events/s")
+		})
+	}
+}
+
+// liveLatencyRun offers rate events/s for d and returns the probes'
+// latencies, the events offered and how long offering took.
+func liveLatencyRun(b *testing.B, edge string, rate int, d time.Duration, run string) ([]time.Duration, int, time.Duration) {
+	b.StopTimer()
+	defer b.StartTimer()
+	rig := startLiveRig(b, true)
+	n := rate * int(d/time.Second)
+	evs := liveEvents(n, run)
+	keep, filter := liveKeep(b, edge)
+	var (
+		mu     sync.Mutex
+		sent   = map[string]time.Time{}
+		lat    []time.Duration
+		probes int
+	)
+	sub, err := rig.b.NC.Subscribe(natslayout.IncidentsSubjects, func(m *nats.Msg) {
+		var in correlate.Incident
+		if json.Unmarshal(m.Data, &in) != nil || in.Rule != "nomad.node.heartbeat_missed" || in.Status != correlate.StatusFiring {
+			return
+		}
+		at := time.Now()
+		mu.Lock()
+		if t0, ok := sent[in.Node]; ok {
+			lat = append(lat, at.Sub(t0))
+			delete(sent, in.Node)
+		}
+		mu.Unlock()
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	const pubs = 4
+	ins := make([]chan ingest.Event, pubs)
+	var wg sync.WaitGroup
+	for p := range ins {
+		ins[p] = make(chan ingest.Event, 4096)
+		pub := rig.b.NewPublisher(quiet(), bus.PublisherOptions{Keep: keep})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = pub.Run(context.Background(), ins[p])
+		}()
+	}
+	const tick = time.Millisecond
+	per := rate / int(time.Second/tick)
+	start := time.Now()
+	next, i := start, 0
+	for k := 0; i < len(evs); k++ {
+		next = next.Add(tick)
+		time.Sleep(time.Until(next))
+		for j := 0; j < per && i < len(evs); j, i = j+1, i+1 {
+			ins[i%pubs] <- evs[i]
+		}
+		if k%10 == 0 {
+			probes++
+			node := fmt.Sprintf("probe-%s-%d", run, k)
+			ev := ingest.Event{ID: node, Time: time.Now().UTC(), Node: node, Source: ingest.SourceNomadEvent,
+				Kind: "Node.NodeStreamEvent", Level: ingest.LevelWarn, Msg: "node down",
+				Fields: map[string]any{"status": "down", "prev_status": "ready"}}
+			mu.Lock()
+			sent[node] = time.Now()
+			mu.Unlock()
+			ins[k%pubs] <- ev
+		}
+	}
+	took := time.Since(start)
+	for _, in := range ins {
+		close(in)
+	}
+	wg.Wait()
+	want := uint64(len(evs) + probes)
+	if filter != nil {
+		k, _ := filter.Counts()
+		want = k
+	}
+	rig.waitProcessed(b, want, 5*time.Minute)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		left := len(sent)
+		mu.Unlock()
+		if left == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(sent) > 0 {
+		b.Errorf("%d of %d probes paged no incident", len(sent), probes)
+	}
+	return lat, len(evs), took
+}

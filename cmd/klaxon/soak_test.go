@@ -1,0 +1,498 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/klaxon-dev/klaxon/cmd/internal/rulesync"
+	"github.com/klaxon-dev/klaxon/correlate"
+	"github.com/klaxon-dev/klaxon/ingest"
+	"github.com/klaxon-dev/klaxon/ingest/nomadlog"
+	"github.com/klaxon-dev/klaxon/internal/natslayout"
+	"github.com/klaxon-dev/klaxon/rules"
+	"github.com/klaxon-dev/klaxon/sinks"
+)
+
+// The soak runs klaxon as a fleet feeds it: every simulated node's agent
+// log is the real crash-loop capture (its own node name and ID), appended
+// at a steady overall rate; `klaxon ingest` (edge filter on) tails them
+// all and `klaxon correlate` correlates them, on a three-node cluster of
+// Debian's nats-server with R3 streams. Meanwhile the correlator is
+// SIGKILLed and restarted KLAXON_SOAK_KILLS times and one NATS node is
+// killed and later restarted. At the end the incidents at the sink equal
+// those of an undisturbed in-process replay of the same input (each fired
+// once, same last status, same final counts), KLAXON_EVENTS holds each
+// event the edge keeps exactly once, and the processes' memory stayed
+// flat.
+//
+// make test runs a short version (KLAXON_SOAK_NODES=100, 5,000 lines/s);
+// make soak the full one (10,000 nodes at 20,000 lines/s: 13.2 M lines,
+// 11 minutes).
+
+// soakParams are the soak's size, from the environment.
+type soakParams struct {
+	nodes int           // simulated nodes
+	rate  int           // lines per second over all nodes
+	kills int           // correlator SIGKILLs
+	wait  time.Duration // for the end state after the last line
+}
+
+func soakParamsFromEnv(t *testing.T) soakParams {
+	t.Helper()
+	p := soakParams{nodes: 100, rate: 5000, kills: 2, wait: 2 * time.Minute}
+	for name, dst := range map[string]*int{"KLAXON_SOAK_NODES": &p.nodes, "KLAXON_SOAK_RATE": &p.rate, "KLAXON_SOAK_KILLS": &p.kills} {
+		if v := os.Getenv(name); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 {
+				t.Fatalf("%s=%q: want a positive number", name, v)
+			}
+			*dst = n
+		}
+	}
+	if p.nodes > 1000 {
+		p.wait = 10 * time.Minute
+	}
+	return p
+}
+
+// soakCapture is the capture's lines, to be rewritten per node.
+type soakCapture []string
+
+func loadSoakCapture(t *testing.T) soakCapture {
+	t.Helper()
+	raw, err := os.ReadFile(soCapture)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.SplitAfter(string(raw), "\n")
+	if lines[len(lines)-1] == "" {
+		lines = lines[:len(lines)-1]
+	}
+	return lines
+}
+
+func soakNode(i int) string { return fmt.Sprintf("node-%05d", i) }
+
+// chunk returns node i's lines [lo, hi) of the capture, as its own.
+func (c soakCapture) chunk(i, lo, hi int) string {
+	text := strings.Join(c[min(lo, len(c)):min(hi, len(c))], "")
+	text = strings.ReplaceAll(text, "node_name=vm", "node_name="+soakNode(i))
+	return strings.ReplaceAll(text, soCaptureNodeID, fmt.Sprintf("%08x", i+1)+soCaptureNodeID[8:])
+}
+
+// soakExpected is the undisturbed outcome and what the edge keeps of it.
+type soakExpected struct {
+	events, kept int
+	incidents    map[string]correlate.Incident // by id: the last change
+	final        map[string]int                // incident id → count in the state
+}
+
+func soakReference(t *testing.T, set *rules.Set, c soakCapture, nodes int) soakExpected {
+	t.Helper()
+	exp := soakExpected{incidents: map[string]correlate.Incident{}, final: map[string]int{}}
+	corr := correlate.New(set, correlate.Options{UpdateInterval: soUpdateInterval})
+	filter := rulesync.NewFilter(nil)
+	filter.SetRules(set)
+	ident := ingest.NewIdentity()
+	for i := range nodes {
+		_, err := nomadlog.ReadAll(context.Background(), strings.NewReader(c.chunk(i, 0, len(c))),
+			nomadlog.DecoderConfig{IDPrefix: soakNode(i), DefaultNode: "ingest-host", Identity: ident}, func(ev ingest.Event) {
+				exp.events++
+				if filter.Keep(&ev) {
+					exp.kept++
+				}
+				corr.Process(&ev, func(in correlate.Incident) { exp.incidents[in.ID] = in })
+			})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, in := range corr.Open() {
+		exp.final[in.ID] = in.Count
+	}
+	return exp
+}
+
+// rssMB is the resident memory of a process (0 when unknown).
+func rssMB(pid int) float64 {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			kb, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
+			return float64(kb) / 1024
+		}
+	}
+	return 0
+}
+
+func TestSoak(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a NATS cluster and the klaxon binaries")
+	}
+	natsBin, err := exec.LookPath("nats-server")
+	if err != nil {
+		if os.Getenv("KLAXON_REQUIRE_EXTERNAL") == "1" {
+			t.Fatal("Debian's nats-server is not installed (make deps)")
+		}
+		t.Skip("Debian's nats-server is not installed")
+	}
+	p := soakParamsFromEnv(t)
+	bin := buildKlaxon(t)
+	rulesDir, err := filepath.Abs("../../rules.d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := rules.LoadDir(rulesDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	capture := loadSoakCapture(t)
+	exp := soakReference(t, set, capture, p.nodes)
+	if len(exp.final) < 3*p.nodes {
+		t.Fatalf("reference: %d incidents, want the capture's 3 per node", len(exp.final))
+	}
+	lines := len(capture) * p.nodes
+	t.Logf("%d nodes, %d lines at %d/s (%v); reference: %d events, %d kept at the edge, %d incidents",
+		p.nodes, lines, p.rate, time.Duration(float64(lines)/float64(p.rate)*float64(time.Second)).Round(time.Second),
+		exp.events, exp.kept, len(exp.final))
+
+	dir := t.TempDir()
+	natsProcs, urls := soCluster(t, dir, natsBin)
+	logDir := filepath.Join(dir, "logs")
+	if err := os.MkdirAll(logDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i := range p.nodes {
+		if err := os.WriteFile(filepath.Join(logDir, soakNode(i)+".log"), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write := func(name, text string) string {
+		path := filepath.Join(dir, name+".yaml")
+		if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	common := fmt.Sprintf("nats: {url: %q, replicas: 3}\nhttp: {listen: \"127.0.0.1:0\"}\nshutdown_timeout: 10s\n", strings.Join(urls, ","))
+	ingestCfg := write("ingest", common+fmt.Sprintf(`node: ingest-host
+data_dir: %s
+sources:
+  edge_filter: true
+  nomad_log:
+    - paths: [%q]
+      read_from: beginning
+      poll_interval: 200ms
+`, filepath.Join(dir, "ingest-data"), filepath.Join(logDir, "*.log")))
+	corrCfg := write("correlate", common+fmt.Sprintf(`data_dir: %s
+rules_dir: %s
+sinks:
+  - {type: file, name: jsonl, path: %q}
+correlator:
+  snapshot_interval: 1s
+  update_interval: %s
+  lateness: %s
+`, filepath.Join(dir, "data-correlate"), rulesDir, filepath.Join(dir, "sink.jsonl"), soUpdateInterval, soLateness))
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, name := range []string{"ingest", "correlate"} {
+				b, _ := os.ReadFile(filepath.Join(dir, name+".log"))
+				if len(b) > 6000 {
+					b = b[len(b)-6000:]
+				}
+				t.Logf("--- %s:\n%s", name, b)
+			}
+		}
+	})
+	// Each start of the correlator logs to its own file; "correlate.log"
+	// is the current one. A restart does not wait for it to take over
+	// (its lease first expires: correlator.lease_ttl), so that the
+	// disturbances keep their times.
+	corrRuns := 0
+	startCorr := func(wait bool) *soProc {
+		corrRuns++
+		name := "correlate"
+		if corrRuns > 1 {
+			_ = os.Rename(filepath.Join(dir, "correlate.log"), filepath.Join(dir, fmt.Sprintf("correlate-%d.log", corrRuns-1)))
+		}
+		c := soStart(t, dir, name, bin, "correlate", "--config", corrCfg)
+		if !wait {
+			return c
+		}
+		waitFor(t, time.Minute, "the correlator to start", func() bool {
+			if c.exited() {
+				t.Fatalf("correlate exited:\n%s", c.log())
+			}
+			return strings.Contains(c.log(), "state restored")
+		})
+		return c
+	}
+	corr := startCorr(true)
+	ing := soStart(t, dir, "ingest", bin, "ingest", "--config", ingestCfg)
+	// The edge filter has the correlator's rules before the first line:
+	// until then it would publish everything.
+	waitFor(t, time.Minute, "the ingester's edge filter to have the rules", func() bool {
+		if ing.exited() {
+			t.Fatalf("ingest exited:\n%s", ing.log())
+		}
+		return strings.Contains(ing.log(), "edge filter: rules updated")
+	})
+
+	// Memory: sampled every 2 s.
+	var (
+		memMu   sync.Mutex
+		samples []soakSample
+		curPID  = corr.cmd.Process.Pid
+	)
+	start := time.Now()
+	stopMem := make(chan struct{})
+	memDone := make(chan struct{})
+	go func() {
+		defer close(memDone)
+		tk := time.NewTicker(2 * time.Second)
+		defer tk.Stop()
+		for {
+			select {
+			case <-stopMem:
+				return
+			case <-tk.C:
+				memMu.Lock()
+				samples = append(samples, soakSample{time.Since(start), rssMB(ing.cmd.Process.Pid), rssMB(curPID)})
+				memMu.Unlock()
+			}
+		}
+	}()
+
+	// The writer: the capture in steps of `step` lines per node, a group
+	// of nodes at a time, paced to the rate.
+	const groups = 10
+	step := max(1, p.rate*5/p.nodes) // about 5 s of lines per round
+	rounds := (len(capture) + step - 1) / step
+	total := time.Duration(float64(lines) / float64(p.rate) * float64(time.Second))
+	writeErr := make(chan error, 1)
+	writing := make(chan struct{})
+	go func() {
+		defer close(writing)
+		for r := range rounds {
+			for g := range groups {
+				for i := g; i < p.nodes; i += groups {
+					f, err := os.OpenFile(filepath.Join(logDir, soakNode(i)+".log"), os.O_APPEND|os.O_WRONLY, 0o644)
+					if err == nil {
+						_, err = f.WriteString(capture.chunk(i, r*step, (r+1)*step))
+						f.Close()
+					}
+					if err != nil {
+						writeErr <- err
+						return
+					}
+				}
+				k := r*groups + g + 1
+				time.Sleep(time.Until(start.Add(total * time.Duration(k) / time.Duration(rounds*groups))))
+			}
+		}
+	}()
+
+	// The disturbances, spread over the run: correlator kills at k/(kills+1),
+	// NATS node n2 down from 40 % to 60 %.
+	type disturbance struct {
+		at   time.Duration
+		what string
+	}
+	var plan []disturbance
+	for k := 1; k <= p.kills; k++ {
+		plan = append(plan, disturbance{total * time.Duration(k) / time.Duration(p.kills+1), "kill correlator"})
+	}
+	plan = append(plan, disturbance{total * 4 / 10, "kill nats"}, disturbance{total * 6 / 10, "restart nats"})
+	slices.SortFunc(plan, func(a, b disturbance) int { return int(a.at - b.at) })
+	for _, s := range plan {
+		time.Sleep(time.Until(start.Add(s.at)))
+		switch s.what {
+		case "kill correlator":
+			corr.kill()
+			t.Logf("%v: SIGKILLed the correlator (run %d)", time.Since(start).Round(time.Second), corrRuns)
+			corr = startCorr(false)
+			memMu.Lock()
+			curPID = corr.cmd.Process.Pid
+			memMu.Unlock()
+		case "kill nats":
+			natsProcs[1].kill()
+			t.Logf("%v: killed nats-server n2", time.Since(start).Round(time.Second))
+		case "restart nats":
+			natsProcs[1] = soStart(t, dir, "nats-n2-again", natsBin, "-c", filepath.Join(dir, "n2.conf"))
+			t.Logf("%v: restarted nats-server n2", time.Since(start).Round(time.Second))
+		}
+	}
+	<-writing
+	select {
+	case err := <-writeErr:
+		t.Fatal(err)
+	default:
+	}
+	wrote := time.Since(start)
+	t.Logf("wrote %d lines in %v (%.0f lines/s)", lines, wrote.Round(time.Second), float64(lines)/wrote.Seconds())
+
+	nc, js := soConnect(t, urls)
+	defer nc.Close()
+	var last string
+	deadline := time.Now().Add(p.wait)
+	for !soakDone(js, exp.kept, &last) {
+		if time.Now().After(deadline) {
+			t.Fatalf("not everything stored, correlated and delivered within %v of the last line: %s", p.wait, last)
+		}
+		if corr.exited() || ing.exited() {
+			t.Fatalf("a process died: correlate exited=%v ingest exited=%v", corr.exited(), ing.exited())
+		}
+		time.Sleep(200 * time.Millisecond) // polling interval, bounded by the deadline
+	}
+	t.Logf("everything processed %v after the last line (%v in all: %.0f lines/s end to end)",
+		time.Since(start.Add(wrote)).Round(time.Second), time.Since(start).Round(time.Second), float64(lines)/time.Since(start).Seconds())
+	close(stopMem)
+	<-memDone
+
+	got := readIncidents(t, filepath.Join(dir, "sink.jsonl"))
+	soakCompare(t, exp, got, soState(t, js, set, "correlator"))
+	memMu.Lock()
+	defer memMu.Unlock()
+	soakMemory(t, samples)
+}
+
+// soakCompare checks the sink's incidents and the final state against
+// the reference.
+func soakCompare(t *testing.T, exp soakExpected, got []correlate.Incident, final map[string]int) {
+	t.Helper()
+	seen := map[string]bool{}
+	fired := map[string]int{}
+	last := map[string]correlate.Incident{}
+	for _, in := range got {
+		if seen[in.ChangeID()] {
+			t.Errorf("change %s (%s %s) delivered twice", in.ChangeID(), in.Rule, in.Node)
+		}
+		seen[in.ChangeID()] = true
+		if _, ok := exp.final[in.ID]; !ok {
+			t.Errorf("unexpected incident %s: %s %s node=%s count=%d", in.ID, in.Status, in.Rule, in.Node, in.Count)
+		}
+		if in.Status == correlate.StatusFiring {
+			fired[in.ID]++
+		}
+		last[in.ID] = in
+	}
+	bad := 0
+	for id, want := range exp.incidents {
+		g, ok := last[id]
+		switch {
+		case !ok:
+			t.Errorf("incident %s (%s node=%s) lost: not at the sink", id, want.Rule, want.Node)
+		case fired[id] != 1:
+			t.Errorf("incident %s (%s node=%s) fired %d times", id, want.Rule, want.Node, fired[id])
+		case g.Status != want.Status || g.Rule != want.Rule || g.Node != want.Node:
+			t.Errorf("incident %s: last change %s %s node=%s, want %s %s node=%s", id, g.Status, g.Rule, g.Node, want.Status, want.Rule, want.Node)
+		default:
+			continue
+		}
+		if bad++; bad > 20 {
+			t.Fatal("too many differences")
+		}
+	}
+	for id, n := range exp.final {
+		if final[id] != n {
+			t.Errorf("incident %s: final count %d, want %d", id, final[id], n)
+		}
+	}
+	if len(final) != len(exp.final) {
+		t.Errorf("the correlator's state has %d open incidents, want %d", len(final), len(exp.final))
+	}
+	t.Logf("sink: %d changes of %d incidents, as the reference", len(got), len(exp.incidents))
+}
+
+// soakSample is the resident memory of the ingester and the running
+// correlator at a time of the run.
+type soakSample struct {
+	at          time.Duration
+	ingest, cor float64 // MB
+}
+
+// soakMemory checks that memory stayed flat: the ingester's resident set
+// in the last third of the run peaks within 1.5× (plus 32 MB) of its peak
+// in the middle third. The correlator's is reported, and bounded by twice
+// its middle-third peak: its state grows while the nodes' windows fill
+// (every node replays the capture over the whole run) and it is restarted
+// several times.
+func soakMemory(t *testing.T, samples []soakSample) {
+	t.Helper()
+	if len(samples) < 6 {
+		t.Logf("memory: %d samples, too few to judge", len(samples))
+		return
+	}
+	third := len(samples) / 3
+	peak := func(ss []soakSample, f func(soakSample) float64) float64 {
+		m := 0.0
+		for _, s := range ss {
+			m = max(m, f(s))
+		}
+		return m
+	}
+	ingest := func(s soakSample) float64 { return s.ingest }
+	cor := func(s soakSample) float64 { return s.cor }
+	mid, end := samples[third:2*third], samples[2*third:]
+	var series []string
+	for i := 0; i < len(samples); i += max(1, len(samples)/12) {
+		s := samples[i]
+		series = append(series, fmt.Sprintf("%v: ingest %.0f MB, correlate %.0f MB", s.at.Round(time.Second), s.ingest, s.cor))
+	}
+	t.Logf("memory (resident):\n  %s", strings.Join(series, "\n  "))
+	if a, b := peak(mid, ingest), peak(end, ingest); b > 1.5*a+32 {
+		t.Errorf("the ingester's memory grew: peak %.0f MB in the middle third, %.0f MB in the last", a, b)
+	}
+	if a, b := peak(mid, cor), peak(end, cor); b > 2*a+64 {
+		t.Errorf("the correlator's memory grew: peak %.0f MB in the middle third, %.0f MB in the last", a, b)
+	}
+}
+
+// soakDone reports whether KLAXON_EVENTS holds every event the edge keeps
+// exactly once, the correlator's checkpoint covers the last of them, and
+// the sink has delivered every incident change; last says what is missing.
+func soakDone(js jetstream.JetStream, kept int, last *string) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, natslayout.EventsStream)
+	if err != nil {
+		*last = err.Error()
+		return false
+	}
+	info := st.CachedInfo().State
+	if info.Msgs != uint64(kept) {
+		*last = fmt.Sprintf("KLAXON_EVENTS holds %d events of %d", info.Msgs, kept)
+		return false
+	}
+	if seq := soSnapshotSeq(js, "correlator"); seq < info.LastSeq {
+		*last = fmt.Sprintf("the checkpoint covers seq %d of %d", seq, info.LastSeq)
+		return false
+	}
+	ci, err := js.Consumer(ctx, natslayout.IncidentsStream, sinks.ConsumerName("jsonl"))
+	if err != nil {
+		*last = err.Error()
+		return false
+	}
+	if ci := ci.CachedInfo(); ci.NumPending != 0 || ci.NumAckPending != 0 {
+		*last = fmt.Sprintf("sink: %d pending, %d unacked", ci.NumPending, ci.NumAckPending)
+		return false
+	}
+	return true
+}

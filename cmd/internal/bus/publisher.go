@@ -206,7 +206,16 @@ func (p *Publisher) Run(ctx context.Context, in <-chan ingest.Event) error {
 				continue
 			}
 			e := &pending{ev: ev, kept: true}
-			e.data = p.encode(&ev)
+			data, err := natslayout.EncodeEvent(&ev)
+			if err != nil {
+				// EncodeEvent only fails on values it cannot even print;
+				// publish what identifies the event rather than lose it.
+				p.log.Error("publisher: event not encodable, publishing it without fields", "id", ev.ID, "err", err)
+				stripped := ev
+				stripped.Fields = map[string]any{"klaxon_encode_error": err.Error()}
+				data, _ = natslayout.EncodeEvent(&stripped)
+			}
+			e.data = p.fit(&ev, data)
 			p.send(e)
 			q = append(q, e)
 		case ack := <-okCh:
@@ -217,20 +226,6 @@ func (p *Publisher) Run(ctx context.Context, in <-chan ingest.Event) error {
 			head.paf = nil
 		}
 	}
-}
-
-// encode is the message of ev, fitted to the server's payload limit.
-func (p *Publisher) encode(ev *ingest.Event) []byte {
-	data, err := natslayout.EncodeEvent(ev)
-	if err != nil {
-		// EncodeEvent only fails on values it cannot even print; publish
-		// what identifies the event rather than lose it.
-		p.log.Error("publisher: event not encodable, publishing it without fields", "id", ev.ID, "err", err)
-		stripped := *ev
-		stripped.Fields = map[string]any{"klaxon_encode_error": err.Error()}
-		data, _ = natslayout.EncodeEvent(&stripped)
-	}
-	return p.fit(ev, data)
 }
 
 // filteredAck stands for the acknowledgement of an event Keep left out:

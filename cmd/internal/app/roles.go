@@ -184,16 +184,7 @@ func runRoles(ctx context.Context, cfg *Config, opts Options, r roleSet) error {
 		return undo(err)
 	}
 	if ing != nil {
-		var po bus.PublisherOptions
-		if cfg.Sources.EdgeFilter {
-			f := rulesync.NewFilter(log)
-			met.reg.MustRegister(f.Collectors()...)
-			go f.Follow(httpCtx, b.JS)
-			po.Keep = f.Keep
-		}
-		pub := b.NewPublisher(log, po)
-		met.bus.SetPublisher(pub)
-		ing.StartPublisher(pub)
+		startPublisher(httpCtx, cfg, b, met, ing, log)
 	}
 
 	met.ready.Set(true)
@@ -270,6 +261,22 @@ func newCorrelators(ctx context.Context, b *bus.Bus, set *rules.Set, cfg Correla
 		}
 	}
 	return durable.New(cfg.durable(), o)
+}
+
+// startPublisher publishes the ingest role's events, through the edge
+// filter (following the correlator's rules until ctx is done) when
+// sources.edge_filter is on.
+func startPublisher(ctx context.Context, cfg *Config, b *bus.Bus, met *metrics, ing *ingestrole.Role, log *slog.Logger) {
+	var po bus.PublisherOptions
+	if cfg.Sources.EdgeFilter {
+		f := rulesync.NewFilter(log)
+		met.reg.MustRegister(f.Collectors()...)
+		go f.Follow(ctx, b.JS)
+		po.Keep = f.Keep
+	}
+	pub := b.NewPublisher(log, po)
+	met.bus.SetPublisher(pub)
+	ing.StartPublisher(pub)
 }
 
 func ruleCount(set *rules.Set) int {

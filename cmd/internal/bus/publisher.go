@@ -201,23 +201,7 @@ func (p *Publisher) Run(ctx context.Context, in <-chan ingest.Event) error {
 				inOpen = false
 				continue
 			}
-			if p.opts.Keep != nil && !p.opts.Keep(&ev) {
-				q = append(q, &pending{ev: ev, ack: &filteredAck})
-				continue
-			}
-			e := &pending{ev: ev, kept: true}
-			data, err := natslayout.EncodeEvent(&ev)
-			if err != nil {
-				// EncodeEvent only fails on values it cannot even print;
-				// publish what identifies the event rather than lose it.
-				p.log.Error("publisher: event not encodable, publishing it without fields", "id", ev.ID, "err", err)
-				stripped := ev
-				stripped.Fields = map[string]any{"klaxon_encode_error": err.Error()}
-				data, _ = natslayout.EncodeEvent(&stripped)
-			}
-			e.data = p.fit(&ev, data)
-			p.send(e)
-			q = append(q, e)
+			q = append(q, p.enqueue(ev))
 		case ack := <-okCh:
 			head.ack = ack
 		case err := <-errCh:
@@ -226,6 +210,27 @@ func (p *Publisher) Run(ctx context.Context, in <-chan ingest.Event) error {
 			head.paf = nil
 		}
 	}
+}
+
+// enqueue makes the pending entry of ev: sent, or, when Keep leaves it
+// out, already acknowledged (committed in its turn).
+func (p *Publisher) enqueue(ev ingest.Event) *pending {
+	if p.opts.Keep != nil && !p.opts.Keep(&ev) {
+		return &pending{ev: ev, ack: &filteredAck}
+	}
+	e := &pending{ev: ev, kept: true}
+	data, err := natslayout.EncodeEvent(&ev)
+	if err != nil {
+		// EncodeEvent only fails on values it cannot even print;
+		// publish what identifies the event rather than lose it.
+		p.log.Error("publisher: event not encodable, publishing it without fields", "id", ev.ID, "err", err)
+		stripped := ev
+		stripped.Fields = map[string]any{"klaxon_encode_error": err.Error()}
+		data, _ = natslayout.EncodeEvent(&stripped)
+	}
+	e.data = p.fit(&ev, data)
+	p.send(e)
+	return e
 }
 
 // filteredAck stands for the acknowledgement of an event Keep left out:

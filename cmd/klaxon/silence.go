@@ -104,13 +104,7 @@ func httpBase(listen string) string {
 	if err != nil || port == "0" || port == "" {
 		return ""
 	}
-	switch host {
-	case "", "0.0.0.0":
-		host = "127.0.0.1"
-	case "::":
-		host = "::1"
-	}
-	return "http://" + net.JoinHostPort(host, port)
+	return "http://" + bus.LocalAddr(host, port)
 }
 
 type kvSilences struct {

@@ -88,21 +88,7 @@ func (c *Correlator) actionGroup(ev *ingest.Event) *group {
 	case map[string]string:
 		vals = gv
 	}
-	r := rs.rule
-	n := 0
-	for _, p := range r.By {
-		n += len(p) + len(vals[p]) + 2
-	}
-	b := make([]byte, 0, n)
-	for i, p := range r.By {
-		if i > 0 {
-			b = append(b, 0x1f)
-		}
-		b = append(b, p...)
-		b = append(b, '=')
-		b = append(b, vals[p]...)
-	}
-	return rs.groups[string(b)]
+	return rs.groups[rs.rule.GroupKeyOf(vals)]
 }
 
 func hasEvidence(list []Evidence, id string) bool {

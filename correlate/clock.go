@@ -129,35 +129,10 @@ func (cs *clocks) swap(i, j int) {
 func (cs *clocks) push(cl *clock) {
 	cl.idx = len(cs.heap)
 	cs.heap = append(cs.heap, cl)
-	j := cl.idx
-	for j > 0 {
-		i := (j - 1) / 2
-		if !cs.less(j, i) {
-			break
-		}
-		cs.swap(i, j)
-		j = i
-	}
+	siftUp(cs, cl.idx)
 }
 
-func (cs *clocks) down(i int) {
-	n := len(cs.heap)
-	for {
-		l := 2*i + 1
-		if l >= n {
-			return
-		}
-		j := l
-		if r := l + 1; r < n && cs.less(r, l) {
-			j = r
-		}
-		if !cs.less(j, i) {
-			return
-		}
-		cs.swap(i, j)
-		i = j
-	}
-}
+func (cs *clocks) down(i int) { siftDown(cs, i, len(cs.heap)) }
 
 func (cs *clocks) pop() {
 	n := len(cs.heap) - 1

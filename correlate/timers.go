@@ -21,37 +21,9 @@ func (h timerHeap) swap(i, j int) {
 	h[j].hidx = j
 }
 
-func (h timerHeap) up(j int) {
-	for j > 0 {
-		i := (j - 1) / 2
-		if !h.less(j, i) {
-			break
-		}
-		h.swap(i, j)
-		j = i
-	}
-}
+func (h timerHeap) up(j int) { siftUp(h, j) }
 
-func (h timerHeap) down(i int) bool {
-	i0 := i
-	n := len(h)
-	for {
-		l := 2*i + 1
-		if l >= n {
-			break
-		}
-		j := l
-		if r := l + 1; r < n && h.less(r, l) {
-			j = r
-		}
-		if !h.less(j, i) {
-			break
-		}
-		h.swap(i, j)
-		i = j
-	}
-	return i > i0
-}
+func (h timerHeap) down(i int) bool { return siftDown(h, i, len(h)) }
 
 func (h *timerHeap) push(g *group) {
 	g.hidx = len(*h)

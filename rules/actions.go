@@ -2,8 +2,6 @@ package rules
 
 import (
 	"strings"
-
-	"gopkg.in/yaml.v3"
 )
 
 // ActionNodeEligibility marks the incident's node ineligible while the
@@ -21,22 +19,12 @@ func (b *ruleBuilder) actions() {
 		return
 	}
 	b.origin("actions", n)
-	var items []*yaml.Node
-	switch n.Kind {
-	case yaml.SequenceNode:
-		items = n.Content
-	case yaml.ScalarNode:
-		items = []*yaml.Node{n.Node}
-	default:
+	items, ok := listItems(n) // not null (above)
+	if !ok {
 		b.errf(n, "actions: expected a list of action names (%s)", strings.Join(KnownActions, ", "))
 		return
 	}
-	for _, it := range items {
-		it := n.sub(it)
-		s, ok := b.l.scalar(it, b.name, "actions")
-		if !ok {
-			continue
-		}
+	b.eachScalar(n, items, "actions", func(it yn, s string) {
 		switch {
 		case !contains(KnownActions, s):
 			msg := "actions: unknown action " + `"` + s + `"` + " (known: " + strings.Join(KnownActions, ", ") + ")"
@@ -44,16 +32,14 @@ func (b *ruleBuilder) actions() {
 				msg = "actions: unknown action " + `"` + s + `"` + ` (did you mean "` + sug + `"?)`
 			}
 			b.errf(it, "%s", msg)
-			continue
 		case contains(b.r.Actions, s):
 			b.errf(it, "actions: %q given twice", s)
-			continue
 		case s == ActionNodeEligibility && !groupsByNode(b.r.By):
 			b.errf(it, "actions: %s acts on the incident's node: the rule must group by node (correlate.by lists node)", s)
-			continue
+		default:
+			b.r.Actions = append(b.r.Actions, s)
 		}
-		b.r.Actions = append(b.r.Actions, s)
-	}
+	})
 }
 
 // groupsByNode reports whether by has the node path (alone or as the last

@@ -211,18 +211,38 @@ func (l *loader) parseYAML(f *fileCtx, data []byte) yn {
 	return yn{Node: deref(doc.Content[0]), f: f}
 }
 
-func (l *loader) decodeRules(d *fileDoc) {
-	n := d.Rules
+// fileList returns the items of a file's list of rules or overrides (what),
+// MaxRulesPerFile at most; notList is the error when n is not a list.
+func (l *loader) fileList(n yn, what, notList string) []*yaml.Node {
 	if n.Kind != yaml.SequenceNode {
-		l.errf(n, "", "rules: expected a list of rules")
-		return
+		l.errf(n, "", "%s", notList)
+		return nil
 	}
 	items := n.Content
 	if len(items) > MaxRulesPerFile {
-		l.errf(n.sub(items[MaxRulesPerFile]), "", "too many rules in one file (%d; the limit is %d)", len(items), MaxRulesPerFile)
+		l.errf(n.sub(items[MaxRulesPerFile]), "", "too many %s in one file (%d; the limit is %d)", what, len(items), MaxRulesPerFile)
 		items = items[:MaxRulesPerFile]
 	}
-	for i, it := range items {
+	return items
+}
+
+// namedEntries is entries with names checked (letters, digits and _):
+// key names the mapping, noun one entry.
+func (l *loader) namedEntries(n yn, rule, key, notMapping, noun string) []entry {
+	var out []entry
+	for _, e := range l.entries(n, rule, key, notMapping, noun) {
+		if !selNameRe.MatchString(e.name()) {
+			l.errf(e.key, rule, "%s: invalid %s name %q (letters, digits and _, not starting with a digit)", key, noun, e.name())
+			continue
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+func (l *loader) decodeRules(d *fileDoc) {
+	n := d.Rules
+	for i, it := range l.fileList(n, "rules", "rules: expected a list of rules") {
 		if rd := l.decodeRule(n.sub(it), i+1); rd != nil {
 			d.rules = append(d.rules, rd)
 		}
@@ -260,21 +280,37 @@ func (l *loader) decodeRule(n yn, nth int) *ruleDoc {
 	if d.Correlate.ok() {
 		d.corr = l.decodeCorrelate(d.Correlate, name)
 	}
-	if d.Resolve.ok() && !d.Resolve.null() {
-		if d.Resolve.Kind != yaml.MappingNode {
-			l.errf(d.Resolve, name, "resolve: expected a mapping with after")
-		} else {
-			l.decodeKeys(d.Resolve, name, &d.res, nil)
-		}
+	if !d.Resolve.null() {
+		l.decodeResolve(d.Resolve, name, &d.res, nil)
 	}
-	if d.Labels.ok() {
-		d.labels = l.entries(d.Labels, name, "labels", "labels: expected a mapping of names to values", "label")
-	}
+	d.labels = l.decodeLabels(d.Labels, name)
 	if d.corr != nil && d.corr.Params.ok() {
 		d.params = l.decodeParams(d.corr.Params, name)
 	}
 	d.bad = len(l.errs) > nerr
 	return d
+}
+
+// decodeResolve is phase 1 of a rule's or an override's resolve (when
+// given); hint explains an unknown key.
+func (l *loader) decodeResolve(n yn, rule string, res *resolveDoc, hint func(key string) string) {
+	if !n.ok() {
+		return
+	}
+	if n.Kind != yaml.MappingNode {
+		l.errf(n, rule, "resolve: expected a mapping with after")
+		return
+	}
+	l.decodeKeys(n, rule, res, hint)
+}
+
+// decodeLabels is phase 1 of a rule's or an override's labels (when
+// given).
+func (l *loader) decodeLabels(n yn, rule string) []entry {
+	if !n.ok() {
+		return nil
+	}
+	return l.entries(n, rule, "labels", "labels: expected a mapping of names to values", "label")
 }
 
 func (l *loader) decodeCorrelate(n yn, name string) *correlateDoc {

@@ -3,7 +3,6 @@ package rules
 import (
 	"fmt"
 	"sort"
-	"strings"
 
 	"gopkg.in/yaml.v3"
 )
@@ -83,16 +82,7 @@ func overrideHint(key string) string {
 // decodeOverrides is phase 1 of a file's overrides:.
 func (l *loader) decodeOverrides(d *fileDoc) {
 	n := d.Overrides
-	if n.Kind != yaml.SequenceNode {
-		l.errf(n, "", "overrides: expected a list of overrides ({rule: <id>, ...})")
-		return
-	}
-	items := n.Content
-	if len(items) > MaxRulesPerFile {
-		l.errf(n.sub(items[MaxRulesPerFile]), "", "too many overrides in one file (%d; the limit is %d)", len(items), MaxRulesPerFile)
-		items = items[:MaxRulesPerFile]
-	}
-	for _, it := range items {
+	for _, it := range l.fileList(n, "overrides", "overrides: expected a list of overrides ({rule: <id>, ...})") {
 		if o := l.decodeOverride(n.sub(it)); o != nil {
 			d.overrides = append(d.overrides, o)
 		}
@@ -126,16 +116,8 @@ func (l *loader) decodeOverride(n yn) *overrideDoc {
 		return nil
 	}
 	l.decodeOverrideCorrelate(o)
-	if o.Resolve.ok() {
-		if o.Resolve.Kind != yaml.MappingNode {
-			l.errf(o.Resolve, rule, "resolve: expected a mapping with after")
-		} else {
-			l.decodeKeys(o.Resolve, rule, &o.res, overrideHint)
-		}
-	}
-	if o.Labels.ok() {
-		o.labels = l.entries(o.Labels, rule, "labels", "labels: expected a mapping of names to values", "label")
-	}
+	l.decodeResolve(o.Resolve, rule, &o.res, overrideHint)
+	o.labels = l.decodeLabels(o.Labels, rule)
 	if o.Exceptions.ok() {
 		o.excs = l.decodeExceptions(o.Exceptions, rule)
 	}
@@ -180,16 +162,7 @@ func (l *loader) decodeOverrideCorrelate(o *overrideDoc) {
 
 // decodeExceptions reads exceptions: a mapping of names to expressions.
 func (l *loader) decodeExceptions(n yn, rule string) []entry {
-	es := l.entries(n, rule, "exceptions", "exceptions: expected a mapping of names to expressions (like match)", "exception")
-	var out []entry
-	for _, e := range es {
-		if !selNameRe.MatchString(e.name()) {
-			l.errf(e.key, rule, "exceptions: invalid exception name %q (letters, digits and _, not starting with a digit)", e.name())
-			continue
-		}
-		out = append(out, e)
-	}
-	return out
+	return l.namedEntries(n, rule, "exceptions", "exceptions: expected a mapping of names to expressions (like match)", "exception")
 }
 
 // applier applies the overrides of one load to the rule documents.
@@ -317,15 +290,8 @@ func (a *applier) unknownParam(o *overrideDoc, d *ruleDoc, e entry) {
 	for _, p := range d.params {
 		names = append(names, p.name())
 	}
-	msg := fmt.Sprintf("correlate.params: the rule has no param %q", e.name())
-	switch sug := suggest(e.name(), names); {
-	case sug != "":
-		msg += fmt.Sprintf(" (did you mean %q?)", sug)
-	case len(names) > 0:
-		msg += " (params: " + strings.Join(names, ", ") + ")"
-	default:
-		msg += " (it has no params; its thresholds are in its when)"
-	}
+	msg := fmt.Sprintf("correlate.params: the rule has no param %q", e.name()) +
+		paramHint(e.name(), names, "it has no params; its thresholds are in its when")
 	a.l.errf(e.key, o.target, "%s", msg)
 }
 

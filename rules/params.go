@@ -26,17 +26,24 @@ const MaxParams = 32
 //
 // At load they become constants of the compiled condition.
 
+// paramHint follows an error about an unknown param name: the param of
+// names it was likely meant to be, else the params, else none (when names
+// is empty).
+func paramHint(name string, names []string, none string) string {
+	if sug := suggest(name, names); sug != "" {
+		return fmt.Sprintf(" (did you mean %q?)", sug)
+	}
+	if len(names) > 0 {
+		return " (params: " + strings.Join(names, ", ") + ")"
+	}
+	return " (" + none + ")"
+}
+
 // decodeParams is phase 1 of correlate.params.
 func (l *loader) decodeParams(n yn, rule string) []entry {
-	es := l.entries(n, rule, "correlate.params", "correlate.params: expected a mapping of names to numbers", "param")
-	var out []entry
-	for _, e := range es {
-		if !selNameRe.MatchString(e.name()) {
-			l.errf(e.key, rule, "correlate.params: invalid param name %q (letters, digits and _, not starting with a digit)", e.name())
-			continue
-		}
-		e.decl = e.val
-		out = append(out, e)
+	out := l.namedEntries(n, rule, "correlate.params", "correlate.params: expected a mapping of names to numbers", "param")
+	for i := range out {
+		out[i].decl = out[i].val
 	}
 	if len(out) > MaxParams {
 		l.errf(n, rule, "correlate.params: too many params (%d; the limit is %d)", len(out), MaxParams)
@@ -145,15 +152,8 @@ func (p *condPatcher) param(node *ast.Node, m *ast.MemberNode) {
 			names = append(names, k)
 		}
 		sort.Strings(names)
-		msg := fmt.Sprintf("unknown param %q", prop.Value)
-		switch sug := suggest(prop.Value, names); {
-		case sug != "":
-			msg += fmt.Sprintf(" (did you mean %q?)", sug)
-		case len(names) > 0:
-			msg += " (params: " + strings.Join(names, ", ") + ")"
-		default:
-			msg += " (the rule has no params: give them in correlate.params)"
-		}
+		msg := fmt.Sprintf("unknown param %q", prop.Value) +
+			paramHint(prop.Value, names, "the rule has no params: give them in correlate.params")
 		p.errorAt(m, "%s", msg)
 		return
 	}

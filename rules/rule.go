@@ -221,11 +221,18 @@ func (r *Rule) AppendGroupKey(b []byte, ev *ingest.Event) []byte {
 // may list alternatives, "fields.prev_node|node": the first present one counts.
 func (r *Rule) GroupKey(ev *ingest.Event) (key string, group map[string]string) {
 	group = make(map[string]string, len(r.By))
+	for _, p := range r.By {
+		group[p], _ = ev.LookupFirst(p)
+	}
+	return r.GroupKeyOf(group), group
+}
+
+// GroupKeyOf returns the key string of the group with the given values of
+// the rule's By paths (a missing one is empty), as GroupKey does.
+func (r *Rule) GroupKeyOf(group map[string]string) string {
 	n := 0
 	for _, p := range r.By {
-		v, _ := ev.LookupFirst(p)
-		group[p] = v
-		n += len(p) + len(v) + 2
+		n += len(p) + len(group[p]) + 2
 	}
 	b := make([]byte, 0, n)
 	for i, p := range r.By {
@@ -236,5 +243,5 @@ func (r *Rule) GroupKey(ev *ingest.Event) (key string, group map[string]string) 
 		b = append(b, '=')
 		b = append(b, group[p]...)
 	}
-	return string(b), group
+	return string(b)
 }

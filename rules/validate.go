@@ -360,40 +360,53 @@ func (b *ruleBuilder) template(n yn, what, src string) *template.Template {
 	return nil
 }
 
-func (b *ruleBuilder) parseBy(n yn) []string {
-	var items []*yaml.Node
+// listItems returns the items of a list of scalars given as a list or as
+// one scalar (none for null); false for another kind of node.
+func listItems(n yn) ([]*yaml.Node, bool) {
 	switch {
 	case n.Kind == yaml.SequenceNode:
-		items = n.Content
+		return n.Content, true
 	case n.Kind == yaml.ScalarNode && n.Tag != "!!null":
-		items = []*yaml.Node{n.Node}
+		return []*yaml.Node{n.Node}, true
 	case n.Kind == yaml.ScalarNode:
-		return []string{}
-	default:
+		return nil, true
+	}
+	return nil, false
+}
+
+// eachScalar calls fn with the scalar items of n; the others are reported
+// under key.
+func (b *ruleBuilder) eachScalar(n yn, items []*yaml.Node, key string, fn func(it yn, s string)) {
+	for _, it := range items {
+		it := n.sub(it)
+		if s, ok := b.l.scalar(it, b.name, key); ok {
+			fn(it, s)
+		}
+	}
+}
+
+func (b *ruleBuilder) parseBy(n yn) []string {
+	items, ok := listItems(n)
+	if !ok {
 		b.errf(n, "correlate.by: expected a list of event paths")
 		return []string{"node"}
 	}
 	out := []string{}
-	for _, it := range items {
-		it := n.sub(it)
-		s, ok := b.l.scalar(it, b.name, "correlate.by")
-		if !ok {
-			continue
-		}
+	b.eachScalar(n, items, "correlate.by", func(it yn, s string) {
 		if !ingest.ValidPaths(s) {
 			msg := fmt.Sprintf("correlate.by: invalid event path %q (want id, node, node_id, source, kind, level, msg or fields.<name>)", s)
 			if sug := suggest(s, []string{"id", "node", "node_id", "source", "kind", "level", "msg"}); sug != "" {
 				msg = fmt.Sprintf("correlate.by: invalid event path %q (did you mean %q?)", s, sug)
 			}
 			b.errf(it, "%s", msg)
-			continue
+			return
 		}
 		if contains(out, s) {
 			b.errf(it, "correlate.by: %q given twice", s)
-			continue
+			return
 		}
 		out = append(out, s)
-	}
+	})
 	return out
 }
 
@@ -483,38 +496,24 @@ func (b *ruleBuilder) escalation(count, sev yn) (Escalation, bool) {
 
 // parseInhibit reads inhibited_by: a list of rule ids.
 func (b *ruleBuilder) parseInhibit(n yn) []string {
-	var items []*yaml.Node
-	switch {
-	case n.Kind == yaml.SequenceNode:
-		items = n.Content
-	case n.Kind == yaml.ScalarNode && n.Tag != "!!null":
-		items = []*yaml.Node{n.Node}
-	case n.Kind == yaml.ScalarNode:
-		return nil
-	default:
+	items, ok := listItems(n)
+	if !ok {
 		b.errf(n, "inhibited_by: expected a list of rule ids")
 		return nil
 	}
 	var out []string
-	for _, it := range items {
-		it := n.sub(it)
-		s, ok := b.l.scalar(it, b.name, "inhibited_by")
-		if !ok {
-			continue
-		}
+	b.eachScalar(n, items, "inhibited_by", func(it yn, s string) {
 		switch {
 		case !ruleIDRe.MatchString(s):
 			b.errf(it, "inhibited_by: invalid rule id %q", s)
-			continue
 		case s == b.name:
 			b.errf(it, "inhibited_by: a rule cannot inhibit itself")
-			continue
 		case contains(out, s):
 			b.errf(it, "inhibited_by: %q given twice", s)
-			continue
+		default:
+			out = append(out, s)
+			b.r.inhibitPos = append(b.r.inhibitPos, [2]int{it.Line, it.Column})
 		}
-		out = append(out, s)
-		b.r.inhibitPos = append(b.r.inhibitPos, [2]int{it.Line, it.Column})
-	}
+	})
 	return out
 }

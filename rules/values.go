@@ -152,28 +152,28 @@ func latestFn(params ...any) (any, error) {
 	return v, nil
 }
 
-func rateFn(params ...any) (any, error) {
+// regressionOf is the regression over the last params[1] samples of the
+// aggregates params[0]; false when it is not aggregates or has too few.
+func regressionOf(params []any) (at, slope float64, ok bool) {
 	a, ok := params[0].(ValueAggregates)
 	if !ok {
-		return nil, nil
+		return 0, 0, false
 	}
-	_, slope, ok := Regression(a.Samples(params[1].(int)))
-	if !ok {
-		return nil, nil
+	return Regression(a.Samples(params[1].(int)))
+}
+
+func rateFn(params ...any) (any, error) {
+	if _, slope, ok := regressionOf(params); ok {
+		return slope, nil
 	}
-	return slope, nil
+	return nil, nil
 }
 
 func predictFn(params ...any) (any, error) {
-	a, ok := params[0].(ValueAggregates)
-	if !ok {
-		return nil, nil
+	if at, slope, ok := regressionOf(params); ok {
+		return at + slope*params[2].(float64), nil
 	}
-	at, slope, ok := Regression(a.Samples(params[1].(int)))
-	if !ok {
-		return nil, nil
-	}
-	return at + slope*params[2].(float64), nil
+	return nil, nil
 }
 
 // The expr options of the value functions.

@@ -19,6 +19,7 @@ import (
 
 	"github.com/klaxon-dev/klaxon/correlate"
 	"github.com/klaxon-dev/klaxon/internal/natslayout"
+	"github.com/klaxon-dev/klaxon/sinks/internal/sinktest"
 )
 
 // hook is an HTTP endpoint whose answer the test scripts; it records the
@@ -100,17 +101,6 @@ func (s *httpSink) Send(ctx context.Context, in correlate.Incident) (bool, error
 
 func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-func publishChange(t *testing.T, js jetstream.JetStream, in correlate.Incident) {
-	t.Helper()
-	b, _ := json.Marshal(in)
-	msg := nats.NewMsg("klaxon.incidents." + in.Severity + "." + in.Rule)
-	msg.Data = b
-	msg.Header.Set(nats.MsgIdHdr, in.ChangeID())
-	if _, err := js.PublishMsg(context.Background(), msg); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // lifecycle returns firing, updated…, resolved changes of incident id.
 func lifecycle(id string, updates int) []correlate.Incident {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -136,35 +126,7 @@ func lifecycle(id string, updates int) []correlate.Incident {
 	return out
 }
 
-func runDispatcher(t *testing.T, d *Dispatcher) (cancel func()) {
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = d.Run(ctx); close(done) }()
-	var once sync.Once
-	cancel = func() {
-		once.Do(func() {
-			stop()
-			select {
-			case <-done:
-			case <-time.After(20 * time.Second):
-				t.Error("dispatcher did not stop")
-			}
-		})
-	}
-	t.Cleanup(cancel)
-	return cancel
-}
-
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+func runDispatcher(t *testing.T, d *Dispatcher) (cancel func()) { return sinktest.Run(t, d) }
 
 // checkOncePerChangeInOrder: every change arrived exactly once, and the
 // changes of each incident in order.
@@ -205,7 +167,7 @@ func TestDispatcherRetriesKeepOrderPerIncident(t *testing.T) {
 	for i := 0; i < 4; i++ { // interleave the incidents
 		for _, c := range chs {
 			if i < len(c) {
-				publishChange(t, js, c[i])
+				sinktest.Publish(t, js, c[i])
 				all = append(all, c[i])
 			}
 		}
@@ -215,7 +177,7 @@ func TestDispatcherRetriesKeepOrderPerIncident(t *testing.T) {
 		Backoff: func(n int) time.Duration { return 20 * time.Millisecond * time.Duration(n) },
 	}, quietLog())
 	runDispatcher(t, d)
-	waitFor(t, "the others while stuck fails", 10*time.Second, func() bool {
+	sinktest.WaitFor(t, "the others while stuck fails", 10*time.Second, func() bool {
 		n := 0
 		for _, in := range h.delivered() {
 			if in.ID != "stuck" {
@@ -232,7 +194,7 @@ func TestDispatcherRetriesKeepOrderPerIncident(t *testing.T) {
 			t.Fatal("stuck delivered before it was fixed")
 		}
 	}
-	waitFor(t, "every change", 20*time.Second, func() bool { return len(h.delivered()) >= len(all) })
+	sinktest.WaitFor(t, "every change", 20*time.Second, func() bool { return len(h.delivered()) >= len(all) })
 	time.Sleep(200 * time.Millisecond) // a late duplicate would show here
 	checkOncePerChangeInOrder(t, h.delivered(), all)
 	st := d.Stats()
@@ -257,7 +219,7 @@ func TestDispatcherHangingSinkDoesNotHoldUpOthers(t *testing.T) {
 	var all []correlate.Incident
 	for i := 0; i < 5; i++ {
 		in := lifecycle(fmt.Sprint("h", i), 0)[0]
-		publishChange(t, js, in)
+		sinktest.Publish(t, js, in)
 		all = append(all, in)
 	}
 	cfg := DispatcherConfig{SendTimeout: 300 * time.Millisecond, MaxAttempts: 100, Parallelism: 2,
@@ -267,11 +229,11 @@ func TestDispatcherHangingSinkDoesNotHoldUpOthers(t *testing.T) {
 	t0 := time.Now()
 	runDispatcher(t, dSlow)
 	runDispatcher(t, dFast)
-	waitFor(t, "the fast sink", 5*time.Second, func() bool { return len(fast.delivered()) == 5 })
+	sinktest.WaitFor(t, "the fast sink", 5*time.Second, func() bool { return len(fast.delivered()) == 5 })
 	if el := time.Since(t0); el > 2*time.Second {
 		t.Errorf("fast sink took %s while the other hung", el)
 	}
-	waitFor(t, "a second timed-out attempt of one incident", 10*time.Second, func() bool {
+	sinktest.WaitFor(t, "a second timed-out attempt of one incident", 10*time.Second, func() bool {
 		slow.mu.Lock()
 		defer slow.mu.Unlock()
 		n := 0
@@ -304,7 +266,7 @@ func TestDispatcherHangingSinkDoesNotHoldUpOthers(t *testing.T) {
 	hangMu.Lock()
 	hang = false
 	hangMu.Unlock()
-	waitFor(t, "the slow sink after it recovered", 10*time.Second, func() bool { return len(slow.delivered()) >= 5 })
+	sinktest.WaitFor(t, "the slow sink after it recovered", 10*time.Second, func() bool { return len(slow.delivered()) >= 5 })
 	checkOncePerChangeInOrder(t, slow.delivered(), all)
 }
 
@@ -314,14 +276,14 @@ func TestDeadLetterListReplayToOneSink(t *testing.T) {
 	good := newHook(t, nil)
 	in := lifecycle("dl", 0)[0]
 	in.Rule = "nomad.client.gc_pressure"
-	publishChange(t, js, in)
+	sinktest.Publish(t, js, in)
 	cfg := DispatcherConfig{MaxAttempts: 5, Backoff: func(int) time.Duration { return 10 * time.Millisecond }}
 	dBad := NewDispatcher(js, &httpSink{name: "bad.sink", url: bad.srv.URL}, cfg, quietLog())
 	dGood := NewDispatcher(js, &httpSink{name: "good", url: good.srv.URL}, cfg, quietLog())
 	runDispatcher(t, dBad)
 	runDispatcher(t, dGood)
-	waitFor(t, "dead letter", 10*time.Second, func() bool { return dBad.Stats().DeadLettered == 1 })
-	waitFor(t, "good delivery", 10*time.Second, func() bool { return len(good.delivered()) == 1 })
+	sinktest.WaitFor(t, "dead letter", 10*time.Second, func() bool { return dBad.Stats().DeadLettered == 1 })
+	sinktest.WaitFor(t, "good delivery", 10*time.Second, func() bool { return len(good.delivered()) == 1 })
 	if bad.n != 1 {
 		t.Errorf("a 400 was tried %d times, want once", bad.n)
 	}
@@ -347,8 +309,8 @@ func TestDeadLetterListReplayToOneSink(t *testing.T) {
 	if err != nil || n != 1 {
 		t.Fatalf("ReplayDLQ = %d, %v", n, err)
 	}
-	waitFor(t, "replayed delivery", 10*time.Second, func() bool { return len(bad.delivered()) == 1 })
-	waitFor(t, "the other sink skipping the replay", 10*time.Second, func() bool { return dGood.Stats().Skipped == 1 })
+	sinktest.WaitFor(t, "replayed delivery", 10*time.Second, func() bool { return len(bad.delivered()) == 1 })
+	sinktest.WaitFor(t, "the other sink skipping the replay", 10*time.Second, func() bool { return dGood.Stats().Skipped == 1 })
 	if got := len(good.delivered()); got != 1 {
 		t.Errorf("good sink got %d deliveries, want 1", got)
 	}
@@ -372,12 +334,12 @@ func TestRetryAfterIsHonoured(t *testing.T) {
 		}
 		return 200, nil
 	})
-	publishChange(t, js, lifecycle("ra", 0)[0])
+	sinktest.Publish(t, js, lifecycle("ra", 0)[0])
 	d := NewDispatcher(js, &httpSink{name: "ra", url: h.srv.URL}, DispatcherConfig{
 		Backoff: func(int) time.Duration { return 10 * time.Millisecond },
 	}, quietLog())
 	runDispatcher(t, d)
-	waitFor(t, "delivery", 10*time.Second, func() bool { return len(h.delivered()) == 1 })
+	sinktest.WaitFor(t, "delivery", 10*time.Second, func() bool { return len(h.delivered()) == 1 })
 	h.mu.Lock()
 	gap := h.times[1].Sub(h.times[0])
 	h.mu.Unlock()
@@ -396,7 +358,7 @@ func TestCancelledDispatcherLosesNothing(t *testing.T) {
 	var all []correlate.Incident
 	for i := 0; i < 10; i++ {
 		for _, in := range lifecycle(fmt.Sprint("k", i), 1) {
-			publishChange(t, js, in)
+			sinktest.Publish(t, js, in)
 			all = append(all, in)
 		}
 	}
@@ -405,14 +367,14 @@ func TestCancelledDispatcherLosesNothing(t *testing.T) {
 	cfg := DispatcherConfig{Parallelism: 4, SendTimeout: 2 * time.Second}
 	d1 := NewDispatcher(js, &httpSink{name: "k", url: h.srv.URL}, cfg, quietLog())
 	stop := runDispatcher(t, d1)
-	waitFor(t, "some deliveries", 10*time.Second, func() bool { return len(h.delivered()) >= 5 })
+	sinktest.WaitFor(t, "some deliveries", 10*time.Second, func() bool { return len(h.delivered()) >= 5 })
 	stop()
 	if n := len(h.delivered()); n >= len(all) {
 		t.Fatalf("all %d delivered before the cancel; the test proves nothing", n)
 	}
 	d2 := NewDispatcher(js, &httpSink{name: "k", url: h.srv.URL}, cfg, quietLog())
 	runDispatcher(t, d2)
-	waitFor(t, "every change after the restart", 20*time.Second, func() bool {
+	sinktest.WaitFor(t, "every change after the restart", 20*time.Second, func() bool {
 		seen := map[string]bool{}
 		for _, in := range h.delivered() {
 			seen[in.ChangeID()] = true
@@ -442,12 +404,12 @@ func TestOlderChangeAfterNewerIsNotSent(t *testing.T) {
 	d := NewDispatcher(js, &httpSink{name: "hook", url: h.srv.URL}, DispatcherConfig{SendTimeout: 2 * time.Second}, quietLog())
 	runDispatcher(t, d)
 	ch := lifecycle("x", 1) // firing, updated, resolved
-	publishChange(t, js, ch[0])
-	publishChange(t, js, ch[2])
-	waitFor(t, "firing and resolved delivered", 10*time.Second, func() bool { return len(h.delivered()) == 2 })
+	sinktest.Publish(t, js, ch[0])
+	sinktest.Publish(t, js, ch[2])
+	sinktest.WaitFor(t, "firing and resolved delivered", 10*time.Second, func() bool { return len(h.delivered()) == 2 })
 	// The stale update, published as a redelivery would arrive.
-	publishChange(t, js, ch[1])
-	waitFor(t, "the stale change acknowledged", 10*time.Second, func() bool { return d.Stats().Superseded == 1 })
+	sinktest.Publish(t, js, ch[1])
+	sinktest.WaitFor(t, "the stale change acknowledged", 10*time.Second, func() bool { return d.Stats().Superseded == 1 })
 	if got := h.delivered(); len(got) != 2 || got[1].Status != correlate.StatusResolved {
 		t.Fatalf("deliveries %+v", got)
 	}
@@ -459,7 +421,7 @@ func TestOlderChangeAfterNewerIsNotSent(t *testing.T) {
 	if _, err := js.PublishMsg(context.Background(), msg); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the replayed change delivered", 10*time.Second, func() bool { return len(h.delivered()) == 3 })
+	sinktest.WaitFor(t, "the replayed change delivered", 10*time.Second, func() bool { return len(h.delivered()) == 3 })
 }
 
 // TestOrderKeptAcrossACrash: a run is killed while the firing change of
@@ -470,8 +432,8 @@ func TestOrderKeptAcrossACrash(t *testing.T) {
 	js := startJetStream(t)
 	ctx := context.Background()
 	ch := lifecycle("x", 1)
-	publishChange(t, js, ch[0])
-	publishChange(t, js, ch[1])
+	sinktest.Publish(t, js, ch[0])
+	sinktest.Publish(t, js, ch[1])
 	cfg := DispatcherConfig{SendTimeout: time.Second}
 	probe := NewDispatcher(js, &httpSink{name: "k"}, cfg, quietLog())
 	cons, err := js.CreateOrUpdateConsumer(ctx, "KLAXON_INCIDENTS", jetstream.ConsumerConfig{
@@ -500,7 +462,7 @@ func TestOrderKeptAcrossACrash(t *testing.T) {
 	}
 	h := newHook(t, func(correlate.Incident, int) (int, http.Header) { return 200, nil })
 	runDispatcher(t, NewDispatcher(js, &httpSink{name: "k", url: h.srv.URL}, cfg, quietLog()))
-	waitFor(t, "both changes", 20*time.Second, func() bool { return len(h.delivered()) == 2 })
+	sinktest.WaitFor(t, "both changes", 20*time.Second, func() bool { return len(h.delivered()) == 2 })
 	got := h.delivered()
 	if got[0].Seq != 1 || got[1].Seq != 2 {
 		t.Fatalf("delivered seq %d then %d, want 1 then 2", got[0].Seq, got[1].Seq)

@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -82,7 +80,12 @@ type DispatcherConfig struct {
 	// silences (default 1s; a change of the silences checks at once).
 	SilenceCheck time.Duration
 	// Now is the clock silences are checked against (default time.Now).
+	// Only the silence stage reads it: a test may freeze or step it.
 	Now func() time.Time
+	// Clock is the dispatcher's own clock: retry and hold-back deadlines,
+	// waits after a restart, dead-letter times, the repeat and
+	// silence-check tickers, the fetch back-off (default RealClock).
+	Clock Clock
 }
 
 func (c *DispatcherConfig) setDefaults() {
@@ -118,6 +121,9 @@ func (c *DispatcherConfig) setDefaults() {
 	}
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	if c.Clock == nil {
+		c.Clock = RealClock{}
 	}
 }
 
@@ -170,61 +176,23 @@ var fetchBackoff = backoff.Exponential(100*time.Millisecond, 10*time.Second)
 // Attempts are counted in memory (JetStream's delivery count also counts
 // the hold-backs), so a restart gives a failing change MaxAttempts more.
 type Dispatcher struct {
-	cfg  DispatcherConfig
-	js   jetstream.JetStream
-	sink Sink
-	log  *slog.Logger
+	cfg   DispatcherConfig
+	js    jetstream.JetStream
+	sink  Sink
+	log   *slog.Logger
+	clock Clock
 
-	mu       sync.Mutex
-	incs     map[string]*incQueue
-	attempts map[uint64]int
-	held     map[uint64]bool
-	muted    map[string]Held // by incident id: changes held by a silence
-	// newest is the newest change delivered per incident, so that an older
-	// change delivered again (its ack lost in a crash) is not sent after
-	// it: a stale "firing" after a "resolved" would reopen a page.
-	newest   map[string]deliveredKey
-	newestGC time.Time
-	stopping bool // Run is waiting for the deliveries to end
-	active   int
-	slotFree chan struct{}
-	wg       sync.WaitGroup
+	order    *orderQueue      // per-incident order (ordering.go)
+	retry    retryPolicy      // deliver stage
+	attempts attemptCounter   // deliver stage
+	newest   *newestDelivered // supersede stage
+
+	mu    sync.Mutex
+	muted map[string]Held // by incident id: changes held by a silence
 
 	delivered, retried, dead, undecodable                atomic.Uint64
 	filtered, skipped, folded, deferred, heldN, repeated atomic.Uint64
 	silenced, unsilenced, superseded, fetchErrors        atomic.Uint64
-}
-
-type deliveredKey struct {
-	key changeKey
-	at  time.Time
-}
-
-// newestKeep is how long the newest delivered change of an incident is
-// remembered: longer than any redelivery takes (ack wait and back-off).
-const newestKeep = time.Hour
-
-type incQueue struct {
-	busy  bool
-	queue []*item
-	// away holds the changes of the incident that were NAKed for a retry
-	// or held back, by stream sequence, with when they are due back. A
-	// change goes ahead only when no earlier one is away.
-	away map[uint64]time.Time
-	// unsure holds, after a restart, the earlier changes of the incident
-	// that were delivered to the previous run and may still be pending
-	// (not acknowledged), with when to stop waiting for them: a later
-	// change waits for them as for away ones.
-	unsure map[uint64]time.Time
-}
-
-type item struct {
-	msg    jetstream.Msg
-	in     correlate.Incident
-	seq    uint64
-	repeat bool
-	// unmute: send the change held for in.ID now that its silence ended.
-	unmute bool
 }
 
 // NewDispatcher returns a dispatcher for sink.
@@ -234,9 +202,11 @@ func NewDispatcher(js jetstream.JetStream, sink Sink, cfg DispatcherConfig, log 
 		log = slog.Default()
 	}
 	return &Dispatcher{
-		cfg: cfg, js: js, sink: sink, log: log.With("sink", sink.Name()),
-		incs: map[string]*incQueue{}, attempts: map[uint64]int{}, held: map[uint64]bool{},
-		muted: map[string]Held{}, newest: map[string]deliveredKey{}, slotFree: make(chan struct{}, 1),
+		cfg: cfg, js: js, sink: sink, log: log.With("sink", sink.Name()), clock: cfg.Clock,
+		order:  newOrderQueue(cfg.Parallelism, cfg.SendTimeout+time.Minute),
+		retry:  retryPolicy{maxAttempts: cfg.MaxAttempts, backoff: cfg.Backoff},
+		newest: newNewestDelivered(newestKeep),
+		muted:  map[string]Held{},
 	}
 }
 
@@ -317,10 +287,10 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		} else {
 			d.log.Debug("fetch failed again", "err", err, "attempt", fetchFailures)
 		}
-		backoff.Sleep(ctx, fetchBackoff(fetchFailures))
+		sleep(ctx, d.clock, fetchBackoff(fetchFailures))
 	}
 	for ctx.Err() == nil {
-		free := d.waitSlots(ctx)
+		free := d.order.waitSlots(ctx)
 		if free == 0 {
 			break
 		}
@@ -344,34 +314,14 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			fetchFailures = 0
 		}
 	}
-	// No background loop starts a delivery after this (wg.Add before Wait).
-	d.mu.Lock()
-	d.stopping = true
-	d.mu.Unlock()
-	d.wg.Wait()
+	// No background loop starts a delivery after this.
+	d.order.stop()
 	bg.Wait()
 	return nil
 }
 
-// waitSlots blocks until a worker slot is free and returns how many are.
-func (d *Dispatcher) waitSlots(ctx context.Context) int {
-	for {
-		d.mu.Lock()
-		free := d.cfg.Parallelism - d.active
-		d.mu.Unlock()
-		if free > 0 {
-			return free
-		}
-		select {
-		case <-ctx.Done():
-			return 0
-		case <-d.slotFree:
-		}
-	}
-}
-
-// accept routes one fetched message: decode, filter, then hand it to its
-// incident's queue.
+// accept takes one fetched message through the route stage and hands it
+// to the ordering queue.
 func (d *Dispatcher) accept(ctx context.Context, msg jetstream.Msg) {
 	var seq uint64
 	if md, err := msg.Metadata(); err == nil {
@@ -387,216 +337,136 @@ func (d *Dispatcher) accept(ctx context.Context, msg jetstream.Msg) {
 		d.deadLetter(ctx, &item{msg: msg, seq: seq}, err.Error(), 0)
 		return
 	}
-	if only := msg.Headers().Get(HeaderOnlySink); only != "" && only != d.sink.Name() {
+	switch routeStage(d.sink.Name(), d.cfg.Route, msg.Headers().Get(HeaderOnlySink), in) {
+	case routeSkip:
 		d.skipped.Add(1)
 		d.ack(msg)
 		return
-	}
-	if !d.cfg.Route.Match(in) {
+	case routeFilter:
 		d.filtered.Add(1)
 		d.ack(msg)
 		return
 	}
 	it := &item{msg: msg, in: in, seq: seq}
-	d.mu.Lock()
-	if d.held[seq] {
-		// A redelivery of a change already queued or in flight here.
-		d.mu.Unlock()
-		return
-	}
-	q := d.incs[in.ID]
-	if q == nil {
-		q = &incQueue{}
-		d.incs[in.ID] = q
-	}
-	if delay, hold := d.holdBack(q, seq); hold {
-		d.mu.Unlock()
+	adm, delay, q := d.order.admit(it, d.clock.Now())
+	switch adm {
+	case admitHold:
 		d.heldN.Add(1)
 		_ = msg.NakWithDelay(delay)
-		return
-	}
-	delete(q.away, seq)
-	delete(q.unsure, seq)
-	d.held[seq] = true
-	if q.busy {
-		q.queue = append(q.queue, it)
-		d.mu.Unlock()
+	case admitQueued:
 		_ = msg.InProgress()
-		return
+	case admitStart:
+		go d.work(ctx, in.ID, q, it)
 	}
-	q.busy = true
-	d.active++
-	d.mu.Unlock()
-	d.wg.Add(1)
-	go d.work(ctx, in.ID, q, it)
-}
-
-// holdBack reports whether change seq must wait for an earlier change of
-// its incident that is away (waiting for a retry or held back itself), and
-// how long; a held-back change is recorded as away too. Call with d.mu.
-func (d *Dispatcher) holdBack(q *incQueue, seq uint64) (time.Duration, bool) {
-	now := time.Now()
-	var first time.Time
-	hold := false
-	for s, until := range q.unsure {
-		if now.After(until) {
-			delete(q.unsure, s) // acknowledged before the restart after all
-			continue
-		}
-		if s < seq {
-			// Poll: it comes back as soon as its ack wait or delay ends.
-			if due := now.Add(500 * time.Millisecond); !hold || due.Before(first) {
-				first = due
-			}
-			hold = true
-		}
-	}
-	for s, due := range q.away {
-		if now.Sub(due) > d.cfg.SendTimeout+time.Minute {
-			// It never came back (deleted from the stream?): stop waiting.
-			delete(q.away, s)
-			continue
-		}
-		if s < seq {
-			if !hold || due.Before(first) {
-				first = due
-			}
-			hold = true
-		}
-	}
-	if !hold {
-		return 0, false
-	}
-	delay := max(first.Sub(now), 0) + 50*time.Millisecond + rand.N(50*time.Millisecond)
-	if q.away == nil {
-		q.away = map[uint64]time.Time{}
-	}
-	q.away[seq] = now.Add(delay)
-	return delay, true
-}
-
-func (q *incQueue) idle() bool {
-	return !q.busy && len(q.queue) == 0 && len(q.away) == 0 && len(q.unsure) == 0
 }
 
 // work delivers it and then the changes queued behind it, in order.
 func (d *Dispatcher) work(ctx context.Context, id string, q *incQueue, it *item) {
-	defer d.wg.Done()
-	for {
+	defer d.order.wg.Done()
+	for it != nil {
 		d.handle(ctx, q, it)
-		d.mu.Lock()
-		if it.msg != nil {
-			delete(d.held, it.seq)
-		}
-		if len(q.queue) == 0 {
-			q.busy = false
-			d.active--
-			if q.idle() {
-				delete(d.incs, id)
-			}
-			d.mu.Unlock()
-			select {
-			case d.slotFree <- struct{}{}:
-			default:
-			}
-			return
-		}
-		it = q.queue[0]
-		q.queue = q.queue[1:]
-		rest := append([]*item(nil), q.queue...)
-		d.mu.Unlock()
+		var rest []*item
+		it, rest = d.order.next(id, q, it)
 		for _, r := range rest {
 			_ = r.msg.InProgress()
 		}
 	}
 }
 
+// handle takes one change through the stages after the route: order,
+// silence, throttle or supersede, deliver with retry, dead letter.
 func (d *Dispatcher) handle(ctx context.Context, q *incQueue, it *item) {
-	if it.repeat {
+	switch {
+	case it.repeat:
 		d.repeat(ctx, it.in)
 		return
-	}
-	if it.unmute {
+	case it.unmute:
 		d.sendMuted(ctx, it.in)
 		return
-	}
-	if ctx.Err() != nil {
+	case ctx.Err() != nil:
 		_ = it.msg.Nak()
 		return
 	}
-	d.mu.Lock()
-	if delay, hold := d.holdBack(q, it.seq); hold {
-		d.mu.Unlock()
+	if delay, hold := d.order.recheck(q, it.seq, d.clock.Now()); hold {
 		d.heldN.Add(1)
 		_ = it.msg.NakWithDelay(delay)
 		return
 	}
-	delete(q.away, it.seq)
-	delete(q.unsure, it.seq)
-	d.mu.Unlock()
 	in := it.in
 	log := d.log.With("incident", in.ID, "rule", in.Rule, "status", in.Status, "seq", in.Seq)
 	if d.mute(ctx, q, it, log) {
 		return
 	}
-	if d.cfg.Throttle == nil && it.msg.Headers().Get(HeaderOnlySink) == "" && d.isSuperseded(in) {
-		// A throttle folds superseded changes itself; an operator's DLQ
-		// replay (HeaderOnlySink) is sent regardless.
-		d.superseded.Add(1)
-		log.Info("change not sent: a newer change of the incident was already delivered")
-		d.ack(it.msg)
+	send, ok := d.throttleOrSupersede(it, log)
+	if !ok {
 		return
 	}
-	send := in
-	if t := d.cfg.Throttle; t != nil {
-		dec := t.Offer(in)
-		switch dec.Action {
-		case Fold:
-			d.folded.Add(1)
-			log.Debug("change folded", "reason", dec.Reason)
+	d.deliver(ctx, q, it, send, log)
+}
+
+// throttleOrSupersede runs the throttle stage, or without a throttle the
+// supersede stage (a throttle folds superseded changes itself); it
+// returns the change to send, or false when the change was folded,
+// deferred or superseded (and acknowledged or NAKed).
+func (d *Dispatcher) throttleOrSupersede(it *item, log *slog.Logger) (correlate.Incident, bool) {
+	in := it.in
+	if d.cfg.Throttle == nil {
+		if it.msg.Headers().Get(HeaderOnlySink) == "" && d.newest.superseded(in) {
+			// An operator's DLQ replay (HeaderOnlySink) is sent regardless.
+			d.superseded.Add(1)
+			log.Info("change not sent: a newer change of the incident was already delivered")
 			d.ack(it.msg)
-			return
-		case Defer:
-			d.deferred.Add(1)
-			wait := max(time.Until(dec.Until), 10*time.Millisecond)
-			log.Debug("change deferred", "reason", dec.Reason, "for", wait)
-			_ = it.msg.NakWithDelay(wait)
-			return
+			return in, false
 		}
-		send = dec.Incident
+		return in, true
 	}
-	d.mu.Lock()
-	d.attempts[it.seq]++
-	attempt := d.attempts[it.seq]
-	d.mu.Unlock()
+	dec := throttleStage(d.cfg.Throttle, in)
+	switch dec.Action {
+	case Fold:
+		d.folded.Add(1)
+		log.Debug("change folded", "reason", dec.Reason)
+		d.ack(it.msg)
+		return in, false
+	case Defer:
+		d.deferred.Add(1)
+		wait := deferWait(dec.Until, d.clock.Now())
+		log.Debug("change deferred", "reason", dec.Reason, "for", wait)
+		_ = it.msg.NakWithDelay(wait)
+		return in, false
+	}
+	return dec.Incident, true
+}
+
+// deliver sends send (it, as the throttle presents it) and acknowledges
+// it, NAKs it for a retry or dead-letters it.
+func (d *Dispatcher) deliver(ctx context.Context, q *incQueue, it *item, send correlate.Incident, log *slog.Logger) {
+	in := it.in
+	attempt := d.attempts.add(it.seq)
 	retryable, err := d.send(ctx, send)
-	switch {
-	case err == nil:
+	if err != nil && ctx.Err() != nil {
+		// Shutting down: leave it for the next run.
+		_ = it.msg.Nak()
+		return
+	}
+	switch out, delay := d.retry.decide(attempt, retryable, err); out {
+	case outDelivered:
 		d.delivered.Add(1)
-		d.noteDelivered(in)
+		d.newest.delivered(in, d.clock.Now())
 		if t := d.cfg.Throttle; t != nil {
 			t.Delivered(send)
 		}
-		d.forgetAttempts(it.seq)
+		d.attempts.forget(it.seq)
 		d.ack(it.msg)
 		log.Debug("delivered", "attempt", attempt)
-	case ctx.Err() != nil:
-		// Shutting down: leave it for the next run.
-		_ = it.msg.Nak()
-	case retryable && attempt < d.cfg.MaxAttempts:
+	case outRetry:
 		d.retried.Add(1)
-		delay := d.cfg.Backoff(attempt)
-		var ra RetryAfter
-		if errors.As(err, &ra) && ra.RetryAfter() > delay {
-			delay = ra.RetryAfter()
-		}
 		d.setAway(q, it.seq, delay)
 		log.Warn("delivery failed; will retry", "attempt", attempt, "retry_in", delay.Round(time.Millisecond), "err", err)
 		_ = it.msg.NakWithDelay(delay)
 	default:
 		log.Error("delivery failed; sent to dead letters", "attempt", attempt, "retryable", retryable, "err", err)
 		if d.deadLetter(ctx, it, err.Error(), attempt) {
-			d.forgetAttempts(it.seq)
+			d.attempts.forget(it.seq)
 			if t := d.cfg.Throttle; t != nil {
 				t.Forget(in)
 			}
@@ -607,18 +477,7 @@ func (d *Dispatcher) handle(ctx context.Context, q *incQueue, it *item) {
 }
 
 func (d *Dispatcher) setAway(q *incQueue, seq uint64, delay time.Duration) {
-	d.mu.Lock()
-	if q.away == nil {
-		q.away = map[uint64]time.Time{}
-	}
-	q.away[seq] = time.Now().Add(delay)
-	d.mu.Unlock()
-}
-
-func (d *Dispatcher) forgetAttempts(seq uint64) {
-	d.mu.Lock()
-	delete(d.attempts, seq)
-	d.mu.Unlock()
+	d.order.setAway(q, seq, d.clock.Now().Add(delay))
 }
 
 // send calls the sink under SendTimeout. A sink that ignores its context
@@ -657,49 +516,24 @@ func (d *Dispatcher) ack(msg jetstream.Msg) {
 	}
 }
 
-// deadLetter publishes the change to the sink's dead-letter subject and
-// acknowledges it; false when the publish failed (the change is NAKed).
-func (d *Dispatcher) deadLetter(ctx context.Context, it *item, reason string, attempts int) bool {
-	msg := it.msg
-	out := nats.NewMsg(d.cfg.DLQPrefix + "." + natslayout.Token(d.sink.Name()))
-	out.Data = msg.Data()
-	out.Header.Set(HeaderSink, d.sink.Name())
-	out.Header.Set(HeaderError, Truncate(reason, 2000))
-	out.Header.Set(HeaderSubject, msg.Subject())
-	out.Header.Set(HeaderStreamSeq, strconv.FormatUint(it.seq, 10))
-	out.Header.Set(HeaderAttempts, strconv.Itoa(attempts))
-	out.Header.Set(HeaderFailedAt, time.Now().UTC().Format(time.RFC3339Nano))
-	out.Header.Set(nats.MsgIdHdr, "dlq:"+d.sink.Name()+":"+strconv.FormatUint(it.seq, 10)+":"+msg.Headers().Get(HeaderOnlySink))
-	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	if _, err := d.js.PublishMsg(pctx, out); err != nil {
-		d.log.Error("dead-letter publish failed; will retry", "err", err)
-		_ = msg.NakWithDelay(5 * time.Second)
-		return false
-	}
-	d.dead.Add(1)
-	d.ack(msg)
-	return true
-}
-
 // repeatLoop re-sends open incidents whose repeat_interval passed.
 func (d *Dispatcher) repeatLoop(ctx context.Context) {
 	cfg := d.cfg.Throttle.Config()
 	if cfg.RepeatInterval <= 0 {
 		return
 	}
-	tick := time.NewTicker(min(max(cfg.RepeatInterval/4, 10*time.Millisecond), 15*time.Second))
+	tick := d.clock.NewTicker(min(max(cfg.RepeatInterval/4, 10*time.Millisecond), 15*time.Second))
 	defer tick.Stop()
-	lastPrune := time.Now()
+	lastPrune := d.clock.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
+		case <-tick.C():
 		}
-		if time.Since(lastPrune) > time.Hour {
+		if now := d.clock.Now(); now.Sub(lastPrune) > time.Hour {
 			d.cfg.Throttle.Prune(24 * time.Hour)
-			lastPrune = time.Now()
+			lastPrune = now
 		}
 		for _, in := range d.cfg.Throttle.Due() {
 			d.startIdle(ctx, &item{in: in, repeat: true})
@@ -813,11 +647,10 @@ func (d *Dispatcher) scanChanges(ctx context.Context, start, until uint64, fn fu
 			if until > 0 && seq > until {
 				return nil
 			}
-			if only := msg.Headers().Get(HeaderOnlySink); only == "" || only == d.sink.Name() {
-				var in correlate.Incident
-				if json.Unmarshal(msg.Data(), &in) == nil && in.ID != "" && d.cfg.Route.Match(in) {
-					fn(seq, md.Timestamp, in)
-				}
+			var in correlate.Incident
+			if json.Unmarshal(msg.Data(), &in) == nil && in.ID != "" &&
+				routeStage(d.sink.Name(), d.cfg.Route, msg.Headers().Get(HeaderOnlySink), in) == routeTake {
+				fn(seq, md.Timestamp, in)
 			}
 			if md.NumPending == 0 || seq == until {
 				return nil
@@ -830,109 +663,13 @@ func (d *Dispatcher) scanChanges(ctx context.Context, start, until uint64, fn fu
 	return rctx.Err()
 }
 
-// isSuperseded reports whether a newer change of in's incident than in was
-// delivered by this dispatcher.
-func (d *Dispatcher) isSuperseded(in correlate.Incident) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	n, ok := d.newest[in.ID]
-	return ok && keyOf(in).less(n.key)
-}
-
-// noteDelivered records in as delivered and forgets what is older than
-// newestKeep (at most once a minute).
-func (d *Dispatcher) noteDelivered(in correlate.Incident) {
-	now := time.Now()
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if n, ok := d.newest[in.ID]; !ok || !keyOf(in).less(n.key) {
-		d.newest[in.ID] = deliveredKey{keyOf(in), now}
-	}
-	if now.Sub(d.newestGC) > time.Minute {
-		d.newestGC = now
-		for id, n := range d.newest {
-			if now.Sub(n.at) > newestKeep {
-				delete(d.newest, id)
-			}
-		}
-	}
-}
-
 // startIdle delivers it (a repeat or a change held by a silence, not from
 // the consumer) on its incident's queue when the incident has nothing
 // queued or in flight and a slot is free; it reports whether it started.
 func (d *Dispatcher) startIdle(ctx context.Context, it *item) bool {
-	id := it.in.ID
-	d.mu.Lock()
-	q := d.incs[id]
-	if (q != nil && !q.idle()) || d.active >= d.cfg.Parallelism || d.stopping {
-		d.mu.Unlock()
-		return false
+	q, ok := d.order.startIdle(it.in.ID)
+	if ok {
+		go d.work(ctx, it.in.ID, q, it)
 	}
-	if q == nil {
-		q = &incQueue{}
-		d.incs[id] = q
-	}
-	q.busy = true
-	d.active++
-	d.wg.Add(1) // under d.mu: Run sets stopping under it before it waits
-	d.mu.Unlock()
-	go d.work(ctx, id, q, it)
-	return true
-}
-
-func (d *Dispatcher) isStopping() bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.stopping
-}
-
-// ackWait is the consumer's ack wait: a change a killed run had in flight
-// comes back after it. Sends end within SendTimeout, and changes queued
-// behind a send report progress, so a live run never sees a redelivery of
-// what it holds.
-func (d *Dispatcher) ackWait() time.Duration { return d.cfg.SendTimeout + 10*time.Second }
-
-// unsureWait is how long after a restart a change waits for earlier
-// changes of its incident that the previous run had not acknowledged.
-// Those it had NAKed (retries, held-back changes, a shutdown) come back
-// within it. One it had in flight when it was killed comes back only after
-// the ack wait; if a newer change of its incident went out meanwhile, it is
-// not sent (isSuperseded): the sink sees each incident's changes in order,
-// ending with the newest. JetStream does not tell which changes above the
-// ack floor were acknowledged, so an incident whose change was acknowledged
-// there waits this long once.
-const unsureWait = 5 * time.Second
-
-// restoreOrder keeps the order of each incident's changes across a
-// restart: every change between the ack floor and the last one delivered
-// to the previous run is marked unsure, and a later change of its incident
-// waits until it came back or unsureWait passed.
-func (d *Dispatcher) restoreOrder(ctx context.Context, info *jetstream.ConsumerInfo) {
-	floor, last := info.AckFloor.Stream, info.Delivered.Stream
-	if info.NumAckPending == 0 || last <= floor {
-		return
-	}
-	until := time.Now().Add(unsureWait)
-	n := 0
-	err := d.scanChanges(ctx, floor+1, last, func(seq uint64, _ time.Time, in correlate.Incident) {
-		d.mu.Lock()
-		q := d.incs[in.ID]
-		if q == nil {
-			q = &incQueue{}
-			d.incs[in.ID] = q
-		}
-		if q.unsure == nil {
-			q.unsure = map[uint64]time.Time{}
-		}
-		q.unsure[seq] = until
-		d.mu.Unlock()
-		n++
-	})
-	if err != nil {
-		d.log.Warn("order of pending changes not fully restored", "err", err)
-	}
-	if n > 0 {
-		d.log.Info("changes possibly pending from the previous run; later changes of their incidents wait for them", "changes", n)
-	}
+	return ok
 }

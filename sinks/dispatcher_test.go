@@ -12,41 +12,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/klaxon-dev/klaxon/correlate"
 	"github.com/klaxon-dev/klaxon/internal/testkit"
+	"github.com/klaxon-dev/klaxon/sinks/internal/sinktest"
 )
 
-// startJetStream runs a real embedded NATS server with JetStream.
+// startJetStream runs a real embedded NATS server with the klaxon streams.
 func startJetStream(t *testing.T) jetstream.JetStream {
-	t.Helper()
-	srv, err := server.NewServer(&server.Options{Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	for name, subj := range map[string]string{"KLAXON_INCIDENTS": "klaxon.incidents.>", "KLAXON_DLQ": "klaxon.dlq.>"} {
-		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{subj}}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	_, js := sinktest.StartJetStream(t)
 	return js
 }
 
@@ -204,14 +179,14 @@ func TestDispatcherFetchBacksOff(t *testing.T) {
 	done := make(chan struct{})
 	go func() { _ = d.Run(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
-	waitFor(t, "the consumer", 15*time.Second, func() bool {
+	sinktest.WaitFor(t, "the consumer", 15*time.Second, func() bool {
 		_, err := js.Consumer(context.Background(), "KLAXON_INCIDENTS", ConsumerName("scripted"))
 		return err == nil
 	})
 	js.Conn().Close()
-	waitFor(t, "a failed fetch", 15*time.Second, func() bool { return d.Stats().FetchErrors >= 1 })
+	sinktest.WaitFor(t, "a failed fetch", 15*time.Second, func() bool { return d.Stats().FetchErrors >= 1 })
 	first := time.Now()
-	waitFor(t, "four failed fetches", 15*time.Second, func() bool { return d.Stats().FetchErrors >= 4 })
+	sinktest.WaitFor(t, "four failed fetches", 15*time.Second, func() bool { return d.Stats().FetchErrors >= 4 })
 	// The delays after failures 1..3 are at least 50+100+200 ms (equal
 	// jitter halves them at most); without a back-off they take microseconds.
 	if took := time.Since(first); took < 350*time.Millisecond {
@@ -221,3 +196,59 @@ func TestDispatcherFetchBacksOff(t *testing.T) {
 		t.Errorf("%d WARN lines for one failure episode, want 1:\n%s", n, logBuf.String())
 	}
 }
+
+// shiftedClock is the wall clock's timers with its Now moved by d.
+type shiftedClock struct {
+	RealClock
+	d time.Duration
+}
+
+func (c shiftedClock) Now() time.Time { return time.Now().Add(c.d) }
+
+// The dispatcher's own timing is on DispatcherConfig.Clock, not on the
+// silences' clock (Now): with Now frozen in the past, a retried change is
+// still retried and delivered, and the dead letter of another is stamped
+// with Clock's time.
+func TestDispatcherTakesItsClock(t *testing.T) {
+	js := startJetStream(t)
+	errBoom := errors.New("HTTP 500")
+	frozen := time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC)
+	shift := 10 * 365 * 24 * time.Hour
+	cfg := DispatcherConfig{
+		Stream: "KLAXON_INCIDENTS", MaxAttempts: 3, SendTimeout: time.Second,
+		Backoff: func(int) time.Duration { return 20 * time.Millisecond },
+		Now:     func() time.Time { return frozen },
+		Clock:   shiftedClock{d: shift},
+	}
+	retried := &scripted{answers: []error{errBoom, errBoom}}
+	publishIncident(t, js, "inc-1")
+	d := NewDispatcher(js, retried, cfg, quietLog())
+	cancel := runDispatcher(t, d)
+	sinktest.WaitFor(t, "the retried change delivered", 15*time.Second, func() bool { return d.Stats().Delivered == 1 })
+	cancel()
+	if n := retried.attempts(); n != 3 {
+		t.Errorf("%d attempts, want 3", n)
+	}
+
+	failing := &scripted{answers: []error{errBoom}, perm: true}
+	failing2 := &namedSink{Sink: failing, name: "failing"}
+	d = NewDispatcher(js, failing2, cfg, quietLog())
+	cancel = runDispatcher(t, d)
+	sinktest.WaitFor(t, "the dead letter", 15*time.Second, func() bool { return d.Stats().DeadLettered == 1 })
+	cancel()
+	dls, err := ListDLQ(context.Background(), js, "failing", 0)
+	if err != nil || len(dls) != 1 {
+		t.Fatalf("dead letters %+v, %v", dls, err)
+	}
+	if want := time.Now().Add(shift); dls[0].Time.Before(want.Add(-time.Minute)) || dls[0].Time.After(want) {
+		t.Errorf("dead letter failed at %s, want Clock's time about %s", dls[0].Time, want)
+	}
+}
+
+// namedSink renames a sink (a consumer of its own).
+type namedSink struct {
+	Sink
+	name string
+}
+
+func (s *namedSink) Name() string { return s.name }

@@ -57,6 +57,39 @@ func deadLetterOf(seq uint64, h nats.Header, data []byte, stored time.Time) Dead
 	return dl
 }
 
+// deadLetterMsg is the dead letter of change seq (data, from subject,
+// with the HeaderOnlySink only) that sink gave up on at at.
+func deadLetterMsg(prefix, sink string, seq uint64, subject string, data []byte, only, reason string, attempts int, at time.Time) *nats.Msg {
+	out := nats.NewMsg(prefix + "." + natslayout.Token(sink))
+	out.Data = data
+	out.Header.Set(HeaderSink, sink)
+	out.Header.Set(HeaderError, Truncate(reason, 2000))
+	out.Header.Set(HeaderSubject, subject)
+	out.Header.Set(HeaderStreamSeq, strconv.FormatUint(seq, 10))
+	out.Header.Set(HeaderAttempts, strconv.Itoa(attempts))
+	out.Header.Set(HeaderFailedAt, at.UTC().Format(time.RFC3339Nano))
+	out.Header.Set(nats.MsgIdHdr, "dlq:"+sink+":"+strconv.FormatUint(seq, 10)+":"+only)
+	return out
+}
+
+// deadLetter publishes the change to the sink's dead-letter subject and
+// acknowledges it; false when the publish failed (the change is NAKed).
+func (d *Dispatcher) deadLetter(ctx context.Context, it *item, reason string, attempts int) bool {
+	msg := it.msg
+	out := deadLetterMsg(d.cfg.DLQPrefix, d.sink.Name(), it.seq, msg.Subject(), msg.Data(), msg.Headers().Get(HeaderOnlySink),
+		reason, attempts, d.clock.Now())
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if _, err := d.js.PublishMsg(pctx, out); err != nil {
+		d.log.Error("dead-letter publish failed; will retry", "err", err)
+		_ = msg.NakWithDelay(5 * time.Second)
+		return false
+	}
+	d.dead.Add(1)
+	d.ack(msg)
+	return true
+}
+
 // ListDLQ returns up to limit (≤ 0: all) dead letters of sink, oldest
 // first.
 func ListDLQ(ctx context.Context, js jetstream.JetStream, sink string, limit int) ([]DeadLetter, error) {

@@ -9,13 +9,11 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
 
-	"github.com/klaxon-dev/klaxon/ingest"
 	"github.com/klaxon-dev/klaxon/internal/redact"
 )
 
@@ -173,43 +171,6 @@ func Truncate(s string, n int) string {
 	}
 	r := []rune(s)
 	return string(r[:n-1]) + "…"
-}
-
-// ResolveSecret loads a credential given in one of three ways: the value
-// itself, a file holding it (trimmed), or an environment variable. key
-// names the value's config key ("sinks[2].routing_key"); the file and env
-// keys are key+"_file" and key+"_env". Errors name the keys, never the
-// value.
-func ResolveSecret(key string, value ingest.Secret, file, env string) (ingest.Secret, error) {
-	n := 0
-	for _, set := range []bool{value.IsSet(), file != "", env != ""} {
-		if set {
-			n++
-		}
-	}
-	switch {
-	case n > 1:
-		return "", fmt.Errorf("%s: give only one of %s, %s_file and %s_env", key, key, key, key)
-	case value.IsSet():
-		return value, nil
-	case file != "":
-		b, err := os.ReadFile(file)
-		if err != nil {
-			return "", fmt.Errorf("%s_file: %w", key, err)
-		}
-		v := strings.TrimSpace(string(b))
-		if v == "" {
-			return "", fmt.Errorf("%s_file: %s is empty", key, file)
-		}
-		return ingest.Secret(v), nil
-	case env != "":
-		v := strings.TrimSpace(os.Getenv(env))
-		if v == "" {
-			return "", fmt.Errorf("%s_env: environment variable %s is not set or empty", key, env)
-		}
-		return ingest.Secret(v), nil
-	}
-	return "", fmt.Errorf("%s: required (or %s_file, or %s_env)", key, key, key)
 }
 
 // CheckURL validates an http(s) URL config value; key names it in the

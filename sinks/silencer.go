@@ -50,10 +50,9 @@ type Held struct {
 // missing label or group key is the empty string.
 func FieldValue(in correlate.Incident, field string) string { return fieldValue(in, field) }
 
-// mute holds it instead of sending it when a silence matches it; it
-// reports whether the change was taken care of (held, dropped, or NAKed
-// for another try). A change that no silence matches and that is newer
-// than the held one releases it: the newer change carries the news.
+// mute is the silence stage: it holds it instead of sending it when a
+// silence matches it (muteStage decides); it reports whether the change
+// was taken care of (held, dropped, or NAKed for another try).
 func (d *Dispatcher) mute(ctx context.Context, q *incQueue, it *item, log *slog.Logger) bool {
 	s := d.cfg.Silencer
 	if s == nil {
@@ -63,35 +62,26 @@ func (d *Dispatcher) mute(ctx context.Context, q *incQueue, it *item, log *slog.
 	d.mu.Lock()
 	prev, had := d.muted[in.ID]
 	d.mu.Unlock()
-	sid, ok := s.Silenced(in, d.cfg.Now())
-	if !ok {
-		if had && !keyOf(in).less(keyOf(prev.Incident)) {
-			d.release(ctx, in.ID, log)
-		}
+	sid, silenced := s.Silenced(in, d.cfg.Now())
+	dec := muteStage(in, sid, silenced, prev, had)
+	if dec.release {
+		d.release(ctx, in.ID, log)
+	}
+	switch dec.action {
+	case mutePass:
 		return false
-	}
-	h := Held{Incident: in, Silence: sid, Unsent: in.Status == correlate.StatusFiring}
-	if had && prev.Incident.StartedAt.Equal(in.StartedAt) {
-		if keyOf(in).less(keyOf(prev.Incident)) {
-			// Older than the change held already (a redelivery).
-			d.silenced.Add(1)
-			d.ack(it.msg)
-			return true
-		}
-		h.Unsent = h.Unsent || prev.Unsent
-	}
-	if in.Status == correlate.StatusResolved && h.Unsent {
-		// Resolved before the sink heard of it: nothing to send later.
-		if had {
-			d.release(ctx, in.ID, log)
-		}
+	case muteOlder:
+		d.silenced.Add(1)
+		d.ack(it.msg)
+		return true
+	case muteDrop:
 		d.silenced.Add(1)
 		log.Info("change silenced; resolved while silenced, never sent", "silence", sid)
 		d.ack(it.msg)
 		return true
 	}
 	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	err := s.Hold(hctx, d.sink.Name(), h)
+	err := s.Hold(hctx, d.sink.Name(), dec.held)
 	cancel()
 	if err != nil {
 		log.Warn("silenced change not stored; will retry", "silence", sid, "err", err)
@@ -100,7 +90,7 @@ func (d *Dispatcher) mute(ctx context.Context, q *incQueue, it *item, log *slog.
 		return true
 	}
 	d.mu.Lock()
-	d.muted[in.ID] = h
+	d.muted[in.ID] = dec.held
 	d.mu.Unlock()
 	d.silenced.Add(1)
 	log.Info("change silenced", "silence", sid)
@@ -152,14 +142,14 @@ func (d *Dispatcher) loadMuted(ctx context.Context) {
 // silenceLoop sends held changes once no silence matches them any more:
 // every SilenceCheck, and at once when the silences change.
 func (d *Dispatcher) silenceLoop(ctx context.Context) {
-	tick := time.NewTicker(d.cfg.SilenceCheck)
+	tick := d.clock.NewTicker(d.cfg.SilenceCheck)
 	defer tick.Stop()
 	changed := d.cfg.Silencer.Changed()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
+		case <-tick.C():
 		case <-changed:
 			changed = d.cfg.Silencer.Changed()
 		}
@@ -185,7 +175,7 @@ func (d *Dispatcher) unmuteDue(ctx context.Context) {
 			return
 		}
 		// A busy incident is taken by the next check.
-		if !d.startIdle(ctx, &item{in: in, unmute: true}) && d.isStopping() {
+		if !d.startIdle(ctx, &item{in: in, unmute: true}) && d.order.isStopping() {
 			return
 		}
 	}
@@ -212,19 +202,17 @@ func (d *Dispatcher) sendMuted(ctx context.Context, in correlate.Incident) {
 		d.release(ctx, in.ID, log)
 		return
 	}
-	send := in
-	if t := d.cfg.Throttle; t != nil {
-		dec := t.Offer(in)
-		switch dec.Action {
-		case Fold:
-			d.folded.Add(1)
-			d.release(ctx, in.ID, log)
-			return
-		case Defer:
-			return
-		}
-		send = dec.Incident
-	} else if h.Unsent {
+	dec := throttleStage(d.cfg.Throttle, in)
+	switch dec.Action {
+	case Fold:
+		d.folded.Add(1)
+		d.release(ctx, in.ID, log)
+		return
+	case Defer:
+		return
+	}
+	send := dec.Incident
+	if d.cfg.Throttle == nil && h.Unsent {
 		send.Status = correlate.StatusFiring // the sink never saw it fire
 	}
 	if _, err := d.send(ctx, send); err != nil {

@@ -3,7 +3,8 @@
 // JetStream consumer (per-incident ordering, retry with jittered back-off,
 // a dead-letter subject), routing (Route), grouping and throttling
 // (Throttle), dead-letter tooling (ListDLQ, ReplayDLQ), and the helpers the
-// HTTP sinks share (HTTPError, ResolveSecret).
+// HTTP sinks share (HTTPError, CheckURL); their credentials are
+// ingest.SecretRef.
 package sinks
 
 import (

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 
 	"github.com/klaxon-dev/klaxon/cmd/internal/app"
@@ -14,22 +13,11 @@ const configUsage = `Usage:
                                      in, secrets shown as <secret>) after checking it
 `
 
-func cmdConfig(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, configUsage)
-		return &exitError{code: 2, err: errors.New("config: show?")}
-	}
-	switch args[0] {
-	case "show":
-		return cmdConfigShow(args[1:], stdout, stderr)
-	case "-h", "--help", "-help", "help":
-		fmt.Fprint(stdout, configUsage)
-		return nil
-	}
-	fmt.Fprint(stderr, configUsage)
-	return &exitError{code: 2, err: fmt.Errorf("config: unknown command %q", args[0])}
+func cmdConfig(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return subcommands(ctx, args, stdout, stderr, configUsage, "config", "config: show?", map[string]command{
+		"show": noContext(cmdConfigShow),
+	})
 }
-
 func cmdConfigShow(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("config show", "klaxon config show --config FILE", stderr)
 	config := fs.String("config", "", "configuration file (YAML)")

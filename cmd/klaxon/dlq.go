@@ -30,21 +30,9 @@ replay with http.token), or the store in data_dir when klaxon is stopped.
 `
 
 func cmdDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, dlqUsage)
-		return &exitError{code: 2, err: errors.New("dlq: list or replay?")}
-	}
-	switch args[0] {
-	case "list":
-		return cmdDLQList(ctx, args[1:], stdout, stderr)
-	case "replay":
-		return cmdDLQReplay(ctx, args[1:], stdout, stderr)
-	case "-h", "--help", "-help", "help":
-		fmt.Fprint(stdout, dlqUsage)
-		return nil
-	}
-	fmt.Fprint(stderr, dlqUsage)
-	return &exitError{code: 2, err: fmt.Errorf("dlq: unknown command %q", args[0])}
+	return subcommands(ctx, args, stdout, stderr, dlqUsage, "dlq", "dlq: list or replay?", map[string]command{
+		"list": cmdDLQList, "replay": cmdDLQReplay,
+	})
 }
 
 // dlqTimeout bounds one dlq command (connecting included).
@@ -52,27 +40,18 @@ const dlqTimeout = time.Minute
 
 func cmdDLQList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("dlq list", "klaxon dlq list [--config FILE] [--sink NAME] [--format text|json] [--limit N]", stderr)
-	config := fs.String("config", "klaxon.yaml", "configuration file (YAML)")
+	config, logLevel := toolFlags(fs)
 	sink := fs.String("sink", "", "only the dead letters of this sink (default: every sink)")
 	format := fs.String("format", "text", "output: text (a table) or json (one dead letter per line)")
 	limit := fs.Int("limit", 0, "at most this many per sink (0: all)")
-	logLevel := fs.String("log-level", "warn", "log level: debug, info, warn, error")
-	if err := parse(fs, args); err != nil {
+	if err := parseList(fs, args, "dlq list", format); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return &exitError{code: 2, err: fmt.Errorf("dlq list: unexpected argument %q", fs.Arg(0))}
-	}
-	if *format != "text" && *format != "json" {
-		return &exitError{code: 2, err: fmt.Errorf("dlq list: --format %q: want text or json", *format)}
-	}
-	ctx, cancel := context.WithTimeout(ctx, dlqTimeout)
-	defer cancel()
-	c, err := openToolConn(ctx, *config, *logLevel, stderr)
+	ctx, c, done, err := connectTool(ctx, dlqTimeout, *config, *logLevel, stderr)
 	if err != nil {
 		return err
 	}
-	defer c.close()
+	defer done()
 	var all []sinks.DeadLetter
 	if c.api != nil {
 		q := url.Values{"sink": {*sink}, "limit": {strconv.Itoa(*limit)}}
@@ -113,9 +92,8 @@ func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 
 func cmdDLQReplay(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("dlq replay", "klaxon dlq replay [--config FILE] --sink NAME [SEQ...]", stderr)
-	config := fs.String("config", "klaxon.yaml", "configuration file (YAML)")
+	config, logLevel := toolFlags(fs)
 	sink := fs.String("sink", "", "the sink whose dead letters are sent again (required)")
-	logLevel := fs.String("log-level", "warn", "log level: debug, info, warn, error")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -131,13 +109,11 @@ func cmdDLQReplay(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}
 		seqs = append(seqs, n)
 	}
-	ctx, cancel := context.WithTimeout(ctx, dlqTimeout)
-	defer cancel()
-	c, err := openToolConn(ctx, *config, *logLevel, stderr)
+	ctx, c, done, err := connectTool(ctx, dlqTimeout, *config, *logLevel, stderr)
 	if err != nil {
 		return err
 	}
-	defer c.close()
+	defer done()
 	if names := c.cfg.SinkNames(); !slices.Contains(names, *sink) {
 		return fmt.Errorf("dlq replay: sink %q is not in %s (sinks: %s): nothing would deliver the replay", *sink, *config, strings.Join(names, ", "))
 	}

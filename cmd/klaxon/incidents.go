@@ -38,21 +38,9 @@ data_dir when klaxon is stopped.
 `
 
 func cmdIncidents(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, incidentsUsage)
-		return &exitError{code: 2, err: errors.New("incidents: list or show?")}
-	}
-	switch args[0] {
-	case "list", "ls":
-		return cmdIncidentsList(ctx, args[1:], stdout, stderr)
-	case "show":
-		return cmdIncidentsShow(ctx, args[1:], stdout, stderr)
-	case "-h", "--help", "-help", "help":
-		fmt.Fprint(stdout, incidentsUsage)
-		return nil
-	}
-	fmt.Fprint(stderr, incidentsUsage)
-	return &exitError{code: 2, err: fmt.Errorf("incidents: unknown command %q", args[0])}
+	return subcommands(ctx, args, stdout, stderr, incidentsUsage, "incidents", "incidents: list or show?", map[string]command{
+		"list": cmdIncidentsList, "ls": cmdIncidentsList, "show": cmdIncidentsShow,
+	})
 }
 
 // incidentsTimeout bounds one command (connecting and reading included).
@@ -60,7 +48,7 @@ const incidentsTimeout = 2 * time.Minute
 
 func cmdIncidentsList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("incidents list", "klaxon incidents list [--config FILE] [--node N] [--job J] [--rule R] [--status firing|resolved] [--severity S] [--text T] [--since T] [--until T] [--limit N] [--format text|json]", stderr)
-	config := fs.String("config", "klaxon.yaml", "configuration file (YAML)")
+	config, logLevel := toolFlags(fs)
 	v := url.Values{}
 	for _, f := range []struct{ name, usage string }{
 		{"node", "only this node"}, {"job", "only incidents about this job (group fields.job or label job)"},
@@ -79,15 +67,8 @@ func cmdIncidentsList(ctx context.Context, args []string, stdout, stderr io.Writ
 	since := fs.String("since", "7d", "open at some time after this (RFC 3339, date, duration back from now, or all)")
 	limit := fs.Int("limit", history.DefaultLimit, "at most this many incidents, newest first")
 	format := fs.String("format", "text", "output: text (a table) or json (one incident per line)")
-	logLevel := fs.String("log-level", "warn", "log level: debug, info, warn, error")
-	if err := parse(fs, args); err != nil {
+	if err := parseList(fs, args, "incidents list", format); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return &exitError{code: 2, err: fmt.Errorf("incidents list: unexpected argument %q", fs.Arg(0))}
-	}
-	if *format != "text" && *format != "json" {
-		return &exitError{code: 2, err: fmt.Errorf("incidents list: --format %q: want text or json", *format)}
 	}
 	if *since != "all" && *since != "" {
 		v.Set("since", *since)
@@ -98,13 +79,11 @@ func cmdIncidentsList(ctx context.Context, args []string, stdout, stderr io.Writ
 	if err != nil {
 		return &exitError{code: 2, err: fmt.Errorf("incidents list: %w", err)}
 	}
-	ctx, cancel := context.WithTimeout(ctx, incidentsTimeout)
-	defer cancel()
-	c, err := openToolConn(ctx, *config, *logLevel, stderr)
+	ctx, c, done, err := connectTool(ctx, incidentsTimeout, *config, *logLevel, stderr)
 	if err != nil {
 		return err
 	}
-	defer c.close()
+	defer done()
 	var res history.Result
 	if c.api != nil {
 		err = c.api.do(ctx, http.MethodGet, "/api/history?"+v.Encode(), nil, &res)
@@ -165,11 +144,10 @@ func dash(s string) string {
 
 func cmdIncidentsShow(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("incidents show", "klaxon incidents show [--config FILE] [--started TIME] [--rule R] [--format text|json] ID", stderr)
-	config := fs.String("config", "klaxon.yaml", "configuration file (YAML)")
+	config, logLevel := toolFlags(fs)
 	started := fs.String("started", "", "the occurrence that started at this time (RFC 3339, as incidents list prints it; default the newest)")
 	rule := fs.String("rule", "", "the incident's rule (reads only its changes: faster)")
 	format := fs.String("format", "text", "output: text or json")
-	logLevel := fs.String("log-level", "warn", "log level: debug, info, warn, error")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -177,8 +155,8 @@ func cmdIncidentsShow(ctx context.Context, args []string, stdout, stderr io.Writ
 		fs.Usage()
 		return &exitError{code: 2, err: errors.New("incidents show: which incident id? (see klaxon incidents list)")}
 	}
-	if *format != "text" && *format != "json" {
-		return &exitError{code: 2, err: fmt.Errorf("incidents show: --format %q: want text or json", *format)}
+	if err := textOrJSON("incidents show", *format); err != nil {
+		return err
 	}
 	id := fs.Arg(0)
 	hint := history.Hint{Rule: *rule}
@@ -194,13 +172,11 @@ func cmdIncidentsShow(ctx context.Context, args []string, stdout, stderr io.Writ
 		hint.Started, hint.Since = t, t.Add(-time.Hour)
 		v.Set("started", t.UTC().Format(time.RFC3339Nano))
 	}
-	ctx, cancel := context.WithTimeout(ctx, incidentsTimeout)
-	defer cancel()
-	c, err := openToolConn(ctx, *config, *logLevel, stderr)
+	ctx, c, done, err := connectTool(ctx, incidentsTimeout, *config, *logLevel, stderr)
 	if err != nil {
 		return err
 	}
-	defer c.close()
+	defer done()
 	var d history.Detail
 	if c.api != nil {
 		err = c.api.do(ctx, http.MethodGet, "/api/history/"+url.PathEscape(id)+"?"+v.Encode(), nil, &d)

@@ -70,41 +70,70 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return subcommands(ctx, args, stdout, stderr, usage, "", "no command", map[string]command{
+		"run": cmdRun, "ingest": cmdIngest, "correlate": cmdCorrelate, "replay": cmdReplay,
+		"rules": cmdRules, "config": cmdConfig, "dlq": cmdDLQ, "silence": cmdSilence,
+		"incidents": cmdIncidents, "version": noContext(cmdVersion), "service": cmdService, "demo": noContext(cmdDemo),
+	})
+}
+
+// command is a command or a subcommand.
+type command func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+
+func noContext(f func(args []string, stdout, stderr io.Writer) error) command {
+	return func(_ context.Context, args []string, stdout, stderr io.Writer) error { return f(args, stdout, stderr) }
+}
+
+// subcommands runs the command of cmds args[0] names with the rest of
+// args. Help prints usage to stdout; no command or an unknown one prints
+// it to stderr and is a usage error (missing, or "<name>: unknown
+// command").
+func subcommands(ctx context.Context, args []string, stdout, stderr io.Writer, usage, name, missing string, cmds map[string]command) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
-		return &exitError{code: 2, err: errors.New("no command")}
+		return &exitError{code: 2, err: errors.New(missing)}
+	}
+	if c, ok := cmds[args[0]]; ok {
+		return c(ctx, args[1:], stdout, stderr)
 	}
 	switch args[0] {
-	case "run":
-		return cmdRun(ctx, args[1:], stdout, stderr)
-	case "ingest":
-		return cmdIngest(ctx, args[1:], stdout, stderr)
-	case "correlate":
-		return cmdCorrelate(ctx, args[1:], stdout, stderr)
-	case "replay":
-		return cmdReplay(ctx, args[1:], stdout, stderr)
-	case "rules":
-		return cmdRules(ctx, args[1:], stdout, stderr)
-	case "config":
-		return cmdConfig(ctx, args[1:], stdout, stderr)
-	case "dlq":
-		return cmdDLQ(ctx, args[1:], stdout, stderr)
-	case "silence":
-		return cmdSilence(ctx, args[1:], stdout, stderr)
-	case "incidents":
-		return cmdIncidents(ctx, args[1:], stdout, stderr)
-	case "version":
-		return cmdVersion(args[1:], stdout, stderr)
-	case "service":
-		return cmdService(ctx, args[1:], stdout, stderr)
-	case "demo":
-		return cmdDemo(args[1:], stdout, stderr)
 	case "-h", "--help", "-help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil
 	}
 	fmt.Fprint(stderr, usage)
-	return &exitError{code: 2, err: fmt.Errorf("unknown command %q", args[0])}
+	if name != "" {
+		name += ": "
+	}
+	return &exitError{code: 2, err: fmt.Errorf("%sunknown command %q", name, args[0])}
+}
+
+// parseList parses the flags of a list command, which takes no
+// arguments and a --format of text or json (format, read after parsing).
+func parseList(fs *flag.FlagSet, args []string, name string, format *string) error {
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := noArgs(fs, name); err != nil {
+		return err
+	}
+	return textOrJSON(name, *format)
+}
+
+// noArgs is the usage error of a command given arguments it takes none of.
+func noArgs(fs *flag.FlagSet, name string) error {
+	if fs.NArg() > 0 {
+		return &exitError{code: 2, err: fmt.Errorf("%s: unexpected argument %q", name, fs.Arg(0))}
+	}
+	return nil
+}
+
+// textOrJSON is the usage error of a --format other than text or json.
+func textOrJSON(name, format string) error {
+	if format != "text" && format != "json" {
+		return &exitError{code: 2, err: fmt.Errorf("%s: --format %q: want text or json", name, format)}
+	}
+	return nil
 }
 
 // newFlags returns a flag set that prints its usage to stderr.

@@ -29,8 +29,8 @@ func cmdReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fs.Usage()
 		return &exitError{code: 2, err: errors.New("replay: no input files")}
 	}
-	if *format != "text" && *format != "json" {
-		return &exitError{code: 2, err: fmt.Errorf("replay: --format %q: want text or json", *format)}
+	if err := textOrJSON("replay", *format); err != nil {
+		return err
 	}
 	log, err := newLogger(stderr, *logLevel)
 	if err != nil {

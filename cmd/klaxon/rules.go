@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 
@@ -17,24 +16,11 @@ const rulesUsage = `Usage:
   klaxon rules test [DIR]   run the rule tests (*_test.yaml) of DIR (default rules.d)
 `
 
-func cmdRules(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, rulesUsage)
-		return &exitError{code: 2, err: errors.New("rules: lint or test?")}
-	}
-	switch args[0] {
-	case "lint":
-		return cmdRulesLint(args[1:], stdout, stderr)
-	case "test":
-		return cmdRulesTest(args[1:], stdout, stderr)
-	case "-h", "--help", "-help", "help":
-		fmt.Fprint(stdout, rulesUsage)
-		return nil
-	}
-	fmt.Fprint(stderr, rulesUsage)
-	return &exitError{code: 2, err: fmt.Errorf("rules: unknown command %q", args[0])}
+func cmdRules(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return subcommands(ctx, args, stdout, stderr, rulesUsage, "rules", "rules: lint or test?", map[string]command{
+		"lint": noContext(cmdRulesLint), "test": noContext(cmdRulesTest),
+	})
 }
-
 func dirArg(fs interface{ Args() []string }) string {
 	if a := fs.Args(); len(a) > 0 {
 		return a[0]

@@ -15,7 +15,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/klaxon-dev/klaxon/cmd/internal/app"
 	"github.com/klaxon-dev/klaxon/cmd/internal/bus"
 	"github.com/klaxon-dev/klaxon/cmd/internal/httpapi"
 	"github.com/klaxon-dev/klaxon/sinks/silence"
@@ -43,23 +42,9 @@ data_dir when klaxon is stopped.
 `
 
 func cmdSilence(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, silenceUsage)
-		return &exitError{code: 2, err: errors.New("silence: add, list or expire?")}
-	}
-	switch args[0] {
-	case "add":
-		return cmdSilenceAdd(ctx, args[1:], stdout, stderr)
-	case "list", "ls":
-		return cmdSilenceList(ctx, args[1:], stdout, stderr)
-	case "expire":
-		return cmdSilenceExpire(ctx, args[1:], stdout, stderr)
-	case "-h", "--help", "-help", "help":
-		fmt.Fprint(stdout, silenceUsage)
-		return nil
-	}
-	fmt.Fprint(stderr, silenceUsage)
-	return &exitError{code: 2, err: fmt.Errorf("silence: unknown command %q", args[0])}
+	return subcommands(ctx, args, stdout, stderr, silenceUsage, "silence", "silence: add, list or expire?", map[string]command{
+		"add": cmdSilenceAdd, "list": cmdSilenceList, "ls": cmdSilenceList, "expire": cmdSilenceExpire,
+	})
 }
 
 // silenceAPI is where the silences are: the bucket, or a running klaxon's
@@ -71,33 +56,36 @@ type silenceAPI interface {
 	close()
 }
 
+// connectSilences opens the silences of a command that takes at most
+// silenceTimeout (connecting included): it returns the command's context,
+// and done, which closes the connection and ends the context.
+func connectSilences(ctx context.Context, config, logLevel string, stderr io.Writer) (context.Context, silenceAPI, func(), error) {
+	ctx, cancel := context.WithTimeout(ctx, silenceTimeout)
+	api, err := openSilenceAPI(ctx, config, logLevel, stderr)
+	if err != nil {
+		cancel()
+		return ctx, nil, nil, err
+	}
+	return ctx, api, func() { api.close(); cancel() }, nil
+}
+
 // openSilenceAPI loads the config and reaches its silences: through the bus
 // (app.OpenToolBus), or, when a running klaxon holds the embedded store and
 // has no fixed nats.listen, through its HTTP endpoint.
 func openSilenceAPI(ctx context.Context, config, logLevel string, stderr io.Writer) (silenceAPI, error) {
-	log, err := newLogger(stderr, logLevel)
+	c, err := dialTool(ctx, config, logLevel, stderr, 30*time.Second)
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := app.LoadToolConfig(config)
+	if c.api != nil {
+		return c.api, nil
+	}
+	st, err := silence.Open(ctx, c.b.JS, c.log)
 	if err != nil {
+		c.close()
 		return nil, err
 	}
-	b, err := app.OpenToolBus(ctx, cfg, log)
-	if errors.Is(err, bus.ErrDataDirInUse) {
-		if base := httpBase(cfg.HTTP.Listen); base != "" {
-			return &httpSilences{base: base, token: cfg.HTTP.Token.Reveal(), client: &http.Client{Timeout: 30 * time.Second}}, nil
-		}
-	}
-	if err != nil {
-		return nil, err
-	}
-	st, err := silence.Open(ctx, b.JS, log)
-	if err != nil {
-		closeToolBus(b)
-		return nil, err
-	}
-	return &kvSilences{b: b, st: st, log: log}, nil
+	return &kvSilences{b: c.b, st: st, log: c.log}, nil
 }
 
 func closeToolBus(b *bus.Bus) {
@@ -116,13 +104,7 @@ func httpBase(listen string) string {
 	if err != nil || port == "0" || port == "" {
 		return ""
 	}
-	switch host {
-	case "", "0.0.0.0":
-		host = "127.0.0.1"
-	case "::":
-		host = "::1"
-	}
-	return "http://" + net.JoinHostPort(host, port)
+	return "http://" + bus.LocalAddr(host, port)
 }
 
 type kvSilences struct {
@@ -232,14 +214,13 @@ func parseTimeFlag(name, v string) (*time.Time, error) {
 
 func cmdSilenceAdd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("silence add", "klaxon silence add [--config FILE] (--duration D | --end TIME) --comment TEXT [--start TIME] [--author NAME] MATCHER...", stderr)
-	config := fs.String("config", "klaxon.yaml", "configuration file (YAML)")
+	config, logLevel := toolFlags(fs)
 	duration := fs.String("duration", "", "how long the silence lasts from its start (2h, 30m)")
 	end := fs.String("end", "", "when the silence ends (RFC 3339), instead of --duration")
 	start := fs.String("start", "", "when the silence starts (RFC 3339; default now)")
 	comment := fs.String("comment", "", "why (required)")
 	author := fs.String("author", os.Getenv("USER"), "who adds it")
 	format := fs.String("format", "text", "output: text (the id) or json")
-	logLevel := fs.String("log-level", "warn", "log level: debug, info, warn, error")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -273,13 +254,11 @@ func cmdSilenceAdd(ctx context.Context, args []string, stdout, stderr io.Writer)
 			fmt.Fprintf(stderr, "note: %s compares the value literally (* and ? are plain characters, as in Alertmanager); for a pattern use %s=~…\n", m.String(), m.Name)
 		}
 	}
-	ctx, cancel := context.WithTimeout(ctx, silenceTimeout)
-	defer cancel()
-	api, err := openSilenceAPI(ctx, *config, *logLevel, stderr)
+	ctx, api, done, err := connectSilences(ctx, *config, *logLevel, stderr)
 	if err != nil {
 		return err
 	}
-	defer api.close()
+	defer done()
 	v, err := api.add(ctx, q)
 	if err != nil {
 		return err
@@ -293,26 +272,17 @@ func cmdSilenceAdd(ctx context.Context, args []string, stdout, stderr io.Writer)
 
 func cmdSilenceList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("silence list", "klaxon silence list [--config FILE] [--all] [--format text|json]", stderr)
-	config := fs.String("config", "klaxon.yaml", "configuration file (YAML)")
+	config, logLevel := toolFlags(fs)
 	all := fs.Bool("all", false, "also list expired silences")
 	format := fs.String("format", "text", "output: text (a table) or json (one silence per line)")
-	logLevel := fs.String("log-level", "warn", "log level: debug, info, warn, error")
-	if err := parse(fs, args); err != nil {
+	if err := parseList(fs, args, "silence list", format); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return &exitError{code: 2, err: fmt.Errorf("silence list: unexpected argument %q", fs.Arg(0))}
-	}
-	if *format != "text" && *format != "json" {
-		return &exitError{code: 2, err: fmt.Errorf("silence list: --format %q: want text or json", *format)}
-	}
-	ctx, cancel := context.WithTimeout(ctx, silenceTimeout)
-	defer cancel()
-	api, err := openSilenceAPI(ctx, *config, *logLevel, stderr)
+	ctx, api, done, err := connectSilences(ctx, *config, *logLevel, stderr)
 	if err != nil {
 		return err
 	}
-	defer api.close()
+	defer done()
 	vs, err := api.list(ctx)
 	if err != nil {
 		return err
@@ -351,8 +321,7 @@ func cmdSilenceList(ctx context.Context, args []string, stdout, stderr io.Writer
 
 func cmdSilenceExpire(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("silence expire", "klaxon silence expire [--config FILE] ID...", stderr)
-	config := fs.String("config", "klaxon.yaml", "configuration file (YAML)")
-	logLevel := fs.String("log-level", "warn", "log level: debug, info, warn, error")
+	config, logLevel := toolFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -360,13 +329,11 @@ func cmdSilenceExpire(ctx context.Context, args []string, stdout, stderr io.Writ
 		fs.Usage()
 		return &exitError{code: 2, err: errors.New("silence expire: which silence id?")}
 	}
-	ctx, cancel := context.WithTimeout(ctx, silenceTimeout)
-	defer cancel()
-	api, err := openSilenceAPI(ctx, *config, *logLevel, stderr)
+	ctx, api, done, err := connectSilences(ctx, *config, *logLevel, stderr)
 	if err != nil {
 		return err
 	}
-	defer api.close()
+	defer done()
 	var errs []error
 	for _, id := range fs.Args() {
 		if _, err := api.expire(ctx, id); err != nil {

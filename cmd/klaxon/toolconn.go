@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"io"
+	"log/slog"
 	"net/http"
 	"time"
 
@@ -19,11 +21,35 @@ import (
 // set.
 type toolConn struct {
 	cfg *app.Config
+	log *slog.Logger
 	b   *bus.Bus
 	api *httpSilences // the generic JSON client of silence.go
 }
 
-func openToolConn(ctx context.Context, config, logLevel string, stderr io.Writer) (*toolConn, error) {
+// toolFlags adds the flags of a command that reaches the streams of a
+// config: --config and --log-level.
+func toolFlags(fs *flag.FlagSet) (config, logLevel *string) {
+	config = fs.String("config", "klaxon.yaml", "configuration file (YAML)")
+	logLevel = fs.String("log-level", "warn", "log level: debug, info, warn, error")
+	return config, logLevel
+}
+
+// connectTool opens the tool connection of a command that takes at most
+// timeout (connecting included): it returns the command's context, and
+// done, which closes the connection and ends the context.
+func connectTool(ctx context.Context, timeout time.Duration, config, logLevel string, stderr io.Writer) (context.Context, *toolConn, func(), error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	c, err := dialTool(ctx, config, logLevel, stderr, 2*time.Minute)
+	if err != nil {
+		cancel()
+		return ctx, nil, nil, err
+	}
+	return ctx, c, func() { c.close(); cancel() }, nil
+}
+
+// dialTool opens the tool connection of a config; httpTimeout bounds a
+// request to a running klaxon's HTTP endpoint.
+func dialTool(ctx context.Context, config, logLevel string, stderr io.Writer, httpTimeout time.Duration) (*toolConn, error) {
 	log, err := newLogger(stderr, logLevel)
 	if err != nil {
 		return nil, err
@@ -35,13 +61,13 @@ func openToolConn(ctx context.Context, config, logLevel string, stderr io.Writer
 	b, err := app.OpenToolBus(ctx, cfg, log)
 	if errors.Is(err, bus.ErrDataDirInUse) {
 		if base := httpBase(cfg.HTTP.Listen); base != "" {
-			return &toolConn{cfg: cfg, api: &httpSilences{base: base, token: cfg.HTTP.Token.Reveal(), client: &http.Client{Timeout: 2 * time.Minute}}}, nil
+			return &toolConn{cfg: cfg, log: log, api: &httpSilences{base: base, token: cfg.HTTP.Token.Reveal(), client: &http.Client{Timeout: httpTimeout}}}, nil
 		}
 	}
 	if err != nil {
 		return nil, err
 	}
-	return &toolConn{cfg: cfg, b: b}, nil
+	return &toolConn{cfg: cfg, log: log, b: b}, nil
 }
 
 func (c *toolConn) close() {

@@ -261,28 +261,33 @@ type record struct {
 	payload []byte // inline payload (nil when chunked)
 }
 
-func (s *Store) load(ctx context.Context, c *correlate.Correlator, claim bool) (uint64, error) {
-	var m metaRecord
-	var metaRev uint64
-	var old []byte // a single-value snapshot in K
+// readMeta reads the meta record at the store's key: its revision (0:
+// none), and old, the single-value snapshot a version 0 record is.
+func (s *Store) readMeta(ctx context.Context) (m metaRecord, metaRev uint64, old []byte, err error) {
 	e, err := s.kv.Get(ctx, s.key)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return m, 0, nil, nil
 	case err != nil:
-		return 0, fmt.Errorf("checkpoint: read %s: %w", s.key, err)
-	default:
-		metaRev = e.Revision()
-		if err := json.Unmarshal(e.Value(), &m); err != nil {
-			return 0, fmt.Errorf("checkpoint: %s unreadable: %w", s.key, err)
-		}
-		switch m.V {
-		case 0:
-			old = e.Value()
-			m = metaRecord{Seq: m.Seq}
-		case 2:
-		default:
-			return 0, fmt.Errorf("checkpoint: %s: unknown version %d", s.key, m.V)
-		}
+		return m, 0, nil, fmt.Errorf("checkpoint: read %s: %w", s.key, err)
+	}
+	metaRev = e.Revision()
+	if err := json.Unmarshal(e.Value(), &m); err != nil {
+		return m, 0, nil, fmt.Errorf("checkpoint: %s unreadable: %w", s.key, err)
+	}
+	switch m.V {
+	case 0:
+		return metaRecord{Seq: m.Seq}, metaRev, e.Value(), nil
+	case 2:
+		return m, metaRev, nil, nil
+	}
+	return m, 0, nil, fmt.Errorf("checkpoint: %s: unknown version %d", s.key, m.V)
+}
+
+func (s *Store) load(ctx context.Context, c *correlate.Correlator, claim bool) (uint64, error) {
+	m, metaRev, old, err := s.readMeta(ctx)
+	if err != nil {
+		return 0, err
 	}
 	valid := func(ep, g uint64) bool {
 		v, ok := m.Valid[ep]
@@ -304,23 +309,9 @@ func (s *Store) load(ctx context.Context, c *correlate.Correlator, claim bool) (
 			return 0, err
 		}
 	}
-	// Items: assemble the chosen records; the rest is garbage.
-	payloads := make(map[string][]byte, len(sc.best))
-	refs := map[uint64]int{}
-	for h, r := range sc.best {
-		it := sc.items[h]
-		it.cur = r.slot
-		refs[r.hdr.Epoch]++ // a current tombstone too: its epoch stays valid until it is purged
-		if r.hdr.Del {
-			continue
-		}
-		p := r.payload
-		if r.hdr.Chunks > 0 {
-			if p, err = assemble(sc.chunks, r.hdr.Len, r.hdr.Sum, s.itemChunkKeys(h, r.hdr)); err != nil {
-				return 0, fmt.Errorf("checkpoint: item %q: %w", r.hdr.ID, err)
-			}
-		}
-		payloads[r.hdr.ID] = p
+	payloads, refs, err := s.assembleItems(sc)
+	if err != nil {
+		return 0, err
 	}
 	if !claim {
 		return s.restore(c, m.Seq, old, metaState, payloads)
@@ -360,9 +351,45 @@ func (s *Store) load(ctx context.Context, c *correlate.Correlator, claim bool) (
 	s.loaded, s.epoch, s.gen, s.metaRev, s.valid, s.legacy, s.metaCk = true, epoch, 0, rev, keep, old != nil, ck
 	s.items, s.refs, s.owed = sc.items, refs, nil
 	s.unsure, s.attempt = false, nil
-	// Clean-up (bounded by what the scan saw: later writes are not
-	// touched): items without a current record, chunks nothing current
-	// refers to, meta chunks of earlier records.
+	s.oweGarbage(sc, ck)
+	seq, err := s.restore(c, m.Seq, old, metaState, payloads)
+	if err != nil {
+		return 0, err
+	}
+	s.cleanup(ctx)
+	return seq, nil
+}
+
+// assembleItems makes the items' current records of a scan current, and
+// returns their payloads by item id and the number of current records per
+// epoch; the other records are garbage.
+func (s *Store) assembleItems(sc *scanned) (map[string][]byte, map[uint64]int, error) {
+	payloads := make(map[string][]byte, len(sc.best))
+	refs := map[uint64]int{}
+	for h, r := range sc.best {
+		it := sc.items[h]
+		it.cur = r.slot
+		refs[r.hdr.Epoch]++ // a current tombstone too: its epoch stays valid until it is purged
+		if r.hdr.Del {
+			continue
+		}
+		p := r.payload
+		if r.hdr.Chunks > 0 {
+			var err error
+			if p, err = assemble(sc.chunks, r.hdr.Len, r.hdr.Sum, s.itemChunkKeys(h, r.hdr)); err != nil {
+				return nil, nil, fmt.Errorf("checkpoint: item %q: %w", r.hdr.ID, err)
+			}
+		}
+		payloads[r.hdr.ID] = p
+	}
+	return payloads, refs, nil
+}
+
+// oweGarbage schedules the clean-up after a claim (bounded by what the
+// scan saw: later writes are not touched): items without a current
+// record, chunks nothing current refers to, meta chunks of earlier
+// records. ck are the chunks of the new meta record.
+func (s *Store) oweGarbage(sc *scanned, ck []string) {
 	used := map[string]bool{}
 	for _, k := range ck {
 		used[k] = true
@@ -386,12 +413,6 @@ func (s *Store) load(ctx context.Context, c *correlate.Correlator, claim bool) (
 			s.owe(k, rev+1, nil)
 		}
 	}
-	seq, err := s.restore(c, m.Seq, old, metaState, payloads)
-	if err != nil {
-		return 0, err
-	}
-	s.cleanup(ctx)
-	return seq, nil
 }
 
 // restore loads the state into c: the single-value snapshot old, or the
@@ -761,47 +782,11 @@ func (s *Store) Begin(ctx context.Context, c *correlate.Correlator, seq uint64) 
 	}
 	p := &Pending{s: s, a: &attempt{gen: s.gen + 1, seq: seq}, meta: cp.Meta}
 	a, st := p.a, &p.st
-	add := func(id string, payload []byte, del bool) {
-		h := hashID(id)
-		it := s.items[h]
-		if it == nil {
-			if del {
-				return // never stored
-			}
-			it = &item{cur: -1}
-			s.items[h] = it
-		}
-		w := &write{h: h, it: it, del: del, hdr: header{ID: id, Epoch: s.epoch, Gen: a.gen, Del: del}}
-		if it.cur == 0 {
-			w.slot = 1 // the other slot: the committed record stays until the commit
-		}
-		w.prev = it.slots[w.slot]
-		hb, err := json.Marshal(w.hdr)
-		if err == nil && len(hb)+1+len(payload) > s.chunk {
-			w.hdr.Len, w.hdr.Sum = len(payload), digest(payload)
-			for n := 0; len(payload) > 0; n++ {
-				k := s.chunkKey(h, s.epoch, a.gen, n)
-				c := min(len(payload), s.chunk)
-				p.pubs = append(p.pubs, pub{key: k, data: payload[:c]})
-				w.chunks = append(w.chunks, k)
-				payload = payload[c:]
-			}
-			w.hdr.Chunks = len(w.chunks)
-			hb, _ = json.Marshal(w.hdr)
-		}
-		w.head = append(append(hb, '\n'), payload...)
-		a.writes = append(a.writes, w)
-		if del {
-			st.Deleted++
-		} else {
-			st.Items++
-		}
-	}
 	for id, b := range cp.Changed {
-		add(id, b, false)
+		p.pubs = s.addWrite(a, p.pubs, id, b, false, st)
 	}
 	for _, id := range cp.Deleted {
-		add(id, nil, true)
+		p.pubs = s.addWrite(a, p.pubs, id, nil, true, st)
 	}
 	// Chunks first, then the slots (compare-and-set), in one pipeline.
 	p.heads = len(p.pubs)
@@ -871,6 +856,46 @@ func (p *Pending) Write(ctx context.Context) (SaveStats, error) {
 	st.Bytes += len(b)
 	s.committed(ctx, a, rev)
 	return st, nil
+}
+
+// addWrite adds to attempt a the write of item id (payload, or a
+// tombstone when del) and to pubs the chunks it needs, and returns pubs.
+func (s *Store) addWrite(a *attempt, pubs []pub, id string, payload []byte, del bool, st *SaveStats) []pub {
+	h := hashID(id)
+	it := s.items[h]
+	if it == nil {
+		if del {
+			return pubs // never stored
+		}
+		it = &item{cur: -1}
+		s.items[h] = it
+	}
+	w := &write{h: h, it: it, del: del, hdr: header{ID: id, Epoch: s.epoch, Gen: a.gen, Del: del}}
+	if it.cur == 0 {
+		w.slot = 1 // the other slot: the committed record stays until the commit
+	}
+	w.prev = it.slots[w.slot]
+	hb, err := json.Marshal(w.hdr)
+	if err == nil && len(hb)+1+len(payload) > s.chunk {
+		w.hdr.Len, w.hdr.Sum = len(payload), digest(payload)
+		for n := 0; len(payload) > 0; n++ {
+			k := s.chunkKey(h, s.epoch, a.gen, n)
+			c := min(len(payload), s.chunk)
+			pubs = append(pubs, pub{key: k, data: payload[:c]})
+			w.chunks = append(w.chunks, k)
+			payload = payload[c:]
+		}
+		w.hdr.Chunks = len(w.chunks)
+		hb, _ = json.Marshal(w.hdr)
+	}
+	w.head = append(append(hb, '\n'), payload...)
+	a.writes = append(a.writes, w)
+	if del {
+		st.Deleted++
+	} else {
+		st.Items++
+	}
+	return pubs
 }
 
 // overwrite writes w's slot after a compare-and-set failed: the slot holds

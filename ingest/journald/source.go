@@ -291,16 +291,7 @@ func (s *Source) Run(ctx context.Context, out chan<- ingest.Event) error {
 		return errors.New("journald: Run called twice")
 	}
 	defer s.flushCheckpoints()
-	tr := &tracker{advance: func(c string) {
-		if s.cfg.Checkpoints != nil {
-			_ = s.cfg.Checkpoints.Set(s.key, checkpoint{Cursor: c})
-		}
-		s.setCommitted(c)
-	}}
-	d := newDecoder(decoderConfig{
-		Node: s.cfg.Node, DefaultNode: s.cfg.DefaultNode, Identity: s.cfg.Identity,
-		MaxLineBytes: s.cfg.MaxLineBytes, IDPrefix: "journald", Now: s.cfg.Now,
-	}, tr)
+	d := s.newDecoder()
 	aborted := false
 	emit := func(ev ingest.Event) {
 		if aborted {
@@ -353,22 +344,8 @@ func (s *Source) Run(ctx context.Context, out chan<- ingest.Event) error {
 			break
 		}
 		read := d.stats.Entries - before
-		if read == 0 && err != nil {
-			if opt, ok := s.j.adapt(stderr); ok {
-				s.log.Warn("journald: journalctl does not take "+opt+"; running it without", "source", s.Name(), "journalctl", s.j.path)
-				if opt == "--merge" {
-					s.log.Warn("journald: without --merge, journalctl --follow shows only the latest boot: the source reads what came after its cursor first, then follows; of a directory with the journals of several hosts, only one host is followed", "source", s.Name())
-				}
-				continue
-			}
-			if strings.Contains(stderr, "seek to cursor") {
-				s.log.Error("journald: journalctl rejects the checkpoint cursor; starting as without a checkpoint", "source", s.Name(), "cursor", pos.cursor, "read_from", s.cfg.ReadFrom, "error", err)
-				pos = position{known: s.cfg.ReadFrom == ingest.ReadFromBeginning}
-				if pos.known {
-					s.save(pos)
-				}
-				continue
-			}
+		if read == 0 && err != nil && s.adjust(stderr, err, &pos) {
+			continue
 		}
 		if !follow && err == nil {
 			catchUp = false // the backlog is read: follow now
@@ -388,6 +365,43 @@ func (s *Source) Run(ctx context.Context, out chan<- ingest.Event) error {
 		}
 	}
 	return nil
+}
+
+// newDecoder returns the decoder of a run, committing to the checkpoint.
+func (s *Source) newDecoder() *decoder {
+	tr := &tracker{advance: func(c string) {
+		if s.cfg.Checkpoints != nil {
+			_ = s.cfg.Checkpoints.Set(s.key, checkpoint{Cursor: c})
+		}
+		s.setCommitted(c)
+	}}
+	return newDecoder(decoderConfig{
+		Node: s.cfg.Node, DefaultNode: s.cfg.DefaultNode, Identity: s.cfg.Identity,
+		MaxLineBytes: s.cfg.MaxLineBytes, IDPrefix: "journald", Now: s.cfg.Now,
+	}, tr)
+}
+
+// adjust answers a journalctl that failed before printing an entry
+// (stderr, err) by running it differently, and reports whether it did: an
+// option this journalctl does not take is left out, a checkpoint cursor it
+// rejects is dropped (pos starts over as without a checkpoint).
+func (s *Source) adjust(stderr string, err error, pos *position) bool {
+	if opt, ok := s.j.adapt(stderr); ok {
+		s.log.Warn("journald: journalctl does not take "+opt+"; running it without", "source", s.Name(), "journalctl", s.j.path)
+		if opt == "--merge" {
+			s.log.Warn("journald: without --merge, journalctl --follow shows only the latest boot: the source reads what came after its cursor first, then follows; of a directory with the journals of several hosts, only one host is followed", "source", s.Name())
+		}
+		return true
+	}
+	if strings.Contains(stderr, "seek to cursor") {
+		s.log.Error("journald: journalctl rejects the checkpoint cursor; starting as without a checkpoint", "source", s.Name(), "cursor", pos.cursor, "read_from", s.cfg.ReadFrom, "error", err)
+		*pos = position{known: s.cfg.ReadFrom == ingest.ReadFromBeginning}
+		if pos.known {
+			s.save(*pos)
+		}
+		return true
+	}
+	return false
 }
 
 // follow runs journalctl once from pos (following the journal, or reading

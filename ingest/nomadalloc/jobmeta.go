@@ -38,8 +38,7 @@ type jobEntry struct {
 // jobCache is the cache's part about jobs, guarded by Cache.mu.
 type jobCache struct {
 	byKey  map[string]jobEntry // namespace + "\x00" + job
-	order  []string
-	next   int
+	order  ring
 	failed map[string]time.Time // job key → when it may be asked again
 }
 
@@ -133,13 +132,7 @@ func (c *Cache) learnJob(ns, job string, meta map[string]string, fromStream bool
 		jc.byKey[k] = e
 		return
 	}
-	if len(jc.order) < c.cfg.MaxJobs {
-		jc.order = append(jc.order, k)
-	} else {
-		delete(jc.byKey, jc.order[jc.next])
-		jc.order[jc.next] = k
-		jc.next = (jc.next + 1) % c.cfg.MaxJobs
-	}
+	addBounded(&jc.order, jc.byKey, k, c.cfg.MaxJobs)
 	jc.byKey[k] = e
 }
 

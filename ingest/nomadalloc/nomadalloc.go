@@ -81,8 +81,7 @@ type Cache struct {
 	cfg    Config
 	mu     sync.Mutex
 	allocs map[string]Info
-	order  []string // insertion order, a ring of cfg.MaxAllocs
-	next   int
+	order  ring                 // of allocs, cfg.MaxAllocs at most
 	failed map[string]time.Time // allocation → when it may be asked again
 	warned bool
 	stats  Stats
@@ -170,13 +169,7 @@ func (c *Cache) learn(alloc string, info Info) {
 		c.allocs[alloc] = info
 		return
 	}
-	if len(c.order) < c.cfg.MaxAllocs {
-		c.order = append(c.order, alloc)
-	} else {
-		delete(c.allocs, c.order[c.next])
-		c.order[c.next] = alloc
-		c.next = (c.next + 1) % c.cfg.MaxAllocs
-	}
+	addBounded(&c.order, c.allocs, alloc, c.cfg.MaxAllocs)
 	c.allocs[alloc] = info
 	delete(c.failed, alloc)
 }

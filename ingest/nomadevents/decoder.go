@@ -325,48 +325,59 @@ var knownTypes = map[string]bool{
 	"PlanResult": true, "ServiceRegistration": true, "ServiceDeregistration": true,
 }
 
-// event processes one event of a frame.
-func (d *Decoder) event(frameIndex uint64, raw []byte, emit func(ingest.Event)) error {
-	var topic, typ, key, kind string
-	var index uint64
-	var payload, body []byte
+// rawEvent is one event of a frame as it stands: its change, and its
+// payload with the body of the payload's object (kind).
+type rawEvent struct {
+	topic, typ, key, kind string
+	index                 uint64
+	payload, body         []byte
+}
+
+// payloadDecoders decode the objects of payloads by kind.
+var payloadDecoders = map[string]func(d *Decoder, c change, body []byte, emit func(ingest.Event)) error{
+	"Node": (*Decoder).node, "Allocation": (*Decoder).alloc, "Evaluation": (*Decoder).eval,
+	"Deployment": (*Decoder).deployment, "Job": (*Decoder).job, "Service": (*Decoder).service,
+}
+
+// payloadKind reports whether k names the object of a payload decoded.
+func payloadKind(k []byte) bool { return payloadDecoders[string(k)] != nil }
+
+// scanEvent reads an event of a frame without decoding its body.
+func scanEvent(raw []byte) (rawEvent, error) {
+	var e rawEvent
 	_, err := walkMembers(raw, 0, func(k []byte, v int) (int, error) {
-		if string(k) == "Payload" && topic != "" && typ != "" && key != "" && index != 0 {
+		if string(k) == "Payload" && e.topic != "" && e.typ != "" && e.key != "" && e.index != 0 {
 			// Nomad writes Payload last: with the change known, the body
 			// is decoded where it stands (the decoders read one value and
 			// ignore what follows) and the rest of the event, checked by
 			// Frame, is not walked again.
 			_, err := walkMembers(raw, v, func(pk []byte, pv int) (int, error) {
-				if raw[pv] != 'n' {
-					switch string(pk) {
-					case "Node", "Allocation", "Evaluation", "Deployment", "Job", "Service":
-						kind, body = string(pk), raw[pv:]
-						return 0, errStop
-					}
+				if raw[pv] != 'n' && payloadKind(pk) {
+					e.kind, e.body = string(pk), raw[pv:]
+					return 0, errStop
 				}
 				return skipValue(raw, pv)
 			})
 			if err != nil && err != errStop {
 				return 0, err
 			}
-			payload = raw[v:]
+			e.payload = raw[v:]
 			return 0, errStop
 		}
 		if string(k) == "Payload" {
 			// {"Allocation": {...}}: the body is cut out in the same pass.
 			end, err := walkMembers(raw, v, func(pk []byte, pv int) (int, error) {
 				end, err := skipValue(raw, pv)
-				if err != nil || kind != "" || raw[pv] == 'n' {
+				if err != nil || e.kind != "" || raw[pv] == 'n' {
 					return end, err
 				}
-				switch string(pk) {
-				case "Node", "Allocation", "Evaluation", "Deployment", "Job", "Service":
-					kind, body = string(pk), raw[pv:end]
+				if payloadKind(pk) {
+					e.kind, e.body = string(pk), raw[pv:end]
 				}
 				return end, nil
 			})
 			if err == nil {
-				payload = raw[v:end]
+				e.payload = raw[v:end]
 			}
 			return end, err
 		}
@@ -377,13 +388,13 @@ func (d *Decoder) event(frameIndex uint64, raw []byte, emit func(ingest.Event)) 
 		val := raw[v:end]
 		switch string(k) {
 		case "Topic":
-			topic, err = str(val)
+			e.topic, err = str(val)
 		case "Type":
-			typ, err = str(val)
+			e.typ, err = str(val)
 		case "Key":
-			key, err = str(val)
+			e.key, err = str(val)
 		case "Index":
-			index, err = unum(val)
+			e.index, err = unum(val)
 		}
 		if err != nil {
 			return 0, fmt.Errorf("%s: %w", k, err)
@@ -393,6 +404,13 @@ func (d *Decoder) event(frameIndex uint64, raw []byte, emit func(ingest.Event)) 
 	if err == errStop {
 		err = nil
 	}
+	return e, err
+}
+
+// event processes one event of a frame.
+func (d *Decoder) event(frameIndex uint64, raw []byte, emit func(ingest.Event)) error {
+	e, err := scanEvent(raw)
+	index, topic, typ, key, kind := e.index, e.topic, e.typ, e.key, e.kind
 	if index == 0 {
 		index = frameIndex
 	}
@@ -405,7 +423,7 @@ func (d *Decoder) event(frameIndex uint64, raw []byte, emit func(ingest.Event)) 
 	if !knownTypes[typ] {
 		return d.unknown(index, "type "+strconv.Quote(typ), fmt.Errorf("unknown type %q (topic %q)", typ, topic))
 	}
-	if payload == nil {
+	if e.payload == nil {
 		return d.malformed(index, topic+" payload", errors.New("no Payload"))
 	}
 	if kind == "" {
@@ -418,21 +436,7 @@ func (d *Decoder) event(frameIndex uint64, raw []byte, emit func(ingest.Event)) 
 		return nil
 	}
 	c := change{epoch: d.epoch, index: index, typ: typ, key: key, kind: kind + "." + typ}
-	switch kind {
-	case "Node":
-		err = d.node(c, body, emit)
-	case "Allocation":
-		err = d.alloc(c, body, emit)
-	case "Evaluation":
-		err = d.eval(c, body, emit)
-	case "Deployment":
-		err = d.deployment(c, body, emit)
-	case "Job":
-		err = d.job(c, body, emit)
-	case "Service":
-		err = d.service(c, body, emit)
-	}
-	if err != nil {
+	if err := payloadDecoders[kind](d, c, e.body, emit); err != nil {
 		d.unsee(index, typ, key)
 		return d.malformed(index, kind+" payload", err)
 	}
@@ -460,6 +464,14 @@ type change struct {
 	typ   string
 	key   string
 	kind  string
+}
+
+// objectID is id, or the change's key when the payload had none.
+func (c change) objectID(id string) string {
+	if id == "" {
+		return c.key
+	}
+	return id
 }
 
 func (c change) id() string {

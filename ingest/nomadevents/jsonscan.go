@@ -255,19 +255,9 @@ func skipNested(data []byte, i int) (int, error) {
 // returns the offset after the value (having parsed or skipped it). It
 // returns the offset after the object. A null object is empty.
 func walkMembers(data []byte, i int, fn func(key []byte, v int) (end int, err error)) (int, error) {
-	i = skipSpace(data, i)
-	if i >= len(data) {
-		return 0, errTruncated
-	}
-	if data[i] == 'n' {
-		return skipLiteral(data, i, "null")
-	}
-	if data[i] != '{' {
-		return 0, synErr(i, "want object, got %q", data[i])
-	}
-	i = skipSpace(data, i+1)
-	if i < len(data) && data[i] == '}' {
-		return i + 1, nil
+	i, end, done, err := enterValue(data, i, '{', '}', "object")
+	if done || err != nil {
+		return end, err
 	}
 	for {
 		if i >= len(data) {
@@ -289,59 +279,71 @@ func walkMembers(data []byte, i int, fn func(key []byte, v int) (end int, err er
 			return 0, synErr(i, "want ':', got %q", data[i])
 		}
 		i = skipSpace(data, i+1)
-		end, err := fn(key, i)
+		v, err := fn(key, i)
 		if err != nil {
 			return 0, err
 		}
-		i = skipSpace(data, end)
-		if i >= len(data) {
-			return 0, errTruncated
-		}
-		switch data[i] {
-		case ',':
-			i = skipSpace(data, i+1)
-		case '}':
-			return i + 1, nil
-		default:
-			return 0, synErr(i, "want ',' or '}', got %q", data[i])
+		if i, end, done, err = nextItem(data, v, '}'); done || err != nil {
+			return end, err
 		}
 	}
 }
 
 // walkElements walks the JSON array starting at data[i] like walkMembers.
 func walkElements(data []byte, i int, fn func(v int) (end int, err error)) (int, error) {
-	i = skipSpace(data, i)
-	if i >= len(data) {
-		return 0, errTruncated
-	}
-	if data[i] == 'n' {
-		return skipLiteral(data, i, "null")
-	}
-	if data[i] != '[' {
-		return 0, synErr(i, "want array, got %q", data[i])
-	}
-	i = skipSpace(data, i+1)
-	if i < len(data) && data[i] == ']' {
-		return i + 1, nil
+	i, end, done, err := enterValue(data, i, '[', ']', "array")
+	if done || err != nil {
+		return end, err
 	}
 	for {
-		end, err := fn(i)
+		v, err := fn(i)
 		if err != nil {
 			return 0, err
 		}
-		i = skipSpace(data, end)
-		if i >= len(data) {
-			return 0, errTruncated
-		}
-		switch data[i] {
-		case ',':
-			i = skipSpace(data, i+1)
-		case ']':
-			return i + 1, nil
-		default:
-			return 0, synErr(i, "want ',' or ']', got %q", data[i])
+		if i, end, done, err = nextItem(data, v, ']'); done || err != nil {
+			return end, err
 		}
 	}
+}
+
+// enterValue steps into the object or array at data[i], after optional
+// space (open and closing are '{' and '}', or '[' and ']'): to the offset
+// of its first member or element, or, when it is null or empty, done with
+// end the offset after it.
+func enterValue(data []byte, i int, open, closing byte, what string) (first, end int, done bool, err error) {
+	i = skipSpace(data, i)
+	if i >= len(data) {
+		return 0, 0, true, errTruncated
+	}
+	if data[i] == 'n' {
+		end, err := skipLiteral(data, i, "null")
+		return 0, end, true, err
+	}
+	if data[i] != open {
+		return 0, 0, true, synErr(i, "want "+what+", got %q", data[i])
+	}
+	i = skipSpace(data, i+1)
+	if i < len(data) && data[i] == closing {
+		return 0, i + 1, true, nil
+	}
+	return i, 0, false, nil
+}
+
+// nextItem steps over the ',' after a member or element that ends at v,
+// to the offset of the next one, or, at closing, done with end the offset
+// after it.
+func nextItem(data []byte, v int, closing byte) (following, end int, done bool, err error) {
+	i := skipSpace(data, v)
+	if i >= len(data) {
+		return 0, 0, true, errTruncated
+	}
+	switch data[i] {
+	case ',':
+		return skipSpace(data, i+1), 0, false, nil
+	case closing:
+		return 0, i + 1, true, nil
+	}
+	return 0, 0, true, synErr(i, "want ',' or '"+string(closing)+"', got %q", data[i])
 }
 
 // errStop ends a walk early without error.

@@ -47,6 +47,51 @@ func (d *Decoder) nodeName(id string) string {
 	return ""
 }
 
+// member is where one member of a JSON object goes: dst is a *string,
+// an *int64 or a *bool.
+type member struct {
+	key string
+	dst any
+}
+
+// setMember decodes v into the member of ms named k; false when none is.
+// An error names the member.
+func setMember(ms []member, k, v []byte) (bool, error) {
+	for _, m := range ms {
+		if m.key != string(k) {
+			continue
+		}
+		var err error
+		switch dst := m.dst.(type) {
+		case *string:
+			*dst, err = str(v)
+		case *int64:
+			*dst, err = num(v)
+		case *bool:
+			*dst, err = boolean(v)
+		}
+		if err != nil {
+			return true, fmt.Errorf("%s: %w", k, err)
+		}
+		return true, nil
+	}
+	return false, nil
+}
+
+// decodeMembers reads the members of the object b named in ms; the others
+// go to rest when it is not nil. An error names the member.
+func decodeMembers(b []byte, ms []member, rest func(k, v []byte) error) error {
+	return eachMember(b, func(k, v []byte) (bool, error) {
+		ok, err := setMember(ms, k, v)
+		if !ok && rest != nil {
+			if err = rest(k, v); err != nil {
+				err = fmt.Errorf("%s: %w", k, err)
+			}
+		}
+		return false, err
+	})
+}
+
 // --- Node ---
 
 type nodePayload struct {
@@ -60,25 +105,14 @@ type nodePayload struct {
 
 func decodeNode(b []byte) (*nodePayload, error) {
 	p := &nodePayload{}
-	err := eachMember(b, func(k, v []byte) (bool, error) {
+	ms := []member{
+		{"ID", &p.ID}, {"Name", &p.Name}, {"Status", &p.Status}, {"StatusDescription", &p.StatusDescription},
+		{"Datacenter", &p.Datacenter}, {"NodePool", &p.NodePool}, {"NodeClass", &p.NodeClass},
+		{"SchedulingEligibility", &p.Eligibility}, {"StatusUpdatedAt", &p.StatusUpdatedAt},
+	}
+	err := decodeMembers(b, ms, func(k, v []byte) error {
 		var err error
 		switch string(k) {
-		case "ID":
-			p.ID, err = str(v)
-		case "Name":
-			p.Name, err = str(v)
-		case "Status":
-			p.Status, err = str(v)
-		case "StatusDescription":
-			p.StatusDescription, err = str(v)
-		case "Datacenter":
-			p.Datacenter, err = str(v)
-		case "NodePool":
-			p.NodePool, err = str(v)
-		case "NodeClass":
-			p.NodeClass, err = str(v)
-		case "SchedulingEligibility":
-			p.Eligibility, err = str(v)
 		case "Drain":
 			var dr bool
 			dr, err = boolean(v)
@@ -87,8 +121,6 @@ func decodeNode(b []byte) (*nodePayload, error) {
 			if len(v) > 0 && v[0] == '{' {
 				p.Drain = true
 			}
-		case "StatusUpdatedAt":
-			p.StatusUpdatedAt, err = num(v)
 		case "Attributes":
 			err = eachMember(v, func(ak, av []byte) (bool, error) {
 				var e error
@@ -123,10 +155,7 @@ func decodeNode(b []byte) (*nodePayload, error) {
 				return nil
 			})
 		}
-		if err != nil {
-			return false, fmt.Errorf("%s: %w", k, err)
-		}
-		return false, nil
+		return err
 	})
 	return p, err
 }
@@ -136,10 +165,7 @@ func (d *Decoder) node(c change, b []byte, emit func(ingest.Event)) error {
 	if err != nil {
 		return err
 	}
-	id := p.ID
-	if id == "" {
-		id = c.key
-	}
+	id := c.objectID(p.ID)
 	d.id.Learn(id, p.Name, p.Hostname)
 	name := d.nodeName(id)
 	if name == "" {
@@ -241,39 +267,19 @@ type taskEvents struct {
 
 func decodeAlloc(b []byte) (*allocPayload, error) {
 	p := &allocPayload{}
+	ms := []member{
+		{"ID", &p.ID}, {"JobID", &p.JobID}, {"Namespace", &p.Namespace}, {"TaskGroup", &p.TaskGroup},
+		{"ClientStatus", &p.ClientStatus}, {"DesiredStatus", &p.DesiredStatus}, {"DesiredDescription", &p.DesiredDescription},
+		{"ClientDescription", &p.ClientDescription}, {"PreviousAllocation", &p.PreviousAllocation},
+		{"DeploymentID", &p.DeploymentID}, {"NodeID", &p.NodeID}, {"NodeName", &p.NodeName},
+		{"ModifyTime", &p.ModifyTime}, {"ModifyIndex", &p.ModifyIndex},
+	}
 	member := func(k, v []byte) error {
-		var err error
-		switch string(k) {
-		case "ID":
-			p.ID, err = str(v)
-		case "JobID":
-			p.JobID, err = str(v)
-		case "Namespace":
-			p.Namespace, err = str(v)
-		case "TaskGroup":
-			p.TaskGroup, err = str(v)
-		case "ClientStatus":
-			p.ClientStatus, err = str(v)
-		case "DesiredStatus":
-			p.DesiredStatus, err = str(v)
-		case "DesiredDescription":
-			p.DesiredDescription, err = str(v)
-		case "ClientDescription":
-			p.ClientDescription, err = str(v)
-		case "PreviousAllocation":
-			p.PreviousAllocation, err = str(v)
-		case "DeploymentID":
-			p.DeploymentID, err = str(v)
-		case "NodeID":
-			p.NodeID, err = str(v)
-		case "NodeName":
-			p.NodeName, err = str(v)
-		case "ModifyTime":
-			p.ModifyTime, err = num(v)
-		case "ModifyIndex":
-			p.ModifyIndex, err = num(v)
-		case "RescheduleTracker":
-			err = eachMember(v, func(rk, rv []byte) (bool, error) {
+		if ok, err := setMember(ms, k, v); ok {
+			return err
+		}
+		if string(k) == "RescheduleTracker" {
+			err := eachMember(v, func(rk, rv []byte) (bool, error) {
 				if string(rk) != "Events" {
 					return false, nil
 				}
@@ -291,9 +297,9 @@ func decodeAlloc(b []byte) (*allocPayload, error) {
 					return err
 				})
 			})
-		}
-		if err != nil {
-			return fmt.Errorf("%s: %w", k, err)
+			if err != nil {
+				return fmt.Errorf("%s: %w", k, err)
+			}
 		}
 		return nil
 	}
@@ -349,30 +355,48 @@ func (d *Decoder) alloc(c change, b []byte, emit func(ingest.Event)) error {
 	if err != nil {
 		return err
 	}
-	// Task events are decoded before anything is emitted so that a bad one
-	// skips the whole change.
-	type pending struct {
-		task string
-		ev   taskEvent
-	}
-	var tevs []pending
-	for _, t := range p.Tasks {
-		for _, te := range t.events {
-			tevs = append(tevs, pending{t.name, te})
-		}
-	}
-
-	id := p.ID
-	if id == "" {
-		id = c.key
-	}
+	// Task events are decoded (decodeAlloc) before anything is emitted so
+	// that a bad one skips the whole change.
+	id := c.objectID(p.ID)
 	node := d.nodeName(p.NodeID)
 	if node == "" {
 		node = d.id.Resolve(p.NodeName)
 	}
 	d.tick(p.ModifyTime)
 	st := d.allocs[id]
+	f := d.allocFields(id, p, st)
+	msg := "allocation " + short(id) + " of job " + p.JobID + " is " + p.ClientStatus
+	if p.DesiredDescription != "" {
+		msg += ", desired " + p.DesiredStatus + ": " + p.DesiredDescription
+	}
+	level := ingest.LevelInfo
+	switch p.ClientStatus {
+	case "failed", "lost", "unknown":
+		level = ingest.LevelWarn
+	}
+	d.st.changes.Add(1)
+	at := d.changeTime(c, p.ModifyTime)
+	emit(ingest.Event{
+		ID: c.id(), Time: d.eventTime(at), Node: node, NodeID: p.NodeID,
+		Source: ingest.SourceNomadEvent, Kind: c.kind, Level: level, Msg: msg, Fields: f,
+	})
+	if st == nil {
+		st = &allocState{}
+		d.allocs[id] = st
+	}
+	d.updateAlloc(c, p, st, d.eventTime(at), f, emit)
+	d.emitTaskEvents(id, p, st, node, emit)
+	d.changes++
+	if d.changes >= sweepEvery {
+		d.changes = 0
+		d.sweep()
+	}
+	return nil
+}
 
+// allocFields are the fields of an allocation change; st is the
+// allocation's state before it (nil: first seen).
+func (d *Decoder) allocFields(id string, p *allocPayload, st *allocState) fields {
 	f := fields{}
 	f.set("alloc_id", id)
 	f.set("job", p.JobID)
@@ -397,81 +421,70 @@ func (d *Decoder) alloc(c change, b []byte, emit func(ingest.Event)) error {
 	if prevNode != "" {
 		f.set("prev_node", d.nodeName(prevNode))
 	}
+	return f
+}
 
-	msg := "allocation " + short(id) + " of job " + p.JobID + " is " + p.ClientStatus
-	if p.DesiredDescription != "" {
-		msg += ", desired " + p.DesiredStatus + ": " + p.DesiredDescription
+// updateAlloc moves the allocation's state to change p and tells the
+// Windows nodes whose running count it changed. An older copy of the
+// allocation (frames out of order) does not move its state back.
+func (d *Decoder) updateAlloc(c change, p *allocPayload, st *allocState, at time.Time, f fields, emit func(ingest.Event)) {
+	if p.ModifyIndex < st.Modify {
+		return
 	}
-	level := ingest.LevelInfo
-	switch p.ClientStatus {
-	case "failed", "lost", "unknown":
-		level = ingest.LevelWarn
+	id := c.objectID(p.ID)
+	d.dropLost(id, st)
+	oldNode, before := st.NodeID, d.running[p.NodeID]
+	oldBefore := d.running[oldNode]
+	d.countRunning(st, -1)
+	st.NodeID, st.Job, st.Namespace = p.NodeID, p.JobID, p.Namespace
+	st.Client, st.Desired = p.ClientStatus, p.DesiredStatus
+	st.Modify, st.Time = p.ModifyIndex, p.ModifyTime
+	d.setLost(id, st)
+	d.countRunning(st, 1)
+	if oldNode != "" && oldNode != p.NodeID && d.running[oldNode] != oldBefore && d.windows(oldNode) {
+		// An allocation stays on its node in Nomad; should one move,
+		// the node it left is told too.
+		emit(d.runningEvent(c.id(), oldNode, oldBefore, at, f))
 	}
-	d.st.changes.Add(1)
-	at := p.ModifyTime
-	if c.typ == "PlanResult" {
-		// A plan's allocation updates keep the ModifyTime of the
-		// allocation as the scheduler read it (seconds old when the plan
-		// is applied); it happens now: the newest time the stream told.
-		at = d.clock
+	if d.running[p.NodeID] != before && d.windows(p.NodeID) {
+		emit(d.runningEvent(c.id(), p.NodeID, before, at, f))
 	}
-	emit(ingest.Event{
-		ID: c.id(), Time: d.eventTime(at), Node: node, NodeID: p.NodeID,
-		Source: ingest.SourceNomadEvent, Kind: c.kind, Level: level, Msg: msg, Fields: f,
-	})
+}
 
-	if st == nil {
-		st = &allocState{}
-		d.allocs[id] = st
-	}
-	// An older copy of the allocation (frames out of order) does not move
-	// its state back.
-	if p.ModifyIndex >= st.Modify {
-		d.dropLost(id, st)
-		oldNode, before := st.NodeID, d.running[p.NodeID]
-		oldBefore := d.running[oldNode]
-		d.countRunning(st, -1)
-		st.NodeID, st.Job, st.Namespace = p.NodeID, p.JobID, p.Namespace
-		st.Client, st.Desired = p.ClientStatus, p.DesiredStatus
-		st.Modify, st.Time = p.ModifyIndex, p.ModifyTime
-		d.setLost(id, st)
-		d.countRunning(st, 1)
-		if oldNode != "" && oldNode != p.NodeID && d.running[oldNode] != oldBefore && d.windows(oldNode) {
-			// An allocation stays on its node in Nomad; should one move,
-			// the node it left is told too.
-			emit(d.runningEvent(c.id(), oldNode, oldBefore, d.eventTime(at), f))
-		}
-		if d.running[p.NodeID] != before && d.windows(p.NodeID) {
-			emit(d.runningEvent(c.id(), p.NodeID, before, d.eventTime(at), f))
-		}
-	}
-
-	for _, pe := range tevs {
-		ts := st.Tasks[pe.task]
-		if ts == nil {
-			if st.Tasks == nil {
-				st.Tasks = map[string]*taskState{}
+// emitTaskEvents emits the task events of the allocation not seen before.
+func (d *Decoder) emitTaskEvents(id string, p *allocPayload, st *allocState, node string, emit func(ingest.Event)) {
+	for _, t := range p.Tasks {
+		for _, ev := range t.events {
+			ts := st.Tasks[t.name]
+			if ts == nil {
+				if st.Tasks == nil {
+					st.Tasks = map[string]*taskState{}
+				}
+				ts = &taskState{}
+				st.Tasks[t.name] = ts
 			}
-			ts = &taskState{}
-			st.Tasks[pe.task] = ts
+			fp := fprint{T: ev.Time, Type: ev.Type}
+			if ts.has(fp) {
+				continue
+			}
+			n := ts.N
+			ts.add(fp)
+			d.tick(ev.Time)
+			d.st.taskEvents.Add(1)
+			emit(d.taskEvent(id, p, node, t.name, n, ev))
 		}
-		fp := fprint{T: pe.ev.Time, Type: pe.ev.Type}
-		if ts.has(fp) {
-			continue
-		}
-		n := ts.N
-		ts.add(fp)
-		d.tick(pe.ev.Time)
-		d.st.taskEvents.Add(1)
-		emit(d.taskEvent(id, p, node, pe.task, n, pe.ev))
 	}
+}
 
-	d.changes++
-	if d.changes >= sweepEvery {
-		d.changes = 0
-		d.sweep()
+// changeTime is when a change whose object was modified at modified (Unix
+// ns) happened. A plan's allocation updates keep the ModifyTime of the
+// allocation as the scheduler read it (seconds old when the plan is
+// applied); it happens now: the newest time the stream told.
+func (d *Decoder) changeTime(c change, modified int64) int64 {
+	if c.typ == "PlanResult" {
+		return d.clock
 	}
-	return nil
+	return modified
 }
 
 type taskEvent struct {
@@ -484,6 +497,11 @@ type taskEvent struct {
 // after it.
 func decodeTaskEvent(b []byte, i int) (taskEvent, int, error) {
 	var e taskEvent
+	ms := []member{
+		{"Type", &e.Type}, {"Time", &e.Time}, {"DisplayMessage", &e.DisplayMessage}, {"Message", &e.Message},
+		{"RestartReason", &e.RestartReason}, {"KillReason", &e.KillReason}, {"DriverError", &e.DriverError},
+		{"ExitCode", &e.ExitCode}, {"Signal", &e.Signal}, {"FailsTask", &e.FailsTask},
+	}
 	end, err := walkMembers(b, i, func(k []byte, vi int) (int, error) {
 		if string(k) == "Details" {
 			return walkMembers(b, vi, func(dk []byte, di int) (int, error) {
@@ -503,31 +521,8 @@ func decodeTaskEvent(b []byte, i int) (taskEvent, int, error) {
 		if err != nil {
 			return 0, err
 		}
-		v := b[vi:end]
-		switch string(k) {
-		case "Type":
-			e.Type, err = str(v)
-		case "Time":
-			e.Time, err = num(v)
-		case "DisplayMessage":
-			e.DisplayMessage, err = str(v)
-		case "Message":
-			e.Message, err = str(v)
-		case "RestartReason":
-			e.RestartReason, err = str(v)
-		case "KillReason":
-			e.KillReason, err = str(v)
-		case "DriverError":
-			e.DriverError, err = str(v)
-		case "ExitCode":
-			e.ExitCode, err = num(v)
-		case "Signal":
-			e.Signal, err = num(v)
-		case "FailsTask":
-			e.FailsTask, err = boolean(v)
-		}
-		if err != nil {
-			return 0, fmt.Errorf("%s: %w", k, err)
+		if _, err := setMember(ms, k, b[vi:end]); err != nil {
+			return 0, err
 		}
 		return end, nil
 	})
@@ -596,27 +591,14 @@ type evalPayload struct {
 
 func decodeEval(b []byte) (*evalPayload, error) {
 	p := &evalPayload{}
-	err := eachMember(b, func(k, v []byte) (bool, error) {
+	ms := []member{
+		{"ID", &p.ID}, {"JobID", &p.JobID}, {"Namespace", &p.Namespace}, {"Status", &p.Status},
+		{"TriggeredBy", &p.TriggeredBy}, {"StatusDescription", &p.StatusDescription}, {"BlockedEval", &p.BlockedEval},
+		{"NodeID", &p.NodeID}, {"ModifyTime", &p.ModifyTime},
+	}
+	err := decodeMembers(b, ms, func(k, v []byte) error {
 		var err error
 		switch string(k) {
-		case "ID":
-			p.ID, err = str(v)
-		case "JobID":
-			p.JobID, err = str(v)
-		case "Namespace":
-			p.Namespace, err = str(v)
-		case "Status":
-			p.Status, err = str(v)
-		case "TriggeredBy":
-			p.TriggeredBy, err = str(v)
-		case "StatusDescription":
-			p.StatusDescription, err = str(v)
-		case "BlockedEval":
-			p.BlockedEval, err = str(v)
-		case "NodeID":
-			p.NodeID, err = str(v)
-		case "ModifyTime":
-			p.ModifyTime, err = num(v)
 		case "FailedTGAllocs":
 			err = eachMember(v, func(tg, _ []byte) (bool, error) {
 				name, err := str(append(append([]byte{'"'}, tg...), '"'))
@@ -631,10 +613,7 @@ func decodeEval(b []byte) (*evalPayload, error) {
 				return false, err
 			})
 		}
-		if err != nil {
-			return false, fmt.Errorf("%s: %w", k, err)
-		}
-		return false, nil
+		return err
 	})
 	sort.Strings(p.FailedTGs)
 	return p, err
@@ -645,10 +624,7 @@ func (d *Decoder) eval(c change, b []byte, emit func(ingest.Event)) error {
 	if err != nil {
 		return err
 	}
-	id := p.ID
-	if id == "" {
-		id = c.key
-	}
+	id := c.objectID(p.ID)
 	d.tick(p.ModifyTime)
 	st := d.evals[id]
 	f := fields{}
@@ -698,13 +674,7 @@ func (d *Decoder) eval(c change, b []byte, emit func(ingest.Event)) error {
 	}
 	st.Status, st.Time = p.Status, max(p.ModifyTime, st.Time)
 	d.st.changes.Add(1)
-	at := p.ModifyTime
-	if c.typ == "PlanResult" {
-		// A plan's allocation updates keep the ModifyTime of the
-		// allocation as the scheduler read it (seconds old when the plan
-		// is applied); it happens now: the newest time the stream told.
-		at = d.clock
-	}
+	at := d.changeTime(c, p.ModifyTime)
 	emit(ingest.Event{
 		ID: c.id(), Time: d.eventTime(at), Node: node, NodeID: p.NodeID,
 		Source: ingest.SourceNomadEvent, Kind: c.kind, Level: level, Msg: msg, Fields: f,
@@ -726,33 +696,11 @@ func contains(list []string, s string) bool {
 func (d *Decoder) deployment(c change, b []byte, emit func(ingest.Event)) error {
 	var id, job, ns, status, desc string
 	var mt int64
-	err := eachMember(b, func(k, v []byte) (bool, error) {
-		var err error
-		switch string(k) {
-		case "ID":
-			id, err = str(v)
-		case "JobID":
-			job, err = str(v)
-		case "Namespace":
-			ns, err = str(v)
-		case "Status":
-			status, err = str(v)
-		case "StatusDescription":
-			desc, err = str(v)
-		case "ModifyTime":
-			mt, err = num(v)
-		}
-		if err != nil {
-			return false, fmt.Errorf("%s: %w", k, err)
-		}
-		return false, nil
-	})
-	if err != nil {
+	ms := []member{{"ID", &id}, {"JobID", &job}, {"Namespace", &ns}, {"Status", &status}, {"StatusDescription", &desc}, {"ModifyTime", &mt}}
+	if err := decodeMembers(b, ms, nil); err != nil {
 		return err
 	}
-	if id == "" {
-		id = c.key
-	}
+	id = c.objectID(id)
 	d.tick(mt)
 	st := d.deploys[id]
 	f := fields{}
@@ -787,37 +735,20 @@ func (d *Decoder) job(c change, b []byte, emit func(ingest.Event)) error {
 	var version, submit int64
 	var stop bool
 	var meta map[string]any
-	err := eachMember(b, func(k, v []byte) (bool, error) {
-		var err error
-		switch string(k) {
-		case "ID":
-			id, err = str(v)
-		case "Meta":
+	ms := []member{
+		{"ID", &id}, {"Namespace", &ns}, {"Type", &typ}, {"Status", &status},
+		{"Version", &version}, {"Stop", &stop}, {"SubmitTime", &submit},
+	}
+	err := decodeMembers(b, ms, func(k, v []byte) (err error) {
+		if string(k) == "Meta" {
 			meta, err = decodeMeta(v)
-		case "Namespace":
-			ns, err = str(v)
-		case "Type":
-			typ, err = str(v)
-		case "Status":
-			status, err = str(v)
-		case "Version":
-			version, err = num(v)
-		case "Stop":
-			stop, err = boolean(v)
-		case "SubmitTime":
-			submit, err = num(v)
 		}
-		if err != nil {
-			return false, fmt.Errorf("%s: %w", k, err)
-		}
-		return false, nil
+		return err
 	})
 	if err != nil {
 		return err
 	}
-	if id == "" {
-		id = c.key
-	}
+	id = c.objectID(id)
 	// SubmitTime is when the version was submitted; later changes of the
 	// job (status) happen at the stream's current time.
 	t := max(submit, d.clock)
@@ -892,28 +823,8 @@ func decodeMeta(b []byte) (map[string]any, error) {
 func (d *Decoder) service(c change, b []byte, emit func(ingest.Event)) error {
 	var name, alloc, job, addr, nodeID string
 	var port int64
-	err := eachMember(b, func(k, v []byte) (bool, error) {
-		var err error
-		switch string(k) {
-		case "ServiceName":
-			name, err = str(v)
-		case "AllocID":
-			alloc, err = str(v)
-		case "JobID":
-			job, err = str(v)
-		case "Address":
-			addr, err = str(v)
-		case "Port":
-			port, err = num(v)
-		case "NodeID":
-			nodeID, err = str(v)
-		}
-		if err != nil {
-			return false, fmt.Errorf("%s: %w", k, err)
-		}
-		return false, nil
-	})
-	if err != nil {
+	ms := []member{{"ServiceName", &name}, {"AllocID", &alloc}, {"JobID", &job}, {"Address", &addr}, {"Port", &port}, {"NodeID", &nodeID}}
+	if err := decodeMembers(b, ms, nil); err != nil {
 		return err
 	}
 	f := fields{}

@@ -488,35 +488,6 @@ func (s *Source) stream(ctx context.Context, out chan<- ingest.Event) (progress 
 
 	var batch []ingest.Event
 	collect := func(ev ingest.Event) { batch = append(batch, ev) }
-	// deliver sends the events of one frame (or of a seeding), which
-	// commit together for the checkpoint of the state after it.
-	deliver := func() error {
-		if len(batch) > 0 && s.cfg.Checkpoints != nil {
-			s.seq++
-			seq := s.seq
-			var left atomic.Int64
-			left.Store(int64(len(batch)))
-			commit := func() {
-				if left.Add(-1) == 0 {
-					s.committed(seq)
-				}
-			}
-			for i := range batch {
-				batch[i].Commit = commit
-			}
-		}
-		if s.cfg.Checkpoints != nil && time.Since(s.lastSnap) >= s.cfg.CheckpointInterval {
-			s.snapshot()
-		}
-		for _, ev := range batch {
-			select {
-			case out <- ev:
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		}
-		return nil
-	}
 	// seed runs a seeding due and delivers its events; the state it
 	// changed is snapshotted.
 	seed := func(why string) error {
@@ -526,7 +497,7 @@ func (s *Source) stream(ctx context.Context, out chan<- ingest.Event) (progress 
 		batch = batch[:0]
 		s.seed(ctx, why, collect)
 		s.lastSnap = time.Time{}
-		return deliver()
+		return s.deliver(ctx, batch, out)
 	}
 
 	lines := make(chan []byte, 16)
@@ -543,40 +514,7 @@ func (s *Source) stream(ctx context.Context, out chan<- ingest.Event) (progress 
 		wg.Wait()
 	}()
 
-	// The resume filter, reset and gap checks (see Run).
-	first, warnedStale := true, false
-	s.dec.accept = func(index uint64, emit func(ingest.Event)) bool {
-		s.dec.resending = false
-		if first {
-			first = false
-			switch {
-			case want > 0 && index < want:
-				s.indexReset(want, index)
-				want = 0
-				s.seeds.due, s.seeds.next = true, time.Time{}
-				s.seed(ctx, "index reset", emit)
-				return true
-			case want > 0 && index > want+1:
-				emit(s.gap(want+1, index))
-				s.seeds.due, s.seeds.next = true, time.Time{}
-				s.seed(ctx, "gap", emit)
-			}
-		}
-		if index < want {
-			s.stale.Add(1)
-			if !warnedStale {
-				warnedStale = true
-				s.log.Warn("nomadevents: frames below the resume index dropped (counted as stale)",
-					"address", s.cfg.Address, "index", index, "resume_index", want)
-			}
-			return false
-		}
-		if index == want && want > 0 {
-			s.dec.resending = true
-			s.resent.Add(1)
-		}
-		return true
-	}
+	s.dec.accept = s.resumeFilter(ctx, want)
 	defer func() { s.dec.accept, s.dec.resending = nil, false }()
 
 	// The counts of the allocations running before (seed.go), ahead of the
@@ -626,7 +564,7 @@ func (s *Source) stream(ctx context.Context, out chan<- ingest.Event) (progress 
 				continue
 			}
 			_ = s.dec.Frame(line, collect) // counted and logged by the decoder
-			if err := deliver(); err != nil {
+			if err := s.deliver(ctx, batch, out); err != nil {
 				return progress, err
 			}
 			if s.cfg.Checkpoints != nil {
@@ -634,6 +572,82 @@ func (s *Source) stream(ctx context.Context, out chan<- ingest.Event) (progress 
 			}
 		}
 	}
+}
+
+// commitTogether makes the events of one frame commit as one: the frame
+// is committed (its checkpoint may advance) once the last of them is.
+func (s *Source) commitTogether(batch []ingest.Event) {
+	if len(batch) == 0 || s.cfg.Checkpoints == nil {
+		return
+	}
+	s.seq++
+	seq := s.seq
+	var left atomic.Int64
+	left.Store(int64(len(batch)))
+	commit := func() {
+		if left.Add(-1) == 0 {
+			s.committed(seq)
+		}
+	}
+	for i := range batch {
+		batch[i].Commit = commit
+	}
+}
+
+// resumeFilter is the decoder's accept for a connection resumed at index
+// want: the resume filter, reset and gap checks (see Run); a reset or a
+// gap seeds the running allocations again (seed.go).
+func (s *Source) resumeFilter(ctx context.Context, want uint64) func(index uint64, emit func(ingest.Event)) bool {
+	first, warnedStale := true, false
+	return func(index uint64, emit func(ingest.Event)) bool {
+		s.dec.resending = false
+		if first {
+			first = false
+			switch {
+			case want > 0 && index < want:
+				s.indexReset(want, index)
+				want = 0
+				s.seeds.due, s.seeds.next = true, time.Time{}
+				s.seed(ctx, "index reset", emit)
+				return true
+			case want > 0 && index > want+1:
+				emit(s.gap(want+1, index))
+				s.seeds.due, s.seeds.next = true, time.Time{}
+				s.seed(ctx, "gap", emit)
+			}
+		}
+		if index < want {
+			s.stale.Add(1)
+			if !warnedStale {
+				warnedStale = true
+				s.log.Warn("nomadevents: frames below the resume index dropped (counted as stale)",
+					"address", s.cfg.Address, "index", index, "resume_index", want)
+			}
+			return false
+		}
+		if index == want && want > 0 {
+			s.dec.resending = true
+			s.resent.Add(1)
+		}
+		return true
+	}
+}
+
+// deliver sends the events of one frame (or of a seeding), which commit
+// together for the checkpoint of the state after it.
+func (s *Source) deliver(ctx context.Context, batch []ingest.Event, out chan<- ingest.Event) error {
+	s.commitTogether(batch)
+	if s.cfg.Checkpoints != nil && time.Since(s.lastSnap) >= s.cfg.CheckpointInterval {
+		s.snapshot()
+	}
+	for _, ev := range batch {
+		select {
+		case out <- ev:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
 }
 
 // indexReset starts over from the server's stream when its first frame

@@ -16,6 +16,3 @@ func fileID(f *os.File, fi os.FileInfo) (string, bool) {
 	}
 	return "d" + strconv.FormatUint(uint64(st.Dev), 16) + "-i" + strconv.FormatUint(uint64(st.Ino), 16), true
 }
-
-// openShared opens a file for reading.
-func openShared(path string) (*os.File, error) { return os.Open(path) }

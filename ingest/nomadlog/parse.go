@@ -679,23 +679,44 @@ func mkTime(y, mo, d, h, mi, sec, ns, offset int) (time.Time, bool) {
 	return time.Unix(u, int64(ns)).UTC(), true
 }
 
+// stamp is a date and time of day as read, before its zone.
+type stamp struct{ y, mo, d, h, mi, sec, ns int }
+
+// readStamp reads the digits of a date at s[i:] ("2006-01-02", any
+// separators) and of a time of day at s[hour:] ("15:04:05[.frac]"), and
+// returns the offset after it.
+func readStamp(s string, i, hour int) (stamp, int, bool) {
+	var t stamp
+	var ok [6]bool
+	t.y, ok[0] = digits(s, i, 4)
+	t.mo, ok[1] = digits(s, i+5, 2)
+	t.d, ok[2] = digits(s, i+8, 2)
+	t.h, ok[3] = digits(s, hour, 2)
+	t.mi, ok[4] = digits(s, hour+3, 2)
+	t.sec, ok[5] = digits(s, hour+6, 2)
+	if ok != [6]bool{true, true, true, true, true, true} {
+		return t, 0, false
+	}
+	ns, n := fraction(s, hour+8)
+	t.ns = ns
+	return t, hour + 8 + n, true
+}
+
+// time is the stamp at the UTC offset (seconds); false for an impossible
+// date or time.
+func (t stamp) time(offset int) (time.Time, bool) {
+	return mkTime(t.y, t.mo, t.d, t.h, t.mi, t.sec, t.ns, offset)
+}
+
 // parseISO parses "2006-01-02T15:04:05[.frac](Z|±hhmm|±hh:mm)" at s[i:].
 func parseISO(s string, i int) (time.Time, int, bool) {
 	if i+19 > len(s) || s[i+4] != '-' || s[i+7] != '-' || s[i+10] != 'T' || s[i+13] != ':' || s[i+16] != ':' {
 		return time.Time{}, 0, false
 	}
-	y, ok1 := digits(s, i, 4)
-	mo, ok2 := digits(s, i+5, 2)
-	d, ok3 := digits(s, i+8, 2)
-	h, ok4 := digits(s, i+11, 2)
-	mi, ok5 := digits(s, i+14, 2)
-	sec, ok6 := digits(s, i+17, 2)
-	if !(ok1 && ok2 && ok3 && ok4 && ok5 && ok6) {
+	st, j, ok := readStamp(s, i, i+11)
+	if !ok {
 		return time.Time{}, 0, false
 	}
-	j := i + 19
-	ns, n := fraction(s, j)
-	j += n
 	off := 0
 	switch {
 	case j < len(s) && s[j] == 'Z':
@@ -719,7 +740,7 @@ func parseISO(s string, i int) (time.Time, int, bool) {
 		}
 		j = k + 2
 	}
-	t, ok := mkTime(y, mo, d, h, mi, sec, ns, off)
+	t, ok := st.time(off)
 	return t, j - i, ok
 }
 
@@ -758,18 +779,12 @@ func parseLegacyTime(s string, i int) (time.Time, int, bool) {
 	if i+19 > len(s) || s[i+4] != '/' || s[i+7] != '/' || s[i+10] != ' ' || s[i+13] != ':' || s[i+16] != ':' {
 		return time.Time{}, 0, false
 	}
-	y, ok1 := digits(s, i, 4)
-	mo, ok2 := digits(s, i+5, 2)
-	d, ok3 := digits(s, i+8, 2)
-	h, ok4 := digits(s, i+11, 2)
-	mi, ok5 := digits(s, i+14, 2)
-	sec, ok6 := digits(s, i+17, 2)
-	if !(ok1 && ok2 && ok3 && ok4 && ok5 && ok6) {
+	st, j, ok := readStamp(s, i, i+11)
+	if !ok {
 		return time.Time{}, 0, false
 	}
-	ns, n := fraction(s, i+19)
-	t, ok := mkTime(y, mo, d, h, mi, sec, ns, 0)
-	return t, 19 + n, ok
+	t, ok := st.time(0)
+	return t, j - i, ok
 }
 
 // parseAggregatorTime parses "2026-09-12 @ 16:32:43.468 UTC" at s[i:].
@@ -777,22 +792,14 @@ func parseAggregatorTime(s string, i int) (time.Time, int, bool) {
 	if i+25 > len(s) || s[i+4] != '-' || s[i+7] != '-' || s[i+10:i+13] != " @ " || s[i+15] != ':' || s[i+18] != ':' {
 		return time.Time{}, 0, false
 	}
-	y, ok1 := digits(s, i, 4)
-	mo, ok2 := digits(s, i+5, 2)
-	d, ok3 := digits(s, i+8, 2)
-	h, ok4 := digits(s, i+13, 2)
-	mi, ok5 := digits(s, i+16, 2)
-	sec, ok6 := digits(s, i+19, 2)
-	if !(ok1 && ok2 && ok3 && ok4 && ok5 && ok6) {
+	st, j, ok := readStamp(s, i, i+13)
+	if !ok {
 		return time.Time{}, 0, false
 	}
-	j := i + 21
-	ns, n := fraction(s, j)
-	j += n
 	if strings.HasPrefix(s[j:], " UTC") {
 		j += 4
 	}
-	t, ok := mkTime(y, mo, d, h, mi, sec, ns, 0)
+	t, ok := st.time(0)
 	return t, j - i, ok
 }
 

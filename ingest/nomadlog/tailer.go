@@ -345,7 +345,7 @@ func (t *Tailer) discover(path string, startup bool) {
 			return
 		}
 	}
-	f, err := openShared(path)
+	f, err := ingest.OpenShared(path)
 	if err != nil {
 		t.unreadableFile(path, err)
 		return
@@ -375,7 +375,23 @@ func (t *Tailer) discover(path string, startup bool) {
 		return
 	}
 	tf.id = id
-	// Where to start.
+	start, how := t.startOffset(f, path, id, ffi.Size(), startup)
+	tf.readOff, tf.lineStart = start, start
+	t.attachDecoder(tf)
+	if prev != nil {
+		t.count(func(s *TailStats) { s.Rotations++ })
+		t.log.Info("nomadlog: new file at path (rotation)", "path", path, "id", id.prefix)
+	}
+	t.byPath[path] = tf
+	t.files = append(t.files, tf)
+	t.log.Info("nomadlog: following file", "path", path, "id", id.prefix, "offset", start, "from", how)
+}
+
+// startOffset is where following a new file starts, and why: its
+// checkpoint when one matches the file, the end of the last line when
+// klaxon starts and reads from the end, else the beginning. id.prefix
+// takes the checkpoint's. A file without a checkpoint gets one at once.
+func (t *Tailer) startOffset(f *os.File, path string, id *ident, size int64, startup bool) (int64, string) {
 	start, how := int64(0), "beginning"
 	var cp checkpoint
 	found := false
@@ -387,7 +403,7 @@ func (t *Tailer) discover(path string, startup bool) {
 		found = ok && err == nil
 	}
 	if found {
-		if fp, err := headHash(f, cp.FPLen); err == nil && fp == cp.FP && cp.Offset <= ffi.Size() {
+		if fp, err := headHash(f, cp.FPLen); err == nil && fp == cp.FP && cp.Offset <= size {
 			start, how = cp.Offset, "checkpoint"
 			if cp.ID != "" {
 				id.prefix = cp.ID // IDs stay what they were before the restart
@@ -397,7 +413,7 @@ func (t *Tailer) discover(path string, startup bool) {
 		}
 	}
 	if !found && startup && t.cfg.ReadFrom == ReadFromEnd {
-		start, how = lastLineEnd(f, ffi.Size()), "end"
+		start, how = lastLineEnd(f, size), "end"
 	}
 	if !found && t.cfg.Checkpoints != nil {
 		// Record the file's identity at once: a file first seen shorter
@@ -410,9 +426,14 @@ func (t *Tailer) discover(path string, startup bool) {
 			t.newIDs = true
 		}
 	}
-	tf.readOff, tf.lineStart = start, start
+	return start, how
+}
+
+// attachDecoder gives a new file its decoder, sending to the tailer's
+// output and committing to its checkpoint.
+func (t *Tailer) attachDecoder(tf *tfile) {
 	tf.dec = NewDecoder(DecoderConfig{
-		IDPrefix:     id.prefix,
+		IDPrefix:     tf.id.prefix,
 		DefaultNode:  t.cfg.DefaultNode,
 		Identity:     t.cfg.Identity,
 		MaxLineBytes: t.cfg.MaxLineBytes,
@@ -439,13 +460,6 @@ func (t *Tailer) discover(path string, startup bool) {
 			}
 		}
 	}
-	if prev != nil {
-		t.count(func(s *TailStats) { s.Rotations++ })
-		t.log.Info("nomadlog: new file at path (rotation)", "path", path, "id", id.prefix)
-	}
-	t.byPath[path] = tf
-	t.files = append(t.files, tf)
-	t.log.Info("nomadlog: following file", "path", path, "id", id.prefix, "offset", start, "from", how)
 }
 
 func (t *Tailer) unreadableFile(path string, err error) {

@@ -382,7 +382,7 @@ func readSlot(f io.ReaderAt, s slot) (*[]byte, error) {
 // ReadEVTXFile reads the EVTX file at path as ReadEVTX does (opened
 // shared with the Event Log service on Windows).
 func ReadEVTXFile(ctx context.Context, path string, cfg DecoderConfig, emit func(ingest.Event)) (Stats, error) {
-	f, err := openShared(path)
+	f, err := ingest.OpenShared(path)
 	if err != nil {
 		return Stats{}, fmt.Errorf("winevt: %w", err)
 	}

@@ -221,6 +221,36 @@ func (n *normalizer) normalize(ev *elem, headerTime time.Time) (out ingest.Event
 	setNE(f, "thread_id", exe.attr("ThreadID"))
 	setNE(f, "user_sid", sys.child("Security").attr("UserID"))
 
+	strs := eventStrings(ev, provider, f)
+	t, hasTime := parseSystemTime(sys.child("TimeCreated").attr("SystemTime"))
+	if !hasTime && !headerTime.IsZero() && headerTime.Year() > 1601 {
+		t, hasTime = headerTime.UTC(), true
+	}
+	out = ingest.Event{
+		ID:     "winevt:" + strings.ToLower(computer) + ":" + channel + ":" + recID,
+		Time:   t,
+		Node:   n.ident.Resolve(computer),
+		Source: ingest.SourceWinEvt,
+		Kind:   provider + "/" + eid,
+		Level:  winLevel(levelRaw),
+		Msg:    eventMessage(ev, provider, eid, strs),
+		Fields: f,
+	}
+	if strings.EqualFold(provider, "nomad") && eid == "4" {
+		text := ""
+		if len(strs) > 0 {
+			text = strs[0]
+		} else if ri := ev.child("RenderingInfo"); ri != nil {
+			text = ri.childText("Message")
+		}
+		nomadEvent(&out, text, levelRaw)
+	}
+	return out, hasTime
+}
+
+// eventStrings adds the EventData and UserData of ev to f and returns
+// their insertion strings in order ("strings" in f).
+func eventStrings(ev *elem, provider string, f map[string]any) []string {
 	var strs []string
 	sysInserts := systemParameterProviders[provider]
 	if ed := ev.child("EventData"); ed != nil {
@@ -259,12 +289,13 @@ func (n *normalizer) normalize(ev *elem, headerTime time.Time) (out ingest.Event
 	if len(strs) > 0 {
 		f["strings"] = strings.Join(strs, " | ")
 	}
+	return strs
+}
 
-	t, hasTime := parseSystemTime(sys.child("TimeCreated").attr("SystemTime"))
-	if !hasTime && !headerTime.IsZero() && headerTime.Year() > 1601 {
-		t, hasTime = headerTime.UTC(), true
-	}
-
+// eventMessage is the message of ev: its rendered message, else the
+// provider's message template filled in, else the provider, event id and
+// insertion strings.
+func eventMessage(ev *elem, provider, eid string, strs []string) string {
 	msg := ""
 	if ri := ev.child("RenderingInfo"); ri != nil {
 		msg = strings.TrimSpace(ri.childText("Message"))
@@ -283,27 +314,7 @@ func (n *normalizer) normalize(ev *elem, headerTime time.Time) (out ingest.Event
 		}
 		msg = b.String()
 	}
-
-	out = ingest.Event{
-		ID:     "winevt:" + strings.ToLower(computer) + ":" + channel + ":" + recID,
-		Time:   t,
-		Node:   n.ident.Resolve(computer),
-		Source: ingest.SourceWinEvt,
-		Kind:   provider + "/" + eid,
-		Level:  winLevel(levelRaw),
-		Msg:    msg,
-		Fields: f,
-	}
-	if strings.EqualFold(provider, "nomad") && eid == "4" {
-		text := ""
-		if len(strs) > 0 {
-			text = strs[0]
-		} else if ri := ev.child("RenderingInfo"); ri != nil {
-			text = ri.childText("Message")
-		}
-		nomadEvent(&out, text, levelRaw)
-	}
-	return out, hasTime
+	return msg
 }
 
 // leaves adds the leaf elements under e to f (by their name) and their text

@@ -193,7 +193,7 @@ func (s *Source) start(path string, startup bool) (*wfile, error) {
 
 // lastRecordID returns the highest record id the chunk headers of a file announce.
 func lastRecordID(path string) (uint64, error) {
-	f, err := openShared(path)
+	f, err := ingest.OpenShared(path)
 	if err != nil {
 		return 0, err
 	}
@@ -220,7 +220,7 @@ func lastRecordID(path string) (uint64, error) {
 
 // read sends the records of wf after wf.last.
 func (s *Source) read(ctx context.Context, wf *wfile, out chan<- ingest.Event) error {
-	f, err := openShared(wf.path)
+	f, err := ingest.OpenShared(wf.path)
 	if err != nil {
 		return err
 	}

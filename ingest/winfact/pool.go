@@ -82,8 +82,7 @@ type PoolSource struct {
 	cfg      PoolConfig
 	log      *slog.Logger
 	samples  atomic.Int64
-	failures atomic.Int64
-	failing  bool
+	failures failures
 }
 
 // NewPool returns a PoolSource.
@@ -117,7 +116,7 @@ func NewPool(cfg PoolConfig, log *slog.Logger) (*PoolSource, error) {
 func (s *PoolSource) Name() string { return "winpool:" + s.cfg.Node }
 
 // Stats returns the samples published and the failed attempts.
-func (s *PoolSource) Stats() (samples, failures int64) { return s.samples.Load(), s.failures.Load() }
+func (s *PoolSource) Stats() (samples, failures int64) { return s.samples.Load(), s.failures.n.Load() }
 
 // Run samples now and every Interval until ctx is done.
 func (s *PoolSource) Run(ctx context.Context, out chan<- ingest.Event) error {
@@ -143,17 +142,10 @@ func (s *PoolSource) Run(ctx context.Context, out chan<- ingest.Event) error {
 func (s *PoolSource) sample() (ingest.Event, bool) {
 	ps, err := s.cfg.Sampler.SamplePool()
 	if err != nil {
-		s.failures.Add(1)
-		if !s.failing {
-			s.failing = true
-			s.log.Warn("winfact: cannot sample the kernel pools; will retry", "error", err, "every", s.cfg.Interval)
-		}
+		s.failures.fail(s.log, "winfact: cannot sample the kernel pools; will retry", "error", err, "every", s.cfg.Interval)
 		return ingest.Event{}, false
 	}
-	if s.failing {
-		s.failing = false
-		s.log.Info("winfact: kernel pools sampled again")
-	}
+	s.failures.ok(s.log, "winfact: kernel pools sampled again")
 	if ps.Time.IsZero() {
 		ps.Time = s.cfg.Now()
 	}

@@ -111,8 +111,7 @@ type Source struct {
 	state heapState // as of the last event emitted
 
 	published atomic.Int64
-	failures  atomic.Int64
-	failing   bool
+	failures  failures
 }
 
 // New returns a Source. Without a Reader it reads the registry, which only
@@ -154,7 +153,7 @@ func (s *Source) Name() string { return "winfact:" + s.cfg.Node }
 
 // Stats returns how many facts were published and how many reads failed.
 func (s *Source) Stats() (published, failures int64) {
-	return s.published.Load(), s.failures.Load()
+	return s.published.Load(), s.failures.n.Load()
 }
 
 // Run reads the key now and every Interval, and emits a fact at start and
@@ -172,7 +171,7 @@ func (s *Source) Run(ctx context.Context, out chan<- ingest.Event) error {
 			case <-ctx.Done():
 				return nil
 			}
-		} else if !s.failing {
+		} else if !s.failures.failing {
 			first = false
 		}
 		select {
@@ -192,17 +191,10 @@ func (s *Source) poll(force bool) (ingest.Event, bool) {
 		ss, err = ParseWindowsValue(r.Value)
 	}
 	if err != nil {
-		s.failures.Add(1)
-		if !s.failing {
-			s.failing = true
-			s.log.Warn("winfact: cannot read the desktop heap size (SharedSection); will retry", "error", err, "every", s.cfg.Interval)
-		}
+		s.failures.fail(s.log, "winfact: cannot read the desktop heap size (SharedSection); will retry", "error", err, "every", s.cfg.Interval)
 		return ingest.Event{}, false
 	}
-	if s.failing {
-		s.failing = false
-		s.log.Info("winfact: desktop heap size readable again", "shared_section", ss.String())
-	}
+	s.failures.ok(s.log, "winfact: desktop heap size readable again", "shared_section", ss.String())
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	next := advance(s.state, r, ss)

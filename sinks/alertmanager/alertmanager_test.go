@@ -121,10 +121,7 @@ func TestRestoreAfterRestart(t *testing.T) {
 	sinktest.Publish(t, js, in)
 	run := func(s *Sink) (*sinks.Dispatcher, func()) {
 		d := sinks.NewDispatcher(js, s, sinks.DispatcherConfig{}, log)
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { _ = d.Run(ctx); close(done) }()
-		return d, func() { cancel(); <-done }
+		return d, sinktest.Run(t, d)
 	}
 	s1, _ := New("am", Config{URLs: []string{base}, ResendInterval: 300 * time.Millisecond}, log)
 	d1, stop1 := run(s1)

@@ -64,14 +64,8 @@ func (c *Config) Validate(prefix string) error {
 	if c.ResendInterval >= 5*time.Minute {
 		errs = append(errs, fmt.Errorf("%s.resend_interval: %s is not below Alertmanager's default resolve_timeout (5m): open alerts would resolve between re-sends", prefix, c.ResendInterval))
 	}
-	n := 0
-	for _, set := range []bool{c.BearerToken.IsSet(), c.BearerTokenFile != "", c.BearerTokenEnv != ""} {
-		if set {
-			n++
-		}
-	}
-	if n > 1 {
-		errs = append(errs, fmt.Errorf("%s.bearer_token: give only one of bearer_token, bearer_token_file and bearer_token_env", prefix))
+	if err := c.bearerToken().Check(prefix, "bearer_token", false); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -79,13 +73,18 @@ func (c *Config) Validate(prefix string) error {
 // Resolve loads the bearer token from its file or environment variable,
 // if one is configured.
 func (c *Config) Resolve(prefix string) error {
-	if !c.BearerToken.IsSet() && c.BearerTokenFile == "" && c.BearerTokenEnv == "" {
+	ref := c.bearerToken()
+	if !ref.Given() {
 		return nil
 	}
-	t, err := sinks.ResolveSecret(prefix+".bearer_token", c.BearerToken, c.BearerTokenFile, c.BearerTokenEnv)
+	t, err := ref.Resolve(prefix + ".bearer_token")
 	if err != nil {
 		return err
 	}
 	c.BearerToken, c.BearerTokenFile, c.BearerTokenEnv = t, "", ""
 	return nil
+}
+
+func (c *Config) bearerToken() ingest.SecretRef {
+	return ingest.SecretRef{Value: c.BearerToken, File: c.BearerTokenFile, Env: c.BearerTokenEnv}
 }

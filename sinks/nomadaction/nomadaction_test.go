@@ -9,50 +9,26 @@ import (
 	"time"
 
 	"github.com/hashicorp/nomad/api"
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/klaxon-dev/klaxon/correlate"
 	"github.com/klaxon-dev/klaxon/ingest"
 	"github.com/klaxon-dev/klaxon/internal/natslayout"
+	"github.com/klaxon-dev/klaxon/internal/natstest"
 )
 
 // startJetStream runs a real embedded NATS server with JetStream and the
 // streams the executor reads and writes.
 func startJetStream(t *testing.T) jetstream.JetStream {
 	t.Helper()
-	srv, err := server.NewServer(&server.Options{Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	for name, subj := range map[string]string{
+	_, js := natstest.Start(t)
+	natstest.CreateStreams(t, js, jetstream.StreamConfig{Duplicates: 2 * time.Minute}, map[string]string{
 		natslayout.EventsStream:    natslayout.EventsSubjects,
 		natslayout.IncidentsStream: natslayout.IncidentsSubjects,
 		natslayout.DLQStream:       natslayout.DLQSubjects,
-	} {
-		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{subj}, Duplicates: 2 * time.Minute}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	})
 	return js
 }
-
 func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 // records reads the action events published so far.

@@ -2,7 +2,6 @@ package pagerduty
 
 import (
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/klaxon-dev/klaxon/ingest"
@@ -57,17 +56,8 @@ func (c *Config) Validate(prefix string) error {
 			errs = append(errs, err)
 		}
 	}
-	n := 0
-	for _, set := range []bool{c.RoutingKey.IsSet(), c.RoutingKeyFile != "", c.RoutingKeyEnv != ""} {
-		if set {
-			n++
-		}
-	}
-	switch {
-	case n == 0:
-		errs = append(errs, fmt.Errorf("%s.routing_key: required (or routing_key_file, or routing_key_env)", prefix))
-	case n > 1:
-		errs = append(errs, fmt.Errorf("%s.routing_key: give only one of routing_key, routing_key_file and routing_key_env", prefix))
+	if err := c.routingKey().Check(prefix, "routing_key", true); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -75,10 +65,14 @@ func (c *Config) Validate(prefix string) error {
 // Resolve loads the routing key from its file or environment variable into
 // RoutingKey. Errors name the key, never the value.
 func (c *Config) Resolve(prefix string) error {
-	k, err := sinks.ResolveSecret(prefix+".routing_key", c.RoutingKey, c.RoutingKeyFile, c.RoutingKeyEnv)
+	k, err := c.routingKey().Resolve(prefix + ".routing_key")
 	if err != nil {
 		return err
 	}
 	c.RoutingKey, c.RoutingKeyFile, c.RoutingKeyEnv = k, "", ""
 	return nil
+}
+
+func (c *Config) routingKey() ingest.SecretRef {
+	return ingest.SecretRef{Value: c.RoutingKey, File: c.RoutingKeyFile, Env: c.RoutingKeyEnv}
 }

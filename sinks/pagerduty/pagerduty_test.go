@@ -202,18 +202,11 @@ func TestOneTriggerOneResolvePerIncident(t *testing.T) {
 		t.Fatal(err)
 	}
 	ids := []string{"inc-a", "inc-b"}
-	for _, id := range ids {
-		for _, in := range sinktest.Lifecycle(id, "node-"+id, 2) {
-			sinktest.Publish(t, js, in)
-		}
-	}
+	sinktest.PublishLifecycles(t, js, ids, 2)
 	d := sinks.NewDispatcher(js, s, sinks.DispatcherConfig{
 		Throttle: sinks.NewThrottle(sinks.ThrottleConfig{GroupInterval: 500 * time.Millisecond}, time.Now),
 	}, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = d.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	defer sinktest.Run(t, d)()
 	sinktest.WaitFor(t, "both updates of both incidents folded", 15*time.Second, func() bool { return d.Stats().Folded >= 4 })
 	evs := pd.got()
 	actions := map[string][]string{}
@@ -256,12 +249,9 @@ func TestRoutingKeyNeverLeaks(t *testing.T) {
 	log.Info("config", "pagerduty", cfg, "key", cfg.RoutingKey)
 	sinktest.Publish(t, js, in)
 	d := sinks.NewDispatcher(js, s, sinks.DispatcherConfig{}, log)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = d.Run(ctx); close(done) }()
+	stop := sinktest.Run(t, d)
 	sinktest.WaitFor(t, "dead letter", 10*time.Second, func() bool { return d.Stats().DeadLettered == 1 })
-	cancel()
-	<-done
+	stop()
 	if strings.Contains(logs.String(), testKey) {
 		t.Errorf("log leaks the routing key:\n%s", logs.String())
 	}

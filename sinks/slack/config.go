@@ -42,18 +42,9 @@ func (c *Config) SetDefaults() {
 // sink ("sinks[2]").
 func (c *Config) Validate(prefix string) error {
 	var errs []error
-	n := 0
-	for _, set := range []bool{c.WebhookURL.IsSet(), c.WebhookURLFile != "", c.WebhookURLEnv != ""} {
-		if set {
-			n++
-		}
-	}
-	switch {
-	case n == 0:
-		errs = append(errs, fmt.Errorf("%s.webhook_url: required (or webhook_url_file, or webhook_url_env)", prefix))
-	case n > 1:
-		errs = append(errs, fmt.Errorf("%s.webhook_url: give only one of webhook_url, webhook_url_file and webhook_url_env", prefix))
-	case c.WebhookURL.IsSet():
+	if err := c.webhookURL().Check(prefix, "webhook_url", true); err != nil {
+		errs = append(errs, err)
+	} else if c.WebhookURL.IsSet() {
 		if err := sinks.CheckURL(prefix+".webhook_url", c.WebhookURL.Reveal()); err != nil {
 			errs = append(errs, err)
 		}
@@ -67,7 +58,7 @@ func (c *Config) Validate(prefix string) error {
 // Resolve loads the webhook URL from its file or environment variable.
 // Errors name the key, never the value.
 func (c *Config) Resolve(prefix string) error {
-	u, err := sinks.ResolveSecret(prefix+".webhook_url", c.WebhookURL, c.WebhookURLFile, c.WebhookURLEnv)
+	u, err := c.webhookURL().Resolve(prefix + ".webhook_url")
 	if err != nil {
 		return err
 	}
@@ -76,4 +67,8 @@ func (c *Config) Resolve(prefix string) error {
 	}
 	c.WebhookURL, c.WebhookURLFile, c.WebhookURLEnv = u, "", ""
 	return nil
+}
+
+func (c *Config) webhookURL() ingest.SecretRef {
+	return ingest.SecretRef{Value: c.WebhookURL, File: c.WebhookURLFile, Env: c.WebhookURLEnv}
 }

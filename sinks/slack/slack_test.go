@@ -134,18 +134,11 @@ func TestFiringUpdatesResolvedIsTwoMessages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, id := range []string{"a", "b"} {
-		for _, in := range sinktest.Lifecycle(id, "node-"+id, 2) {
-			sinktest.Publish(t, js, in)
-		}
-	}
+	sinktest.PublishLifecycles(t, js, []string{"a", "b"}, 2)
 	d := sinks.NewDispatcher(js, s, sinks.DispatcherConfig{
 		Throttle: sinks.NewThrottle(sinks.ThrottleConfig{GroupInterval: 300 * time.Millisecond}, time.Now),
 	}, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = d.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	defer sinktest.Run(t, d)()
 	sinktest.WaitFor(t, "updates folded", 15*time.Second, func() bool { return d.Stats().Folded >= 4 })
 	sl.mu.Lock()
 	defer sl.mu.Unlock()

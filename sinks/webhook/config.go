@@ -82,14 +82,8 @@ func (c *Config) Validate(prefix string) error {
 			errs = append(errs, fmt.Errorf("%s.body: %w", prefix, err))
 		}
 	}
-	n := 0
-	for _, set := range []bool{c.SigningKey.IsSet(), c.SigningKeyFile != "", c.SigningKeyEnv != ""} {
-		if set {
-			n++
-		}
-	}
-	if n > 1 {
-		errs = append(errs, fmt.Errorf("%s.signing_key: give only one of signing_key, signing_key_file and signing_key_env", prefix))
+	if err := c.signingKey().Check(prefix, "signing_key", false); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -97,10 +91,11 @@ func (c *Config) Validate(prefix string) error {
 // Resolve loads the signing key from its file or environment variable, if
 // one is configured.
 func (c *Config) Resolve(prefix string) error {
-	if !c.SigningKey.IsSet() && c.SigningKeyFile == "" && c.SigningKeyEnv == "" {
+	ref := c.signingKey()
+	if !ref.Given() {
 		return nil
 	}
-	k, err := sinks.ResolveSecret(prefix+".signing_key", c.SigningKey, c.SigningKeyFile, c.SigningKeyEnv)
+	k, err := ref.Resolve(prefix + ".signing_key")
 	if err != nil {
 		return err
 	}
@@ -110,4 +105,8 @@ func (c *Config) Resolve(prefix string) error {
 
 func parseBody(text string) (*template.Template, error) {
 	return sinks.ParseTemplate("body", text, nil)
+}
+
+func (c *Config) signingKey() ingest.SecretRef {
+	return ingest.SecretRef{Value: c.SigningKey, File: c.SigningKeyFile, Env: c.SigningKeyEnv}
 }

@@ -232,6 +232,25 @@ func retryableConnectErr(err error) bool {
 // reconnectDelay is an exponential back-off from 250ms to 10s with jitter.
 var reconnectDelay = backoff.Exponential(250*time.Millisecond, 10*time.Second)
 
+// limitsStream is the config of one of klaxon's streams: file storage,
+// limits retention discarding the oldest, the bus's duplicate window and
+// replicas.
+func (c Config) limitsStream(name, desc, subjects string, maxAge time.Duration, maxBytes int64) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        name,
+		Description: desc,
+		Subjects:    []string{subjects},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Discard:     jetstream.DiscardOld,
+		MaxAge:      maxAge,
+		MaxBytes:    maxBytes,
+		MaxMsgs:     -1,
+		Duplicates:  c.DuplicateWindow,
+		Replicas:    c.Replicas,
+	}
+}
+
 // ensure creates or updates the streams and buckets.
 func (b *Bus) ensure(ctx context.Context) error {
 	c := b.cfg
@@ -239,48 +258,15 @@ func (b *Bus) ensure(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	events := c.limitsStream(natslayout.EventsStream, "klaxon events of every source: klaxon.events.<source>.<node>",
+		natslayout.EventsSubjects, c.EventsMaxAge, c.EventsMaxBytes)
+	events.SubjectTransform = transform // partitions by node (nats-server 2.10+), see partition.go
 	streams := []jetstream.StreamConfig{
-		{
-			Name:        natslayout.EventsStream,
-			Description: "klaxon events of every source: klaxon.events.<source>.<node>",
-			Subjects:    []string{natslayout.EventsSubjects},
-			Retention:   jetstream.LimitsPolicy,
-			Storage:     jetstream.FileStorage,
-			Discard:     jetstream.DiscardOld,
-			MaxAge:      c.EventsMaxAge,
-			MaxBytes:    c.EventsMaxBytes,
-			MaxMsgs:     -1,
-			Duplicates:  c.DuplicateWindow,
-			Replicas:    c.Replicas,
-			// Partitions by node (nats-server 2.10+), see partition.go.
-			SubjectTransform: transform,
-		},
-		{
-			Name:        natslayout.IncidentsStream,
-			Description: "klaxon incident changes: klaxon.incidents.<severity>.<rule>",
-			Subjects:    []string{natslayout.IncidentsSubjects},
-			Retention:   jetstream.LimitsPolicy,
-			Storage:     jetstream.FileStorage,
-			Discard:     jetstream.DiscardOld,
-			MaxAge:      c.IncidentsMaxAge,
-			MaxBytes:    -1,
-			MaxMsgs:     -1,
-			Duplicates:  c.DuplicateWindow,
-			Replicas:    c.Replicas,
-		},
-		{
-			Name:        natslayout.DLQStream,
-			Description: "klaxon incidents a sink gave up on: klaxon.dlq.<sink>",
-			Subjects:    []string{natslayout.DLQSubjects},
-			Retention:   jetstream.LimitsPolicy,
-			Storage:     jetstream.FileStorage,
-			Discard:     jetstream.DiscardOld,
-			MaxAge:      c.IncidentsMaxAge,
-			MaxBytes:    -1,
-			MaxMsgs:     -1,
-			Duplicates:  c.DuplicateWindow,
-			Replicas:    c.Replicas,
-		},
+		events,
+		c.limitsStream(natslayout.IncidentsStream, "klaxon incident changes: klaxon.incidents.<severity>.<rule>",
+			natslayout.IncidentsSubjects, c.IncidentsMaxAge, -1),
+		c.limitsStream(natslayout.DLQStream, "klaxon incidents a sink gave up on: klaxon.dlq.<sink>",
+			natslayout.DLQSubjects, c.IncidentsMaxAge, -1),
 	}
 	for _, sc := range streams {
 		st, err := b.JS.CreateOrUpdateStream(ctx, sc)

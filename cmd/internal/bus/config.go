@@ -124,114 +124,129 @@ func (c *Config) SetDefaults() {
 // Validate checks the config (after SetDefaults). All problems are returned
 // joined, each naming its config key. Errors never contain secrets.
 func (c *Config) Validate() error {
-	var errs []error
-	add := func(key, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
-	}
-	fileExists := func(key, path string) {
-		if path == "" {
-			return
-		}
-		st, err := os.Stat(path)
-		switch {
-		case err != nil:
-			add(key, "%v", err)
-		case st.IsDir():
-			add(key, "%s is a directory", path)
-		}
-	}
-
+	var p problems
 	if c.Embedded() {
-		if c.DataDir == "" {
-			add("data_dir", "required for the embedded NATS server (or set nats.url)")
-		}
-		if c.User != "" || c.Password.IsSet() {
-			add("nats.user", "only used with nats.url (the embedded server takes nats.token for nats.listen)")
-		}
-		if c.CredsFile != "" {
-			add("nats.creds_file", "only used with nats.url")
-		}
-		if c.NKeySeedFile != "" {
-			add("nats.nkey_seed_file", "only used with nats.url")
-		}
-		if c.TLS.Enabled() {
-			add("nats.tls", "only used with nats.url")
-		}
-		if c.Replicas != 1 {
-			add("nats.replicas", "must be 1 with the embedded server, got %d", c.Replicas)
-		}
-		if c.Listen != "" {
-			if err := validateListen(c.Listen, c.Token.IsSet()); err != nil {
-				add("nats.listen", "%v", err)
-			}
-		}
+		c.validateEmbedded(&p)
 	} else {
-		for _, err := range validateURLs(c.URL) {
-			add("nats.url", "%v", err)
-		}
-		if c.Listen != "" {
-			add("nats.listen", "only for the embedded server (nats.url is set)")
-		}
-		methods := 0
-		if c.User != "" || c.Password.IsSet() {
-			methods++
-			if c.User == "" {
-				add("nats.user", "required with nats.password")
-			}
-			if !c.Password.IsSet() {
-				add("nats.password", "required with nats.user")
-			}
-		}
-		if c.Token.IsSet() {
-			methods++
-		}
-		if c.CredsFile != "" {
-			methods++
-			fileExists("nats.creds_file", c.CredsFile)
-		}
-		if c.NKeySeedFile != "" {
-			methods++
-			fileExists("nats.nkey_seed_file", c.NKeySeedFile)
-		}
-		if methods > 1 {
-			add("nats", "set only one of user/password, token, creds_file and nkey_seed_file")
-		}
-		fileExists("nats.tls.ca_file", c.TLS.CAFile)
-		fileExists("nats.tls.cert_file", c.TLS.CertFile)
-		fileExists("nats.tls.key_file", c.TLS.KeyFile)
-		if c.TLS.CertFile != "" && c.TLS.KeyFile == "" {
-			add("nats.tls.key_file", "required with nats.tls.cert_file")
-		}
-		if c.TLS.KeyFile != "" && c.TLS.CertFile == "" {
-			add("nats.tls.cert_file", "required with nats.tls.key_file")
-		}
-		if c.Replicas < 1 || c.Replicas > 5 {
-			add("nats.replicas", "must be 1 to 5, got %d", c.Replicas)
-		}
+		c.validateRemote(&p)
 	}
 	if c.Partitions < 0 || c.Partitions > MaxPartitions {
-		add("correlator.partitions", "must be 1 to %d, got %d", MaxPartitions, c.Partitions)
+		p.add("correlator.partitions", "must be 1 to %d, got %d", MaxPartitions, c.Partitions)
 	}
 	if c.LeaseTTL != 0 && c.LeaseTTL < time.Second {
-		add("correlator.lease_ttl", "must be at least 1s, got %s", c.LeaseTTL)
+		p.add("correlator.lease_ttl", "must be at least 1s, got %s", c.LeaseTTL)
 	}
 	if c.EventsMaxAge <= 0 {
-		add("nats.events_max_age", "must be positive, got %s", c.EventsMaxAge)
+		p.add("nats.events_max_age", "must be positive, got %s", c.EventsMaxAge)
 	}
 	if c.EventsMaxBytes <= 0 {
-		add("nats.events_max_bytes", "must be positive, got %d", c.EventsMaxBytes)
+		p.add("nats.events_max_bytes", "must be positive, got %d", c.EventsMaxBytes)
 	}
 	if c.DuplicateWindow <= 0 {
-		add("nats.duplicate_window", "must be positive, got %s", c.DuplicateWindow)
+		p.add("nats.duplicate_window", "must be positive, got %s", c.DuplicateWindow)
 	} else if c.EventsMaxAge > 0 && c.DuplicateWindow > c.EventsMaxAge {
-		add("nats.duplicate_window", "%s exceeds nats.events_max_age %s", c.DuplicateWindow, c.EventsMaxAge)
+		p.add("nats.duplicate_window", "%s exceeds nats.events_max_age %s", c.DuplicateWindow, c.EventsMaxAge)
 	}
 	if c.IncidentsMaxAge <= 0 {
-		add("nats.incidents_max_age", "must be positive, got %s", c.IncidentsMaxAge)
+		p.add("nats.incidents_max_age", "must be positive, got %s", c.IncidentsMaxAge)
 	} else if c.DuplicateWindow > c.IncidentsMaxAge {
-		add("nats.duplicate_window", "%s exceeds nats.incidents_max_age %s", c.DuplicateWindow, c.IncidentsMaxAge)
+		p.add("nats.duplicate_window", "%s exceeds nats.incidents_max_age %s", c.DuplicateWindow, c.IncidentsMaxAge)
 	}
-	return errors.Join(errs...)
+	return errors.Join(p.errs...)
+}
+
+// problems collects the problems of a config, each naming its key.
+type problems struct{ errs []error }
+
+func (p *problems) add(key, format string, args ...any) {
+	p.errs = append(p.errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+}
+
+// fileExists checks that path, when given, is a file.
+func (p *problems) fileExists(key, path string) {
+	if path == "" {
+		return
+	}
+	st, err := os.Stat(path)
+	switch {
+	case err != nil:
+		p.add(key, "%v", err)
+	case st.IsDir():
+		p.add(key, "%s is a directory", path)
+	}
+}
+
+// validateEmbedded checks the settings of the embedded server.
+func (c *Config) validateEmbedded(p *problems) {
+	if c.DataDir == "" {
+		p.add("data_dir", "required for the embedded NATS server (or set nats.url)")
+	}
+	if c.User != "" || c.Password.IsSet() {
+		p.add("nats.user", "only used with nats.url (the embedded server takes nats.token for nats.listen)")
+	}
+	if c.CredsFile != "" {
+		p.add("nats.creds_file", "only used with nats.url")
+	}
+	if c.NKeySeedFile != "" {
+		p.add("nats.nkey_seed_file", "only used with nats.url")
+	}
+	if c.TLS.Enabled() {
+		p.add("nats.tls", "only used with nats.url")
+	}
+	if c.Replicas != 1 {
+		p.add("nats.replicas", "must be 1 with the embedded server, got %d", c.Replicas)
+	}
+	if c.Listen != "" {
+		if err := validateListen(c.Listen, c.Token.IsSet()); err != nil {
+			p.add("nats.listen", "%v", err)
+		}
+	}
+}
+
+// validateRemote checks the settings of a connection to nats.url.
+func (c *Config) validateRemote(p *problems) {
+	for _, err := range validateURLs(c.URL) {
+		p.add("nats.url", "%v", err)
+	}
+	if c.Listen != "" {
+		p.add("nats.listen", "only for the embedded server (nats.url is set)")
+	}
+	methods := 0
+	if c.User != "" || c.Password.IsSet() {
+		methods++
+		if c.User == "" {
+			p.add("nats.user", "required with nats.password")
+		}
+		if !c.Password.IsSet() {
+			p.add("nats.password", "required with nats.user")
+		}
+	}
+	if c.Token.IsSet() {
+		methods++
+	}
+	if c.CredsFile != "" {
+		methods++
+		p.fileExists("nats.creds_file", c.CredsFile)
+	}
+	if c.NKeySeedFile != "" {
+		methods++
+		p.fileExists("nats.nkey_seed_file", c.NKeySeedFile)
+	}
+	if methods > 1 {
+		p.add("nats", "set only one of user/password, token, creds_file and nkey_seed_file")
+	}
+	p.fileExists("nats.tls.ca_file", c.TLS.CAFile)
+	p.fileExists("nats.tls.cert_file", c.TLS.CertFile)
+	p.fileExists("nats.tls.key_file", c.TLS.KeyFile)
+	if c.TLS.CertFile != "" && c.TLS.KeyFile == "" {
+		p.add("nats.tls.key_file", "required with nats.tls.cert_file")
+	}
+	if c.TLS.KeyFile != "" && c.TLS.CertFile == "" {
+		p.add("nats.tls.cert_file", "required with nats.tls.key_file")
+	}
+	if c.Replicas < 1 || c.Replicas > 5 {
+		p.add("nats.replicas", "must be 1 to 5, got %d", c.Replicas)
+	}
 }
 
 // validateURLs checks a comma-separated server list. Its errors never quote

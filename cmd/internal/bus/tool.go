@@ -53,6 +53,12 @@ func dialAddr(listen string) string {
 	if p, err := strconv.Atoi(port); err != nil || p == 0 {
 		return ""
 	}
+	return LocalAddr(host, port)
+}
+
+// LocalAddr is host:port as a tool on this machine reaches a listener on
+// host: a wildcard host ("", 0.0.0.0, ::) is reached on the loopback.
+func LocalAddr(host, port string) string {
 	switch host {
 	case "", "0.0.0.0":
 		host = "127.0.0.1"

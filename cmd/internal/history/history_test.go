@@ -8,40 +8,19 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/klaxon-dev/klaxon/correlate"
 	"github.com/klaxon-dev/klaxon/internal/natslayout"
+	"github.com/klaxon-dev/klaxon/internal/natstest"
 )
 
-func startJetStream(t *testing.T) jetstream.JetStream {
+func startJetStream(t testing.TB) jetstream.JetStream {
 	t.Helper()
-	srv, err := server.NewServer(&server.Options{Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: natslayout.IncidentsStream, Subjects: []string{natslayout.IncidentsSubjects}}); err != nil {
-		t.Fatal(err)
-	}
+	_, js := natstest.Start(t)
+	natstest.CreateStreams(t, js, jetstream.StreamConfig{}, map[string]string{natslayout.IncidentsStream: natslayout.IncidentsSubjects})
 	return js
 }
-
 func publish(t *testing.T, js jetstream.JetStream, in correlate.Incident) {
 	t.Helper()
 	b, err := json.Marshal(in)
@@ -201,7 +180,7 @@ func TestSearchReadsFromSince(t *testing.T) {
 // pieces of evidence, about 2 KB, as the correlator publishes them) in an
 // embedded JetStream; reported as changes read per second.
 func BenchmarkSearch(b *testing.B) {
-	js := startJetStreamB(b)
+	js := startJetStream(b)
 	const n = 20000
 	ctx := context.Background()
 	base := time.Now().Add(-48 * time.Hour)
@@ -228,29 +207,4 @@ func BenchmarkSearch(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "changes/s")
-}
-
-func startJetStreamB(b *testing.B) jetstream.JetStream {
-	srv, err := server.NewServer(&server.Options{Port: -1, JetStream: true, StoreDir: b.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		b.Fatal(err)
-	}
-	go srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		b.Fatal("nats-server not ready")
-	}
-	b.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: natslayout.IncidentsStream, Subjects: []string{natslayout.IncidentsSubjects}}); err != nil {
-		b.Fatal(err)
-	}
-	return js
 }

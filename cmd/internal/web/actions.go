@@ -101,14 +101,7 @@ func (h *Handler) silenceIncident(w http.ResponseWriter, r *http.Request) {
 	if i < 0 {
 		errs = append(errs, fmt.Errorf("scope %q: want one of the choices", f.Scope))
 	} else {
-		for _, m := range f.Scopes[i].Matchers {
-			pm, err := silence.ParseMatcher(m)
-			if err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			sil.Matchers = append(sil.Matchers, pm)
-		}
+		sil.Matchers, errs = parseMatchers(sil.Matchers, f.Scopes[i].Matchers, errs)
 	}
 	if err := errors.Join(errs...); err != nil {
 		fail(http.StatusBadRequest, err.Error())
@@ -180,17 +173,26 @@ func (h *Handler) silencesFail(w http.ResponseWriter, r *http.Request, status in
 	h.render(w, status, "silences", page{Title: "Silences", Nav: "silences", Data: d})
 }
 
-// silencesAdd is POST /silences: a silence of the given matchers
-// (Alertmanager's grammar, separated by spaces or commas).
-func (h *Handler) silencesAdd(w http.ResponseWriter, r *http.Request) {
+// silencesForm reads the form of a change of the silences, and reports
+// whether the change may go ahead (else the answer is written).
+func (h *Handler) silencesForm(w http.ResponseWriter, r *http.Request) bool {
 	r.Body = http.MaxBytesReader(w, r.Body, maxForm)
 	_ = r.ParseForm()
 	if h.cfg.Silences == nil {
 		h.renderError(w, http.StatusNotFound, "Silences are not available in this role.")
-		return
+		return false
 	}
 	if status, msg := h.checkChange(r); status != 0 {
 		h.silencesFail(w, r, status, msg)
+		return false
+	}
+	return true
+}
+
+// silencesAdd is POST /silences: a silence of the given matchers
+// (Alertmanager's grammar, separated by spaces or commas).
+func (h *Handler) silencesAdd(w http.ResponseWriter, r *http.Request) {
+	if !h.silencesForm(w, r) {
 		return
 	}
 	now := h.cfg.Now()
@@ -199,14 +201,7 @@ func (h *Handler) silencesAdd(w http.ResponseWriter, r *http.Request) {
 	if len(fields) == 0 {
 		errs = append(errs, errors.New("at least one matcher is required (rule=…, node=…, team=…)"))
 	}
-	for _, m := range fields {
-		pm, err := silence.ParseMatcher(m)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		sil.Matchers = append(sil.Matchers, pm)
-	}
+	sil.Matchers, errs = parseMatchers(sil.Matchers, fields, errs)
 	if err := errors.Join(errs...); err != nil {
 		h.silencesFail(w, r, http.StatusBadRequest, err.Error())
 		return
@@ -218,6 +213,19 @@ func (h *Handler) silencesAdd(w http.ResponseWriter, r *http.Request) {
 	}
 	h.cfg.Log.Info("silence added from the web view", "silence", sil.ID, "matchers", matcherText(sil.Matchers), "ends_at", sil.EndsAt, "created_by", sil.CreatedBy)
 	http.Redirect(w, r, "/silences?done="+url.QueryEscape("added "+sil.ID), http.StatusSeeOther)
+}
+
+// parseMatchers appends the matchers ms to to, and their errors to errs.
+func parseMatchers(to []silence.Matcher, ms []string, errs []error) ([]silence.Matcher, []error) {
+	for _, m := range ms {
+		pm, err := silence.ParseMatcher(m)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		to = append(to, pm)
+	}
+	return to, errs
 }
 
 // splitMatchers splits "rule=a, node=b team=\"x y\"" into matchers:
@@ -252,14 +260,7 @@ func splitMatchers(s string) []string {
 
 // silencesExpire is POST /silences/{id}/expire.
 func (h *Handler) silencesExpire(w http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(w, r.Body, maxForm)
-	_ = r.ParseForm()
-	if h.cfg.Silences == nil {
-		h.renderError(w, http.StatusNotFound, "Silences are not available in this role.")
-		return
-	}
-	if status, msg := h.checkChange(r); status != 0 {
-		h.silencesFail(w, r, status, msg)
+	if !h.silencesForm(w, r) {
 		return
 	}
 	id := r.PathValue("id")

@@ -100,58 +100,12 @@ func newTimeline(in correlate.Incident) timeline {
 	tl.AxisY = tlTop + float64(len(tl.Lanes))*tlLaneH
 	tl.Height = tl.AxisY + tlAxisH
 
-	// Time range: the evidence, the start and the resolution, padded.
-	var from, to time.Time
-	extend := func(t time.Time) {
-		if t.IsZero() {
-			return
-		}
-		if from.IsZero() || t.Before(from) {
-			from = t
-		}
-		if to.IsZero() || t.After(to) {
-			to = t
-		}
-	}
-	for _, e := range in.Evidence {
-		extend(e.Time)
-	}
-	extend(in.StartedAt)
-	extend(in.UpdatedAt)
-	if in.ResolvedAt != nil {
-		extend(*in.ResolvedAt)
-	}
-	if from.IsZero() {
-		from = time.Unix(0, 0)
-		to = from
-	}
-	span := to.Sub(from)
-	if span < 10*time.Second {
-		mid := from.Add(span / 2)
-		from, to, span = mid.Add(-5*time.Second), mid.Add(5*time.Second), 10*time.Second
-	}
-	pad := span / 20
-	from, to = from.Add(-pad), to.Add(pad)
+	from, to := timeRange(in)
 	tl.From, tl.To = from.UTC(), to.UTC()
 	x := func(t time.Time) float64 {
 		return tl.PlotX + tl.PlotW*float64(t.Sub(from))/float64(to.Sub(from))
 	}
-
-	step := tickStep(to.Sub(from))
-	layout := "15:04:05"
-	if step >= time.Minute {
-		layout = "15:04"
-	}
-	if step >= 24*time.Hour {
-		layout = "Jan 2"
-	}
-	for t := from.UTC().Truncate(step); !t.After(to); t = t.Add(step) {
-		if t.Before(from) {
-			continue
-		}
-		tl.Ticks = append(tl.Ticks, tlTick{X: x(t), Label: t.Format(layout)})
-	}
-
+	tl.Ticks = ticks(from, to, x)
 	if !in.StartedAt.IsZero() {
 		tl.Markers = append(tl.Markers, tlMarker{X: x(in.StartedAt), Label: "started", Class: "started"})
 	}
@@ -185,6 +139,61 @@ func newTimeline(in correlate.Incident) timeline {
 		})
 	}
 	return tl
+}
+
+// timeRange is the time axis of an incident's timeline: its evidence, its
+// start and its resolution, 10s at least, padded.
+func timeRange(in correlate.Incident) (from, to time.Time) {
+	extend := func(t time.Time) {
+		if t.IsZero() {
+			return
+		}
+		if from.IsZero() || t.Before(from) {
+			from = t
+		}
+		if to.IsZero() || t.After(to) {
+			to = t
+		}
+	}
+	for _, e := range in.Evidence {
+		extend(e.Time)
+	}
+	extend(in.StartedAt)
+	extend(in.UpdatedAt)
+	if in.ResolvedAt != nil {
+		extend(*in.ResolvedAt)
+	}
+	if from.IsZero() {
+		from = time.Unix(0, 0)
+		to = from
+	}
+	span := to.Sub(from)
+	if span < 10*time.Second {
+		mid := from.Add(span / 2)
+		from, to, span = mid.Add(-5*time.Second), mid.Add(5*time.Second), 10*time.Second
+	}
+	pad := span / 20
+	return from.Add(-pad), to.Add(pad)
+}
+
+// ticks are the labelled ticks of the time axis from..to; x places a time.
+func ticks(from, to time.Time, x func(time.Time) float64) []tlTick {
+	step := tickStep(to.Sub(from))
+	layout := "15:04:05"
+	if step >= time.Minute {
+		layout = "15:04"
+	}
+	if step >= 24*time.Hour {
+		layout = "Jan 2"
+	}
+	var out []tlTick
+	for t := from.UTC().Truncate(step); !t.After(to); t = t.Add(step) {
+		if t.Before(from) {
+			continue
+		}
+		out = append(out, tlTick{X: x(t), Label: t.Format(layout)})
+	}
+	return out
 }
 
 // evidenceTitle is the hover text of a mark.

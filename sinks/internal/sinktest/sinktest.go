@@ -5,44 +5,26 @@ package sinktest
 import (
 	"context"
 	"encoding/json"
+	"sync"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/klaxon-dev/klaxon/correlate"
 	"github.com/klaxon-dev/klaxon/internal/natslayout"
+	"github.com/klaxon-dev/klaxon/internal/natstest"
 )
 
 // StartJetStream runs an embedded NATS server with JetStream and the
 // KLAXON_INCIDENTS and KLAXON_DLQ streams.
 func StartJetStream(t testing.TB) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	srv, err := server.NewServer(&server.Options{Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for name, subj := range map[string]string{natslayout.IncidentsStream: natslayout.IncidentsSubjects, natslayout.DLQStream: natslayout.DLQSubjects} {
-		if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: name, Subjects: []string{subj}}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	nc, js := natstest.Start(t)
+	natstest.CreateStreams(t, js, jetstream.StreamConfig{}, map[string]string{
+		natslayout.IncidentsStream: natslayout.IncidentsSubjects, natslayout.DLQStream: natslayout.DLQSubjects,
+	})
 	return nc, js
 }
 
@@ -86,6 +68,38 @@ func Lifecycle(id, node string, updates int) []correlate.Incident {
 		out = append(out, in)
 	}
 	return out
+}
+
+// Run runs r (a sink's dispatcher) until stop is called or the test ends;
+// stop cancels it and waits for its Run to return.
+func Run(t testing.TB, r interface{ Run(context.Context) error }) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = r.Run(ctx); close(done) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case <-done:
+			case <-time.After(20 * time.Second):
+				t.Error("dispatcher did not stop")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// PublishLifecycles publishes the lifecycle of each incident of ids (see
+// Lifecycle) on node "node-<id>".
+func PublishLifecycles(t testing.TB, js jetstream.JetStream, ids []string, updates int) {
+	t.Helper()
+	for _, id := range ids {
+		for _, in := range Lifecycle(id, "node-"+id, updates) {
+			Publish(t, js, in)
+		}
+	}
 }
 
 // WaitFor polls cond until it holds or timeout passes.

@@ -1,16 +1,17 @@
 //go:build windows
 
-package winevt
+package ingest
 
 import (
 	"os"
 	"syscall"
 )
 
-// openShared opens a file for reading with FILE_SHARE_READ|WRITE|DELETE, so
-// that the Event Log service keeps writing (and may rename or delete) the
-// file while it is read.
-func openShared(path string) (*os.File, error) {
+// OpenShared opens a file for reading with FILE_SHARE_READ|WRITE|DELETE,
+// so that its writer keeps writing, renaming or deleting it while it is
+// read: the Nomad agent rotating its log file, the Event Log service its
+// channel files.
+func OpenShared(path string) (*os.File, error) {
 	p, err := syscall.UTF16PtrFromString(path)
 	if err != nil {
 		return nil, &os.PathError{Op: "open", Path: path, Err: err}

@@ -179,9 +179,12 @@ func TestDispatcherFetchBacksOff(t *testing.T) {
 	done := make(chan struct{})
 	go func() { _ = d.Run(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
-	sinktest.WaitFor(t, "the consumer", 15*time.Second, func() bool {
-		_, err := js.Consumer(context.Background(), "KLAXON_INCIDENTS", ConsumerName("scripted"))
-		return err == nil
+	// The dispatcher is in its fetch loop once a pull request of it waits
+	// on the server: closing the connection before (while it restores its
+	// state, slower under Wine) would end Run before any fetch.
+	sinktest.WaitFor(t, "a fetch waiting on the server", 15*time.Second, func() bool {
+		c, err := js.Consumer(context.Background(), "KLAXON_INCIDENTS", ConsumerName("scripted"))
+		return err == nil && c.CachedInfo().NumWaiting > 0
 	})
 	js.Conn().Close()
 	sinktest.WaitFor(t, "a failed fetch", 15*time.Second, func() bool { return d.Stats().FetchErrors >= 1 })

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"iter"
 	"net"
 	"os"
 	"os/exec"
@@ -18,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/klaxon-dev/klaxon/cmd/internal/bus"
+	"github.com/klaxon-dev/klaxon/cmd/internal/rulesync"
 	"github.com/klaxon-dev/klaxon/correlate"
 	"github.com/klaxon-dev/klaxon/correlate/checkpoint"
 	"github.com/klaxon-dev/klaxon/ingest"
@@ -236,25 +238,44 @@ func soCopies(t *testing.T, nodes []string) map[string][]string {
 // spread over partitions.
 type soExpected struct {
 	events    int
+	kept      int                           // what the edge filter keeps
 	incidents map[string]correlate.Incident // by id: the last change
 	final     map[string]int                // incident id → count in the state
 }
 
 func soReference(t *testing.T, set *rules.Set, copies map[string][]string) soExpected {
 	t.Helper()
-	exp := soExpected{incidents: map[string]correlate.Incident{}, final: map[string]int{}}
-	corr := correlate.New(set, correlate.Options{UpdateInterval: soUpdateInterval})
-	ident := ingest.NewIdentity()
 	nodes := make([]string, 0, len(copies))
 	for n := range copies {
 		nodes = append(nodes, n)
 	}
 	sort.Strings(nodes)
-	for _, n := range nodes {
-		text := strings.Join(copies[n], "")
+	return soReplay(t, set, func(yield func(prefix, text string) bool) {
+		for _, n := range nodes {
+			if !yield(n, strings.Join(copies[n], "")) {
+				return
+			}
+		}
+	})
+}
+
+// soReplay runs the logs (ID prefix and text of each, in turn) through the
+// decoder, the rules and one correlator, and counts the events the edge
+// filter keeps.
+func soReplay(t *testing.T, set *rules.Set, logs iter.Seq2[string, string]) soExpected {
+	t.Helper()
+	exp := soExpected{incidents: map[string]correlate.Incident{}, final: map[string]int{}}
+	corr := correlate.New(set, correlate.Options{UpdateInterval: soUpdateInterval})
+	filter := rulesync.NewFilter(nil)
+	filter.SetRules(set)
+	ident := ingest.NewIdentity()
+	for prefix, text := range logs {
 		_, err := nomadlog.ReadAll(context.Background(), strings.NewReader(text),
-			nomadlog.DecoderConfig{IDPrefix: n, DefaultNode: "ingest-host", Identity: ident}, func(ev ingest.Event) {
+			nomadlog.DecoderConfig{IDPrefix: prefix, DefaultNode: "ingest-host", Identity: ident}, func(ev ingest.Event) {
 				exp.events++
+				if filter.Keep(&ev) {
+					exp.kept++
+				}
 				corr.Process(&ev, func(in correlate.Incident) { exp.incidents[in.ID] = in })
 			})
 		if err != nil {

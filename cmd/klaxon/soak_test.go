@@ -16,10 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/klaxon-dev/klaxon/cmd/internal/rulesync"
 	"github.com/klaxon-dev/klaxon/correlate"
-	"github.com/klaxon-dev/klaxon/ingest"
-	"github.com/klaxon-dev/klaxon/ingest/nomadlog"
 	"github.com/klaxon-dev/klaxon/internal/natslayout"
 	"github.com/klaxon-dev/klaxon/rules"
 	"github.com/klaxon-dev/klaxon/sinks"
@@ -92,37 +89,16 @@ func (c soakCapture) chunk(i, lo, hi int) string {
 	return strings.ReplaceAll(text, soCaptureNodeID, fmt.Sprintf("%08x", i+1)+soCaptureNodeID[8:])
 }
 
-// soakExpected is the undisturbed outcome and what the edge keeps of it.
-type soakExpected struct {
-	events, kept int
-	incidents    map[string]correlate.Incident // by id: the last change
-	final        map[string]int                // incident id → count in the state
-}
-
-func soakReference(t *testing.T, set *rules.Set, c soakCapture, nodes int) soakExpected {
+// soakReference is the undisturbed outcome of the nodes' logs.
+func soakReference(t *testing.T, set *rules.Set, c soakCapture, nodes int) soExpected {
 	t.Helper()
-	exp := soakExpected{incidents: map[string]correlate.Incident{}, final: map[string]int{}}
-	corr := correlate.New(set, correlate.Options{UpdateInterval: soUpdateInterval})
-	filter := rulesync.NewFilter(nil)
-	filter.SetRules(set)
-	ident := ingest.NewIdentity()
-	for i := range nodes {
-		_, err := nomadlog.ReadAll(context.Background(), strings.NewReader(c.chunk(i, 0, len(c))),
-			nomadlog.DecoderConfig{IDPrefix: soakNode(i), DefaultNode: "ingest-host", Identity: ident}, func(ev ingest.Event) {
-				exp.events++
-				if filter.Keep(&ev) {
-					exp.kept++
-				}
-				corr.Process(&ev, func(in correlate.Incident) { exp.incidents[in.ID] = in })
-			})
-		if err != nil {
-			t.Fatal(err)
+	return soReplay(t, set, func(yield func(prefix, text string) bool) {
+		for i := range nodes {
+			if !yield(soakNode(i), c.chunk(i, 0, len(c))) {
+				return
+			}
 		}
-	}
-	for _, in := range corr.Open() {
-		exp.final[in.ID] = in.Count
-	}
-	return exp
+	})
 }
 
 // rssMB is the resident memory of a process (0 when unknown).
@@ -375,7 +351,7 @@ correlator:
 
 // soakCompare checks the sink's incidents and the final state against
 // the reference.
-func soakCompare(t *testing.T, exp soakExpected, got []correlate.Incident, final map[string]int) {
+func soakCompare(t *testing.T, exp soExpected, got []correlate.Incident, final map[string]int) {
 	t.Helper()
 	seen := map[string]bool{}
 	fired := map[string]int{}

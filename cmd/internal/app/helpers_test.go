@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/klaxon-dev/klaxon/internal/testkit"
 	"github.com/klaxon-dev/klaxon/rules"
 )
 
@@ -27,11 +28,4 @@ func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)
 func logTo(w io.Writer) *slog.Logger { return slog.New(slog.NewTextHandler(w, nil)) }
 
 // bundledRules loads rules.d.
-func bundledRules(t testing.TB) *rules.Set {
-	t.Helper()
-	set, err := rules.LoadDir("../../../rules.d")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return set
-}
+func bundledRules(t testing.TB) *rules.Set { return testkit.BundledRules(t) }

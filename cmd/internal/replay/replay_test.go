@@ -17,6 +17,7 @@ import (
 
 	"github.com/klaxon-dev/klaxon/correlate"
 	"github.com/klaxon-dev/klaxon/ingest"
+	"github.com/klaxon-dev/klaxon/internal/testkit"
 	"github.com/klaxon-dev/klaxon/rules"
 )
 
@@ -32,14 +33,7 @@ func needShared(t *testing.T, rel string) string {
 	return p
 }
 
-func bundledRules(t testing.TB) *rules.Set {
-	t.Helper()
-	set, err := rules.LoadDir("../../../rules.d")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return set
-}
+func bundledRules(t testing.TB) *rules.Set { return testkit.BundledRules(t) }
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 

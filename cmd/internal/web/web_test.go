@@ -21,6 +21,7 @@ import (
 	"github.com/klaxon-dev/klaxon/cmd/internal/replay"
 	"github.com/klaxon-dev/klaxon/cmd/internal/web"
 	"github.com/klaxon-dev/klaxon/correlate"
+	"github.com/klaxon-dev/klaxon/internal/testkit"
 	"github.com/klaxon-dev/klaxon/rules"
 	"github.com/klaxon-dev/klaxon/sinks/stdout"
 )
@@ -29,14 +30,7 @@ const desktopHeap = "nomad.windows.desktop_heap_exhaustion"
 
 func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
-func bundledRules(t testing.TB) *rules.Set {
-	t.Helper()
-	set, err := rules.LoadDir("../../../rules.d")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return set
-}
+func bundledRules(t testing.TB) *rules.Set { return testkit.BundledRules(t) }
 
 // fixture is a web view on a real store, the bundled rules and the real
 // playground.

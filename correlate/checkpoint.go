@@ -180,7 +180,7 @@ func (c *Correlator) encodeItem(ref itemRef) (b []byte, ok bool, err error) {
 		if g == nil {
 			return nil, false, nil
 		}
-		b, err = json.Marshal(groupItem{Rule: rs.rule.ID, Hash: rs.hash, Group: g})
+		b, err = encodeGroupItem(rs.rule.ID, rs.hash, g)
 	case 'c':
 		cl := c.clocks.m[ref.a][ref.b]
 		if cl == nil {
@@ -194,6 +194,28 @@ func (c *Correlator) encodeItem(ref itemRef) (b []byte, ok bool, err error) {
 		return nil, false, fmt.Errorf("correlator checkpoint: %w", err)
 	}
 	return b, true, nil
+}
+
+// encodeGroupItem is json.Marshal(groupItem{rule, hash, g}) without
+// encoding/json compacting the group's bytes again (a checkpoint's largest
+// part): the group's own encoding is already compact and escaped.
+func encodeGroupItem(rule, hash string, g *group) ([]byte, error) {
+	gb, err := g.MarshalJSON()
+	if err != nil {
+		return nil, err
+	}
+	rb, err := json.Marshal(rule)
+	if err != nil {
+		return nil, err
+	}
+	hb, err := json.Marshal(hash)
+	if err != nil {
+		return nil, err
+	}
+	b := make([]byte, 0, len(gb)+len(rb)+len(hb)+32)
+	b = append(append(append(b, `{"rule":`...), rb...), `,"hash":`...)
+	b = append(append(append(b, hb...), `,"group":`...), gb...)
+	return append(b, '}'), nil
 }
 
 // RestoreCheckpoint loads a checkpoint: the meta record and every item

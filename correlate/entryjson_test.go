@@ -2,6 +2,7 @@ package correlate
 
 import (
 	"bytes"
+	"encoding/json"
 	"math"
 	"testing"
 	"time"
@@ -39,5 +40,36 @@ func TestEntryJSONAsReflected(t *testing.T) {
 		if err := back.UnmarshalJSON(got); err != nil || back.T != e.T || back.Mask != e.Mask || back.J != e.J || back.O != e.O {
 			t.Errorf("entry %+v read back as %+v (%v)", e, back, err)
 		}
+	}
+}
+
+// TestGroupItemAsReflected: a group item is encoded as encoding/json
+// encodes groupItem, for every group of a scale feed.
+func TestGroupItemAsReflected(t *testing.T) {
+	c := New(bundledRulesT(t), Options{Logger: quietLog()})
+	var next time.Time
+	runFeed(c, newScaleFeed(200), 2*len(quietTemplates)*200, &next)
+	n, withIncident := 0, 0
+	for _, rs := range c.rules {
+		for _, g := range rs.groups {
+			got, err := encodeGroupItem(rs.rule.ID, rs.hash, g)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := json.Marshal(groupItem{Rule: rs.rule.ID, Hash: rs.hash, Group: g})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatalf("group %s/%s:\n got %s\nwant %s", rs.rule.ID, g.Key, got, want)
+			}
+			n++
+			if g.Incident != nil {
+				withIncident++
+			}
+		}
+	}
+	if n < 200 || withIncident == 0 {
+		t.Fatalf("%d groups compared, %d with an incident; want ≥ 200 and some", n, withIncident)
 	}
 }

@@ -43,6 +43,33 @@ func TestEntryJSONAsReflected(t *testing.T) {
 	}
 }
 
+// TestEntryListAsReflected: a window encodes as encoding/json encodes a
+// []entry element by element.
+func TestEntryListAsReflected(t *testing.T) {
+	at := time.Date(2026, 12, 6, 1, 2, 3, 4, time.UTC).UnixNano()
+	for _, l := range []entryList{nil, {}, {{T: at, Mask: 1}}, {{T: at, Mask: 1, O: "a<b"}, {T: at + 5, Mask: 2, Distinct: []string{"x"}, V: []any{2.5}}}} {
+		got, err := json.Marshal(l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want []byte
+		if l == nil {
+			want = []byte("null")
+		} else {
+			parts := make([][]byte, len(l))
+			for i := range l {
+				if parts[i], err = l[i].reflected(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want = append(append([]byte("["), bytes.Join(parts, []byte(","))...), ']')
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("window %+v:\n got %s\nwant %s", l, got, want)
+		}
+	}
+}
+
 // TestGroupItemAsReflected: a group item is encoded as encoding/json
 // encodes groupItem, for every group of a scale feed.
 func TestGroupItemAsReflected(t *testing.T) {

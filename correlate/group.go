@@ -26,9 +26,9 @@ type group struct {
 
 // groupState is the serialised part of a group.
 type groupState struct {
-	Key     string  `json:"key"`
+	Key     string    `json:"key"`
 	Entries entryList `json:"entries"`
-	Counts  []int   `json:"counts"`
+	Counts  []int     `json:"counts"`
 	// LastMatch is the event time of the newest matching event.
 	LastMatch time.Time `json:"last_match"`
 	// Incident is the open incident, nil when none fires.

@@ -141,6 +141,9 @@ job "klaxon-ingest" {
             replicas: 3
             token: "{{ with nomadVar "nomad/jobs/klaxon-ingest" }}{{ .nats_token }}{{ end }}"
           sources:
+            # Publish only what some rule of the correlators can use (their
+            # rules reach every sidecar through the KLAXON_RULES bucket).
+            edge_filter: true
             nomad_log:
               - paths: ["${var.linux_log_glob}"]
                 read_from: end
@@ -234,6 +237,7 @@ job "klaxon-ingest" {
             replicas: 3
             token: "{{ with nomadVar "nomad/jobs/klaxon-ingest" }}{{ .nats_token }}{{ end }}"
           sources:
+            edge_filter: true
             nomad_log:
               - paths: ['${var.windows_log_glob}']
                 read_from: end

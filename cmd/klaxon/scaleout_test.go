@@ -563,13 +563,19 @@ func soDone(js jetstream.JetStream, events int, last *string) bool {
 			return false
 		}
 	}
-	ci, err := js.Consumer(ctx, natslayout.IncidentsStream, sinks.ConsumerName("jsonl-a"))
+	return soDelivered(ctx, js, "jsonl-a", last)
+}
+
+// soDelivered reports whether the sink has delivered (acked) every
+// incident change; last says what is missing.
+func soDelivered(ctx context.Context, js jetstream.JetStream, sink string, last *string) bool {
+	ci, err := js.Consumer(ctx, natslayout.IncidentsStream, sinks.ConsumerName(sink))
 	if err != nil {
 		*last = err.Error()
 		return false
 	}
 	if info := ci.CachedInfo(); info.NumPending != 0 || info.NumAckPending != 0 {
-		*last = fmt.Sprintf("sink jsonl-a: %d pending, %d unacked", info.NumPending, info.NumAckPending)
+		*last = fmt.Sprintf("sink %s: %d pending, %d unacked", sink, info.NumPending, info.NumAckPending)
 		return false
 	}
 	return true

@@ -19,7 +19,6 @@ import (
 	"github.com/klaxon-dev/klaxon/correlate"
 	"github.com/klaxon-dev/klaxon/internal/natslayout"
 	"github.com/klaxon-dev/klaxon/rules"
-	"github.com/klaxon-dev/klaxon/sinks"
 )
 
 // The soak runs klaxon as a fleet feeds it: every simulated node's agent
@@ -461,14 +460,5 @@ func soakDone(js jetstream.JetStream, kept int, last *string) bool {
 		*last = fmt.Sprintf("the checkpoint covers seq %d of %d", seq, info.LastSeq)
 		return false
 	}
-	ci, err := js.Consumer(ctx, natslayout.IncidentsStream, sinks.ConsumerName("jsonl"))
-	if err != nil {
-		*last = err.Error()
-		return false
-	}
-	if ci := ci.CachedInfo(); ci.NumPending != 0 || ci.NumAckPending != 0 {
-		*last = fmt.Sprintf("sink: %d pending, %d unacked", ci.NumPending, ci.NumAckPending)
-		return false
-	}
-	return true
+	return soDelivered(ctx, js, "jsonl", last)
 }

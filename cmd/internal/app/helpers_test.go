@@ -3,25 +3,14 @@ package app
 import (
 	"io"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/klaxon-dev/klaxon/internal/testkit"
 	"github.com/klaxon-dev/klaxon/rules"
 )
 
-// shared is the team's shared test data (not copied: licence unknown).
-const shared = "../../../../shared/testdata"
-
-func needShared(t *testing.T, rel string) string {
-	t.Helper()
-	p := filepath.Join(shared, rel)
-	if _, err := os.Stat(p); err != nil {
-		t.Skipf("shared test data absent: %v", err)
-	}
-	return p
-}
+// needShared is the path of rel in the team's shared test data, or a skip.
+func needShared(t *testing.T, rel string) string { return testkit.NeedShared(t, rel) }
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 

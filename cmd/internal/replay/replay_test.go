@@ -21,17 +21,8 @@ import (
 	"github.com/klaxon-dev/klaxon/rules"
 )
 
-// shared is the team's shared test data (not copied: licence unknown).
-const shared = "../../../../shared/testdata"
-
-func needShared(t *testing.T, rel string) string {
-	t.Helper()
-	p := filepath.Join(shared, rel)
-	if _, err := os.Stat(p); err != nil {
-		t.Skipf("shared test data absent: %v", err)
-	}
-	return p
-}
+// needShared is the path of rel in the team's shared test data, or a skip.
+func needShared(t *testing.T, rel string) string { return testkit.NeedShared(t, rel) }
 
 func bundledRules(t testing.TB) *rules.Set { return testkit.BundledRules(t) }
 

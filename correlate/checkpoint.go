@@ -35,6 +35,11 @@ type checkpointState struct {
 	pending map[itemRef]struct{}
 	// quiet is set while the correlator rebuilds indexes (nothing changes).
 	quiet bool
+	// cached are the groups holding evidence encodings (groupjson.go).
+	cached map[*group]struct{}
+	// lastCut is the last Cut, whose evidence encodings the next one
+	// hands to the groups once it is encoded.
+	lastCut *Cut
 }
 
 // itemRef names an item: a group (kind 'g': rule id, group key) or a source
@@ -119,8 +124,49 @@ type clockItem struct {
 // does not forget them: a caller that could not store the checkpoint calls
 // Checkpoint again later and gets these items again, with what changed
 // since. After the checkpoint was stored, the caller calls Committed before
-// the correlator changes again.
+// the correlator changes again. Checkpoint is Cut and Encode in one.
 func (c *Correlator) Checkpoint() (Checkpoint, error) {
+	k, err := c.Cut()
+	if err != nil {
+		return Checkpoint{}, err
+	}
+	return k.Encode()
+}
+
+// Cut is a checkpoint copied but not encoded: the items that changed, as
+// they were when Cut was called, so that the correlator goes on while
+// another goroutine encodes them (a busy correlator changes megabytes of
+// windows and evidence a second; encoding them on its goroutine held up
+// every event behind them).
+type Cut struct {
+	groups  []groupCut
+	clocks  []clockItem
+	deleted []string
+	meta    []byte
+	// used are the evidence encodings Encode made or reused, by live
+	// group; the next Cut hands them to the groups once done is set.
+	used map[*group]evidenceCache
+	done atomic.Bool
+}
+
+// groupCut is a copy of a group with what its item names it by.
+type groupCut struct {
+	id         string
+	rule, hash string
+	live       *group // the correlator's group (not read by Encode)
+	g          *group // the copy
+	values     map[string]string
+}
+
+// Cut copies the items that changed since the last Committed call (or
+// restore) and encodes the meta record, on the correlator's goroutine; as
+// with Checkpoint, they are given again until Committed is called. Encode
+// encodes the copy on any goroutine.
+func (c *Correlator) Cut() (*Cut, error) {
+	if last := c.ckpt.lastCut; last != nil && last.done.Load() {
+		c.ckpt.keepEncodings(last.used)
+		c.ckpt.lastCut = nil
+	}
 	if c.ckpt.pending == nil {
 		c.ckpt.pending = map[itemRef]struct{}{}
 	}
@@ -132,78 +178,82 @@ func (c *Correlator) Checkpoint() (Checkpoint, error) {
 		c.ckpt.pending[itemRef{'c', cl.src, cl.node}] = struct{}{}
 	}
 	clear(c.clocks.dirty)
-	cp := Checkpoint{Changed: make(map[string][]byte, len(c.ckpt.pending))}
-	refs := make([]itemRef, 0, len(c.ckpt.pending))
+	k := &Cut{}
 	for ref := range c.ckpt.pending {
-		refs = append(refs, ref)
-	}
-	type encoded struct {
-		b   []byte
-		ok  bool
-		err error
-	}
-	out := make([]encoded, len(refs))
-	// Encoding only reads the state: spread over the cores.
-	parallel(len(refs), func(i int) {
-		out[i].b, out[i].ok, out[i].err = c.encodeItem(refs[i])
-	})
-	for i, ref := range refs {
-		switch {
-		case out[i].err != nil:
-			return Checkpoint{}, out[i].err
-		case out[i].ok:
-			cp.Changed[ref.ID()] = out[i].b
+		switch ref.kind {
+		case 'g':
+			rs := c.rules[ref.a]
+			var g *group
+			if rs != nil {
+				g = rs.groups[ref.b]
+			}
+			if g == nil {
+				k.deleted = append(k.deleted, ref.ID())
+				continue
+			}
+			k.groups = append(k.groups, groupCut{id: ref.ID(), rule: rs.rule.ID, hash: rs.hash, live: g, g: g.cut(), values: g.valueMapOrEmpty()})
+		case 'c':
+			cl := c.clocks.m[ref.a][ref.b]
+			if cl == nil {
+				k.deleted = append(k.deleted, ref.ID())
+				continue
+			}
+			k.clocks = append(k.clocks, clockItem{Source: ref.a, Node: ref.b, Clock: &clock{Latest: cl.Latest, Seen: cl.Seen}})
 		default:
-			cp.Deleted = append(cp.Deleted, ref.ID())
+			return nil, fmt.Errorf("correlator checkpoint: unknown item kind %q", ref.kind)
 		}
 	}
 	meta, err := json.Marshal(checkpointMeta{Version: 2, Watermark: c.watermark, Proc: c.proc, Retired: c.retired})
 	if err != nil {
-		return Checkpoint{}, fmt.Errorf("correlator checkpoint: %w", err)
+		return nil, fmt.Errorf("correlator checkpoint: %w", err)
 	}
-	cp.Meta = meta
+	k.meta = meta
+	c.ckpt.lastCut = k
+	return k, nil
+}
+
+// Encode encodes the cut: safe on any goroutine, once.
+func (k *Cut) Encode() (Checkpoint, error) {
+	cp := Checkpoint{Meta: k.meta, Changed: make(map[string][]byte, len(k.groups)+len(k.clocks)), Deleted: k.deleted}
+	type encoded struct {
+		b   []byte
+		err error
+		enc groupEncoder
+	}
+	out := make([]encoded, len(k.groups))
+	// Each group's encoding is its own: spread over the cores.
+	parallel(len(k.groups), func(i int) {
+		o, gc := &out[i], &k.groups[i]
+		o.enc = groupEncoder{old: gc.g.evEnc, used: make(evidenceCache, len(gc.g.evEnc))}
+		o.b, o.err = o.enc.groupItem(gc.rule, gc.hash, gc.g, gc.values)
+	})
+	used := make(map[*group]evidenceCache, len(k.groups))
+	for i, gc := range k.groups {
+		if out[i].err != nil {
+			return Checkpoint{}, fmt.Errorf("correlator checkpoint: %w", out[i].err)
+		}
+		cp.Changed[gc.id] = out[i].b
+		used[gc.live] = out[i].enc.used
+	}
+	for _, ci := range k.clocks {
+		b, err := json.Marshal(ci)
+		if err != nil {
+			return Checkpoint{}, fmt.Errorf("correlator checkpoint: %w", err)
+		}
+		cp.Changed[itemRef{'c', ci.Source, ci.Node}.ID()] = b
+	}
+	k.used = used
+	k.done.Store(true)
 	return cp, nil
 }
 
 // Committed tells the correlator that the last Checkpoint was stored.
 func (c *Correlator) Committed() { clear(c.ckpt.pending) }
 
-// encodeItem encodes the item ref names; ok is false when it is gone.
-func (c *Correlator) encodeItem(ref itemRef) (b []byte, ok bool, err error) {
-	switch ref.kind {
-	case 'g':
-		rs := c.rules[ref.a]
-		if rs == nil {
-			return nil, false, nil
-		}
-		g := rs.groups[ref.b]
-		if g == nil {
-			return nil, false, nil
-		}
-		b, err = encodeGroupItem(rs.rule.ID, rs.hash, g)
-	case 'c':
-		cl := c.clocks.m[ref.a][ref.b]
-		if cl == nil {
-			return nil, false, nil
-		}
-		b, err = json.Marshal(clockItem{Source: ref.a, Node: ref.b, Clock: cl})
-	default:
-		return nil, false, fmt.Errorf("correlator checkpoint: unknown item kind %q", ref.kind)
-	}
-	if err != nil {
-		return nil, false, fmt.Errorf("correlator checkpoint: %w", err)
-	}
-	return b, true, nil
-}
-
-// encodeGroupItem is json.Marshal(groupItem{rule, hash, g}) without
-// encoding/json compacting the group's bytes again (a checkpoint's largest
-// part): the group's own encoding is already compact and escaped.
-func encodeGroupItem(rule, hash string, g *group) ([]byte, error) {
-	gb, err := g.MarshalJSON()
-	if err != nil {
-		return nil, err
-	}
+// groupItem is json.Marshal(groupItem{rule, hash, g}) without encoding/json
+// compacting the group's bytes again (a checkpoint's largest part): the
+// group's own encoding is already compact and escaped.
+func (enc *groupEncoder) groupItem(rule, hash string, g *group, values map[string]string) ([]byte, error) {
 	rb, err := json.Marshal(rule)
 	if err != nil {
 		return nil, err
@@ -212,9 +262,12 @@ func encodeGroupItem(rule, hash string, g *group) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := make([]byte, 0, len(gb)+len(rb)+len(hb)+32)
+	b := make([]byte, 0, 1024)
 	b = append(append(append(b, `{"rule":`...), rb...), `,"hash":`...)
-	b = append(append(append(b, hb...), `,"group":`...), gb...)
+	b = append(append(b, hb...), `,"group":`...)
+	if b, err = enc.appendGroup(b, g, values); err != nil {
+		return nil, err
+	}
 	return append(b, '}'), nil
 }
 

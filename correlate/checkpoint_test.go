@@ -177,6 +177,22 @@ func TestCheckpointHoldsOnlyWhatChanged(t *testing.T) {
 	if _, ok := cp2.Changed[itemRef{'c', "nomad.log", "node-00011"}.ID()]; !ok {
 		t.Error("the second event's clock is missing")
 	}
+	// Only the groups the last encoded checkpoint (cp) encoded keep
+	// evidence encodings: each Cut takes those of the one before.
+	holding := 0
+	for _, rs := range c.rules {
+		for _, g := range rs.groups {
+			if g.evEnc != nil {
+				holding++
+				if _, ok := cp.Changed[itemRef{'g', rs.rule.ID, g.Key}.ID()]; !ok {
+					t.Errorf("group %s/%s holds encodings the checkpoint did not make", rs.rule.ID, g.Key)
+				}
+			}
+		}
+	}
+	if holding == 0 || holding != len(c.ckpt.cached) {
+		t.Errorf("%d groups hold evidence encodings, %d recorded; want the checkpoint's groups", holding, len(c.ckpt.cached))
+	}
 	c.Committed()
 	if cp3, _ := c.Checkpoint(); len(cp3.Changed)+len(cp3.Deleted) != 0 {
 		t.Errorf("after Committed, nothing changed, yet %d items", len(cp3.Changed)+len(cp3.Deleted))
@@ -331,5 +347,67 @@ func TestCheckpointAfterWakeUp(t *testing.T) {
 	}
 	if a, b := snapshotOf(t, c), snapshotOf(t, kv.restore(t, set)); !bytes.Equal(a, b) {
 		t.Errorf("restored state differs:\n%s\n%s", a, b)
+	}
+}
+
+// TestCutWhileTheCorrelatorGoesOn: a cut encoded while its correlator goes
+// on processing (on another goroutine: -race watches) gives the bytes a
+// checkpoint taken at the cut gives, and the next cut takes the encodings
+// it made.
+func TestCutWhileTheCorrelatorGoesOn(t *testing.T) {
+	set := bundledRulesT(t)
+	a, b := New(set, Options{Logger: quietLog()}), New(set, Options{Logger: quietLog()})
+	fa, fb := newScaleFeed(100), newScaleFeed(100)
+	var na, nb time.Time
+	for round := range 3 {
+		runFeed(a, fa, 40*len(quietTemplates), &na)
+		runFeed(b, fb, 40*len(quietTemplates), &nb)
+		cut, err := a.Cut()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := b.Checkpoint()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make(chan Checkpoint, 1)
+		go func() {
+			cp, err := cut.Encode()
+			if err != nil {
+				t.Error(err)
+			}
+			got <- cp
+		}()
+		// Windows slide, evidence shifts, incidents change meanwhile.
+		runFeed(a, fa, 40*len(quietTemplates), &na)
+		runFeed(b, fb, 40*len(quietTemplates), &nb)
+		cp := <-got
+		if len(cp.Changed) < 100 || len(cp.Changed) != len(want.Changed) {
+			t.Fatalf("round %d: the cut has %d items, the checkpoint %d", round, len(cp.Changed), len(want.Changed))
+		}
+		for id, w := range want.Changed {
+			if !bytes.Equal(cp.Changed[id], w) {
+				t.Fatalf("round %d: item %q:\n cut %s\nwant %s", round, id, cp.Changed[id], w)
+			}
+		}
+		if !bytes.Equal(cp.Meta, want.Meta) || len(cp.Deleted) != len(want.Deleted) {
+			t.Fatalf("round %d: meta or deletions differ", round)
+		}
+		a.Committed()
+		b.Committed()
+	}
+	holding := 0
+	if _, err := a.Cut(); err != nil {
+		t.Fatal(err)
+	}
+	for _, rs := range a.rules {
+		for _, g := range rs.groups {
+			if g.evEnc != nil {
+				holding++
+			}
+		}
+	}
+	if holding == 0 {
+		t.Error("no group took the evidence encodings of the last cut")
 	}
 }

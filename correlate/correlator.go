@@ -430,6 +430,8 @@ func (c *Correlator) observeAgain(g *group, i int, ev *ingest.Event, mask uint64
 	}
 	e.Mask |= added
 	g.addCounts(added, 1)
+	// A checkpoint's cut shares an entry's slices: replace, not change.
+	e.Distinct, e.V = slices.Clone(e.Distinct), slices.Clone(e.V)
 	setDistinct(r, e, ev, added)
 	setValues(r, e, ev, added)
 	setJoin(r, e, ev, added)

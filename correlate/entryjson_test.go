@@ -76,19 +76,24 @@ func TestGroupItemAsReflected(t *testing.T) {
 	c := New(bundledRulesT(t), Options{Logger: quietLog()})
 	var next time.Time
 	runFeed(c, newScaleFeed(200), 2*len(quietTemplates)*200, &next)
-	n, withIncident := 0, 0
+	n, withIncident, reused := 0, 0, 0
 	for _, rs := range c.rules {
 		for _, g := range rs.groups {
-			got, err := encodeGroupItem(rs.rule.ID, rs.hash, g)
-			if err != nil {
-				t.Fatal(err)
-			}
-			want, err := json.Marshal(groupItem{Rule: rs.rule.ID, Hash: rs.hash, Group: g})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(got, want) {
-				t.Fatalf("group %s/%s:\n got %s\nwant %s", rs.rule.ID, g.Key, got, want)
+			want := reflectedItem(t, rs.rule.ID, rs.hash, g)
+			// First without encodings to reuse, then with those it made.
+			enc := groupEncoder{used: evidenceCache{}}
+			for pass := range 2 {
+				got, err := enc.groupItem(rs.rule.ID, rs.hash, g, g.valueMapOrEmpty())
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(got, want) {
+					t.Fatalf("group %s/%s, pass %d:\n got %s\nwant %s", rs.rule.ID, g.Key, pass, got, want)
+				}
+				if pass == 1 {
+					reused += len(enc.used)
+				}
+				enc = groupEncoder{old: enc.used, used: evidenceCache{}}
 			}
 			n++
 			if g.Incident != nil {
@@ -96,7 +101,79 @@ func TestGroupItemAsReflected(t *testing.T) {
 			}
 		}
 	}
-	if n < 200 || withIncident == 0 {
-		t.Fatalf("%d groups compared, %d with an incident; want ≥ 200 and some", n, withIncident)
+	if n < 200 || withIncident == 0 || reused == 0 {
+		t.Fatalf("%d groups compared, %d with an incident, %d evidence encodings reused; want ≥ 200 and some", n, withIncident, reused)
+	}
+}
+
+// reflectedItem is a group's item as encoding/json writes it.
+func reflectedItem(t *testing.T, rule, hash string, g *group) []byte {
+	t.Helper()
+	gb, err := g.reflected()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := json.Marshal(struct {
+		Rule  string          `json:"rule"`
+		Hash  string          `json:"hash"`
+		Group json.RawMessage `json:"group"`
+	}{rule, hash, gb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return want
+}
+
+// TestGroupEncodingEveryField: a group with every optional field set (and
+// with none) encodes as encoding/json encodes it, and evidence whose
+// record changed under the same id is encoded again, not reused.
+func TestGroupEncodingEveryField(t *testing.T) {
+	at := time.Date(2026, 12, 6, 1, 2, 3, 456789000, time.UTC)
+	ev := func(id, msg string) Evidence {
+		return Evidence{Time: at, ID: id, Node: "n1", Source: "nomad.log", Kind: "k", Level: "warn", Msg: msg,
+			Fields: map[string]any{"alloc_id": "a1", "n": 3.5, "html": "<&>", "nested": map[string]any{"x": []any{1.0, "y"}}}}
+	}
+	resolved := at.Add(time.Minute)
+	inc := &Incident{ID: "i1", Rule: "r", Status: StatusFiring, Group: map[string]string{"node": "n1"},
+		Labels: map[string]string{"evidence": "x"}, Summary: `"evidence":null`, StartedAt: at, UpdatedAt: at,
+		Count: 2, Counts: map[string]int{"a": 2}, Seq: 1, Evidence: []Evidence{ev("e1", "one"), ev("e2", "two")},
+		Links: map[string]string{"job": "http://x"}}
+	full := &group{groupState: groupState{
+		Key: "k1", Entries: entryList{{T: at.UnixNano(), Mask: 3, Distinct: []string{"a"}, V: []any{1.5}}},
+		Counts: []int{1, 2}, LastMatch: at, Incident: inc, Pending: true, Evidence: inc.Evidence, Node: "n1",
+		Suppressed: true, Abs: &absState{Await: []time.Time{at}, From: at, At: at}, TL: &timeline{EvalAt: at, Active: at},
+		Carry: []carried{{T: 5, V: "v"}}, Acts: []Evidence{ev("a1", "act")},
+		Closed:      &Incident{ID: "i0", Status: StatusResolved, ResolvedAt: &resolved, Evidence: []Evidence{ev("e0", "zero")}},
+		PrevStarted: at,
+	}}
+	empty := &group{groupState: groupState{Key: "k2", Evidence: []Evidence{}}}
+	for _, g := range []*group{full, empty, {}} {
+		want := reflectedItem(t, "r", "h", g)
+		enc := groupEncoder{used: evidenceCache{}}
+		for pass := range 2 {
+			got, err := enc.groupItem("r", "h", g, g.valueMapOrEmpty())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatalf("group %q, pass %d:\n got %s\nwant %s", g.Key, pass, got, want)
+			}
+			enc = groupEncoder{old: enc.used, used: evidenceCache{}}
+		}
+	}
+	// A record under an id already encoded, with other content: encoded anew.
+	enc := groupEncoder{used: evidenceCache{}}
+	if _, err := enc.groupItem("r", "h", full, full.valueMapOrEmpty()); err != nil {
+		t.Fatal(err)
+	}
+	full.Evidence = []Evidence{ev("e1", "changed"), ev("e2", "two")}
+	full.Evidence[1].Fields = map[string]any{"alloc_id": "other"}
+	enc = groupEncoder{old: enc.used, used: evidenceCache{}}
+	got, err := enc.groupItem("r", "h", full, full.valueMapOrEmpty())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := reflectedItem(t, "r", "h", full); !bytes.Equal(got, want) {
+		t.Fatalf("changed evidence:\n got %s\nwant %s", got, want)
 	}
 }

@@ -22,6 +22,9 @@ type group struct {
 	rs   *ruleState
 	due  time.Time // when the timer heap wakes the group (zero: not scheduled)
 	hidx int       // index in the timer heap, -1 when not in it
+	// evEnc holds the evidence encodings of the group's last checkpoint
+	// (groupjson.go); nil when the last checkpoint did not encode it.
+	evEnc evidenceCache
 }
 
 // groupState is the serialised part of a group.
@@ -89,18 +92,8 @@ type timeline struct {
 // MarshalJSON writes the group with its values as a map (the snapshot
 // format of version 1).
 func (g *group) MarshalJSON() ([]byte, error) {
-	vals := make(map[string]string, len(g.vals))
-	if g.rs != nil {
-		for i, p := range g.rs.rule.By {
-			if i < len(g.vals) {
-				vals[p] = g.vals[i]
-			}
-		}
-	}
-	return json.Marshal(struct {
-		groupState
-		Values map[string]string `json:"values"`
-	}{g.groupState, vals})
+	var enc groupEncoder
+	return enc.appendGroup(nil, g, g.valueMapOrEmpty())
 }
 
 // groupJSON is a group as read from a snapshot.
@@ -161,10 +154,14 @@ type entryList []entry
 
 // MarshalJSON writes the entries as encoding/json writes a []entry.
 func (l entryList) MarshalJSON() ([]byte, error) {
+	return l.appendJSON(make([]byte, 0, 80*len(l)+2))
+}
+
+// appendJSON appends the entries' encoding to b.
+func (l entryList) appendJSON(b []byte) ([]byte, error) {
 	if l == nil {
-		return []byte("null"), nil
+		return append(b, "null"...), nil
 	}
-	b := make([]byte, 0, 80*len(l)+2)
 	b = append(b, '[')
 	for i := range l {
 		if i > 0 {

@@ -748,9 +748,10 @@ func (s *Store) Save(ctx context.Context, c *correlate.Correlator, seq uint64) (
 	return st, err
 }
 
-// Pending is a checkpoint encoded by Begin and not yet written.
+// Pending is a checkpoint cut by Begin and not yet written.
 type Pending struct {
 	s     *Store
+	cut   *correlate.Cut
 	a     *attempt
 	pubs  []pub
 	heads int
@@ -761,12 +762,12 @@ type Pending struct {
 // Seq is the stream sequence the checkpoint covers.
 func (p *Pending) Seq() uint64 { return p.a.seq }
 
-// Begin encodes what changed in c since its last stored checkpoint, to be
-// written by Write: the part of a save that reads the correlator, so it
-// runs on the correlator's goroutine. The correlator may go on while
-// Write runs (on any goroutine); once Write succeeded the caller calls
-// c.Committed on the correlator's goroutine. Until then no other method of
-// the Store may be called.
+// Begin copies what changed in c since its last stored checkpoint, to be
+// encoded and written by Write: the part of a save that reads the
+// correlator, so it runs on the correlator's goroutine. The correlator may
+// go on while Write runs (on any goroutine); once Write succeeded the
+// caller calls c.Committed on the correlator's goroutine. Until then no
+// other method of the Store may be called.
 func (s *Store) Begin(ctx context.Context, c *correlate.Correlator, seq uint64) (*Pending, error) {
 	if !s.loaded {
 		return nil, errors.New("checkpoint: Save before Load")
@@ -776,33 +777,45 @@ func (s *Store) Begin(ctx context.Context, c *correlate.Correlator, seq uint64) 
 			return nil, err
 		}
 	}
-	cp, err := c.Checkpoint()
+	cut, err := c.Cut()
 	if err != nil {
 		return nil, err
 	}
-	p := &Pending{s: s, a: &attempt{gen: s.gen + 1, seq: seq}, meta: cp.Meta}
-	a, st := p.a, &p.st
+	return &Pending{s: s, cut: cut, a: &attempt{gen: s.gen + 1, seq: seq}}, nil
+}
+
+// encode encodes the cut and lays out its writes: chunks first, then the
+// slots (compare-and-set), in one pipeline.
+func (p *Pending) encode() error {
+	cp, err := p.cut.Encode()
+	if err != nil {
+		return err
+	}
+	s, a, st := p.s, p.a, &p.st
+	p.meta = cp.Meta
 	for id, b := range cp.Changed {
 		p.pubs = s.addWrite(a, p.pubs, id, b, false, st)
 	}
 	for _, id := range cp.Deleted {
 		p.pubs = s.addWrite(a, p.pubs, id, nil, true, st)
 	}
-	// Chunks first, then the slots (compare-and-set), in one pipeline.
 	p.heads = len(p.pubs)
 	for _, w := range a.writes {
 		exp := w.it.slots[w.slot].rev
 		p.pubs = append(p.pubs, pub{key: s.slotKey(w.h, w.slot), data: w.head, expect: &exp})
 	}
-	return p, nil
+	return nil
 }
 
-// Write stores the checkpoint Begin encoded: the items, then the meta
-// record that commits them. On ErrFenced the caller stops; on another
+// Write encodes and stores the checkpoint Begin cut: the items, then the
+// meta record that commits them. On ErrFenced the caller stops; on another
 // error nothing is committed and the caller begins again later (the
 // correlator's Checkpoint gives these items again, with what changed
 // since).
 func (p *Pending) Write(ctx context.Context) (SaveStats, error) {
+	if err := p.encode(); err != nil {
+		return p.st, err
+	}
 	s, a, pubs, st := p.s, p.a, p.pubs, p.st
 	if err := s.publishAll(ctx, pubs, &st); err != nil {
 		return st, fmt.Errorf("checkpoint: write items: %w", err)

@@ -78,6 +78,9 @@ type correlatorRole struct {
 	// the correlator goes on; saved receives the outcome.
 	saving *savingCheckpoint
 	saved  chan error
+	// incidents publishes incident changes; a checkpoint waits for those
+	// published before it was cut.
+	incidents incidentPublisher
 }
 
 // savingCheckpoint is a checkpoint being written: what it covers and the
@@ -86,6 +89,16 @@ type savingCheckpoint struct {
 	p   *checkpoint.Pending
 	msg jetstream.Msg
 	ctx context.Context
+}
+
+// write stores the incident changes published before the checkpoint was
+// cut (pubs), then the checkpoint.
+func (r *correlatorRole) write(ctx context.Context, p *checkpoint.Pending, pubs []incidentPub) error {
+	if err := r.incidents.await(ctx, pubs); err != nil {
+		return err
+	}
+	_, err := p.Write(ctx)
+	return err
 }
 
 // partitionScope names what one correlator consumes and where it keeps its
@@ -119,7 +132,7 @@ var errFenced = errors.New("correlator: another correlator took this partition o
 // newScopedCorrelator makes the correlator of one scope, restores its
 // checkpoint and claims it (a correlator that held it before can store
 // nothing more).
-func newScopedCorrelator(ctx context.Context, js jetstream.JetStream, set *rules.Set, cfg Config, scope partitionScope, now func() time.Time, log *slog.Logger, met *Metrics) (*correlatorRole, error) {
+func newScopedCorrelator(ctx context.Context, js, incidentJS jetstream.JetStream, set *rules.Set, cfg Config, scope partitionScope, now func() time.Time, log *slog.Logger, met *Metrics) (*correlatorRole, error) {
 	kv, err := js.KeyValue(ctx, natslayout.StateBucket)
 	if err != nil {
 		return nil, fmt.Errorf("correlator: state bucket: %w", err)
@@ -141,6 +154,7 @@ func newScopedCorrelator(ctx context.Context, js jetstream.JetStream, set *rules
 	if scope != wholeStream {
 		r.log = r.log.With("consumer", scope.consumer)
 	}
+	r.incidents = incidentPublisher{js: incidentJS, log: r.log, fenced: &r.fenced}
 	if r.store, err = checkpoint.New(js, kv, scope.key, checkpoint.Options{Logger: r.log}); err != nil {
 		return nil, fmt.Errorf("correlator: state: %w", err)
 	}
@@ -335,8 +349,8 @@ func (r *correlatorRole) publishGauges() {
 	r.met.corr.Store(g)
 }
 
-// publishFunc publishes incident changes, retrying until stored: an
-// incident change is never dropped.
+// publishFunc publishes incident changes (incidents.go): an incident
+// change is never dropped.
 func (r *correlatorRole) publishFunc(ctx context.Context) func(correlate.Incident) {
 	return func(in correlate.Incident) {
 		if r.fenced.Load() {
@@ -352,20 +366,7 @@ func (r *correlatorRole) publishFunc(ctx context.Context) func(correlate.Inciden
 		msg := nats.NewMsg(natslayout.IncidentSubject(in.Severity, in.Rule))
 		msg.Data = b
 		msg.Header.Set(nats.MsgIdHdr, in.ChangeID())
-		for attempt := 0; !r.fenced.Load(); attempt++ {
-			pctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			_, err := r.js.PublishMsg(pctx, msg)
-			cancel()
-			if err == nil {
-				return
-			}
-			r.log.Warn("incident publish failed; retrying", "incident", in.ID, "attempt", attempt+1, "err", err)
-			if attempt >= 5 && ctx.Err() != nil {
-				r.log.Error("incident publish abandoned at shutdown; it is re-derived from the events after restart", "incident", in.ID)
-				return
-			}
-			time.Sleep(min(time.Duration(attempt+1)*200*time.Millisecond, 2*time.Second))
-		}
+		r.incidents.publish(ctx, msg, in.ID)
 	}
 }
 
@@ -419,15 +420,12 @@ func (r *correlatorRole) snapshot(ctx context.Context, final bool) {
 	}
 	r.saving = &savingCheckpoint{p: p, msg: r.lastMsg, ctx: ctx}
 	r.since, r.dirty = 0, false
+	pubs := r.incidents.take()
 	if final {
-		_, err := p.Write(ctx)
-		r.saveDone(err)
+		r.saveDone(r.write(ctx, p, pubs))
 		return
 	}
-	go func() {
-		_, err := p.Write(ctx)
-		r.saved <- err
-	}()
+	go func() { r.saved <- r.write(ctx, p, pubs) }()
 }
 
 // saveDone takes the outcome of the checkpoint being written: stored, the

@@ -42,15 +42,17 @@ import (
 // With the embedded server this process is the only correlator: it runs
 // every partition without leases.
 type Correlators struct {
-	js     jetstream.JetStream
-	cfg    Config
-	now    func() time.Time
-	log    *slog.Logger
-	met    *Metrics
-	n      int                // partitions
-	prefer map[int]bool       // partitions claimed at once and never handed back
-	leases jetstream.KeyValue // nil without leases
-	id     string             // this process in lease entries
+	js jetstream.JetStream
+	// incidentJS publishes the correlators' incident changes (incidents.go).
+	incidentJS jetstream.JetStream
+	cfg        Config
+	now        func() time.Time
+	log        *slog.Logger
+	met        *Metrics
+	n          int                // partitions
+	prefer     map[int]bool       // partitions claimed at once and never handed back
+	leases     jetstream.KeyValue // nil without leases
+	id         string             // this process in lease entries
 
 	mu      sync.Mutex
 	set     *rules.Set
@@ -102,8 +104,13 @@ func New(cfg Config, o Options) (*Correlators, error) {
 	met.ckpt.setMaxAge(cfg.CheckpointMaxAge)
 	met.setRuleErrors(o.Rules)
 	host, _ := os.Hostname()
+	incidentJS, err := newIncidentJetStream(o.JS.Conn())
+	if err != nil {
+		return nil, fmt.Errorf("correlator: %w", err)
+	}
 	c := &Correlators{
-		js: o.JS, cfg: cfg, now: o.Now, log: o.Log.With("role", "correlator"), met: met, n: n,
+		incidentJS: incidentJS,
+		js:         o.JS, cfg: cfg, now: o.Now, log: o.Log.With("role", "correlator"), met: met, n: n,
 		prefer: map[int]bool{}, set: o.Rules, leases: o.Leases,
 		id:      fmt.Sprintf("%s/%d/%08x", host, os.Getpid(), rand.Uint32()),
 		workers: map[int]*partitionWorker{}, gauges: map[int]*Gauges{},
@@ -263,7 +270,7 @@ func (c *Correlators) start(ctx context.Context, p int, rev uint64) {
 	set := c.set
 	c.mu.Unlock()
 	w := &partitionWorker{p: p, rev: rev, renewed: time.Now(), done: make(chan struct{})}
-	role, err := newScopedCorrelator(ctx, c.js, set, c.cfg, scopeOf(p, c.n), c.now, c.log, c.met)
+	role, err := newScopedCorrelator(ctx, c.js, c.incidentJS, set, c.cfg, scopeOf(p, c.n), c.now, c.log, c.met)
 	if err == nil {
 		role.processed = &c.processed
 	}

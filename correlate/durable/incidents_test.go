@@ -1,0 +1,105 @@
+package durable
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/klaxon-dev/klaxon/internal/natslayout"
+	"github.com/klaxon-dev/klaxon/internal/natstest"
+)
+
+func incidentMsg(i int) *nats.Msg {
+	msg := nats.NewMsg(natslayout.IncidentSubject("error", "r"))
+	msg.Data = fmt.Appendf(nil, `{"n":%d}`, i)
+	msg.Header.Set(nats.MsgIdHdr, fmt.Sprintf("change-%d", i))
+	return msg
+}
+
+// TestIncidentAwaitStoresEverything: changes published while the
+// incidents stream cannot take them (it does not exist yet: every async
+// publish fails) are published again by await until stored, once each
+// and in order; await returns only then.
+func TestIncidentAwaitStoresEverything(t *testing.T) {
+	nc, js := natstest.Start(t)
+	ijs, err := newIncidentJetStream(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fenced atomic.Bool
+	p := incidentPublisher{js: ijs, log: slog.New(slog.NewTextHandler(io.Discard, nil)), fenced: &fenced}
+	ctx := context.Background()
+	for i := range 50 {
+		p.publish(ctx, incidentMsg(i), fmt.Sprint(i))
+	}
+	pubs := p.take()
+	if len(pubs) != 50 || len(p.inflight) != 0 {
+		t.Fatalf("took %d changes, %d left; want 50, 0", len(pubs), len(p.inflight))
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.await(ctx, pubs) }()
+	select {
+	case err := <-done:
+		t.Fatalf("await returned (%v) while no change could be stored", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	natstest.CreateStreams(t, js, jetstream.StreamConfig{Storage: jetstream.MemoryStorage, Duplicates: time.Minute},
+		map[string]string{natslayout.IncidentsStream: natslayout.IncidentsSubjects})
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("await did not return once the stream existed")
+	}
+	st, err := js.Stream(ctx, natslayout.IncidentsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 50 {
+		m, err := st.GetMsg(ctx, uint64(i+1))
+		if err != nil {
+			t.Fatalf("change %d: %v", i, err)
+		}
+		if want := fmt.Sprintf(`{"n":%d}`, i); string(m.Data) != want {
+			t.Fatalf("message %d is %s; want %s (once each, in order)", i+1, m.Data, want)
+		}
+	}
+	if info, _ := st.Info(ctx); info.State.Msgs != 50 {
+		t.Fatalf("%d changes stored; want 50", info.State.Msgs)
+	}
+}
+
+// TestIncidentAwaitGivesUp: await stops when the partition is fenced, and
+// after five attempts of a change once ctx is done (the checkpoint is then
+// not written: the changes are derived again).
+func TestIncidentAwaitGivesUp(t *testing.T) {
+	nc, _ := natstest.Start(t)
+	ijs, err := newIncidentJetStream(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fenced atomic.Bool
+	p := incidentPublisher{js: ijs, log: slog.New(slog.NewTextHandler(io.Discard, nil)), fenced: &fenced}
+	p.publish(context.Background(), incidentMsg(1), "1")
+	fenced.Store(true)
+	if err := p.await(context.Background(), p.take()); !errors.Is(err, errFenced) {
+		t.Fatalf("fenced: await = %v; want errFenced", err)
+	}
+	fenced.Store(false)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	p.publish(ctx, incidentMsg(2), "2")
+	if err := p.await(ctx, p.take()); err == nil {
+		t.Fatal("stopping with a change that cannot be stored: await = nil")
+	}
+}

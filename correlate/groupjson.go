@@ -1,0 +1,248 @@
+package correlate
+
+import (
+	"bytes"
+	"encoding/json"
+	"reflect"
+	"slices"
+)
+
+// A group's encoding.
+//
+// A checkpoint encodes every group that changed since the last one, and a
+// busy group changes every second. Most of a group's bytes are its
+// evidence (events with their fields, up to MaxEvidence of them, in the
+// group and again in its incident), and evidence does not change once
+// recorded: the group keeps the encoding of each evidence record from its
+// last checkpoint and reuses it, so reflection over events' fields runs
+// once per record instead of once per checkpoint. Only groups encoded by
+// the last checkpoint keep their encodings (see Correlator.Checkpoint), so
+// what the cache holds follows what changes, not the size of the state.
+//
+// The bytes are those encoding/json writes for the group's snapshot
+// struct (TestGroupItemAsReflected compares them).
+
+// evidenceCache holds encoded evidence records by Evidence.ID.
+type evidenceCache map[string]encodedEvidence
+
+// encodedEvidence is one evidence record with its encoding.
+type encodedEvidence struct {
+	ev Evidence
+	b  []byte
+}
+
+// same reports whether e is the record c was encoded from: evidence is
+// never changed in place, so equal scalars and the same Fields map (not an
+// equal one: the very map) mean the same bytes.
+func (c *encodedEvidence) same(e *Evidence) bool {
+	x := &c.ev
+	return x.ID == e.ID && x.Time == e.Time &&
+		x.Node == e.Node && x.NodeID == e.NodeID && x.Source == e.Source && x.Kind == e.Kind &&
+		x.Level == e.Level && x.Msg == e.Msg && sameMap(x.Fields, e.Fields)
+}
+
+// sameMap reports whether a and b are the same map (or both nil).
+func sameMap(a, b map[string]any) bool {
+	if a == nil || b == nil {
+		return a == nil && b == nil
+	}
+	return reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer()
+}
+
+// groupEncoder encodes groups, reusing the evidence encodings of old and
+// recording those it wrote in used (either may be nil: no reuse, no
+// record).
+type groupEncoder struct {
+	old, used evidenceCache
+}
+
+// appendEvidence appends the encoding of list as encoding/json writes a
+// []Evidence.
+func (enc *groupEncoder) appendEvidence(b []byte, list []Evidence) ([]byte, error) {
+	if list == nil {
+		return append(b, "null"...), nil
+	}
+	b = append(b, '[')
+	for i := range list {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		e := &list[i]
+		if c, ok := enc.old[e.ID]; ok && e.ID != "" && c.same(e) {
+			b = append(b, c.b...)
+			enc.record(c)
+			continue
+		}
+		eb, err := json.Marshal(e)
+		if err != nil {
+			return nil, err
+		}
+		b = append(b, eb...)
+		if e.ID != "" {
+			enc.record(encodedEvidence{ev: *e, b: eb})
+		}
+	}
+	return append(b, ']'), nil
+}
+
+func (enc *groupEncoder) record(c encodedEvidence) {
+	if enc.used != nil {
+		enc.used[c.ev.ID] = c
+	}
+}
+
+// evidenceNull is where an incident encoded without evidence has it.
+var evidenceNull = []byte(`,"evidence":null`)
+
+// appendIncident appends the encoding of in: encoding/json's for
+// everything but the evidence, spliced with the evidence's. The key
+// cannot stand elsewhere unquoted: strings escape their quotes, and the
+// incident's maps hold strings and numbers, not null.
+func (enc *groupEncoder) appendIncident(b []byte, in *Incident) ([]byte, error) {
+	shell := *in
+	shell.Evidence = nil
+	j, err := json.Marshal(&shell)
+	if err != nil {
+		return nil, err
+	}
+	if in.Evidence == nil {
+		return append(b, j...), nil
+	}
+	at := bytes.Index(j, evidenceNull)
+	b = append(b, j[:at+len(evidenceNull)-len("null")]...)
+	if b, err = enc.appendEvidence(b, in.Evidence); err != nil {
+		return nil, err
+	}
+	return append(b, j[at+len(evidenceNull):]...), nil
+}
+
+// appendGroup appends the encoding of g: its groupState and its values
+// (valueMapOrEmpty), as encoding/json writes struct{groupState; Values}.
+func (enc *groupEncoder) appendGroup(b []byte, g *group, values map[string]string) ([]byte, error) {
+	var err error
+	field := func(key string, v any) {
+		if err != nil {
+			return
+		}
+		var vb []byte
+		if vb, err = json.Marshal(v); err == nil {
+			b = append(append(b, key...), vb...)
+		}
+	}
+	s := &g.groupState
+	field(`{"key":`, s.Key)
+	if err != nil {
+		return nil, err
+	}
+	if b, err = s.Entries.appendJSON(append(b, `,"entries":`...)); err != nil {
+		return nil, err
+	}
+	field(`,"counts":`, s.Counts)
+	field(`,"last_match":`, s.LastMatch)
+	if err == nil && s.Incident != nil {
+		b, err = enc.appendIncident(append(b, `,"incident":`...), s.Incident)
+	}
+	if s.Pending {
+		b = append(b, `,"pending":true`...)
+	}
+	if err == nil {
+		b, err = enc.appendEvidence(append(b, `,"evidence":`...), s.Evidence)
+	}
+	if s.Node != "" {
+		field(`,"node":`, s.Node)
+	}
+	if s.Suppressed {
+		b = append(b, `,"suppressed":true`...)
+	}
+	if s.Abs != nil {
+		field(`,"absence":`, s.Abs)
+	}
+	if s.TL != nil {
+		field(`,"timeline":`, s.TL)
+	}
+	if len(s.Carry) > 0 {
+		field(`,"carry":`, s.Carry)
+	}
+	if err == nil && len(s.Acts) > 0 {
+		b, err = enc.appendEvidence(append(b, `,"actions":`...), s.Acts)
+	}
+	if err == nil && s.Closed != nil {
+		b, err = enc.appendIncident(append(b, `,"closed":`...), s.Closed)
+	}
+	if !s.PrevStarted.IsZero() {
+		field(`,"prev_started":`, s.PrevStarted)
+	}
+	field(`,"values":`, values)
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '}'), nil
+}
+
+// valueMapOrEmpty is the group's values by path (empty without a rule).
+func (g *group) valueMapOrEmpty() map[string]string {
+	if g.rs == nil {
+		return map[string]string{}
+	}
+	return g.valueMap()
+}
+
+// reflected is the group through encoding/json (the format's definition).
+func (g *group) reflected() ([]byte, error) {
+	return json.Marshal(struct {
+		groupState
+		Values map[string]string `json:"values"`
+	}{g.groupState, g.valueMapOrEmpty()})
+}
+
+// keepEncodings makes the evidence encodings of this checkpoint's groups
+// the ones the next checkpoint reuses, and drops those of groups it did
+// not encode.
+func (st *checkpointState) keepEncodings(encoded map[*group]evidenceCache) {
+	for g := range st.cached {
+		if _, ok := encoded[g]; !ok {
+			g.evEnc = nil
+		}
+	}
+	clear(st.cached)
+	if st.cached == nil {
+		st.cached = make(map[*group]struct{}, len(encoded))
+	}
+	for g, used := range encoded {
+		g.evEnc = used
+		st.cached[g] = struct{}{}
+	}
+}
+
+// cut copies g for a checkpoint that is encoded while the correlator goes
+// on: everything the correlator changes in place is copied (the window's
+// entries, counts, evidence, the incidents, absence and timeline state,
+// carried values); what it only replaces whole is shared (an entry's
+// distinct values and values: observeAgain replaces them; evidence
+// records and their fields; the group's values).
+func (g *group) cut() *group {
+	s := g.groupState
+	s.Entries = slices.Clone(s.Entries)
+	s.Counts = slices.Clone(s.Counts)
+	s.Evidence = slices.Clone(s.Evidence)
+	s.Carry = slices.Clone(s.Carry)
+	s.Acts = slices.Clone(s.Acts)
+	if s.Incident != nil {
+		in := cloneIncident(*s.Incident)
+		s.Incident = &in
+	}
+	if s.Closed != nil {
+		in := cloneIncident(*s.Closed)
+		s.Closed = &in
+	}
+	if s.Abs != nil {
+		a := *s.Abs
+		a.Await = slices.Clone(a.Await)
+		s.Abs = &a
+	}
+	if s.TL != nil {
+		tl := *s.TL
+		s.TL = &tl
+	}
+	return &group{groupState: s, evEnc: g.evEnc}
+}

@@ -9,11 +9,12 @@ import (
 )
 
 // snapshot is the serialised state of a correlator. Version 1 is extended
-// compatibly: fields added since are optional.
-type snapshot struct {
-	Version   int                     `json:"version"`
-	Watermark time.Time               `json:"watermark"`
-	Rules     map[string]ruleSnapshot `json:"rules"`
+// compatibly: fields added since are optional. G is the form of a group:
+// *group when written, *groupJSON when read back.
+type snapshot[G any] struct {
+	Version   int                        `json:"version"`
+	Watermark time.Time                  `json:"watermark"`
+	Rules     map[string]ruleSnapshot[G] `json:"rules"`
 	// Proc is the latest time passed to Advance.
 	Proc time.Time `json:"proc,omitzero"`
 	// Clocks are the sources' clocks by source and node.
@@ -22,30 +23,16 @@ type snapshot struct {
 	Retired []Incident `json:"retired,omitempty"`
 }
 
-type ruleSnapshot struct {
-	Hash   string   `json:"hash"`
-	Groups []*group `json:"groups"`
-}
-
-type ruleSnapshotIn struct {
-	Hash   string       `json:"hash"`
-	Groups []*groupJSON `json:"groups"`
-}
-
-type snapshotIn struct {
-	Version   int                          `json:"version"`
-	Watermark time.Time                    `json:"watermark"`
-	Rules     map[string]ruleSnapshotIn    `json:"rules"`
-	Proc      time.Time                    `json:"proc"`
-	Clocks    map[string]map[string]*clock `json:"clocks"`
-	Retired   []Incident                   `json:"retired"`
+type ruleSnapshot[G any] struct {
+	Hash   string `json:"hash"`
+	Groups []G    `json:"groups"`
 }
 
 // Snapshot serialises the windows, open incidents, the per-group state of
 // sequences, absences, for and keep_firing_for, inhibitions, and the
 // sources' clocks.
 func (c *Correlator) Snapshot() ([]byte, error) {
-	s := snapshot{Version: 1, Watermark: c.watermark, Rules: map[string]ruleSnapshot{}, Proc: c.proc, Clocks: c.clocks.m, Retired: c.retired}
+	s := snapshot[*group]{Version: 1, Watermark: c.watermark, Rules: map[string]ruleSnapshot[*group]{}, Proc: c.proc, Clocks: c.clocks.m, Retired: c.retired}
 	for id, rs := range c.rules {
 		if len(rs.groups) == 0 {
 			continue
@@ -54,7 +41,7 @@ func (c *Correlator) Snapshot() ([]byte, error) {
 		for _, k := range slices.Sorted(maps.Keys(rs.groups)) {
 			gs = append(gs, rs.groups[k])
 		}
-		s.Rules[id] = ruleSnapshot{Hash: rs.hash, Groups: gs}
+		s.Rules[id] = ruleSnapshot[*group]{Hash: rs.hash, Groups: gs}
 	}
 	return json.Marshal(s)
 }
@@ -64,7 +51,7 @@ func (c *Correlator) Snapshot() ([]byte, error) {
 // of the restored state counts as changed for the next Checkpoint (a
 // snapshot is migrated to incremental checkpoints by writing it all once).
 func (c *Correlator) Restore(b []byte) error {
-	var s snapshotIn
+	var s snapshot[*groupJSON]
 	if err := json.Unmarshal(b, &s); err != nil {
 		return fmt.Errorf("correlator snapshot: %w", err)
 	}

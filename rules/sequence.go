@@ -25,7 +25,6 @@ func (b *ruleBuilder) parseSequence(c *correlateDoc) *Sequence {
 	var defBy []string
 	ok := true
 	if doc.Within.ok() {
-		b.origin("correlate.sequence.within", doc.Within)
 		d, good := b.duration(doc.Within, "correlate.sequence.within")
 		sq.Within, ok = d, good
 	}
@@ -119,7 +118,6 @@ func (b *ruleBuilder) parseAbsence(c *correlateDoc) *Absence {
 		a.Expect, ok = sel, ok && good
 	}
 	if doc.Within.ok() {
-		b.origin("correlate.absence.within", doc.Within)
 		d, good := b.duration(doc.Within, "correlate.absence.within")
 		a.Within, ok = d, ok && good
 	}

@@ -233,7 +233,6 @@ func (b *ruleBuilder) window(c *correlateDoc) {
 	case !d.Correlate.ok():
 		b.errf(d.node, "missing correlate (with at least window)")
 	case c.Window.ok():
-		b.origin("correlate.window", c.Window)
 		if dur, ok := b.duration(c.Window, "correlate.window"); ok {
 			r.Window = dur
 			r.windowFile, r.windowLine, r.windowCol = c.Window.f.name, c.Window.Line, c.Window.Column
@@ -305,7 +304,6 @@ func (b *ruleBuilder) timing() {
 	}
 	after := d.res.After
 	if after.ok() {
-		b.origin("resolve.after", after)
 		if dur, ok := b.duration(after, "resolve.after"); ok {
 			r.ResolveAfter = dur
 			r.ResolveGiven = true
@@ -313,7 +311,6 @@ func (b *ruleBuilder) timing() {
 		}
 	}
 	if n := d.For; n.ok() {
-		b.origin("for", n)
 		if dur, ok := b.duration(n, "for"); ok {
 			r.For = dur
 		}
@@ -322,7 +319,6 @@ func (b *ruleBuilder) timing() {
 		}
 	}
 	if n := d.KeepFiringFor; n.ok() {
-		b.origin("keep_firing_for", n)
 		if dur, ok := b.duration(n, "keep_firing_for"); ok {
 			r.KeepFiringFor = dur
 		}
@@ -410,7 +406,10 @@ func (b *ruleBuilder) parseBy(n yn) []string {
 	return out
 }
 
+// duration reads the positive duration n of the part what, and records
+// where it came from.
 func (b *ruleBuilder) duration(n yn, what string) (time.Duration, bool) {
+	b.origin(what, n)
 	s, ok := b.l.scalar(n, b.name, what)
 	if !ok {
 		return 0, false

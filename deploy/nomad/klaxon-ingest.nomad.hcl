@@ -56,6 +56,52 @@ variable "windows_log_glob" {
   default     = "C:\\ProgramData\\nomad\\logs\\nomad*.log"
 }
 
+# What the Linux and the Windows clients do differently. The group of the
+# job is written once and stands in it once per entry (dynamic "group"),
+# named by the entry's key, which is also the ${attr.kernel.name} it runs on.
+locals {
+  clients = {
+    linux = {
+      command     = "local/bin/klaxon"
+      kill_signal = "SIGTERM"
+      memory      = 128
+      data_dir    = "/var/lib/klaxon"
+      example     = "klaxon-ingest.yaml"
+      sources     = <<-EOF
+        sources:
+          # Publish only what some rule of the correlators can use (their
+          # rules reach every sidecar through the KLAXON_RULES bucket).
+          edge_filter: true
+          nomad_log:
+            - paths: ["${var.linux_log_glob}"]
+              read_from: end
+      EOF
+    }
+    windows = {
+      command = "local/bin/klaxon.exe"
+      # Windows has no SIGTERM: Nomad stops raw_exec tasks with a
+      # CTRL_BREAK, which klaxon handles like an interrupt.
+      kill_signal = ""
+      memory      = 160
+      data_dir    = "'C:\\ProgramData\\klaxon'"
+      example     = "klaxon-ingest-windows.yaml"
+      sources     = <<-EOF
+        sources:
+          edge_filter: true
+          nomad_log:
+            - paths: ['${var.windows_log_glob}']
+              read_from: end
+          # Live Event Log subscription; its bookmark is the checkpoint.
+          winevt:
+            channels: [System, Application]
+          # Without the live subscription, follow the EVTX files instead:
+          # winevt_files:
+          #   - paths: ['C:\Windows\System32\winevt\Logs\System.evtx']
+      EOF
+    }
+  }
+}
+
 job "klaxon-ingest" {
   type        = "system"
   datacenters = var.datacenters
@@ -67,200 +113,98 @@ job "klaxon-ingest" {
     stagger      = "10s"
   }
 
-  group "linux" {
-    constraint {
-      attribute = "${attr.kernel.name}"
-      value     = "linux"
-    }
+  dynamic "group" {
+    for_each = local.clients
+    labels   = [group.key]
 
-    network {
-      port "http" {
-        static = 9464
-      }
-    }
-
-    restart {
-      attempts = 10
-      interval = "30m"
-      delay    = "15s"
-      mode     = "delay"
-    }
-
-    service {
-      name     = "klaxon-ingest"
-      provider = "nomad"
-      port     = "http"
-      tags     = ["metrics", "linux"]
-
-      check {
-        name     = "ready"
-        type     = "http"
-        path     = "/readyz"
-        interval = "15s"
-        timeout  = "3s"
-      }
-    }
-
-    task "ingest" {
-      driver = "raw_exec"
-
-      # No static Nomad token: the task's workload identity (NOMAD_TOKEN)
-      # reaches the local agent through the task API socket, which needs
-      # no TLS files; klaxon reads NOMAD_ADDR and NOMAD_TOKEN as the nomad
-      # CLI does. With ACLs, klaxon-ingest.policy.hcl is attached to the
-      # job (see the top of this file).
-      identity {
-        env         = true
-        change_mode = "restart"
+    content {
+      constraint {
+        attribute = "${attr.kernel.name}"
+        value     = group.key
       }
 
-      env {
-        NOMAD_ADDR = "${NOMAD_UNIX_ADDR}"
+      network {
+        port "http" {
+          static = 9464
+        }
       }
 
-      artifact {
-        source      = "${var.artifact_url}/klaxon_linux_${attr.cpu.arch}.zip"
-        destination = "local/bin"
+      restart {
+        attempts = 10
+        interval = "30m"
+        delay    = "15s"
+        mode     = "delay"
       }
 
-      config {
-        command = "local/bin/klaxon"
-        args    = ["ingest", "--config", "${NOMAD_TASK_DIR}/klaxon-ingest.yaml"]
+      service {
+        name     = "klaxon-ingest"
+        provider = "nomad"
+        port     = "http"
+        tags     = ["metrics", group.key]
+
+        check {
+          name     = "ready"
+          type     = "http"
+          path     = "/readyz"
+          interval = "15s"
+          timeout  = "3s"
+        }
       }
 
-      template {
-        destination = "local/klaxon-ingest.yaml"
-        change_mode = "restart"
-        data        = <<-EOF
-          # role: ingest (rendered by Nomad; see deploy/config/klaxon-ingest.yaml)
-          node: "{{ env "node.unique.name" }}"
-          # On the host, so that checkpoints outlive the allocation.
-          data_dir: /var/lib/klaxon
-          nats:
-            url: "${var.nats_url}"
-            replicas: 3
-            token: "{{ with nomadVar "nomad/jobs/klaxon-ingest" }}{{ .nats_token }}{{ end }}"
-          sources:
-            # Publish only what some rule of the correlators can use (their
-            # rules reach every sidecar through the KLAXON_RULES bucket).
-            edge_filter: true
-            nomad_log:
-              - paths: ["${var.linux_log_glob}"]
-                read_from: end
-          http:
-            listen: "{{ env "NOMAD_ADDR_http" }}"
-            token: "{{ with nomadVar "nomad/jobs/klaxon-ingest" }}{{ .http_token }}{{ end }}"
-          shutdown_timeout: 15s
-        EOF
-      }
+      task "ingest" {
+        driver = "raw_exec"
 
-      kill_timeout = "20s"
-      kill_signal  = "SIGTERM"
+        # No static Nomad token: the task's workload identity (NOMAD_TOKEN)
+        # reaches the local agent through the task API socket, which needs
+        # no TLS files; klaxon reads NOMAD_ADDR and NOMAD_TOKEN as the nomad
+        # CLI does. With ACLs, klaxon-ingest.policy.hcl is attached to the
+        # job (see the top of this file).
+        identity {
+          env         = true
+          change_mode = "restart"
+        }
 
-      resources {
-        cpu    = 200
-        memory = 128
-      }
-    }
-  }
+        env {
+          NOMAD_ADDR = "${NOMAD_UNIX_ADDR}"
+        }
 
-  group "windows" {
-    constraint {
-      attribute = "${attr.kernel.name}"
-      value     = "windows"
-    }
+        artifact {
+          source      = "${var.artifact_url}/klaxon_${group.key}_${attr.cpu.arch}.zip"
+          destination = "local/bin"
+        }
 
-    network {
-      port "http" {
-        static = 9464
-      }
-    }
+        config {
+          command = group.value.command
+          args    = ["ingest", "--config", "${NOMAD_TASK_DIR}/klaxon-ingest.yaml"]
+        }
 
-    restart {
-      attempts = 10
-      interval = "30m"
-      delay    = "15s"
-      mode     = "delay"
-    }
+        template {
+          destination = "local/klaxon-ingest.yaml"
+          change_mode = "restart"
+          data        = <<-EOF
+            # role: ingest (rendered by Nomad; see deploy/config/${group.value.example})
+            node: "{{ env "node.unique.name" }}"
+            # On the host, so that checkpoints outlive the allocation.
+            data_dir: ${group.value.data_dir}
+            nats:
+              url: "${var.nats_url}"
+              replicas: 3
+              token: "{{ with nomadVar "nomad/jobs/klaxon-ingest" }}{{ .nats_token }}{{ end }}"
+            ${chomp(group.value.sources)}
+            http:
+              listen: "{{ env "NOMAD_ADDR_http" }}"
+              token: "{{ with nomadVar "nomad/jobs/klaxon-ingest" }}{{ .http_token }}{{ end }}"
+            shutdown_timeout: 15s
+          EOF
+        }
 
-    service {
-      name     = "klaxon-ingest"
-      provider = "nomad"
-      port     = "http"
-      tags     = ["metrics", "windows"]
+        kill_timeout = "20s"
+        kill_signal  = group.value.kill_signal
 
-      check {
-        name     = "ready"
-        type     = "http"
-        path     = "/readyz"
-        interval = "15s"
-        timeout  = "3s"
-      }
-    }
-
-    task "ingest" {
-      driver = "raw_exec"
-
-      # No static Nomad token: the task's workload identity (NOMAD_TOKEN)
-      # reaches the local agent through the task API socket, which needs
-      # no TLS files; klaxon reads NOMAD_ADDR and NOMAD_TOKEN as the nomad
-      # CLI does. With ACLs, klaxon-ingest.policy.hcl is attached to the
-      # job (see the top of this file).
-      identity {
-        env         = true
-        change_mode = "restart"
-      }
-
-      env {
-        NOMAD_ADDR = "${NOMAD_UNIX_ADDR}"
-      }
-
-      artifact {
-        source      = "${var.artifact_url}/klaxon_windows_${attr.cpu.arch}.zip"
-        destination = "local/bin"
-      }
-
-      config {
-        command = "local/bin/klaxon.exe"
-        args    = ["ingest", "--config", "${NOMAD_TASK_DIR}/klaxon-ingest.yaml"]
-      }
-
-      template {
-        destination = "local/klaxon-ingest.yaml"
-        change_mode = "restart"
-        data        = <<-EOF
-          # role: ingest on Windows (rendered by Nomad; see deploy/config/klaxon-ingest-windows.yaml)
-          node: "{{ env "node.unique.name" }}"
-          data_dir: 'C:\ProgramData\klaxon'
-          nats:
-            url: "${var.nats_url}"
-            replicas: 3
-            token: "{{ with nomadVar "nomad/jobs/klaxon-ingest" }}{{ .nats_token }}{{ end }}"
-          sources:
-            edge_filter: true
-            nomad_log:
-              - paths: ['${var.windows_log_glob}']
-                read_from: end
-            # Live Event Log subscription; its bookmark is the checkpoint.
-            winevt:
-              channels: [System, Application]
-            # Without the live subscription, follow the EVTX files instead:
-            # winevt_files:
-            #   - paths: ['C:\Windows\System32\winevt\Logs\System.evtx']
-          http:
-            listen: "{{ env "NOMAD_ADDR_http" }}"
-            token: "{{ with nomadVar "nomad/jobs/klaxon-ingest" }}{{ .http_token }}{{ end }}"
-          shutdown_timeout: 15s
-        EOF
-      }
-
-      # Windows has no SIGTERM: Nomad stops raw_exec tasks with a
-      # CTRL_BREAK, which klaxon handles like an interrupt.
-      kill_timeout = "20s"
-
-      resources {
-        cpu    = 200
-        memory = 160
+        resources {
+          cpu    = 200
+          memory = group.value.memory
+        }
       }
     }
   }

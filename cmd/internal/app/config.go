@@ -374,12 +374,7 @@ func (c *Config) SetDefaults() {
 	c.Correlator.nomadUI = c.Nomad.uiBase()
 	for i := range c.Sources.NomadLog {
 		s := &c.Sources.NomadLog[i]
-		for j, p := range s.Paths {
-			s.Paths[j] = rel(p)
-		}
-		if s.ReadFrom == "" {
-			s.ReadFrom = "end"
-		}
+		followDefaults(s.Paths, &s.ReadFrom, rel)
 		if s.MaxLineBytes == 0 {
 			s.MaxLineBytes = nomadlog.DefaultMaxLineBytes
 		}
@@ -393,17 +388,12 @@ func (c *Config) SetDefaults() {
 			s.Units = []string{journald.DefaultUnit}
 		}
 		s.Directory = rel(s.Directory)
-		for j, p := range s.Files {
-			s.Files[j] = rel(p)
-		}
+		followDefaults(s.Files, &s.ReadFrom, rel)
 		switch {
 		case s.Journalctl == "":
 			s.Journalctl = journald.DefaultJournalctl
 		case filepath.Base(s.Journalctl) != s.Journalctl:
 			s.Journalctl = rel(s.Journalctl) // a path, not a command name
-		}
-		if s.ReadFrom == "" {
-			s.ReadFrom = "end"
 		}
 		if s.MaxLineBytes == 0 {
 			s.MaxLineBytes = nomadlog.DefaultMaxLineBytes
@@ -435,12 +425,7 @@ func (c *Config) SetDefaults() {
 	}
 	for i := range c.Sources.WinEvtFiles {
 		s := &c.Sources.WinEvtFiles[i]
-		for j, p := range s.Paths {
-			s.Paths[j] = rel(p)
-		}
-		if s.ReadFrom == "" {
-			s.ReadFrom = "end"
-		}
+		followDefaults(s.Paths, &s.ReadFrom, rel)
 	}
 	c.Sources.windowsFactsDefaults()
 	c.Actions.setDefaults()
@@ -476,6 +461,18 @@ func (c *Config) SetDefaults() {
 	}
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = 15 * time.Second
+	}
+}
+
+// followDefaults fills in what the file-following sources (nomad_log,
+// journald files, winevt_files) default alike: their paths relative to the
+// config file's directory (rel), and read_from "end".
+func followDefaults(paths []string, readFrom *string, rel func(string) string) {
+	for i, p := range paths {
+		paths[i] = rel(p)
+	}
+	if *readFrom == "" {
+		*readFrom = ingest.ReadFromEnd
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path"
@@ -25,6 +26,8 @@ import (
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/zclconf/go-cty/cty"
+	"github.com/zclconf/go-cty/cty/function"
+	"github.com/zclconf/go-cty/cty/function/stdlib"
 	"gopkg.in/yaml.v3"
 
 	"github.com/klaxon-dev/klaxon/cmd/internal/httpapi"
@@ -36,15 +39,17 @@ const deployDir = "../../../deploy"
 // hclBlock is a parsed HCL block with the job file's variables for
 // evaluation.
 type hclBlock struct {
-	t    *testing.T
-	src  []byte
-	body *hclsyntax.Body
-	ctx  *hcl.EvalContext
-	name string // type and labels, for messages
+	t      *testing.T
+	src    []byte
+	body   *hclsyntax.Body
+	ctx    *hcl.EvalContext
+	labels []string
+	name   string // type and labels, for messages
 }
 
 // parseJob parses a Nomad job file and returns its job block; variables
-// take their defaults, overridden by vars.
+// take their defaults, overridden by vars, and locals are evaluated with
+// them. Like Nomad, it expands dynamic blocks (see blocks).
 func parseJob(t *testing.T, path string, vars map[string]cty.Value) hclBlock {
 	t.Helper()
 	src, err := os.ReadFile(path)
@@ -58,6 +63,7 @@ func parseJob(t *testing.T, path string, vars map[string]cty.Value) hclBlock {
 	body := f.Body.(*hclsyntax.Body)
 	values := map[string]cty.Value{}
 	var job *hclsyntax.Block
+	var locals []*hclsyntax.Attribute
 	for _, b := range body.Blocks {
 		switch b.Type {
 		case "variable":
@@ -73,6 +79,8 @@ func parseJob(t *testing.T, path string, vars map[string]cty.Value) hclBlock {
 				t.Fatalf("variable %s: %s", b.Labels[0], diags.Error())
 			}
 			values[b.Labels[0]] = v
+		case "locals":
+			locals = append(locals, slices.Collect(maps.Values(b.Body.Attributes))...)
 		case "job":
 			if job != nil {
 				t.Fatalf("%s: two job blocks", path)
@@ -91,16 +99,70 @@ func parseJob(t *testing.T, path string, vars map[string]cty.Value) hclBlock {
 		}
 		values[k] = v
 	}
-	ctx := &hcl.EvalContext{Variables: map[string]cty.Value{"var": cty.ObjectVal(values)}}
-	return hclBlock{t: t, src: src, body: job.Body, ctx: ctx, name: "job " + strings.Join(job.Labels, " ")}
+	ctx := &hcl.EvalContext{
+		Variables: map[string]cty.Value{"var": cty.ObjectVal(values)},
+		// The functions of Nomad's job files that the jobs use.
+		Functions: map[string]function.Function{"chomp": stdlib.ChompFunc},
+	}
+	// Locals may use each other: evaluate those whose inputs are known
+	// until none is left.
+	local := map[string]cty.Value{}
+	for len(locals) > 0 {
+		ctx.Variables["local"] = cty.ObjectVal(local)
+		var later []*hclsyntax.Attribute
+		var errs hcl.Diagnostics
+		for _, a := range locals {
+			v, diags := a.Expr.Value(ctx)
+			if diags.HasErrors() {
+				later, errs = append(later, a), append(errs, diags...)
+				continue
+			}
+			local[a.Name] = v
+		}
+		if len(later) == len(locals) {
+			t.Fatalf("%s: locals: %s", path, errs.Error())
+		}
+		locals = later
+	}
+	ctx.Variables["local"] = cty.ObjectVal(local)
+	return hclBlock{t: t, src: src, body: job.Body, ctx: ctx, labels: job.Labels, name: "job " + strings.Join(job.Labels, " ")}
 }
 
-// blocks returns the nested blocks of a type.
+// blocks returns the nested blocks of a type, those a dynamic block of
+// that type makes included: one per element of its for_each, with its
+// content as the body and the iterator (named after the type, or by
+// iterator) as a variable.
 func (b hclBlock) blocks(typ string) []hclBlock {
+	b.t.Helper()
 	var out []hclBlock
+	child := func(body *hclsyntax.Body, ctx *hcl.EvalContext, labels []string) hclBlock {
+		return hclBlock{t: b.t, src: b.src, body: body, ctx: ctx, labels: labels, name: b.name + " > " + strings.Join(append([]string{typ}, labels...), " ")}
+	}
 	for _, c := range b.body.Blocks {
-		if c.Type == typ {
-			out = append(out, hclBlock{t: b.t, src: b.src, body: c.Body, ctx: b.ctx, name: b.name + " > " + strings.Join(append([]string{c.Type}, c.Labels...), " ")})
+		switch {
+		case c.Type == typ:
+			out = append(out, child(c.Body, b.ctx, c.Labels))
+		case c.Type == "dynamic" && len(c.Labels) == 1 && c.Labels[0] == typ:
+			dyn := hclBlock{t: b.t, src: b.src, body: c.Body, ctx: b.ctx, name: b.name + " > dynamic " + typ}
+			iter := typ
+			if a, ok := c.Body.Attributes["iterator"]; ok {
+				iter = hcl.ExprAsKeyword(a.Expr)
+			}
+			content := dyn.block("content")
+			forEach, src, ok := dyn.value("for_each")
+			if !ok || !forEach.CanIterateElements() {
+				b.t.Fatalf("%s: for_each = %s: not a collection", dyn.name, src)
+			}
+			for it := forEach.ElementIterator(); it.Next(); {
+				k, v := it.Element()
+				ctx := b.ctx.NewChild()
+				ctx.Variables = map[string]cty.Value{iter: cty.ObjectVal(map[string]cty.Value{"key": k, "value": v})}
+				var labels []string
+				if dyn.has("labels") {
+					labels = hclBlock{t: b.t, src: b.src, body: c.Body, ctx: ctx, name: dyn.name}.list("labels")
+				}
+				out = append(out, child(content.body, ctx, labels))
+			}
 		}
 	}
 	return out
@@ -119,9 +181,9 @@ func (b hclBlock) block(typ string) hclBlock {
 // labeled returns the nested block of a type with the given label.
 func (b hclBlock) labeled(typ, label string) hclBlock {
 	b.t.Helper()
-	for _, c := range b.body.Blocks {
-		if c.Type == typ && len(c.Labels) == 1 && c.Labels[0] == label {
-			return hclBlock{t: b.t, src: b.src, body: c.Body, ctx: b.ctx, name: b.name + " > " + typ + " " + label}
+	for _, c := range b.blocks(typ) {
+		if len(c.labels) == 1 && c.labels[0] == label {
+			return c
 		}
 	}
 	b.t.Fatalf("%s: no %s %q", b.name, typ, label)
@@ -130,7 +192,9 @@ func (b hclBlock) labeled(typ, label string) hclBlock {
 
 // value evaluates an attribute with the job's variables. Runtime
 // interpolations (${attr.…}, ${NOMAD_…}) cannot be evaluated here; for
-// those ok is false and src is the expression's source text.
+// those ok is false and src is the expression's source text, in which,
+// as Nomad does, the interpolations the job's variables resolve are
+// replaced by their values.
 func (b hclBlock) value(name string) (v cty.Value, src string, ok bool) {
 	b.t.Helper()
 	a, found := b.body.Attributes[name]
@@ -139,6 +203,19 @@ func (b hclBlock) value(name string) (v cty.Value, src string, ok bool) {
 	}
 	src = string(a.Expr.Range().SliceBytes(b.src))
 	v, diags := a.Expr.Value(b.ctx)
+	if diags.HasErrors() {
+		if tmpl, ok := a.Expr.(*hclsyntax.TemplateExpr); ok {
+			var s strings.Builder
+			for _, p := range tmpl.Parts {
+				if pv, d := p.Value(b.ctx); !d.HasErrors() && pv.Type() == cty.String {
+					s.WriteString(pv.AsString())
+				} else {
+					s.WriteString("${" + string(p.Range().SliceBytes(b.src)) + "}")
+				}
+			}
+			src = `"` + s.String() + `"`
+		}
+	}
 	return v, src, !diags.HasErrors()
 }
 

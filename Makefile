@@ -85,18 +85,20 @@ STRESS_TESTS := ^(TestRunOnExternalNATS|TestExpiredSilenceAcrossRestart|TestScal
 stress:
 	KLAXON_REQUIRE_EXTERNAL=1 $(GO) test -race -count=$(STRESS_COUNT) -timeout 90m -run '$(STRESS_TESTS)' ./...
 
-# The soak (cmd/klaxon TestSoak): SOAK_NODES simulated nodes, each replaying
-# the real crash-loop capture, at SOAK_RATE lines/s through klaxon ingest
-# (edge filter) and klaxon correlate on a 3-node cluster of Debian's
-# nats-server (R3); the correlator SIGKILLed SOAK_KILLS times, one NATS node
-# killed and restarted; incidents must equal an undisturbed replay and
-# memory stay flat. make test runs a short version (100 nodes, 5,000 lines/s).
+# The soak (cmd/klaxon TestSoak): SOAK_NODES simulated nodes, each playing
+# the real crash-loop capture SOAK_LOOPS times (30 minutes apart in event
+# time), at SOAK_RATE lines/s through klaxon ingest (edge filter) and klaxon
+# correlate on a 3-node cluster of Debian's nats-server (R3); the correlator
+# SIGKILLed SOAK_KILLS times, one NATS node killed and restarted; incidents
+# must equal an undisturbed replay and memory stay flat. make test runs a
+# short version (100 nodes, 2 loops, 8,000 lines/s).
 SOAK_NODES ?= 10000
-SOAK_RATE ?= 20000
+SOAK_RATE ?= 40000
+SOAK_LOOPS ?= 2
 SOAK_KILLS ?= 5
 
 soak: deps
-	KLAXON_REQUIRE_EXTERNAL=1 KLAXON_SOAK_NODES=$(SOAK_NODES) KLAXON_SOAK_RATE=$(SOAK_RATE) KLAXON_SOAK_KILLS=$(SOAK_KILLS) \
+	KLAXON_REQUIRE_EXTERNAL=1 KLAXON_SOAK_NODES=$(SOAK_NODES) KLAXON_SOAK_RATE=$(SOAK_RATE) KLAXON_SOAK_KILLS=$(SOAK_KILLS) KLAXON_SOAK_LOOPS=$(SOAK_LOOPS) \
 	  $(GO) test -count=1 -run '^TestSoak$$' -v -timeout 90m ./cmd/klaxon/
 
 # Each parser of outside input is fuzzed for a short time.

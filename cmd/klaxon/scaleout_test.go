@@ -240,6 +240,7 @@ type soExpected struct {
 	events    int
 	kept      int                           // what the edge filter keeps
 	incidents map[string]correlate.Incident // by id: the last change
+	fired     map[string]int                // by id: how many times it fired
 	final     map[string]int                // incident id → count in the state
 }
 
@@ -264,28 +265,87 @@ func soReference(t *testing.T, set *rules.Set, copies map[string][]string) soExp
 // filter keeps.
 func soReplay(t *testing.T, set *rules.Set, logs iter.Seq2[string, string]) soExpected {
 	t.Helper()
-	exp := soExpected{incidents: map[string]correlate.Incident{}, final: map[string]int{}}
-	corr := correlate.New(set, correlate.Options{UpdateInterval: soUpdateInterval})
-	filter := rulesync.NewFilter(nil)
-	filter.SetRules(set)
-	ident := ingest.NewIdentity()
+	r := newSoReplayer(set, correlate.Options{UpdateInterval: soUpdateInterval})
 	for prefix, text := range logs {
-		_, err := nomadlog.ReadAll(context.Background(), strings.NewReader(text),
-			nomadlog.DecoderConfig{IDPrefix: prefix, DefaultNode: "ingest-host", Identity: ident}, func(ev ingest.Event) {
-				exp.events++
-				if filter.Keep(&ev) {
-					exp.kept++
-				}
-				corr.Process(&ev, func(in correlate.Incident) { exp.incidents[in.ID] = in })
-			})
-		if err != nil {
-			t.Fatal(err)
-		}
+		r.feed(prefix, text)
 	}
-	for _, in := range corr.Open() {
-		exp.final[in.ID] = in.Count
+	return r.result()
+}
+
+// soReplayer is the reference of the scale-out test and the soak: the
+// decoder, the edge filter and one correlator. Texts of one prefix are one
+// log read in parts: one decoder reads them all, as the tailer reads a
+// growing file (flushed after each part).
+type soReplayer struct {
+	exp     soExpected
+	corr    *correlate.Correlator
+	filter  *rulesync.Filter
+	ident   *ingest.Identity
+	readers map[string]*soReader
+	// edge: the correlator sees only what the edge filter keeps, as
+	// behind sidecars with edge_filter on (its clocks too).
+	edge bool
+}
+
+type soReader struct {
+	dec *nomadlog.Decoder
+	off int64
+}
+
+func newSoReplayer(set *rules.Set, opts correlate.Options) *soReplayer {
+	r := &soReplayer{
+		exp:     soExpected{incidents: map[string]correlate.Incident{}, fired: map[string]int{}, final: map[string]int{}},
+		corr:    correlate.New(set, opts),
+		filter:  rulesync.NewFilter(nil),
+		ident:   ingest.NewIdentity(),
+		readers: map[string]*soReader{},
 	}
-	return exp
+	r.filter.SetRules(set)
+	return r
+}
+
+func (r *soReplayer) incident(in correlate.Incident) {
+	r.exp.incidents[in.ID] = in
+	if in.Status == correlate.StatusFiring {
+		r.exp.fired[in.ID]++
+	}
+}
+
+func (r *soReplayer) event(ev ingest.Event) {
+	r.exp.events++
+	kept := r.filter.Keep(&ev)
+	if kept {
+		r.exp.kept++
+	}
+	if kept || !r.edge {
+		r.corr.Process(&ev, r.incident)
+	}
+}
+
+// feed reads the next part of the log of prefix.
+func (r *soReplayer) feed(prefix, text string) {
+	rd := r.readers[prefix]
+	if rd == nil {
+		rd = &soReader{dec: nomadlog.NewDecoder(nomadlog.DecoderConfig{IDPrefix: prefix, DefaultNode: "ingest-host", Identity: r.ident})}
+		r.readers[prefix] = rd
+	}
+	for line := range strings.Lines(text) {
+		end := rd.off + int64(len(line))
+		rd.dec.Line([]byte(strings.TrimSuffix(line, "\n")), rd.off, end, r.event)
+		rd.off = end
+	}
+	rd.dec.Flush(r.event)
+}
+
+// advance moves the correlator's processing clock, as the durable
+// correlator's tick does.
+func (r *soReplayer) advance(now time.Time) { r.corr.Advance(now, r.incident) }
+
+func (r *soReplayer) result() soExpected {
+	for _, in := range r.corr.Open() {
+		r.exp.final[in.ID] = in.Count
+	}
+	return r.exp
 }
 
 // The correlators' time is driven by the events only: the capture is days

@@ -74,12 +74,19 @@ func (cs *clocks) observe(ev *ingest.Event, proc time.Time) {
 // watermark returns the watermark the clocks allow: the oldest newest
 // event time among the sources active within idle of proc, minus lateness,
 // and never after proc (when Advance was called). Without active sources
-// it is proc.
+// it is proc: time goes on while every source is quiet. Before any source
+// delivered anything it is zero: a correlator that has seen no event has
+// no time of its own yet, and moving to the wall clock would make every
+// event of a backlog (sidecars reading logs from their beginning, a
+// recording played later) late.
 func (cs *clocks) watermark(proc time.Time, idle, lateness time.Duration) time.Time {
 	for len(cs.heap) > 0 && !proc.IsZero() && proc.Sub(cs.heap[0].Seen) > idle {
 		cs.pop()
 	}
 	if len(cs.heap) == 0 {
+		if len(cs.m) == 0 {
+			return time.Time{}
+		}
 		return proc
 	}
 	w := cs.heap[0].Latest.Add(-lateness)

@@ -299,6 +299,28 @@ func TestQuietSourceReleasesWatermark(t *testing.T) {
 	}
 }
 
+// TestNoTimeBeforeTheFirstEvent: a correlator whose clock is advanced
+// (the durable correlator ticks every second) before any source delivered
+// anything keeps no watermark, so a backlog older than the wall clock that
+// arrives later is on time and fires; once sources exist and all go quiet,
+// time goes on at the clock of Advance.
+func TestNoTimeBeforeTheFirstEvent(t *testing.T) {
+	set := loadFeatures(t)
+	c := New(set, Options{Logger: quietLog(), Idle: 5 * time.Second})
+	got := runOps(c, []op{adv(time.Hour), adv(2 * time.Hour)}, "t.count")
+	if len(got) != 0 || !c.Watermark().IsZero() {
+		t.Fatalf("before any event: changes %v, watermark %v; want none and zero", got, c.Watermark())
+	}
+	got = runOps(c, []op{ev(0, "n1", "c"), ev(0, "n1", "c"), ev(0, "n1", "c"), ev(0, "n1", "c"), ev(0, "n1", "c")}, "t.count")
+	if fmt.Sprint(got) != "[t.count/n1/firing@0s]" || c.Stats().Late != 0 {
+		t.Fatalf("the backlog: changes %v, %d late; want it to fire, none late", got, c.Stats().Late)
+	}
+	runOps(c, []op{adv(3 * time.Hour)}, "t.count")
+	if w := c.Watermark(); !w.Equal(t0.Add(3 * time.Hour)) {
+		t.Fatalf("every source quiet: watermark %v, want the clock of Advance %v", w, t0.Add(3*time.Hour))
+	}
+}
+
 // TestRemovedRuleResolvesItsIncidents: a rule removed while its incident
 // is open resolves it with the next emission, so no page stays open.
 func TestRemovedRuleResolvesItsIncidents(t *testing.T) {

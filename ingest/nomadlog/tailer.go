@@ -20,12 +20,6 @@ import (
 	"github.com/klaxon-dev/klaxon/ingest"
 )
 
-// Read-from positions of Config.ReadFrom.
-const (
-	ReadFromEnd       = ingest.ReadFromEnd
-	ReadFromBeginning = ingest.ReadFromBeginning
-)
-
 // DefaultPollInterval is the default Config.PollInterval.
 const DefaultPollInterval = 250 * time.Millisecond
 
@@ -412,7 +406,7 @@ func (t *Tailer) startOffset(f *os.File, path string, id *ident, size int64, sta
 			found = false
 		}
 	}
-	if !found && startup && t.cfg.ReadFrom == ReadFromEnd {
+	if !found && startup && t.cfg.ReadFrom == ingest.ReadFromEnd {
 		start, how = lastLineEnd(f, size), "end"
 	}
 	if !found && t.cfg.Checkpoints != nil {

@@ -73,16 +73,6 @@ type Stats struct {
 	UILines int64
 }
 
-func (s *Stats) add(o Stats) {
-	s.Lines += o.Lines
-	s.Records += o.Records
-	s.Oversize += o.Oversize
-	s.Unparsed += o.Unparsed
-	s.Continuations += o.Continuations
-	s.DroppedContinuations += o.DroppedContinuations
-	s.UILines += o.UILines
-}
-
 // Decoder turns the physical lines of one input into ingest.Events: it joins
 // multi-line entries (panics and goroutine dumps, the "1 error(s) occurred:"
 // blocks of pre-0.9 agents, hclog's "\n  key=\n  | line" multi-line values) to

@@ -17,6 +17,10 @@ import (
 	"github.com/klaxon-dev/klaxon/internal/redact"
 )
 
+// DefaultRequestTimeout is the default timeout of the HTTP sinks'
+// requests (their timeout setting).
+const DefaultRequestTimeout = 10 * time.Second
+
 // HTTPError is a non-2xx answer of an HTTP endpoint. Its text names the
 // endpoint by scheme and host only, and its body excerpt has the sink's
 // secrets scrubbed, so it is safe to log and to put in a dead letter.

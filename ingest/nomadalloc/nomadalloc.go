@@ -10,6 +10,7 @@
 package nomadalloc
 
 import (
+	"cmp"
 	"context"
 	"log/slog"
 	"sync"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/klaxon-dev/klaxon/ingest"
 	"github.com/klaxon-dev/klaxon/ingest/nomadapi"
+	"github.com/klaxon-dev/klaxon/internal/defaults"
 )
 
 // Info is what events are given: the allocation's namespace, job and task
@@ -92,26 +94,14 @@ type Cache struct {
 
 // New returns an empty cache.
 func New(cfg Config) *Cache {
-	if cfg.MaxAllocs <= 0 {
-		cfg.MaxAllocs = DefaultMaxAllocs
-	}
-	if cfg.Timeout <= 0 {
-		cfg.Timeout = DefaultTimeout
-	}
-	if cfg.RetryFailed <= 0 {
-		cfg.RetryFailed = DefaultRetryFailed
-	}
+	cfg.MaxAllocs = defaults.Positive(cfg.MaxAllocs, DefaultMaxAllocs)
+	cfg.Timeout = defaults.Positive(cfg.Timeout, DefaultTimeout)
+	cfg.RetryFailed = defaults.Positive(cfg.RetryFailed, DefaultRetryFailed)
+	cfg.MaxJobs = defaults.Positive(cfg.MaxJobs, DefaultMaxJobs)
+	cfg.JobMetaTTL = defaults.Positive(cfg.JobMetaTTL, DefaultJobMetaTTL)
+	cfg.Log = cmp.Or(cfg.Log, slog.Default())
 	if cfg.Now == nil {
 		cfg.Now = time.Now
-	}
-	if cfg.Log == nil {
-		cfg.Log = slog.Default()
-	}
-	if cfg.MaxJobs <= 0 {
-		cfg.MaxJobs = DefaultMaxJobs
-	}
-	if cfg.JobMetaTTL <= 0 {
-		cfg.JobMetaTTL = DefaultJobMetaTTL
 	}
 	return &Cache{cfg: cfg, allocs: map[string]Info{}, failed: map[string]time.Time{}, jobs: newJobCache()}
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/klaxon-dev/klaxon/ingest"
+	"github.com/klaxon-dev/klaxon/internal/defaults"
 )
 
 // Defaults of DecoderConfig.
@@ -42,12 +43,8 @@ type DecoderConfig struct {
 }
 
 func (c *DecoderConfig) setDefaults() {
-	if c.MaxLineBytes <= 0 {
-		c.MaxLineBytes = DefaultMaxLineBytes
-	}
-	if c.MaxRecordLines <= 0 {
-		c.MaxRecordLines = DefaultMaxRecordLines
-	}
+	c.MaxLineBytes = defaults.Positive(c.MaxLineBytes, DefaultMaxLineBytes)
+	c.MaxRecordLines = defaults.Positive(c.MaxRecordLines, DefaultMaxRecordLines)
 	if c.Fallback == nil {
 		c.Fallback = time.Now
 	}
@@ -74,16 +71,6 @@ type Stats struct {
 	DroppedContinuations int64
 	// UILines counts agent UI lines ("==> ...") that were dropped.
 	UILines int64
-}
-
-func (s *Stats) add(o Stats) {
-	s.Lines += o.Lines
-	s.Records += o.Records
-	s.Oversize += o.Oversize
-	s.Unparsed += o.Unparsed
-	s.Continuations += o.Continuations
-	s.DroppedContinuations += o.DroppedContinuations
-	s.UILines += o.UILines
 }
 
 // Decoder turns the physical lines of one input into ingest.Events: it joins

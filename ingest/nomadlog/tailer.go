@@ -20,12 +20,6 @@ import (
 	"github.com/klaxon-dev/klaxon/ingest"
 )
 
-// Read-from positions of Config.ReadFrom.
-const (
-	ReadFromEnd       = ingest.ReadFromEnd
-	ReadFromBeginning = ingest.ReadFromBeginning
-)
-
 // DefaultPollInterval is the default Config.PollInterval.
 const DefaultPollInterval = 250 * time.Millisecond
 
@@ -195,12 +189,17 @@ func (t *Tailer) Stats() TailStats {
 	s := t.totals
 	s.Files = append([]FileStats(nil), t.live...)
 	for _, f := range s.Files {
-		s.Lines += f.Stats.Lines
-		s.Records += f.Stats.Records
-		s.Oversize += f.Stats.Oversize
-		s.Unparsed += f.Stats.Unparsed
+		s.add(f.Stats)
 	}
 	return s
+}
+
+// add adds the counters of a file's Decoder to the totals.
+func (s *TailStats) add(st Stats) {
+	s.Lines += st.Lines
+	s.Records += st.Records
+	s.Oversize += st.Oversize
+	s.Unparsed += st.Unparsed
 }
 
 func (t *Tailer) count(fn func(s *TailStats)) {
@@ -308,12 +307,7 @@ func (t *Tailer) forget(tf *tfile) {
 		t.cfg.Checkpoints.Delete(tf.id.key)
 	}
 	st := tf.dec.Stats()
-	t.count(func(s *TailStats) {
-		s.Lines += st.Lines
-		s.Records += st.Records
-		s.Oversize += st.Oversize
-		s.Unparsed += st.Unparsed
-	})
+	t.count(func(s *TailStats) { s.add(st) })
 	t.log.Info("nomadlog: stopped following file", "path", tf.path, "offset", tf.readOff)
 }
 
@@ -412,7 +406,7 @@ func (t *Tailer) startOffset(f *os.File, path string, id *ident, size int64, sta
 			found = false
 		}
 	}
-	if !found && startup && t.cfg.ReadFrom == ReadFromEnd {
+	if !found && startup && t.cfg.ReadFrom == ingest.ReadFromEnd {
 		start, how = lastLineEnd(f, size), "end"
 	}
 	if !found && t.cfg.Checkpoints != nil {

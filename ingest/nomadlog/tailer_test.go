@@ -152,7 +152,7 @@ func TestNewValidates(t *testing.T) {
 		t.Error("no paths accepted")
 	}
 	tl, err := New(Config{Paths: []string{"/var/log/nomad/*.log"}}, nil)
-	if err != nil || tl.Name() != "nomadlog:/var/log/nomad/*.log" || tl.cfg.ReadFrom != ReadFromEnd || tl.cfg.PollInterval != DefaultPollInterval {
+	if err != nil || tl.Name() != "nomadlog:/var/log/nomad/*.log" || tl.cfg.ReadFrom != ingest.ReadFromEnd || tl.cfg.PollInterval != DefaultPollInterval {
 		t.Fatalf("%v %+v", err, tl)
 	}
 	var _ ingest.Source = tl
@@ -162,7 +162,7 @@ func TestTailAppend(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "nomad.log")
 	appendFile(t, p, "a", "b")
-	c := startTailer(t, Config{Paths: []string{filepath.Join(dir, "*.log")}, ReadFrom: ReadFromBeginning}, false)
+	c := startTailer(t, Config{Paths: []string{filepath.Join(dir, "*.log")}, ReadFrom: ingest.ReadFromBeginning}, false)
 	c.waitMsgs("a", "b")
 	appendFile(t, p, "c")
 	c.waitMsgs("a", "b", "c")
@@ -193,8 +193,8 @@ func TestTailReadFrom(t *testing.T) {
 		from string
 		want []string
 	}{
-		{ReadFromEnd, []string{"new"}},
-		{ReadFromBeginning, []string{"old1", "old2", "new"}},
+		{ingest.ReadFromEnd, []string{"new"}},
+		{ingest.ReadFromBeginning, []string{"old1", "old2", "new"}},
 	} {
 		t.Run(tc.from, func(t *testing.T) {
 			dir := t.TempDir()
@@ -219,7 +219,7 @@ func TestTailRenameRotation(t *testing.T) {
 	// A file rotated away is forgotten after two idle polls: at the tests'
 	// 10ms the last line could come later than that on a loaded machine
 	// (under Wine every file call goes through wineserver).
-	c := startTailer(t, Config{Paths: []string{p}, ReadFrom: ReadFromBeginning, PollInterval: 100 * time.Millisecond}, false)
+	c := startTailer(t, Config{Paths: []string{p}, ReadFrom: ingest.ReadFromBeginning, PollInterval: 100 * time.Millisecond}, false)
 	c.waitMsgs("a")
 	// The writer keeps its descriptor across the rename, writes a last line.
 	w := openAppendShared(t, p)
@@ -240,7 +240,7 @@ func TestTailCopyTruncate(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "nomad.log")
 	appendFile(t, p, "a", "b", "c")
-	c := startTailer(t, Config{Paths: []string{p}, ReadFrom: ReadFromBeginning}, false)
+	c := startTailer(t, Config{Paths: []string{p}, ReadFrom: ingest.ReadFromBeginning}, false)
 	c.waitMsgs("a", "b", "c")
 	first := c.events()[0].ID
 	if err := os.Truncate(p, 0); err != nil {
@@ -267,7 +267,7 @@ func TestTailNomadRotationGlob(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "nomad.log")
 	appendFile(t, p, "a", "b")
-	c := startTailer(t, Config{Paths: []string{filepath.Join(dir, "nomad*.log")}, ReadFrom: ReadFromBeginning}, false)
+	c := startTailer(t, Config{Paths: []string{filepath.Join(dir, "nomad*.log")}, ReadFrom: ingest.ReadFromBeginning}, false)
 	c.waitMsgs("a", "b")
 	rotated := filepath.Join(dir, fmt.Sprintf("nomad-%d.log", time.Now().UnixNano()))
 	if err := os.Rename(p, rotated); err != nil {
@@ -290,7 +290,7 @@ func TestTailCheckpointResume(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := startTailer(t, Config{Paths: []string{filepath.Join(dir, "*.log")}, ReadFrom: ReadFromBeginning, Checkpoints: cps}, true)
+	c := startTailer(t, Config{Paths: []string{filepath.Join(dir, "*.log")}, ReadFrom: ingest.ReadFromBeginning, Checkpoints: cps}, true)
 	c.waitMsgs("a", "b", "c")
 	ids := c.events()
 	c.stop()
@@ -310,7 +310,7 @@ func TestTailCheckpointResume(t *testing.T) {
 		t.Fatal(err)
 	}
 	// ReadFrom end: a checkpoint wins over it.
-	c2 := startTailer(t, Config{Paths: []string{filepath.Join(dir, "*.log")}, ReadFrom: ReadFromEnd, Checkpoints: cps2}, true)
+	c2 := startTailer(t, Config{Paths: []string{filepath.Join(dir, "*.log")}, ReadFrom: ingest.ReadFromEnd, Checkpoints: cps2}, true)
 	c2.waitMsgs("d", "e")
 	evs := c2.events()
 	pre := func(id string) string { s, _, _ := strings.Cut(id, ":"); return s }
@@ -331,13 +331,13 @@ func TestTailCheckpointUncommitted(t *testing.T) {
 	cpPath := filepath.Join(dir, "cp.json")
 	appendFile(t, p, "a", "b")
 	cps, _ := ingest.OpenCheckpoints(cpPath)
-	c := startTailer(t, Config{Paths: []string{p}, ReadFrom: ReadFromBeginning, Checkpoints: cps}, false)
+	c := startTailer(t, Config{Paths: []string{p}, ReadFrom: ingest.ReadFromBeginning, Checkpoints: cps}, false)
 	c.waitMsgs("a", "b")
 	first := c.events()
 	first[0].Commit() // only a is stored
 	c.stop()
 	cps2, _ := ingest.OpenCheckpoints(cpPath)
-	c2 := startTailer(t, Config{Paths: []string{p}, ReadFrom: ReadFromEnd, Checkpoints: cps2}, false)
+	c2 := startTailer(t, Config{Paths: []string{p}, ReadFrom: ingest.ReadFromEnd, Checkpoints: cps2}, false)
 	c2.waitMsgs("b")
 	if got := c2.events()[0].ID; got != first[1].ID {
 		t.Errorf("re-read id %s, want %s", got, first[1].ID)
@@ -353,13 +353,13 @@ func TestTailShortFileKeepsIDsAfterCrash(t *testing.T) {
 	cpPath := filepath.Join(dir, "cp.json")
 	appendFile(t, p, "a")
 	cps, _ := ingest.OpenCheckpoints(cpPath)
-	c := startTailer(t, Config{Paths: []string{p}, ReadFrom: ReadFromBeginning, Checkpoints: cps}, false)
+	c := startTailer(t, Config{Paths: []string{p}, ReadFrom: ingest.ReadFromBeginning, Checkpoints: cps}, false)
 	c.waitMsgs("a")
 	first := c.events()[0].ID
 	c.stop() // nothing committed
 	appendFile(t, p, strings.Repeat("b", 300))
 	cps2, _ := ingest.OpenCheckpoints(cpPath)
-	c2 := startTailer(t, Config{Paths: []string{p}, ReadFrom: ReadFromEnd, Checkpoints: cps2}, false)
+	c2 := startTailer(t, Config{Paths: []string{p}, ReadFrom: ingest.ReadFromEnd, Checkpoints: cps2}, false)
 	c2.waitMsgs("a", strings.Repeat("b", 300))
 	if got := c2.events()[0].ID; got != first {
 		t.Errorf("re-read id %s, want %s", got, first)
@@ -374,7 +374,7 @@ func TestTailVanished(t *testing.T) {
 	appendFile(t, p, "a")
 	appendFile(t, q, "q1")
 	cps, _ := ingest.OpenCheckpoints(filepath.Join(dir, "cp.json"))
-	c := startTailer(t, Config{Paths: []string{filepath.Join(dir, "*.log")}, ReadFrom: ReadFromBeginning, Checkpoints: cps}, true)
+	c := startTailer(t, Config{Paths: []string{filepath.Join(dir, "*.log")}, ReadFrom: ingest.ReadFromBeginning, Checkpoints: cps}, true)
 	c.waitMsgs("a", "q1")
 	if err := os.Remove(p); err != nil {
 		t.Fatal(err)
@@ -394,7 +394,7 @@ func TestTailUnreadable(t *testing.T) {
 		}
 		p := filepath.Join(dir, "nomad.log")
 		appendFile(t, p, "a")
-		c := startTailer(t, Config{Paths: []string{filepath.Join(dir, "*.log")}, ReadFrom: ReadFromBeginning}, false)
+		c := startTailer(t, Config{Paths: []string{filepath.Join(dir, "*.log")}, ReadFrom: ingest.ReadFromBeginning}, false)
 		c.waitMsgs("a")
 		waitFor(t, "unreadable counted on several polls", func() bool { return c.tl.Stats().Unreadable >= 2 })
 		appendFile(t, p, "b")
@@ -409,7 +409,7 @@ func TestTailUnreadable(t *testing.T) {
 		unlock := lockExclusive(t, locked)
 		p := filepath.Join(dir, "nomad.log")
 		appendFile(t, p, "a")
-		c := startTailer(t, Config{Paths: []string{filepath.Join(dir, "*.log")}, ReadFrom: ReadFromBeginning}, false)
+		c := startTailer(t, Config{Paths: []string{filepath.Join(dir, "*.log")}, ReadFrom: ingest.ReadFromBeginning}, false)
 		c.waitMsgs("a")
 		waitFor(t, "unreadable counted", func() bool { return c.tl.Stats().Unreadable >= 2 })
 		unlock()
@@ -428,7 +428,7 @@ func TestTailOversize(t *testing.T) {
 	f.WriteString("2026-11-22T01:57:48.000Z [INFO]  client: huge: x=" + strings.Repeat("x", 200<<10) + "\n")
 	f.WriteString(line("b"))
 	f.Close()
-	c := startTailer(t, Config{Paths: []string{p}, ReadFrom: ReadFromBeginning, MaxLineBytes: 4096}, false)
+	c := startTailer(t, Config{Paths: []string{p}, ReadFrom: ingest.ReadFromBeginning, MaxLineBytes: 4096}, false)
 	c.waitMsgs("a", "b")
 	st := c.tl.Stats()
 	if st.Oversize != 1 || st.Lines != 3 {
@@ -443,7 +443,7 @@ func TestTailMultilineFlush(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "nomad.log")
 	appendFile(t, filepath.Join(dir, "first.log"), "skipped")
-	c := startTailer(t, Config{Paths: []string{filepath.Join(dir, "*.log")}, ReadFrom: ReadFromEnd}, false)
+	c := startTailer(t, Config{Paths: []string{filepath.Join(dir, "*.log")}, ReadFrom: ingest.ReadFromEnd}, false)
 	waitFor(t, "first poll", func() bool { return len(c.tl.Stats().Files) == 1 })
 	// appears after startup: read from the beginning
 	os.WriteFile(p, []byte("2026-11-22T01:57:48.000Z [ERROR] client.consul: error: 1 error(s) occurred:\n\n* rpc error: EOF\n"), 0o644)

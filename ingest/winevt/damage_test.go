@@ -373,7 +373,7 @@ func TestSourceRetriesOnlyTheGrowingEnd(t *testing.T) {
 			dir := t.TempDir()
 			path := filepath.Join(dir, "System.evtx")
 			var logs logBuffer
-			s, err := New(Config{Paths: []string{path}, ReadFrom: ReadFromBeginning}, logs.logger())
+			s, err := New(Config{Paths: []string{path}, ReadFrom: ingest.ReadFromBeginning}, logs.logger())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -446,7 +446,7 @@ func TestSourceRetriesOnlyTheGrowingEnd(t *testing.T) {
 			}
 
 			// The same damage in a chunk that is not the newest: at once.
-			s2, _ := New(Config{Paths: []string{path}, ReadFrom: ReadFromBeginning}, slog.New(slog.DiscardHandler))
+			s2, _ := New(Config{Paths: []string{path}, ReadFrom: ingest.ReadFromBeginning}, slog.New(slog.DiscardHandler))
 			wf2, _ := s2.start(path, false)
 			if err := s2.read(ctx, wf2, out); err != nil {
 				t.Fatal(err)

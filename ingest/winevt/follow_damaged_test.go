@@ -124,7 +124,7 @@ func follow(t *testing.T, path string, want int) followed {
 		t.Fatal(err)
 	}
 	var logs logBuffer
-	s, err := New(Config{Paths: []string{path}, ReadFrom: ReadFromBeginning, Checkpoints: cps, PollInterval: 5 * time.Millisecond}, logs.logger())
+	s, err := New(Config{Paths: []string{path}, ReadFrom: ingest.ReadFromBeginning, Checkpoints: cps, PollInterval: 5 * time.Millisecond}, logs.logger())
 	if err != nil {
 		t.Fatal(err)
 	}

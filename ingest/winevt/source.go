@@ -14,12 +14,6 @@ import (
 	"github.com/klaxon-dev/klaxon/ingest"
 )
 
-// Read-from positions of Config.ReadFrom.
-const (
-	ReadFromEnd       = ingest.ReadFromEnd
-	ReadFromBeginning = ingest.ReadFromBeginning
-)
-
 // DefaultPollInterval is the default Config.PollInterval.
 const DefaultPollInterval = time.Second
 
@@ -180,7 +174,7 @@ func (s *Source) start(path string, startup bool) (*wfile, error) {
 	switch {
 	case found:
 		wf.last, how = cp.RecordID, "checkpoint"
-	case startup && s.cfg.ReadFrom == ReadFromEnd:
+	case startup && s.cfg.ReadFrom == ingest.ReadFromEnd:
 		last, err := lastRecordID(path)
 		if err != nil {
 			return nil, err

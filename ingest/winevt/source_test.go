@@ -115,7 +115,7 @@ func TestSourceFollowsGrowingFile(t *testing.T) {
 	if err := w.WriteFile(path); err != nil {
 		t.Fatal(err)
 	}
-	cfg := Config{Paths: []string{filepath.Join(dir, "*.evtx")}, ReadFrom: ReadFromBeginning, Checkpoints: cps}
+	cfg := Config{Paths: []string{filepath.Join(dir, "*.evtx")}, ReadFrom: ingest.ReadFromBeginning, Checkpoints: cps}
 	c := startSource(t, cfg)
 	sameIDs(t, waitIDs(t, c, 3), seq(1, 3))
 

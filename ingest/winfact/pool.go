@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/klaxon-dev/klaxon/ingest"
+	"github.com/klaxon-dev/klaxon/internal/defaults"
 )
 
 // KindKernelPool is the Event.Kind of the kernel pool samples (seed 001):
@@ -93,12 +94,8 @@ func NewPool(cfg PoolConfig, log *slog.Logger) (*PoolSource, error) {
 	if cfg.Node == "" {
 		return nil, errors.New("winfact: no node name")
 	}
-	if cfg.Interval <= 0 {
-		cfg.Interval = DefaultPoolInterval
-	}
-	if cfg.Top <= 0 {
-		cfg.Top = DefaultPoolTop
-	}
+	cfg.Interval = defaults.Positive(cfg.Interval, DefaultPoolInterval)
+	cfg.Top = defaults.Positive(cfg.Top, DefaultPoolTop)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/klaxon-dev/klaxon/ingest"
+	"github.com/klaxon-dev/klaxon/internal/defaults"
 	"github.com/klaxon-dev/klaxon/sinks"
 )
 
@@ -36,12 +37,8 @@ type Config struct {
 
 // SetDefaults fills in ResendInterval and Timeout.
 func (c *Config) SetDefaults() {
-	if c.ResendInterval <= 0 {
-		c.ResendInterval = time.Minute
-	}
-	if c.Timeout <= 0 {
-		c.Timeout = 10 * time.Second
-	}
+	c.ResendInterval = defaults.Positive(c.ResendInterval, time.Minute)
+	c.Timeout = defaults.Positive(c.Timeout, sinks.DefaultRequestTimeout)
 }
 
 // Validate checks the config without reading secrets; prefix names the

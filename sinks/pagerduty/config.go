@@ -1,10 +1,12 @@
 package pagerduty
 
 import (
+	"cmp"
 	"errors"
 	"time"
 
 	"github.com/klaxon-dev/klaxon/ingest"
+	"github.com/klaxon-dev/klaxon/internal/defaults"
 	"github.com/klaxon-dev/klaxon/sinks"
 )
 
@@ -33,15 +35,9 @@ type Config struct {
 
 // SetDefaults fills in URL, Client and Timeout.
 func (c *Config) SetDefaults() {
-	if c.URL == "" {
-		c.URL = DefaultURL
-	}
-	if c.Client == "" {
-		c.Client = "klaxon"
-	}
-	if c.Timeout <= 0 {
-		c.Timeout = 10 * time.Second
-	}
+	c.URL = cmp.Or(c.URL, DefaultURL)
+	c.Client = cmp.Or(c.Client, "klaxon")
+	c.Timeout = defaults.Positive(c.Timeout, sinks.DefaultRequestTimeout)
 }
 
 // Validate checks the config without reading secrets; prefix names the

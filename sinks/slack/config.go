@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/klaxon-dev/klaxon/ingest"
+	"github.com/klaxon-dev/klaxon/internal/defaults"
 	"github.com/klaxon-dev/klaxon/sinks"
 )
 
@@ -33,9 +34,7 @@ type Config struct {
 
 // SetDefaults fills in Timeout.
 func (c *Config) SetDefaults() {
-	if c.Timeout <= 0 {
-		c.Timeout = 10 * time.Second
-	}
+	c.Timeout = defaults.Positive(c.Timeout, sinks.DefaultRequestTimeout)
 }
 
 // Validate checks the config without reading secrets; prefix names the

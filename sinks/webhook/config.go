@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/http"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/klaxon-dev/klaxon/ingest"
+	"github.com/klaxon-dev/klaxon/internal/defaults"
 	"github.com/klaxon-dev/klaxon/sinks"
 )
 
@@ -45,19 +47,10 @@ type Config struct {
 
 // SetDefaults fills in Method, ContentType, SignatureHeader and Timeout.
 func (c *Config) SetDefaults() {
-	if c.Method == "" {
-		c.Method = http.MethodPost
-	}
-	c.Method = strings.ToUpper(c.Method)
-	if c.ContentType == "" {
-		c.ContentType = "application/json"
-	}
-	if c.SignatureHeader == "" {
-		c.SignatureHeader = DefaultSignatureHeader
-	}
-	if c.Timeout <= 0 {
-		c.Timeout = 10 * time.Second
-	}
+	c.Method = strings.ToUpper(cmp.Or(c.Method, http.MethodPost))
+	c.ContentType = cmp.Or(c.ContentType, "application/json")
+	c.SignatureHeader = cmp.Or(c.SignatureHeader, DefaultSignatureHeader)
+	c.Timeout = defaults.Positive(c.Timeout, sinks.DefaultRequestTimeout)
 }
 
 // Validate checks the config without reading secrets; prefix names the

@@ -14,6 +14,7 @@ import (
 
 	"github.com/klaxon-dev/klaxon/ingest"
 	"github.com/klaxon-dev/klaxon/internal/backoff"
+	"github.com/klaxon-dev/klaxon/internal/defaults"
 	"github.com/klaxon-dev/klaxon/internal/natslayout"
 )
 
@@ -76,15 +77,9 @@ func (b *Bus) NewPublisher(log *slog.Logger, opts PublisherOptions) *Publisher {
 	if log == nil {
 		log = b.log
 	}
-	if opts.MaxPending <= 0 {
-		opts.MaxPending = DefaultMaxPending
-	}
-	if opts.Timeout <= 0 {
-		opts.Timeout = DefaultPublishTimeout
-	}
-	if opts.RetryInitial <= 0 {
-		opts.RetryInitial = defaultRetryInitial
-	}
+	opts.MaxPending = defaults.Positive(opts.MaxPending, DefaultMaxPending)
+	opts.Timeout = defaults.Positive(opts.Timeout, DefaultPublishTimeout)
+	opts.RetryInitial = defaults.Positive(opts.RetryInitial, defaultRetryInitial)
 	if opts.RetryMax < opts.RetryInitial {
 		opts.RetryMax = max(defaultRetryMax, opts.RetryInitial)
 	}

@@ -24,18 +24,25 @@ func incidentMsg(i int) *nats.Msg {
 	return msg
 }
 
-// TestIncidentAwaitStoresEverything: changes published while the
-// incidents stream cannot take them (it does not exist yet: every async
-// publish fails) are published again by await until stored, once each
-// and in order; await returns only then.
-func TestIncidentAwaitStoresEverything(t *testing.T) {
+// newTestIncidentPublisher is an incident publisher on an embedded NATS
+// server without streams, the server's JetStream and the fenced flag.
+func newTestIncidentPublisher(t *testing.T) (*incidentPublisher, jetstream.JetStream, *atomic.Bool) {
+	t.Helper()
 	nc, js := natstest.Start(t)
 	ijs, err := newIncidentJetStream(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var fenced atomic.Bool
-	p := incidentPublisher{js: ijs, log: slog.New(slog.NewTextHandler(io.Discard, nil)), fenced: &fenced}
+	fenced := new(atomic.Bool)
+	return &incidentPublisher{js: ijs, log: slog.New(slog.NewTextHandler(io.Discard, nil)), fenced: fenced}, js, fenced
+}
+
+// TestIncidentAwaitStoresEverything: changes published while the
+// incidents stream cannot take them (it does not exist yet: every async
+// publish fails) are published again by await until stored, once each
+// and in order; await returns only then.
+func TestIncidentAwaitStoresEverything(t *testing.T) {
+	p, js, _ := newTestIncidentPublisher(t)
 	ctx := context.Background()
 	for i := range 50 {
 		p.publish(ctx, incidentMsg(i), fmt.Sprint(i))
@@ -83,13 +90,7 @@ func TestIncidentAwaitStoresEverything(t *testing.T) {
 // after five attempts of a change once ctx is done (the checkpoint is then
 // not written: the changes are derived again).
 func TestIncidentAwaitGivesUp(t *testing.T) {
-	nc, _ := natstest.Start(t)
-	ijs, err := newIncidentJetStream(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var fenced atomic.Bool
-	p := incidentPublisher{js: ijs, log: slog.New(slog.NewTextHandler(io.Discard, nil)), fenced: &fenced}
+	p, _, fenced := newTestIncidentPublisher(t)
 	p.publish(context.Background(), incidentMsg(1), "1")
 	fenced.Store(true)
 	if err := p.await(context.Background(), p.take()); !errors.Is(err, errFenced) {

@@ -356,7 +356,10 @@ func (s *Store) load(ctx context.Context, c *correlate.Correlator, claim bool) (
 	if err != nil {
 		return 0, err
 	}
-	s.cleanup(ctx)
+	// The garbage found is purged after the first commit, by the writer:
+	// a takeover does not wait for it (thousands of purges after a crash
+	// took minutes on a busy R3 cluster, during which the partition had
+	// no correlator).
 	return seq, nil
 }
 

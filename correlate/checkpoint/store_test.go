@@ -493,6 +493,18 @@ func TestLargeItemsAreChunked(t *testing.T) {
 	}
 	s2, c2, _ := e.load(t, "big", opts)
 	sameState(t, "chunked", c, c2)
+	// The takeover purges what it found superseded after its first commit
+	// (a load does not wait for purges).
+	current := 0
+	for _, it := range s2.items {
+		current += len(it.slots[it.cur].chunks)
+	}
+	if n := countPrefix(e.keys(t, "big"), "big.x."); n <= current {
+		t.Errorf("%d chunk keys right after the load, %d current: it purged before handing over", n, current)
+	}
+	if _, err := s2.Save(ctx, c2, 1200); err != nil {
+		t.Fatal(err)
+	}
 	// The chunks kept are those of the current records (the previous
 	// versions' are gone).
 	chunks := 0
@@ -508,6 +520,16 @@ func TestLargeItemsAreChunked(t *testing.T) {
 	if want == 0 || chunks != want {
 		t.Errorf("%d chunk keys; the current records have %d", chunks, want)
 	}
+}
+
+func countPrefix(keys []string, prefix string) int {
+	n := 0
+	for _, k := range keys {
+		if strings.HasPrefix(k, prefix) {
+			n++
+		}
+	}
+	return n
 }
 
 // TestNoGarbageAccumulates: with groups coming and going over many

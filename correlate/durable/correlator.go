@@ -65,6 +65,12 @@ type correlatorRole struct {
 	ckSince   time.Time
 	ckRetry   time.Time
 	ckBackoff time.Duration
+	// ckPace is when the next checkpoint may begin: a checkpoint that took
+	// d to write is followed by at least d without one, so that when the
+	// servers are slow (a whole fleet's groups changing every second, an
+	// R3 cluster catching a node up) writing checkpoints takes at most
+	// half of their time and the events go on being stored and delivered.
+	ckPace time.Time
 	// gauges receives the counters for /metrics (default: met.corr).
 	gauges func(*Gauges)
 	// consSeq is the consumer sequence of the last delivery; gap is set
@@ -86,9 +92,10 @@ type correlatorRole struct {
 // savingCheckpoint is a checkpoint being written: what it covers and the
 // message to ack once it is stored.
 type savingCheckpoint struct {
-	p   *checkpoint.Pending
-	msg jetstream.Msg
-	ctx context.Context
+	p     *checkpoint.Pending
+	msg   jetstream.Msg
+	ctx   context.Context
+	begun time.Time
 }
 
 // write stores the incident changes published before the checkpoint was
@@ -402,7 +409,7 @@ func (r *correlatorRole) snapshot(ctx context.Context, final bool) {
 		return
 	}
 	now := time.Now()
-	if !final && now.Before(r.ckRetry) {
+	if !final && (now.Before(r.ckRetry) || now.Before(r.ckPace)) {
 		return
 	}
 	if ctx.Err() != nil || final {
@@ -418,7 +425,7 @@ func (r *correlatorRole) snapshot(ctx context.Context, final bool) {
 		r.saveDone(err)
 		return
 	}
-	r.saving = &savingCheckpoint{p: p, msg: r.lastMsg, ctx: ctx}
+	r.saving = &savingCheckpoint{p: p, msg: r.lastMsg, ctx: ctx, begun: now}
 	r.since, r.dirty = 0, false
 	pubs := r.incidents.take()
 	if final {
@@ -448,7 +455,9 @@ func (r *correlatorRole) saveDone(err error) {
 		return
 	}
 	r.corr.Committed()
-	r.checkpointStored(time.Now())
+	done := time.Now()
+	r.ckPace = done.Add(done.Sub(sv.begun))
+	r.checkpointStored(done)
 	r.snapSeq = sv.p.Seq()
 	if sv.msg != nil {
 		if err := sv.msg.Ack(); err != nil {

@@ -270,7 +270,11 @@ func (c *Correlators) start(ctx context.Context, p int, rev uint64) {
 	set := c.set
 	c.mu.Unlock()
 	w := &partitionWorker{p: p, rev: rev, renewed: time.Now(), done: make(chan struct{})}
-	role, err := newScopedCorrelator(ctx, c.js, c.incidentJS, set, c.cfg, scopeOf(p, c.n), c.now, c.log, c.met)
+	var role *correlatorRole
+	var err error
+	c.holdLease(ctx, w, func() {
+		role, err = newScopedCorrelator(ctx, c.js, c.incidentJS, set, c.cfg, scopeOf(p, c.n), c.now, c.log, c.met)
+	})
 	if err == nil {
 		role.processed = &c.processed
 	}
@@ -296,6 +300,40 @@ func (c *Correlators) start(ctx context.Context, p int, rev uint64) {
 	if c.leases != nil {
 		c.log.Info("partition taken", "partition", p, "preferred", c.prefer[p], "resume_after_seq", resumeAfter)
 	}
+}
+
+// holdLease runs f (a restore: seconds for a large state on busy servers,
+// longer than the lease lives) while renewing w's lease every quarter of
+// its TTL, so that the partition is not taken from under its restore.
+func (c *Correlators) holdLease(ctx context.Context, w *partitionWorker, f func()) {
+	if c.leases == nil {
+		f()
+		return
+	}
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(c.cfg.LeaseTTL / 4)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+			rctx, cancel := context.WithTimeout(ctx, c.cfg.LeaseTTL/4)
+			rev, err := c.leases.Update(rctx, leaseKey(w.p), []byte(c.id), w.rev)
+			cancel()
+			if err == nil {
+				w.rev, w.renewed = rev, time.Now()
+			} else if casConflict(err) {
+				return // taken: the first renewal after the start fences it
+			}
+		}
+	}()
+	f()
+	close(stop)
+	<-done
 }
 
 // stop stops a worker in order: it processes what it was delivered and

@@ -411,3 +411,17 @@ func TestCutWhileTheCorrelatorGoesOn(t *testing.T) {
 		t.Error("no group took the evidence encodings of the last cut")
 	}
 }
+
+// TestOpenCounts: the counts the metrics take are those of Open.
+func TestOpenCounts(t *testing.T) {
+	c := New(bundledRulesT(t), Options{Logger: quietLog()})
+	var next time.Time
+	runFeed(c, newScaleFeed(200), 2*len(quietTemplates)*200, &next)
+	want := map[[2]string]int{}
+	for _, in := range c.Open() {
+		want[[2]string{in.Rule, in.Severity}]++
+	}
+	if got := c.OpenCounts(); len(want) == 0 || !reflect.DeepEqual(got, want) {
+		t.Fatalf("OpenCounts %v, from Open %v (want equal, not empty)", got, want)
+	}
+}

@@ -929,6 +929,21 @@ func (c *Correlator) Open() []Incident {
 	return out
 }
 
+// OpenCounts counts the open incidents by rule id and severity, without
+// copying them (the metrics take it every second, with tens of thousands
+// open in a large fleet).
+func (c *Correlator) OpenCounts() map[[2]string]int {
+	out := map[[2]string]int{}
+	for _, rs := range c.rules {
+		for _, g := range rs.groups {
+			if in := g.Incident; in != nil {
+				out[[2]string{in.Rule, in.Severity}]++
+			}
+		}
+	}
+	return out
+}
+
 func (c *Correlator) sortedRuleIDs() []string {
 	ids := make([]string, 0, len(c.rules))
 	for id := range c.rules {

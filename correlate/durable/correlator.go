@@ -176,7 +176,7 @@ func newScopedCorrelator(ctx context.Context, js, incidentJS jetstream.JetStream
 	for _, n := range r.corr.ActiveGroups() {
 		groups += n
 	}
-	r.log.Info("state restored", "seq", seq, "groups", groups, "open_incidents", len(r.corr.Open()), "took", time.Since(start).Round(time.Millisecond))
+	r.log.Info("state restored", "seq", seq, "groups", groups, "open_incidents", sumCounts(r.corr.OpenCounts()), "took", time.Since(start).Round(time.Millisecond))
 	met.ckpt.hold(scope.key, time.Now())
 	return r, nil
 }
@@ -342,13 +342,18 @@ func (r *correlatorRole) handle(ctx context.Context, m jetstream.Msg) {
 	}
 }
 
+func sumCounts(m map[[2]string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
 // publishGauges hands the correlator's counters to the metrics endpoint
 // (the correlator itself is not safe for concurrent use).
 func (r *correlatorRole) publishGauges() {
-	g := &Gauges{Stats: r.corr.Stats(), Groups: r.corr.ActiveGroups(), Open: map[[2]string]int{}, Rules: r.corr.Rules(), Inhibited: r.corr.Inhibited()}
-	for _, in := range r.corr.Open() {
-		g.Open[[2]string{in.Rule, in.Severity}]++
-	}
+	g := &Gauges{Stats: r.corr.Stats(), Groups: r.corr.ActiveGroups(), Open: r.corr.OpenCounts(), Rules: r.corr.Rules(), Inhibited: r.corr.Inhibited()}
 	if r.gauges != nil {
 		r.gauges(g)
 		return

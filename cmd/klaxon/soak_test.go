@@ -457,9 +457,11 @@ type soakSample struct {
 }
 
 // soakMemory checks that memory stayed flat: each process's resident set
-// in the last third of the run peaks within 1.25× (plus 32 MB) of its
-// peak in the middle third (the state of a loop is released as the next
-// fills; the correlator is restarted several times meanwhile).
+// in the last third of the run peaks within 1.5× (plus 32 MB for the
+// ingester, 64 MB for the correlator) of its peak in the middle third (the
+// state of a loop is released as the next fills; the correlator is
+// restarted several times meanwhile, and takes up the backlog of its
+// downtime after each start).
 func soakMemory(t *testing.T, samples []soakSample) {
 	t.Helper()
 	if len(samples) < 6 {
@@ -483,10 +485,10 @@ func soakMemory(t *testing.T, samples []soakSample) {
 		series = append(series, fmt.Sprintf("%v: ingest %.0f MB, correlate %.0f MB", s.at.Round(time.Second), s.ingest, s.cor))
 	}
 	t.Logf("memory (resident):\n  %s", strings.Join(series, "\n  "))
-	if a, b := peak(mid, ingest), peak(end, ingest); b > 1.25*a+32 {
+	if a, b := peak(mid, ingest), peak(end, ingest); b > 1.5*a+32 {
 		t.Errorf("the ingester's memory grew: peak %.0f MB in the middle third, %.0f MB in the last", a, b)
 	}
-	if a, b := peak(mid, cor), peak(end, cor); b > 1.25*a+32 {
+	if a, b := peak(mid, cor), peak(end, cor); b > 1.5*a+64 {
 		t.Errorf("the correlator's memory grew: peak %.0f MB in the middle third, %.0f MB in the last", a, b)
 	}
 }

@@ -79,6 +79,7 @@ type Store struct {
 	metaCk  []string          // chunk keys of the committed meta state
 	items   map[hkey]*item
 	refs    map[uint64]int // current records per epoch (prunes valid)
+	live    int            // items whose current record is not a tombstone
 	owed    []purge        // clean-up not done yet
 	// cleanupFailing is set while clean-ups fail (logged once).
 	cleanupFailing bool
@@ -144,6 +145,10 @@ type metaRecord struct {
 	Epoch uint64            `json:"epoch,omitempty"`
 	Gen   uint64            `json:"gen,omitempty"`
 	Valid map[uint64]uint64 `json:"valid,omitempty"`
+	// Live is the number of items (not deleted) the commit leaves: a load
+	// that reads fewer read an incomplete state and fails rather than
+	// claim it (0: not recorded, records before it).
+	Live int `json:"live,omitempty"`
 	// Legacy: the state is the single-value snapshot in K.legacy.
 	Legacy bool `json:"legacy,omitempty"`
 	// State is the correlator's meta record, inline, or in Chunks chunks
@@ -313,6 +318,11 @@ func (s *Store) load(ctx context.Context, c *correlate.Correlator, claim bool) (
 	if err != nil {
 		return 0, err
 	}
+	if m.V == 2 && len(payloads) < m.Live {
+		// A read that ended early (a watch reset while a replica catches
+		// up): claiming it would make what it missed invalid for good.
+		return 0, fmt.Errorf("checkpoint: read %s: %d items of the %d its last commit left: the read was incomplete", s.key, len(payloads), m.Live)
+	}
 	if !claim {
 		return s.restore(c, m.Seq, old, metaState, payloads)
 	}
@@ -321,7 +331,7 @@ func (s *Store) load(ctx context.Context, c *correlate.Correlator, claim bool) (
 	for ep := range refs {
 		keep[ep] = m.Valid[ep]
 	}
-	cl := metaRecord{V: 2, Seq: m.Seq, Epoch: epoch, Valid: keep, Legacy: old != nil}
+	cl := metaRecord{V: 2, Seq: m.Seq, Epoch: epoch, Valid: keep, Legacy: old != nil, Live: len(payloads)}
 	if old != nil && !m.Legacy {
 		// Keep the single-value snapshot where the claim does not replace it.
 		if _, err := s.kv.Put(ctx, s.legacyKey(), old); err != nil {
@@ -349,7 +359,7 @@ func (s *Store) load(ctx context.Context, c *correlate.Correlator, claim bool) (
 		return 0, fmt.Errorf("checkpoint: claim %s: %w", s.key, err)
 	}
 	s.loaded, s.epoch, s.gen, s.metaRev, s.valid, s.legacy, s.metaCk = true, epoch, 0, rev, keep, old != nil, ck
-	s.items, s.refs, s.owed = sc.items, refs, nil
+	s.items, s.refs, s.owed, s.live = sc.items, refs, nil, len(payloads)
 	s.unsure, s.attempt = false, nil
 	s.oweGarbage(sc, ck)
 	seq, err := s.restore(c, m.Seq, old, metaState, payloads)
@@ -848,7 +858,7 @@ func (p *Pending) Write(ctx context.Context) (SaveStats, error) {
 			return st, err
 		}
 	}
-	m := metaRecord{V: 2, Seq: a.seq, Epoch: s.epoch, Gen: a.gen, Valid: maps.Clone(s.valid)}
+	m := metaRecord{V: 2, Seq: a.seq, Epoch: s.epoch, Gen: a.gen, Valid: maps.Clone(s.valid), Live: s.live + liveDelta(a)}
 	m.Valid[s.epoch] = a.gen
 	ck, err := s.putMeta(ctx, &m, p.meta, &st)
 	if err != nil {
@@ -987,6 +997,7 @@ func (s *Store) resolve(ctx context.Context, c *correlate.Correlator) error {
 // committed records a stored commit in the store and cleans up what it
 // superseded; the caller tells the correlator (Committed).
 func (s *Store) committed(ctx context.Context, a *attempt, rev uint64) {
+	s.live += liveDelta(a)
 	s.gen, s.metaRev = a.gen, rev
 	s.valid[s.epoch] = a.gen
 	for _, w := range a.writes {
@@ -1023,6 +1034,21 @@ func (s *Store) committed(ctx context.Context, a *attempt, rev uint64) {
 			delete(s.refs, ep)
 		}
 	}
+}
+
+// liveDelta is how the number of live items changes when a commits (read
+// before its writes become current).
+func liveDelta(a *attempt) int {
+	d := 0
+	for _, w := range a.writes {
+		if it := w.it; it.cur >= 0 && !it.slots[it.cur].del {
+			d--
+		}
+		if !w.del {
+			d++
+		}
+	}
+	return d
 }
 
 // forget purges the records of item h below revision bound; once done,

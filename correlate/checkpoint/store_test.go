@@ -590,3 +590,43 @@ func TestRestartsBeforeAnyCheckpoint(t *testing.T) {
 	}
 	sameState(t, "after the first save", c, c2)
 }
+
+// TestIncompleteReadRefused: a load that reads fewer items than the last
+// commit left (a watch that ended early while a replica caught up, in the
+// soak) fails instead of claiming what it read: a claim would make what it
+// missed invalid for every later load.
+func TestIncompleteReadRefused(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	s, c, _ := e.load(t, "inc", Options{})
+	feed(0, 400, 200, c)
+	if _, err := s.Save(ctx, c, 400); err != nil {
+		t.Fatal(err)
+	}
+	// Groups come and go: deletions count too.
+	feed(400, 800, 100, c)
+	if _, err := s.Save(ctx, c, 800); err != nil {
+		t.Fatal(err)
+	}
+	s2, whole, _ := e.load(t, "inc", Options{})
+	sameState(t, "complete read", c, whole)
+	// One live item's records gone from what a reader sees.
+	var item string
+	for h, it := range s2.items {
+		if it.cur >= 0 && !it.slots[it.cur].del {
+			item = "inc.i." + h.String()
+			break
+		}
+	}
+	st, err := e.js.Stream(ctx, "KV_"+bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Purge(ctx, jetstream.WithPurgeSubject("$KV."+bucket+"."+item+".>")); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.store(t, "inc", Options{}).Load(ctx, e.correlator())
+	if err == nil || !strings.Contains(err.Error(), "incomplete") {
+		t.Fatalf("load of an incomplete read: %v; want it refused", err)
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"github.com/klaxon-dev/klaxon/correlate"
 	"github.com/klaxon-dev/klaxon/correlate/checkpoint"
 	"github.com/klaxon-dev/klaxon/ingest"
+	"github.com/klaxon-dev/klaxon/internal/backoff"
 	"github.com/klaxon-dev/klaxon/internal/natslayout"
 	"github.com/klaxon-dev/klaxon/rules"
 )
@@ -197,6 +198,40 @@ func (r *correlatorRole) SetRules(set *rules.Set) {
 // pullExpiry bounds a pull request of the correlator's consumer.
 const pullExpiry = 5 * time.Second
 
+// consumerAttempts bounds the tries to make the consumer anew before the
+// partition's correlator gives up (and is started again, restoring its
+// state once more).
+const consumerAttempts = 6
+
+// resetConsumer deletes the consumer and makes it anew with cc, trying
+// again with back-off: while a NATS node rejoins a cluster, a request
+// times out, and a consumer just deleted may still be "in use" for the
+// next create (seen in the soak, each costing a restore of 10,000 nodes'
+// state).
+func (r *correlatorRole) resetConsumer(ctx context.Context, cc jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+	bo := backoff.New(500*time.Millisecond, 5*time.Second)
+	for attempt := 1; ; attempt++ {
+		err := r.js.DeleteConsumer(ctx, natslayout.EventsStream, r.scope.consumer)
+		if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			err = fmt.Errorf("correlator: reset consumer: %w", err)
+		} else {
+			var cons jetstream.Consumer
+			if cons, err = r.js.CreateOrUpdateConsumer(ctx, natslayout.EventsStream, cc); err == nil {
+				return cons, nil
+			}
+			err = fmt.Errorf("correlator: consumer: %w", err)
+		}
+		if attempt == consumerAttempts || ctx.Err() != nil {
+			return nil, err
+		}
+		d := bo.Next()
+		r.log.Warn("correlator: making the consumer failed; trying again", "attempt", attempt, "in", d, "err", err)
+		if !backoff.Sleep(ctx, d) {
+			return nil, err
+		}
+	}
+}
+
 // run consumes until ctx is done, then snapshots.
 func (r *correlatorRole) run(ctx context.Context) error {
 	defer func() {
@@ -210,9 +245,6 @@ func (r *correlatorRole) run(ctx context.Context) error {
 	// messages delivered to a crashed process but not covered by its last
 	// snapshot would otherwise wait for their ack wait to expire. So the
 	// consumer is made anew at the first sequence the snapshot does not cover.
-	if err := r.js.DeleteConsumer(ctx, natslayout.EventsStream, r.scope.consumer); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return fmt.Errorf("correlator: reset consumer: %w", err)
-	}
 	cc := jetstream.ConsumerConfig{
 		Durable:       r.scope.consumer,
 		FilterSubject: r.scope.filter,
@@ -225,9 +257,9 @@ func (r *correlatorRole) run(ctx context.Context) error {
 		cc.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
 		cc.OptStartSeq = r.snapSeq + 1
 	}
-	cons, err := r.js.CreateOrUpdateConsumer(ctx, natslayout.EventsStream, cc)
+	cons, err := r.resetConsumer(ctx, cc)
 	if err != nil {
-		return fmt.Errorf("correlator: consumer: %w", err)
+		return err
 	}
 	// Pull requests expire after 5s with heartbeats every 2.5s: a pull
 	// parked on a server that died (its consumer leader moved) is noticed

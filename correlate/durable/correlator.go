@@ -101,15 +101,20 @@ type savingCheckpoint struct {
 	p   *checkpoint.Pending
 	msg jetstream.Msg
 	ctx context.Context
+	// unstored are incident changes the write could not store (set by
+	// the writing goroutine before it reports; saveDone requeues them).
+	unstored []incidentPub
 }
 
 // write stores the incident changes published before the checkpoint was
 // cut (pubs), then the checkpoint.
-func (r *correlatorRole) write(ctx context.Context, p *checkpoint.Pending, pubs []incidentPub) error {
-	if err := r.incidents.await(ctx, pubs); err != nil {
+func (r *correlatorRole) write(sv *savingCheckpoint, pubs []incidentPub) error {
+	unstored, err := r.incidents.await(sv.ctx, pubs)
+	if err != nil {
+		sv.unstored = unstored
 		return err
 	}
-	_, err := p.Write(ctx)
+	_, err = sv.p.Write(sv.ctx)
 	return err
 }
 
@@ -466,14 +471,15 @@ func (r *correlatorRole) snapshot(ctx context.Context, final bool) {
 		r.saveDone(err)
 		return
 	}
-	r.saving = &savingCheckpoint{p: p, msg: r.lastMsg, ctx: ctx}
+	sv := &savingCheckpoint{p: p, msg: r.lastMsg, ctx: ctx}
+	r.saving = sv
 	r.since, r.dirty = 0, false
 	pubs := r.incidents.take()
 	if final {
-		r.saveDone(r.write(ctx, p, pubs))
+		r.saveDone(r.write(sv, pubs))
 		return
 	}
-	go func() { r.saved <- r.write(ctx, p, pubs) }()
+	go func() { r.saved <- r.write(sv, pubs) }()
 }
 
 // saveDone takes the outcome of the checkpoint being written: stored, the
@@ -489,6 +495,7 @@ func (r *correlatorRole) saveDone(err error) {
 	}
 	if err != nil {
 		r.dirty = true // Begin again: the correlator gives these items again
+		r.incidents.requeue(sv.unstored)
 		if sv.ctx.Err() != nil {
 			return // stopping: the final checkpoint follows (or the partition was fenced)
 		}

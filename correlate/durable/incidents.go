@@ -10,6 +10,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/klaxon-dev/klaxon/internal/backoff"
 )
 
 // Incident changes are published without waiting for their
@@ -58,20 +60,21 @@ func (p *incidentPublisher) publish(ctx context.Context, msg *nats.Msg, id strin
 		// No retries by the library: it would send a change again after
 		// later ones (await publishes failed ones again, in order).
 		fut, err := p.js.PublishMsgAsync(msg, jetstream.WithRetryAttempts(0))
-		if err == nil {
-			p.inflight = append(p.inflight, incidentPub{msg: msg, id: id, fut: fut})
-			return
+		if errors.Is(err, jetstream.ErrTooManyStalledMsgs) && ctx.Err() == nil && !p.fenced.Load() {
+			continue // the library waited for room; try again
 		}
-		if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
-			// Not sent at all (the connection is closed, say): the
-			// checkpoint's wait publishes it again.
-			p.inflight = append(p.inflight, incidentPub{msg: msg, id: id})
-			return
-		}
-		if ctx.Err() != nil || p.fenced.Load() {
-			p.inflight = append(p.inflight, incidentPub{msg: msg, id: id})
-			return
-		}
+		// Without a future (not sent: the connection is closed, say) the
+		// checkpoint's wait publishes it again.
+		p.inflight = append(p.inflight, incidentPub{msg: msg, id: id, fut: fut})
+		return
+	}
+}
+
+// requeue puts changes a checkpoint could not store back in front of those
+// published since, so that the next checkpoint waits for them.
+func (p *incidentPublisher) requeue(pubs []incidentPub) {
+	if len(pubs) > 0 {
+		p.inflight = append(pubs, p.inflight...)
 	}
 }
 
@@ -86,9 +89,9 @@ func (p *incidentPublisher) take() []incidentPub {
 // await waits until every change of pubs is stored, publishing again (and
 // waiting) those whose publish failed. It gives up only when fenced, or
 // after five attempts of one change once ctx is done: the checkpoint is
-// then not written, and the changes are derived again from the unacked
-// events by whoever holds the partition next.
-func (p *incidentPublisher) await(ctx context.Context, pubs []incidentPub) error {
+// then not written, and unstored are the changes from the one that failed
+// on (requeue them: a later checkpoint covers their events too).
+func (p *incidentPublisher) await(ctx context.Context, pubs []incidentPub) (unstored []incidentPub, err error) {
 	for i := range pubs {
 		pb := &pubs[i]
 		if pb.fut != nil {
@@ -100,14 +103,17 @@ func (p *incidentPublisher) await(ctx context.Context, pubs []incidentPub) error
 			}
 		}
 		if err := p.publishSync(ctx, pb.msg, pb.id); err != nil {
-			return err
+			pubs[i].fut = nil // failed: published again from scratch
+			return pubs[i:], err
 		}
 	}
-	return nil
+	return nil, nil
 }
 
-// publishSync publishes msg and waits for it to be stored, retrying.
+// publishSync publishes msg and waits for it to be stored, retrying with
+// back-off (cut short once ctx is done).
 func (p *incidentPublisher) publishSync(ctx context.Context, msg *nats.Msg, id string) error {
+	bo := backoff.New(200*time.Millisecond, 2*time.Second)
 	for attempt := 0; ; attempt++ {
 		if p.fenced.Load() {
 			return errFenced
@@ -122,6 +128,6 @@ func (p *incidentPublisher) publishSync(ctx context.Context, msg *nats.Msg, id s
 			return fmt.Errorf("incident %s not stored at shutdown (derived again after restart): %w", id, err)
 		}
 		p.log.Warn("incident publish failed; retrying", "incident", id, "attempt", attempt+1, "err", err)
-		time.Sleep(min(time.Duration(attempt+1)*200*time.Millisecond, 2*time.Second))
+		backoff.Sleep(ctx, bo.Next())
 	}
 }

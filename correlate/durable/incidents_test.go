@@ -52,7 +52,13 @@ func TestIncidentAwaitStoresEverything(t *testing.T) {
 		t.Fatalf("took %d changes, %d left; want 50, 0", len(pubs), len(p.inflight))
 	}
 	done := make(chan error, 1)
-	go func() { done <- p.await(ctx, pubs) }()
+	go func() {
+		unstored, err := p.await(ctx, pubs)
+		if len(unstored) != 0 {
+			t.Errorf("await left %d changes unstored", len(unstored))
+		}
+		done <- err
+	}()
 	select {
 	case err := <-done:
 		t.Fatalf("await returned (%v) while no change could be stored", err)
@@ -88,19 +94,32 @@ func TestIncidentAwaitStoresEverything(t *testing.T) {
 
 // TestIncidentAwaitGivesUp: await stops when the partition is fenced, and
 // after five attempts of a change once ctx is done (the checkpoint is then
-// not written: the changes are derived again).
+// not written); the changes it could not store are handed back, and
+// requeued they come before those published since, so that the next
+// checkpoint waits for them.
 func TestIncidentAwaitGivesUp(t *testing.T) {
 	p, _, fenced := newTestIncidentPublisher(t)
 	p.publish(context.Background(), incidentMsg(1), "1")
 	fenced.Store(true)
-	if err := p.await(context.Background(), p.take()); !errors.Is(err, errFenced) {
-		t.Fatalf("fenced: await = %v; want errFenced", err)
+	if unstored, err := p.await(context.Background(), p.take()); !errors.Is(err, errFenced) || len(unstored) != 1 {
+		t.Fatalf("fenced: await = %d unstored, %v; want 1, errFenced", len(unstored), err)
 	}
 	fenced.Store(false)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	p.publish(ctx, incidentMsg(2), "2")
-	if err := p.await(ctx, p.take()); err == nil {
-		t.Fatal("stopping with a change that cannot be stored: await = nil")
+	p.publish(ctx, incidentMsg(3), "3")
+	unstored, err := p.await(ctx, p.take())
+	if err == nil || len(unstored) != 2 || unstored[0].id != "2" {
+		t.Fatalf("stopping with changes that cannot be stored: await = %d unstored, %v; want both, an error", len(unstored), err)
+	}
+	p.publish(context.Background(), incidentMsg(4), "4")
+	p.requeue(unstored)
+	var ids []string
+	for _, pb := range p.take() {
+		ids = append(ids, pb.id)
+	}
+	if fmt.Sprint(ids) != "[2 3 4]" {
+		t.Fatalf("after requeue the next checkpoint waits for %v; want [2 3 4]", ids)
 	}
 }

@@ -159,16 +159,22 @@ func (l entryList) MarshalJSON() ([]byte, error) {
 
 // appendJSON appends the entries' encoding to b.
 func (l entryList) appendJSON(b []byte) ([]byte, error) {
-	if l == nil {
+	return appendJSONArray(b, l, (*entry).appendJSON)
+}
+
+// appendJSONArray appends list as encoding/json writes a slice (nil as
+// null), each element by elem.
+func appendJSONArray[T any](b []byte, list []T, elem func(*T, []byte) ([]byte, error)) ([]byte, error) {
+	if list == nil {
 		return append(b, "null"...), nil
 	}
 	b = append(b, '[')
-	for i := range l {
+	for i := range list {
 		if i > 0 {
 			b = append(b, ',')
 		}
 		var err error
-		if b, err = l[i].appendJSON(b); err != nil {
+		if b, err = elem(&list[i], b); err != nil {
 			return nil, err
 		}
 	}

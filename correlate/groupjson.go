@@ -16,7 +16,7 @@ import (
 // recorded: the group keeps the encoding of each evidence record from its
 // last checkpoint and reuses it, so reflection over events' fields runs
 // once per record instead of once per checkpoint. Only groups encoded by
-// the last checkpoint keep their encodings (see Correlator.Checkpoint), so
+// the last checkpoint keep their encodings (see Correlator.Cut), so
 // what the cache holds follows what changes, not the size of the state.
 //
 // The bytes are those encoding/json writes for the group's snapshot
@@ -59,30 +59,24 @@ type groupEncoder struct {
 // appendEvidence appends the encoding of list as encoding/json writes a
 // []Evidence.
 func (enc *groupEncoder) appendEvidence(b []byte, list []Evidence) ([]byte, error) {
-	if list == nil {
-		return append(b, "null"...), nil
+	return appendJSONArray(b, list, enc.appendRecord)
+}
+
+// appendRecord appends one evidence record: its encoding of the last
+// checkpoint when it is the same record, else encoding/json's.
+func (enc *groupEncoder) appendRecord(e *Evidence, b []byte) ([]byte, error) {
+	if c, ok := enc.old[e.ID]; ok && e.ID != "" && c.same(e) {
+		enc.record(c)
+		return append(b, c.b...), nil
 	}
-	b = append(b, '[')
-	for i := range list {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		e := &list[i]
-		if c, ok := enc.old[e.ID]; ok && e.ID != "" && c.same(e) {
-			b = append(b, c.b...)
-			enc.record(c)
-			continue
-		}
-		eb, err := json.Marshal(e)
-		if err != nil {
-			return nil, err
-		}
-		b = append(b, eb...)
-		if e.ID != "" {
-			enc.record(encodedEvidence{ev: *e, b: eb})
-		}
+	eb, err := json.Marshal(e)
+	if err != nil {
+		return nil, err
 	}
-	return append(b, ']'), nil
+	if e.ID != "" {
+		enc.record(encodedEvidence{ev: *e, b: eb})
+	}
+	return append(b, eb...), nil
 }
 
 func (enc *groupEncoder) record(c encodedEvidence) {

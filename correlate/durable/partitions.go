@@ -239,9 +239,7 @@ func (c *Correlators) renew(ctx context.Context, w *partitionWorker) {
 	if c.leases == nil {
 		return
 	}
-	rctx, cancel := context.WithTimeout(ctx, c.cfg.LeaseTTL/4)
-	rev, err := c.leases.Update(rctx, leaseKey(w.p), []byte(c.id), w.rev)
-	cancel()
+	rev, err := c.extend(ctx, w)
 	switch {
 	case err == nil:
 		w.rev, w.renewed = rev, time.Now()
@@ -302,6 +300,14 @@ func (c *Correlators) start(ctx context.Context, p int, rev uint64) {
 	}
 }
 
+// extend writes w's lease again (at its revision), within a quarter of the
+// lease's TTL.
+func (c *Correlators) extend(ctx context.Context, w *partitionWorker) (uint64, error) {
+	rctx, cancel := context.WithTimeout(ctx, c.cfg.LeaseTTL/4)
+	defer cancel()
+	return c.leases.Update(rctx, leaseKey(w.p), []byte(c.id), w.rev)
+}
+
 // holdLease runs f (a restore: seconds for a large state on busy servers,
 // longer than the lease lives) while renewing w's lease every quarter of
 // its TTL, so that the partition is not taken from under its restore.
@@ -321,9 +327,7 @@ func (c *Correlators) holdLease(ctx context.Context, w *partitionWorker, f func(
 				return
 			case <-t.C:
 			}
-			rctx, cancel := context.WithTimeout(ctx, c.cfg.LeaseTTL/4)
-			rev, err := c.leases.Update(rctx, leaseKey(w.p), []byte(c.id), w.rev)
-			cancel()
+			rev, err := c.extend(ctx, w)
 			if err == nil {
 				w.rev, w.renewed = rev, time.Now()
 			} else if casConflict(err) {

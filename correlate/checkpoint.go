@@ -4,10 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"iter"
-	"runtime"
-	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/klaxon-dev/klaxon/internal/parallel"
 )
 
 // Incremental checkpoints.
@@ -96,6 +96,12 @@ type checkpointMeta struct {
 	Watermark time.Time  `json:"watermark"`
 	Proc      time.Time  `json:"proc,omitzero"`
 	Retired   []Incident `json:"retired,omitempty"`
+	// Runbooks are the runbooks of the loaded rules by rule hash: group
+	// items leave out an incident's runbook when it is its rule's (a
+	// kilobyte of every firing group's item, written again each time the
+	// group changes), and a restore puts it back from here, also for the
+	// incidents of rules changed since, which it retires.
+	Runbooks map[string]string `json:"runbooks,omitempty"`
 }
 
 // groupItem is the item of a group: the rule it belongs to (id and hash of
@@ -156,6 +162,7 @@ type groupCut struct {
 	live       *group // the correlator's group (not read by Encode)
 	g          *group // the copy
 	values     map[string]string
+	runbook    string // the rule's (left out of the item's incidents)
 }
 
 // Cut copies the items that changed since the last Committed call (or
@@ -191,7 +198,7 @@ func (c *Correlator) Cut() (*Cut, error) {
 				k.deleted = append(k.deleted, ref.ID())
 				continue
 			}
-			k.groups = append(k.groups, groupCut{id: ref.ID(), rule: rs.rule.ID, hash: rs.hash, live: g, g: g.cut(), values: g.valueMapOrEmpty()})
+			k.groups = append(k.groups, groupCut{id: ref.ID(), rule: rs.rule.ID, hash: rs.hash, live: g, g: g.cut(), values: g.valueMapOrEmpty(), runbook: rs.rule.Runbook})
 		case 'c':
 			cl := c.clocks.m[ref.a][ref.b]
 			if cl == nil {
@@ -203,7 +210,7 @@ func (c *Correlator) Cut() (*Cut, error) {
 			return nil, fmt.Errorf("correlator checkpoint: unknown item kind %q", ref.kind)
 		}
 	}
-	meta, err := json.Marshal(checkpointMeta{Version: 2, Watermark: c.watermark, Proc: c.proc, Retired: c.retired})
+	meta, err := json.Marshal(checkpointMeta{Version: 2, Watermark: c.watermark, Proc: c.proc, Retired: c.retired, Runbooks: c.runbooks()})
 	if err != nil {
 		return nil, fmt.Errorf("correlator checkpoint: %w", err)
 	}
@@ -222,9 +229,9 @@ func (k *Cut) Encode() (Checkpoint, error) {
 	}
 	out := make([]encoded, len(k.groups))
 	// Each group's encoding is its own: spread over the cores.
-	parallel(len(k.groups), func(i int) {
+	parallel.For(len(k.groups), func(i int) {
 		o, gc := &out[i], &k.groups[i]
-		o.enc = groupEncoder{old: gc.g.evEnc, used: make(evidenceCache, len(gc.g.evEnc))}
+		o.enc = groupEncoder{old: gc.g.evEnc, used: make(evidenceCache, len(gc.g.evEnc)), runbook: gc.runbook}
 		o.b, o.err = o.enc.groupItem(gc.rule, gc.hash, gc.g, gc.values)
 	})
 	used := make(map[*group]evidenceCache, len(k.groups))
@@ -313,7 +320,7 @@ func (c *Correlator) RestoreCheckpoint(meta []byte, items iter.Seq2[string, []by
 	}
 	out := make([]decoded, len(in))
 	// Decoding is most of a restore: spread over the cores.
-	parallel(len(in), func(i int) {
+	parallel.For(len(in), func(i int) {
 		if in[i].id[0] == 'g' {
 			out[i].err = json.Unmarshal(in[i].b, &out[i].g)
 		} else {
@@ -329,6 +336,7 @@ func (c *Correlator) RestoreCheckpoint(meta []byte, items iter.Seq2[string, []by
 		case in[i].id[0] == 'c' && d.c.Clock != nil:
 			c.clocks.set(d.c.Source, d.c.Node, d.c.Clock)
 		case in[i].id[0] == 'g' && d.g.Group != nil:
+			d.g.Group.putRunbook(m.Runbooks[d.g.Hash])
 			if !c.restoreGroup(d.g.Rule, d.g.Hash, d.g.Group) {
 				c.ckpt.pending[itemRef{'g', d.g.Rule, d.g.Group.Key}] = struct{}{}
 			}
@@ -338,6 +346,27 @@ func (c *Correlator) RestoreCheckpoint(meta []byte, items iter.Seq2[string, []by
 	clear(c.clocks.dirty)
 	c.rebuild()
 	return nil
+}
+
+// runbooks returns the loaded rules' runbooks by rule hash.
+func (c *Correlator) runbooks() map[string]string {
+	m := make(map[string]string, len(c.rules))
+	for _, rs := range c.rules {
+		if rs.rule.Runbook != "" {
+			m[rs.hash] = rs.rule.Runbook
+		}
+	}
+	return m
+}
+
+// putRunbook gives the group's incidents their rule's runbook, which their
+// checkpoint item leaves out.
+func (gj *groupJSON) putRunbook(runbook string) {
+	for _, in := range []*Incident{gj.Incident, gj.Closed} {
+		if in != nil && in.Runbook == "" {
+			in.Runbook = runbook
+		}
+	}
 }
 
 // restoreGroup adds a group read from a snapshot or checkpoint to its rule
@@ -370,30 +399,4 @@ func (c *Correlator) restoreGroup(ruleID, hash string, gj *groupJSON) bool {
 	}
 	rs.groups[g.Key] = g
 	return true
-}
-
-// parallel runs f(0) … f(n-1) on GOMAXPROCS goroutines (inline when n is
-// small).
-func parallel(n int, f func(i int)) {
-	workers := min(runtime.GOMAXPROCS(0), n/64)
-	if workers < 2 {
-		for i := range n {
-			f(i)
-		}
-		return
-	}
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n {
-					return
-				}
-				f(i)
-			}
-		})
-	}
-	wg.Wait()
 }

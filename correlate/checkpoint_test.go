@@ -266,6 +266,37 @@ func TestCheckpointRuleChange(t *testing.T) {
 		if open := hasOpen(kv, changed); open && (len(out) == 0 || out[0].Status != StatusResolved) {
 			t.Errorf("the open incident of the changed rule was not resolved: %v", statuses(out))
 		}
+		// The items leave the runbook out; the resolution still has it.
+		if len(out) > 0 && out[0].Runbook != "do something" {
+			t.Errorf("the retired incident resolved with runbook %q, want the rule's", out[0].Runbook)
+		}
+	}
+}
+
+// TestItemsLeaveTheRunbookOut: a firing group's item does not repeat its
+// rule's runbook; the meta record has it once per rule.
+func TestItemsLeaveTheRunbookOut(t *testing.T) {
+	c := New(loadRules(t), Options{Logger: quietLog()})
+	steps := []step{{0, "n1", "a", ""}, {time.Second, "n1", "b", ""}}
+	if fired := runSteps(c, steps); len(fired) == 0 || fired[0].Runbook != "do something" {
+		t.Fatalf("the scenario fires %v", fired)
+	}
+	var kv kvSim
+	kv.apply(t, c)
+	if !hasOpen(kv, "test.pair") {
+		t.Fatal("no item holds the open incident")
+	}
+	for id, b := range kv.items {
+		if bytes.Contains(b, []byte("do something")) {
+			t.Errorf("item %q repeats the runbook: %s", id, b)
+		}
+	}
+	var m checkpointMeta
+	if err := json.Unmarshal(kv.meta, &m); err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Runbooks) != 3 {
+		t.Errorf("meta record runbooks %v, want the 3 rules'", m.Runbooks)
 	}
 }
 

@@ -54,6 +54,9 @@ func sameMap(a, b map[string]any) bool {
 // record).
 type groupEncoder struct {
 	old, used evidenceCache
+	// runbook is left out of incidents that have it (a checkpoint item's
+	// incidents leave out their rule's runbook: see checkpointMeta).
+	runbook string
 }
 
 // appendEvidence appends the encoding of list as encoding/json writes a
@@ -95,6 +98,9 @@ var evidenceNull = []byte(`,"evidence":null`)
 func (enc *groupEncoder) appendIncident(b []byte, in *Incident) ([]byte, error) {
 	shell := *in
 	shell.Evidence = nil
+	if shell.Runbook == enc.runbook {
+		shell.Runbook = ""
+	}
 	j, err := json.Marshal(&shell)
 	if err != nil {
 		return nil, err

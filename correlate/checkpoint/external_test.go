@@ -86,7 +86,7 @@ func TestOnExternalServer(t *testing.T) {
 	e := externalEnv(t)
 	ctx := context.Background()
 	const nodes = 200
-	opts := Options{ChunkSize: 1024}
+	opts := Options{ChunkSize: 256} // items are compressed: most of them chunked
 	s, c, _ := e.load(t, "ext", opts)
 	feed(0, 3*nodes, nodes, c)
 	st, err := s.Save(ctx, c, 1)

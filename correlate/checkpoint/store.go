@@ -37,6 +37,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/klaxon-dev/klaxon/correlate"
+	"github.com/klaxon-dev/klaxon/internal/parallel"
 )
 
 // ErrFenced is returned when another correlator took the state over (the
@@ -89,6 +90,10 @@ type Store struct {
 	unsure  bool
 	attempt *attempt
 
+	// uncompressed, in tests, writes records as versions before
+	// compression did.
+	uncompressed bool
+
 	// hook, in tests, is called before each publish ("publish", its
 	// number in the attempt) and before the commit ("commit", 0); an error
 	// stops the attempt there, as a crash would.
@@ -131,7 +136,9 @@ type purge struct {
 type SaveStats struct {
 	Items, Deleted int // items written, items deleted
 	Messages       int // KV messages published (item slots, chunks, meta)
-	Bytes          int
+	Bytes          int // what they held (items compressed)
+	// Raw is the size of the changed items before compression.
+	Raw int
 	// Overwrites counts slots written again after their compare-and-set
 	// failed (records of an unfinished or fenced attempt).
 	Overwrites int
@@ -169,6 +176,9 @@ type header struct {
 	Chunks int    `json:"n,omitempty"`
 	Len    int    `json:"len,omitempty"`
 	Sum    string `json:"sum,omitempty"`
+	// Z: the payload is zstd-compressed (compress.go); Len and Sum are
+	// those of the compressed bytes.
+	Z bool `json:"z,omitempty"`
 }
 
 // New returns the store of the scope key in the bucket kv.
@@ -377,6 +387,11 @@ func (s *Store) load(ctx context.Context, c *correlate.Correlator, claim bool) (
 // returns their payloads by item id and the number of current records per
 // epoch; the other records are garbage.
 func (s *Store) assembleItems(sc *scanned) (map[string][]byte, map[uint64]int, error) {
+	type stored struct {
+		id string
+		b  []byte
+	}
+	var packed []stored
 	payloads := make(map[string][]byte, len(sc.best))
 	refs := map[uint64]int{}
 	for h, r := range sc.best {
@@ -393,7 +408,21 @@ func (s *Store) assembleItems(sc *scanned) (map[string][]byte, map[uint64]int, e
 				return nil, nil, fmt.Errorf("checkpoint: item %q: %w", r.hdr.ID, err)
 			}
 		}
+		if r.hdr.Z {
+			packed = append(packed, stored{r.hdr.ID, p})
+			continue
+		}
 		payloads[r.hdr.ID] = p
+	}
+	errs := make([]error, len(packed))
+	parallel.For(len(packed), func(i int) {
+		packed[i].b, errs[i] = decompress(packed[i].b)
+	})
+	for i, x := range packed {
+		if errs[i] != nil {
+			return nil, nil, fmt.Errorf("checkpoint: item %q: %w", x.id, errs[i])
+		}
+		payloads[x.id] = x.b
 	}
 	return payloads, refs, nil
 }
@@ -806,11 +835,24 @@ func (p *Pending) encode() error {
 	}
 	s, a, st := p.s, p.a, &p.st
 	p.meta = cp.Meta
+	type item struct {
+		id string
+		b  []byte
+		z  bool
+	}
+	items := make([]item, 0, len(cp.Changed))
 	for id, b := range cp.Changed {
-		p.pubs = s.addWrite(a, p.pubs, id, b, false, st)
+		items = append(items, item{id: id, b: b})
+		st.Raw += len(b)
+	}
+	if !s.uncompressed {
+		parallel.For(len(items), func(i int) { items[i].b, items[i].z = compress(items[i].b) })
+	}
+	for _, it := range items {
+		p.pubs = s.addWrite(a, p.pubs, it.id, it.b, it.z, false, st)
 	}
 	for _, id := range cp.Deleted {
-		p.pubs = s.addWrite(a, p.pubs, id, nil, true, st)
+		p.pubs = s.addWrite(a, p.pubs, id, nil, false, true, st)
 	}
 	p.heads = len(p.pubs)
 	for _, w := range a.writes {
@@ -886,7 +928,7 @@ func (p *Pending) Write(ctx context.Context) (SaveStats, error) {
 
 // addWrite adds to attempt a the write of item id (payload, or a
 // tombstone when del) and to pubs the chunks it needs, and returns pubs.
-func (s *Store) addWrite(a *attempt, pubs []pub, id string, payload []byte, del bool, st *SaveStats) []pub {
+func (s *Store) addWrite(a *attempt, pubs []pub, id string, payload []byte, z, del bool, st *SaveStats) []pub {
 	h := hashID(id)
 	it := s.items[h]
 	if it == nil {
@@ -896,7 +938,7 @@ func (s *Store) addWrite(a *attempt, pubs []pub, id string, payload []byte, del 
 		it = &item{cur: -1}
 		s.items[h] = it
 	}
-	w := &write{h: h, it: it, del: del, hdr: header{ID: id, Epoch: s.epoch, Gen: a.gen, Del: del}}
+	w := &write{h: h, it: it, del: del, hdr: header{ID: id, Epoch: s.epoch, Gen: a.gen, Del: del, Z: z}}
 	if it.cur == 0 {
 		w.slot = 1 // the other slot: the committed record stays until the commit
 	}

@@ -474,7 +474,7 @@ func TestMigrationFromSingleValueSnapshot(t *testing.T) {
 func TestLargeItemsAreChunked(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	opts := Options{ChunkSize: 2048}
+	opts := Options{ChunkSize: 256} // compressed, the group is ~1 KB
 	s, c, _ := e.load(t, "big", opts)
 	// One node, many events: one group with a long window.
 	feed(0, 300, 1, c)

@@ -93,6 +93,7 @@ func TestOnExternalServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	assertNewest(t, e, s, "ext")
 	ref := e.correlator()
 	feed(0, 3*nodes, nodes, ref)
 	// Cut before the meta record: the restore is the first checkpoint.

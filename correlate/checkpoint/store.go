@@ -63,6 +63,9 @@ type Options struct {
 // partition). It is not safe for concurrent use.
 type Store struct {
 	js     jetstream.JetStream // own context: asynchronous publishes
+	// legacyJS asks the stream's leader (newestRevision): the jetstream
+	// package gets messages of a KV bucket's stream directly from any replica.
+	legacyJS nats.JetStreamContext
 	kv     jetstream.KeyValue
 	stream jetstream.Stream // the bucket's stream (purges), looked up once
 	key    string
@@ -197,8 +200,16 @@ func New(js jetstream.JetStream, kv jetstream.KeyValue, key string, opts Options
 	if err != nil {
 		return nil, err
 	}
+	var legacyOpts []nats.JSOpt
+	if p := js.Options().APIPrefix; p != "" {
+		legacyOpts = append(legacyOpts, nats.APIPrefix(p))
+	}
+	legacyJS, err := nc.JetStream(legacyOpts...)
+	if err != nil {
+		return nil, err
+	}
 	return &Store{
-		js: own, kv: kv, key: key, prefix: "$KV." + kv.Bucket() + ".",
+		js: own, legacyJS: legacyJS, kv: kv, key: key, prefix: "$KV." + kv.Bucket() + ".",
 		log: opts.Logger, chunk: opts.ChunkSize, window: opts.Window,
 		items: map[hkey]*item{}, refs: map[uint64]int{}, valid: map[uint64]uint64{},
 	}, nil
@@ -492,26 +503,39 @@ func (s *Store) restore(c *correlate.Correlator, seq uint64, old, metaState []by
 func (s *Store) scan(ctx context.Context, valid func(epoch, gen uint64) bool) (*scanned, error) {
 	sc := &scanned{items: map[hkey]*item{}, best: map[hkey]*record{}, chunks: map[string]kvValue{},
 		maxRev: map[hkey]uint64{}, metaCks: map[string]uint64{}, hasChunks: map[hkey]bool{}}
-	w, err := s.kv.Watch(ctx, s.key+".>", jetstream.IgnoreDeletes())
+	// The watcher ends its initial values (nil) at the first entry whose
+	// pending count is 0, and that count can reach 0 early (a replica
+	// that rejoined the cluster; a restore after a NATS node restart read
+	// a tenth of the state): the scan goes on until it has seen the
+	// newest message under the scope, asked of the stream's leader first.
+	newest, err := s.newestRevision(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint: read %s: %w", s.key, err)
+	}
+	w, err := s.kv.Watch(ctx, s.key+".>") // deletes too: the newest may be one
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint: read %s: %w", s.key, err)
 	}
 	defer w.Stop()
 	idle := time.NewTimer(opTimeout)
 	defer idle.Stop()
-	for {
+	var initDone bool
+	var seen uint64
+	for !initDone || seen < newest {
 		var e jetstream.KeyValueEntry
 		select {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("checkpoint: read %s: %w", s.key, ctx.Err())
 		case <-idle.C:
-			return nil, fmt.Errorf("checkpoint: read %s: nothing received for %s", s.key, opTimeout)
+			return nil, fmt.Errorf("checkpoint: read %s: nothing received for %s (newest revision seen %d of %d)", s.key, opTimeout, seen, newest)
 		case e = <-w.Updates():
 		}
 		idle.Reset(opTimeout)
 		if e == nil {
-			break
+			initDone = true
+			continue
 		}
+		seen = max(seen, e.Revision())
 		if e.Operation() != jetstream.KeyValuePut {
 			continue
 		}
@@ -580,6 +604,20 @@ func newer(a, b header) bool {
 		return a.Epoch > b.Epoch
 	}
 	return a.Gen > b.Gen
+}
+
+// newestRevision is the stream sequence of the newest message under the
+// scope's keys (0: none), as the stream's leader has it: not a direct get,
+// which any replica answers.
+func (s *Store) newestRevision(ctx context.Context) (uint64, error) {
+	m, err := s.legacyJS.GetLastMsg("KV_"+s.kv.Bucket(), s.prefix+s.key+".>", nats.Context(ctx))
+	if errors.Is(err, nats.ErrMsgNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	return m.Sequence, nil
 }
 
 func parseHash(s string) (hkey, bool) {

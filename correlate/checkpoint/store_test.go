@@ -630,3 +630,54 @@ func TestIncompleteReadRefused(t *testing.T) {
 		t.Fatalf("load of an incomplete read: %v; want it refused", err)
 	}
 }
+
+// TestNewestRevisionOfTheScope: the bound a scan reads up to is the newest
+// message under its own scope, not another scope's in the same bucket.
+func TestNewestRevisionOfTheScope(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	a, ca, _ := e.load(t, "a", Options{})
+	if n, err := a.newestRevision(ctx); err != nil || n != 0 {
+		t.Fatalf("newest revision after the claim: %d, %v; want 0 (the claim writes only K)", n, err)
+	}
+	feed(0, 500, 20, ca)
+	if _, err := a.Save(ctx, ca, 500); err != nil {
+		t.Fatal(err)
+	}
+	assertNewest(t, e, a, "a")
+	b, cb, _ := e.load(t, "b", Options{})
+	feed(0, 500, 20, cb)
+	if _, err := b.Save(ctx, cb, 500); err != nil {
+		t.Fatal(err)
+	}
+	assertNewest(t, e, b, "b")
+	if n, err := a.newestRevision(ctx); err != nil || n >= e.lastSeq(t) {
+		t.Fatalf("scope a's newest revision %d (%v): want below the bucket's last %d, written by b", n, err, e.lastSeq(t))
+	}
+	empty := e.store(t, "none", Options{})
+	if n, err := empty.newestRevision(ctx); err != nil || n != 0 {
+		t.Fatalf("newest revision of an empty scope: %d, %v; want 0", n, err)
+	}
+}
+
+// assertNewest checks that the newest revision under scope key is the
+// newest under the scope's keys (the meta record K itself is outside).
+func assertNewest(t *testing.T, e *env, s *Store, key string) {
+	t.Helper()
+	ctx := context.Background()
+	var want uint64
+	for _, k := range e.keys(t, key) {
+		if k == key {
+			continue
+		}
+		v, err := e.kv.Get(ctx, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = max(want, v.Revision())
+	}
+	got, err := s.newestRevision(ctx)
+	if err != nil || got != want {
+		t.Fatalf("newest revision under %s: %d (%v), want %d", key, got, err, want)
+	}
+}

@@ -62,17 +62,17 @@ type Options struct {
 // Store reads and writes the checkpoints of one scope (one correlator or
 // partition). It is not safe for concurrent use.
 type Store struct {
-	js     jetstream.JetStream // own context: asynchronous publishes
+	js jetstream.JetStream // own context: asynchronous publishes
 	// legacyJS asks the stream's leader (newestRevision): the jetstream
 	// package gets messages of a KV bucket's stream directly from any replica.
 	legacyJS nats.JetStreamContext
-	kv     jetstream.KeyValue
-	stream jetstream.Stream // the bucket's stream (purges), looked up once
-	key    string
-	prefix string // subject prefix of the bucket's keys
-	log    *slog.Logger
-	chunk  int
-	window int
+	kv       jetstream.KeyValue
+	stream   jetstream.Stream // the bucket's stream (purges), looked up once
+	key      string
+	prefix   string // subject prefix of the bucket's keys
+	log      *slog.Logger
+	chunk    int
+	window   int
 
 	loaded  bool
 	epoch   uint64            // this writer's epoch (claimed at Load)

@@ -269,7 +269,7 @@ func (enc *groupEncoder) groupItem(rule, hash string, g *group, values map[strin
 	if err != nil {
 		return nil, err
 	}
-	b := make([]byte, 0, 1024)
+	b := make([]byte, 0, enc.sizeHint(g))
 	b = append(append(append(b, `{"rule":`...), rb...), `,"hash":`...)
 	b = append(append(b, hb...), `,"group":`...)
 	if b, err = enc.appendGroup(b, g, values); err != nil {

@@ -59,6 +59,21 @@ type groupEncoder struct {
 	runbook string
 }
 
+// sizeHint estimates the size of g's item from its window and the
+// evidence encodings of its last checkpoint, so that the item's buffer is
+// allocated once: grown by appends, a busy group's 10 KB item was copied
+// and cleared several times (5 % of the soak correlator's CPU).
+func (enc *groupEncoder) sizeHint(g *group) int {
+	n := 1024 + 48*len(g.Entries)
+	for _, c := range enc.old {
+		n += len(c.b)
+	}
+	if g.Incident != nil {
+		n += n / 2 // the incident's own evidence: part of the group's
+	}
+	return n
+}
+
 // appendEvidence appends the encoding of list as encoding/json writes a
 // []Evidence.
 func (enc *groupEncoder) appendEvidence(b []byte, list []Evidence) ([]byte, error) {

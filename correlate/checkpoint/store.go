@@ -387,8 +387,8 @@ func (s *Store) load(ctx context.Context, c *correlate.Correlator, claim bool) (
 	if err != nil {
 		return 0, err
 	}
-	// The garbage found is purged after the first commit, by the writer:
-	// a takeover does not wait for it (thousands of purges after a crash
+	// The garbage found is purged by Tidy after the first commit: a
+	// takeover does not wait for it (thousands of purges after a crash
 	// took minutes on a busy R3 cluster, during which the partition had
 	// no correlator).
 	return seq, nil
@@ -815,7 +815,8 @@ type write struct {
 // commits it with the meta record covering stream sequence seq. On
 // ErrFenced the caller stops; on another error the checkpoint is not
 // stored and Save may be called again later (it writes what changed since
-// as well). Save is Begin, Write and the correlator's Committed in one.
+// as well). Save is Begin, Write, the correlator's Committed and Tidy in
+// one.
 func (s *Store) Save(ctx context.Context, c *correlate.Correlator, seq uint64) (SaveStats, error) {
 	p, err := s.Begin(ctx, c, seq)
 	if err != nil {
@@ -824,6 +825,7 @@ func (s *Store) Save(ctx context.Context, c *correlate.Correlator, seq uint64) (
 	st, err := p.Write(ctx)
 	if err == nil {
 		c.Committed()
+		s.Tidy(ctx, 0)
 	}
 	return st, err
 }
@@ -1107,13 +1109,34 @@ func (s *Store) committed(ctx context.Context, a *attempt, rev uint64) {
 		s.owe(s.legacyKey(), rev, nil)
 		s.legacy = false
 	}
-	s.cleanup(ctx)
+	s.pruneValid()
+}
+
+// pruneValid forgets the epochs no current record belongs to any more.
+func (s *Store) pruneValid() {
 	for ep := range s.valid {
 		if ep != s.epoch && s.refs[ep] <= 0 {
 			delete(s.valid, ep)
 			delete(s.refs, ep)
 		}
 	}
+}
+
+// Tidy removes superseded records a commit or a takeover left (old chunks,
+// purged tombstones, earlier meta chunks), starting removals for at most
+// budget (0: up to maxCleanup of them) and waiting for those started; the
+// rest waits for the next call. It is kept apart from Write so that a
+// commit is acknowledged without waiting for it: on a busy R3 cluster the
+// thousands of purges a takeover finds took minutes, and the events the
+// commit covered stayed unacked all that time. Like every method, it is
+// not called while a Pending is being written.
+func (s *Store) Tidy(ctx context.Context, budget time.Duration) {
+	var deadline time.Time
+	if budget > 0 {
+		deadline = time.Now().Add(budget)
+	}
+	s.cleanup(ctx, deadline)
+	s.pruneValid()
 }
 
 // liveDelta is how the number of live items changes when a commits (read
@@ -1163,7 +1186,7 @@ func (s *Store) owe(filter string, below uint64, done func()) {
 
 // cleanup runs the clean-ups owed, a few at a time; those that fail stay
 // owed (tried again after the next commit).
-func (s *Store) cleanup(ctx context.Context) {
+func (s *Store) cleanup(ctx context.Context, deadline time.Time) {
 	if len(s.owed) == 0 {
 		return
 	}
@@ -1187,9 +1210,15 @@ func (s *Store) cleanup(ctx context.Context) {
 	var errMu sync.Mutex
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 16)
+	started := len(owed)
 	for i, p := range owed {
-		wg.Add(1)
 		sem <- struct{}{}
+		if !deadline.IsZero() && time.Now().After(deadline) {
+			<-sem
+			started = i
+			break
+		}
+		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
@@ -1206,6 +1235,8 @@ func (s *Store) cleanup(ctx context.Context) {
 		}()
 	}
 	wg.Wait()
+	s.owed = append(s.owed, owed[started:]...) // not started: the budget was spent
+	owed = owed[:started]
 	n := 0
 	for i, p := range owed {
 		if failed[i] {

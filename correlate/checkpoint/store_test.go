@@ -681,3 +681,46 @@ func assertNewest(t *testing.T, e *env, s *Store, key string) {
 		t.Fatalf("newest revision under %s: %d (%v), want %d", key, got, err, want)
 	}
 }
+
+// TestTidyApartFromWrite: a commit leaves its superseded records to Tidy,
+// which starts no more removals than its budget allows and leaves the rest
+// for the next call.
+func TestTidyApartFromWrite(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	s, c, _ := e.load(t, "tidy", Options{})
+	feed(0, 600, 200, c)
+	if _, err := s.Save(ctx, c, 1); err != nil {
+		t.Fatal(err)
+	}
+	c.Settle(t0.Add(48*time.Hour), func(correlate.Incident) {}) // every group dropped
+	p, err := s.Begin(ctx, c, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := p.Write(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Committed()
+	if st.Deleted == 0 || len(s.owed) == 0 {
+		t.Fatalf("%d deleted, %d removals owed: the test needs superseded records", st.Deleted, len(s.owed))
+	}
+	owed, keys := len(s.owed), len(e.keys(t, "tidy"))
+	s.Tidy(ctx, time.Nanosecond) // the budget is spent before the first removal
+	if len(s.owed) != owed || len(e.keys(t, "tidy")) != keys {
+		t.Fatalf("a spent budget: %d of %d removals still owed, %d of %d keys left; want none started", len(s.owed), owed, len(e.keys(t, "tidy")), keys)
+	}
+	s.Tidy(ctx, 0)
+	if len(s.owed) != 0 {
+		t.Fatalf("%d removals still owed after an unbounded tidy", len(s.owed))
+	}
+	if after := len(e.keys(t, "tidy")); after >= keys {
+		t.Fatalf("%d keys before tidying, %d after", keys, after)
+	}
+	_, c2, seq := e.load(t, "tidy", Options{})
+	if seq != 2 {
+		t.Fatalf("seq %d after tidying, want 2", seq)
+	}
+	sameState(t, "after tidying", c, c2)
+}

@@ -32,6 +32,9 @@ const (
 	// (at 80,000, a 60 s checkpoint of a whole fleet's changed groups on a
 	// busy cluster held the soak to 1,300 events/s).
 	maxAckPending = 500_000
+	// tidyBudget bounds the removals of superseded records started after
+	// each checkpoint (Store.Tidy); the next checkpoint waits for them.
+	tidyBudget = time.Second
 	// ackWait is how long the server waits for an ack before delivering
 	// again: longer than a slow checkpoint, or the correlator is sent
 	// what it holds once more while it writes.
@@ -87,9 +90,16 @@ type correlatorRole struct {
 	// Correlators' count; nil: not counted).
 	processed *atomic.Uint64
 	// saving is the checkpoint its goroutine is writing (nil: none) while
-	// the correlator goes on; saved receives the outcome.
-	saving *savingCheckpoint
-	saved  chan error
+	// the correlator goes on; saved receives the outcome. After a stored
+	// one the goroutine tidies the bucket (Store.Tidy) and then sends on
+	// tidied; storeBusy is set until then (the store is used by one
+	// goroutine at a time).
+	saving    *savingCheckpoint
+	saved     chan error
+	tidied    chan struct{}
+	storeBusy bool
+	// tidy, in tests, replaces the store's Tidy.
+	tidy func(ctx context.Context)
 	// incidents publishes incident changes; a checkpoint waits for those
 	// published before it was cut.
 	incidents incidentPublisher
@@ -165,6 +175,7 @@ func newScopedCorrelator(ctx context.Context, js, incidentJS jetstream.JetStream
 		cfg: cfg, now: now,
 		setRules: make(chan *rules.Set, 1),
 		saved:    make(chan error, 1),
+		tidied:   make(chan struct{}, 1),
 		met:      met,
 		scope:    scope,
 	}
@@ -240,10 +251,7 @@ func (r *correlatorRole) resetConsumer(ctx context.Context, cc jetstream.Consume
 // run consumes until ctx is done, then snapshots.
 func (r *correlatorRole) run(ctx context.Context) error {
 	defer func() {
-		if r.saving != nil {
-			<-r.saved // the store is not used after Close
-			r.saving = nil
-		}
+		r.waitStore() // the store is not used after Close
 		r.store.Close()
 	}()
 	// The snapshot, not the consumer's ack floor, says where to resume:
@@ -305,6 +313,8 @@ func (r *correlatorRole) run(ctx context.Context) error {
 			return nil
 		case err := <-r.saved:
 			r.saveDone(err)
+		case <-r.tidied:
+			r.storeBusy = false
 		case set := <-r.setRules:
 			r.corr.SetRules(set)
 			r.log.Info("rules reloaded", "rules", len(set.Rules))
@@ -437,11 +447,11 @@ func (r *correlatorRole) snapshot(ctx context.Context, final bool) {
 	if r.fenced.Load() {
 		return
 	}
-	if r.saving != nil {
+	if r.storeBusy {
 		if !final {
 			return // the run loop takes its outcome
 		}
-		r.saveDone(<-r.saved)
+		r.waitStore()
 		if r.fenced.Load() {
 			return
 		}
@@ -479,7 +489,32 @@ func (r *correlatorRole) snapshot(ctx context.Context, final bool) {
 		r.saveDone(r.write(sv, pubs))
 		return
 	}
-	go func() { r.saved <- r.write(sv, pubs) }()
+	r.storeBusy = true
+	go func() {
+		err := r.write(sv, pubs)
+		r.saved <- err // acked now, not after the tidying
+		switch {
+		case err != nil || sv.ctx.Err() != nil:
+		case r.tidy != nil:
+			r.tidy(sv.ctx)
+		default:
+			r.store.Tidy(sv.ctx, tidyBudget)
+		}
+		r.tidied <- struct{}{}
+	}()
+}
+
+// waitStore waits for the goroutine writing a checkpoint, if one runs: its
+// outcome, then the end of its tidying.
+func (r *correlatorRole) waitStore() {
+	if !r.storeBusy {
+		return
+	}
+	if r.saving != nil {
+		r.saveDone(<-r.saved)
+	}
+	<-r.tidied
+	r.storeBusy = false
 }
 
 // saveDone takes the outcome of the checkpoint being written: stored, the

@@ -1,0 +1,114 @@
+package durable
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/klaxon-dev/klaxon/ingest"
+	"github.com/klaxon-dev/klaxon/internal/natslayout"
+	"github.com/klaxon-dev/klaxon/internal/natstest"
+	"github.com/klaxon-dev/klaxon/rules"
+)
+
+// TestAckNotHeldByTidying: the events a checkpoint covers are acked once it
+// is stored, not after the clean-up that follows it (on a busy cluster a
+// takeover's purges took minutes, and with every event unacked the
+// consumer stopped delivering at MaxAckPending); no checkpoint begins while
+// the store is being tidied.
+func TestAckNotHeldByTidying(t *testing.T) {
+	_, js := natstest.Start(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	natstest.CreateStreams(t, js, jetstream.StreamConfig{Storage: jetstream.MemoryStorage}, map[string]string{
+		natslayout.EventsStream: natslayout.EventsSubjects, natslayout.IncidentsStream: natslayout.IncidentsSubjects})
+	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: natslayout.StateBucket}); err != nil {
+		t.Fatal(err)
+	}
+	set, err := rules.LoadFiles("../testdata/rules.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg := Config{SnapshotInterval: 20 * time.Millisecond, Lateness: time.Second, LeaseTTL: time.Second}
+	r, err := newScopedCorrelator(ctx, js, js, set, cfg, wholeStream, time.Now, quiet, NewMetrics(prometheus.NewRegistry()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var processed atomic.Uint64
+	r.processed = &processed
+	var tidying, tidies atomic.Int32
+	release := make(chan struct{})
+	r.tidy = func(context.Context) {
+		tidies.Add(1)
+		tidying.Store(1)
+		<-release
+		tidying.Store(0)
+	}
+	publish := func(from, to int) uint64 {
+		var last uint64
+		for i := from; i < to; i++ {
+			b, err := json.Marshal(ingest.Event{ID: fmt.Sprintf("e%d", i), Time: time.Now(), Node: "n1", Source: "nomad.log", Kind: "test", Msg: "a"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ack, err := js.Publish(ctx, natslayout.EventSubject("nomad.log", "n1"), b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			last = ack.Sequence
+		}
+		return last
+	}
+	ackFloor := func() uint64 {
+		cons, err := js.Consumer(ctx, natslayout.EventsStream, wholeStream.consumer)
+		if err != nil {
+			return 0
+		}
+		info, err := cons.Info(ctx)
+		if err != nil {
+			return 0
+		}
+		return info.AckFloor.Stream
+	}
+	done := make(chan error, 1)
+	go func() { done <- r.run(ctx) }()
+	first := publish(0, 10)
+	waitUntil(t, "the first checkpoint's events acked while its tidying goes on", func() bool {
+		return ackFloor() >= first && tidying.Load() == 1
+	})
+	// While the store is tidied, events are processed but no checkpoint
+	// begins (the store is used by one goroutine at a time).
+	second := publish(10, 20)
+	waitUntil(t, "the next events processed", func() bool { return processed.Load() >= 20 })
+	time.Sleep(10 * cfg.SnapshotInterval) // ticks that must not begin a checkpoint
+	if got := ackFloor(); got >= second || tidies.Load() != 1 {
+		t.Fatalf("ack floor %d (second batch ends at %d), %d tidyings: a checkpoint began while the store was tidied", got, second, tidies.Load())
+	}
+	close(release)
+	waitUntil(t, "the second batch acked after the tidying", func() bool { return ackFloor() >= second })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitUntil polls cond until it holds (10 s at most).
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"iter"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -220,7 +221,15 @@ func (c *Correlator) Cut() (*Cut, error) {
 }
 
 // Encode encodes the cut: safe on any goroutine, once.
-func (k *Cut) Encode() (Checkpoint, error) {
+func (k *Cut) Encode() (Checkpoint, error) { return k.EncodeWith(nil) }
+
+// EncodeWith encodes the cut as Encode does and hands each item's encoding
+// to pack (when not nil), on the encoding goroutines; the checkpoint holds
+// what pack returns, which must not be the bytes given: they are reused
+// for the next item (a compressing store packs each item as soon as it is
+// encoded, so that a checkpoint of 50,000 groups does not hold 50,000
+// items of JSON at once).
+func (k *Cut) EncodeWith(pack func(item []byte) []byte) (Checkpoint, error) {
 	cp := Checkpoint{Meta: k.meta, Changed: make(map[string][]byte, len(k.groups)+len(k.clocks)), Deleted: k.deleted}
 	type encoded struct {
 		b   []byte
@@ -232,7 +241,20 @@ func (k *Cut) Encode() (Checkpoint, error) {
 	parallel.For(len(k.groups), func(i int) {
 		o, gc := &out[i], &k.groups[i]
 		o.enc = groupEncoder{old: gc.g.evEnc, used: make(evidenceCache, len(gc.g.evEnc)), runbook: gc.runbook}
+		var buf *[]byte
+		if pack != nil {
+			buf = itemBuffers.Get().(*[]byte)
+			o.enc.buf = (*buf)[:0]
+		}
 		o.b, o.err = o.enc.groupItem(gc.rule, gc.hash, gc.g, gc.values)
+		if pack != nil {
+			if o.err == nil {
+				packed := pack(o.b)
+				*buf = o.b[:0]
+				o.b = packed
+			}
+			itemBuffers.Put(buf)
+		}
 	})
 	used := make(map[*group]evidenceCache, len(k.groups))
 	for i, gc := range k.groups {
@@ -247,12 +269,18 @@ func (k *Cut) Encode() (Checkpoint, error) {
 		if err != nil {
 			return Checkpoint{}, fmt.Errorf("correlator checkpoint: %w", err)
 		}
+		if pack != nil {
+			b = pack(b)
+		}
 		cp.Changed[itemRef{'c', ci.Source, ci.Node}.ID()] = b
 	}
 	k.used = used
 	k.done.Store(true)
 	return cp, nil
 }
+
+// itemBuffers are the group item buffers of EncodeWith.
+var itemBuffers = sync.Pool{New: func() any { return new([]byte) }}
 
 // Committed tells the correlator that the last Checkpoint was stored.
 func (c *Correlator) Committed() { clear(c.ckpt.pending) }
@@ -269,7 +297,10 @@ func (enc *groupEncoder) groupItem(rule, hash string, g *group, values map[strin
 	if err != nil {
 		return nil, err
 	}
-	b := make([]byte, 0, enc.sizeHint(g))
+	b := enc.buf
+	if n := enc.sizeHint(g); cap(b) < n {
+		b = make([]byte, 0, n)
+	}
 	b = append(append(append(b, `{"rule":`...), rb...), `,"hash":`...)
 	b = append(append(b, hb...), `,"group":`...)
 	if b, err = enc.appendGroup(b, g, values); err != nil {

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -454,5 +455,54 @@ func TestOpenCounts(t *testing.T) {
 	}
 	if got := c.OpenCounts(); len(want) == 0 || !reflect.DeepEqual(got, want) {
 		t.Fatalf("OpenCounts %v, from Open %v (want equal, not empty)", got, want)
+	}
+}
+
+// TestEncodeWithPacksEachItem: EncodeWith hands pack every item as Encode
+// encodes it, though it reuses the buffers pack was given (a pack that
+// kept them would see them overwritten).
+func TestEncodeWithPacksEachItem(t *testing.T) {
+	set := bundledRulesT(t)
+	a, b := New(set, Options{Logger: quietLog()}), New(set, Options{Logger: quietLog()})
+	var next, next2 time.Time
+	runFeed(a, newScaleFeed(300), 2*len(quietTemplates)*300, &next)
+	runFeed(b, newScaleFeed(300), 2*len(quietTemplates)*300, &next2)
+	want, err := a.Checkpoint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := b.Cut()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var given, copies [][]byte
+	var mu sync.Mutex
+	got, err := k.EncodeWith(func(item []byte) []byte {
+		mu.Lock()
+		given = append(given, item) // kept on purpose: reused later
+		copies = append(copies, bytes.Clone(item))
+		mu.Unlock()
+		return append([]byte("packed:"), item...)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Changed) < 300 || len(got.Changed) != len(want.Changed) {
+		t.Fatalf("%d items packed, Encode gives %d; want the same, over 300", len(got.Changed), len(want.Changed))
+	}
+	for id, w := range want.Changed {
+		if g := got.Changed[id]; !bytes.Equal(g, append([]byte("packed:"), w...)) {
+			t.Fatalf("item %q packed as %.80q, want %.80q", id, g, w)
+		}
+	}
+	// The buffers are reused: most of those given were written again.
+	reused := 0
+	for i, g := range given {
+		if !bytes.Equal(g, copies[i]) {
+			reused++
+		}
+	}
+	if reused == 0 {
+		t.Errorf("none of the %d buffers given to pack was reused", len(given))
 	}
 }

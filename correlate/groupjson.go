@@ -57,6 +57,9 @@ type groupEncoder struct {
 	// runbook is left out of incidents that have it (a checkpoint item's
 	// incidents leave out their rule's runbook: see checkpointMeta).
 	runbook string
+	// buf, when not nil, is where groupItem writes (EncodeWith's reused
+	// buffers).
+	buf []byte
 }
 
 // sizeHint estimates the size of g's item from its window and the

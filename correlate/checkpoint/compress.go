@@ -1,6 +1,7 @@
 package checkpoint
 
 import (
+	"bytes"
 	"fmt"
 	"runtime"
 	"sync"
@@ -55,6 +56,12 @@ func compress(payload []byte) ([]byte, bool) {
 	}
 	return z, true
 }
+
+// zstdMagic starts every zstd frame; an item's JSON starts with '{'.
+var zstdMagic = []byte{0x28, 0xb5, 0x2f, 0xfd}
+
+// isCompressed reports whether an item's payload is a compressed one.
+func isCompressed(payload []byte) bool { return bytes.HasPrefix(payload, zstdMagic) }
 
 // decompress returns the payload of a record stored compressed.
 func decompress(z []byte) ([]byte, error) {

@@ -31,6 +31,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -869,27 +870,26 @@ func (s *Store) Begin(ctx context.Context, c *correlate.Correlator, seq uint64) 
 // encode encodes the cut and lays out its writes: chunks first, then the
 // slots (compare-and-set), in one pipeline.
 func (p *Pending) encode() error {
-	cp, err := p.cut.Encode()
+	s, a, st := p.s, p.a, &p.st
+	var raw atomic.Int64
+	// Each item is compressed as soon as it is encoded (on the encoding
+	// goroutines), so that its JSON buffer is reused for the next one.
+	cp, err := p.cut.EncodeWith(func(item []byte) []byte {
+		raw.Add(int64(len(item)))
+		if !s.uncompressed {
+			if z, ok := compress(item); ok {
+				return z
+			}
+		}
+		return bytes.Clone(item)
+	})
 	if err != nil {
 		return err
 	}
-	s, a, st := p.s, p.a, &p.st
+	st.Raw = int(raw.Load())
 	p.meta = cp.Meta
-	type item struct {
-		id string
-		b  []byte
-		z  bool
-	}
-	items := make([]item, 0, len(cp.Changed))
 	for id, b := range cp.Changed {
-		items = append(items, item{id: id, b: b})
-		st.Raw += len(b)
-	}
-	if !s.uncompressed {
-		parallel.For(len(items), func(i int) { items[i].b, items[i].z = compress(items[i].b) })
-	}
-	for _, it := range items {
-		p.pubs = s.addWrite(a, p.pubs, it.id, it.b, it.z, false, st)
+		p.pubs = s.addWrite(a, p.pubs, id, b, isCompressed(b), false, st)
 	}
 	for _, id := range cp.Deleted {
 		p.pubs = s.addWrite(a, p.pubs, id, nil, false, true, st)

@@ -80,6 +80,9 @@ type correlatorRole struct {
 	ckSince   time.Time
 	ckRetry   time.Time
 	ckBackoff time.Duration
+	// ckBegan is when the checkpoint being written began; ckPaced is
+	// when the next may begin (see pace).
+	ckBegan, ckPaced time.Time
 	// gauges receives the counters for /metrics (default: met.corr).
 	gauges func(*Gauges)
 	// consSeq is the consumer sequence of the last delivery; gap is set
@@ -465,7 +468,7 @@ func (r *correlatorRole) snapshot(ctx context.Context, final bool) {
 		return
 	}
 	now := time.Now()
-	if !final && now.Before(r.ckRetry) {
+	if !final && (now.Before(r.ckRetry) || now.Before(r.ckPaced)) {
 		return
 	}
 	if ctx.Err() != nil || final {
@@ -482,7 +485,7 @@ func (r *correlatorRole) snapshot(ctx context.Context, final bool) {
 		return
 	}
 	sv := &savingCheckpoint{p: p, msg: r.lastMsg, ctx: ctx}
-	r.saving = sv
+	r.saving, r.ckBegan = sv, now
 	r.since, r.dirty = 0, false
 	pubs := r.incidents.take()
 	if final {
@@ -503,6 +506,17 @@ func (r *correlatorRole) snapshot(ctx context.Context, final bool) {
 		r.tidied <- struct{}{}
 	}()
 }
+
+// pace returns when the checkpoint after one written from began to done
+// may begin: as long after it as it took, so that writing checkpoints
+// takes at most half of the time. A checkpoint costs what changed since
+// the one before; when a whole fleet changes at once (a rollout, a
+// backlog after a takeover), back-to-back checkpoints each wrote nearly
+// every group, and their traffic took the servers' time from the events.
+// Spaced so, each covers twice the events for about the same cost. A
+// quick checkpoint (tens of milliseconds) is not held back beyond the
+// snapshot interval.
+func pace(began, done time.Time) time.Time { return done.Add(done.Sub(began)) }
 
 // waitStore waits for the goroutine writing a checkpoint, if one runs: its
 // outcome, then the end of its tidying.
@@ -538,7 +552,9 @@ func (r *correlatorRole) saveDone(err error) {
 		return
 	}
 	r.corr.Committed()
-	r.checkpointStored(time.Now())
+	now := time.Now()
+	r.checkpointStored(now)
+	r.ckPaced = pace(r.ckBegan, now)
 	r.snapSeq = sv.p.Seq()
 	if sv.msg != nil {
 		if err := sv.msg.Ack(); err != nil {

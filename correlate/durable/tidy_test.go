@@ -112,3 +112,20 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestPace: the next checkpoint begins no sooner than the last one took
+// after it ended (checkpoints take at most half of the time).
+func TestPace(t *testing.T) {
+	t0 := time.Date(2026, 12, 6, 8, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		took, want time.Duration
+	}{
+		{40 * time.Millisecond, 80 * time.Millisecond},
+		{3 * time.Second, 6 * time.Second},
+		{0, 0},
+	} {
+		if got := pace(t0, t0.Add(tc.took)).Sub(t0); got != tc.want {
+			t.Errorf("a checkpoint of %v: the next may begin %v after the last began, want %v", tc.took, got, tc.want)
+		}
+	}
+}

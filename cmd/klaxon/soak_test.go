@@ -241,12 +241,22 @@ correlator:
 `, filepath.Join(dir, "data-correlate"), rulesDir, filepath.Join(dir, "sink.jsonl"), soUpdateInterval, soakLateness, soakIdle))
 	t.Cleanup(func() {
 		if t.Failed() {
-			for _, name := range []string{"ingest", "correlate"} {
-				b, _ := os.ReadFile(filepath.Join(dir, name+".log"))
-				if len(b) > 6000 {
-					b = b[len(b)-6000:]
+			b, _ := os.ReadFile(filepath.Join(dir, "ingest.log"))
+			if len(b) > 6000 {
+				b = b[len(b)-6000:]
+			}
+			t.Logf("--- ingest:\n%s", b)
+			// Every run of the correlator: its notices, warnings and errors.
+			logs, _ := filepath.Glob(filepath.Join(dir, "correlate*.log"))
+			for _, f := range logs {
+				b, _ := os.ReadFile(f)
+				var keep []string
+				for _, line := range strings.Split(string(b), "\n") {
+					if strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR") || strings.Contains(line, "state restored") || strings.Contains(line, "partition taken") {
+						keep = append(keep, line)
+					}
 				}
-				t.Logf("--- %s:\n%s", name, b)
+				t.Logf("--- %s:\n%s", filepath.Base(f), strings.Join(keep, "\n"))
 			}
 		}
 	})

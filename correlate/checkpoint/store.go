@@ -94,6 +94,8 @@ type Store struct {
 	unsure  bool
 	attempt *attempt
 
+	// scanned, in tests, is called after a load's scan.
+	scanned func()
 	// uncompressed, in tests, writes records as versions before
 	// compression did.
 	uncompressed bool
@@ -261,7 +263,18 @@ func Read(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, ke
 		return 0, err
 	}
 	defer s.Close()
-	return s.load(ctx, c, false)
+	return s.read(ctx, c)
+}
+
+// read is Read with the store made.
+func (s *Store) read(ctx context.Context, c *correlate.Correlator) (uint64, error) {
+	for attempt := 0; ; attempt++ {
+		seq, err := s.load(ctx, c, false)
+		if errors.Is(err, errRaced) && attempt < 5 {
+			continue // committed to meanwhile: read again
+		}
+		return seq, err
+	}
 }
 
 // scanned is what a scan of the scope's keys found.
@@ -324,6 +337,9 @@ func (s *Store) load(ctx context.Context, c *correlate.Correlator, claim bool) (
 	if err != nil {
 		return 0, err
 	}
+	if s.scanned != nil {
+		s.scanned()
+	}
 	if m.Legacy {
 		if sc.legacy == nil {
 			return 0, fmt.Errorf("checkpoint: %s says the state is in %s, which is missing", s.key, s.legacyKey())
@@ -346,6 +362,15 @@ func (s *Store) load(ctx context.Context, c *correlate.Correlator, claim bool) (
 		return 0, fmt.Errorf("checkpoint: read %s: %d items of the %d its last commit left: the read was incomplete", s.key, len(payloads), m.Live)
 	}
 	if !claim {
+		// A read that claims nothing is checked another way: the meta
+		// record must not have moved while the keys were read (a record a
+		// later commit overwrote is gone from the bucket, and the read
+		// would mix generations).
+		if _, rev, _, err := s.readMeta(ctx); err != nil {
+			return 0, err
+		} else if rev != metaRev {
+			return 0, errRaced
+		}
 		return s.restore(c, m.Seq, old, metaState, payloads)
 	}
 	epoch := max(m.Epoch, sc.maxE) + 1

@@ -724,3 +724,39 @@ func TestTidyApartFromWrite(t *testing.T) {
 	}
 	sameState(t, "after tidying", c, c2)
 }
+
+// TestReadWhileCommitted: a read that claims nothing, during which the
+// writer commits twice (a record it read past is overwritten and gone),
+// reads again and returns the newest state, not a mix.
+func TestReadWhileCommitted(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	w, c, _ := e.load(t, "r", Options{})
+	feed(0, 400, 40, c)
+	if _, err := w.Save(ctx, c, 400); err != nil {
+		t.Fatal(err)
+	}
+	r := e.store(t, "r", Options{})
+	scans := 0
+	r.scanned = func() {
+		scans++
+		if scans > 1 {
+			return
+		}
+		for seq := uint64(500); seq <= 600; seq += 100 {
+			feed(int(seq)-100, int(seq), 40, c)
+			if _, err := w.Save(ctx, c, seq); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	got := e.correlator()
+	seq, err := r.read(ctx, got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if scans != 2 || seq != 600 {
+		t.Fatalf("%d scans, seq %d; want a second scan and seq 600", scans, seq)
+	}
+	sameState(t, "read during commits", c, got)
+}

@@ -22,10 +22,12 @@ import (
 	"cmp"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"maps"
 	"strconv"
@@ -85,6 +87,7 @@ type Store struct {
 	items   map[hkey]*item
 	refs    map[uint64]int // current records per epoch (prunes valid)
 	live    int            // items whose current record is not a tombstone
+	digest  uint64         // XOR of recordDigest over their current records
 	owed    []purge        // clean-up not done yet
 	// cleanupFailing is set while clean-ups fail (logged once).
 	cleanupFailing bool
@@ -162,6 +165,11 @@ type metaRecord struct {
 	// that reads fewer read an incomplete state and fails rather than
 	// claim it (0: not recorded, records before it).
 	Live int `json:"live,omitempty"`
+	// Digest is the XOR of recordDigest over the live items' current
+	// records (hex; empty: not recorded, records before it): a load whose
+	// picked records give another read an older record of some item (a
+	// replica's stale view) and fails rather than claim it.
+	Digest string `json:"digest,omitempty"`
 	// Legacy: the state is the single-value snapshot in K.legacy.
 	Legacy bool `json:"legacy,omitempty"`
 	// State is the correlator's meta record, inline, or in Chunks chunks
@@ -352,7 +360,7 @@ func (s *Store) load(ctx context.Context, c *correlate.Correlator, claim bool) (
 			return 0, err
 		}
 	}
-	payloads, refs, err := s.assembleItems(sc)
+	payloads, refs, digest, err := s.assembleItems(sc)
 	if err != nil {
 		return 0, err
 	}
@@ -360,6 +368,11 @@ func (s *Store) load(ctx context.Context, c *correlate.Correlator, claim bool) (
 		// A read that ended early (a watch reset while a replica catches
 		// up): claiming it would make what it missed invalid for good.
 		return 0, fmt.Errorf("checkpoint: read %s: %d items of the %d its last commit left: the read was incomplete", s.key, len(payloads), m.Live)
+	}
+	if m.V == 2 && !m.Legacy && m.Digest != "" && m.Digest != digestHex(digest) {
+		// As many items, but some as an older record: restoring them
+		// would skip what they missed for good.
+		return 0, fmt.Errorf("checkpoint: read %s: the records read are not those its last commit left (digest %s, want %s): a stale read", s.key, digestHex(digest), m.Digest)
 	}
 	if !claim {
 		// A read that claims nothing is checked another way: the meta
@@ -378,7 +391,7 @@ func (s *Store) load(ctx context.Context, c *correlate.Correlator, claim bool) (
 	for ep := range refs {
 		keep[ep] = m.Valid[ep]
 	}
-	cl := metaRecord{V: 2, Seq: m.Seq, Epoch: epoch, Valid: keep, Legacy: old != nil, Live: len(payloads)}
+	cl := metaRecord{V: 2, Seq: m.Seq, Epoch: epoch, Valid: keep, Legacy: old != nil, Live: len(payloads), Digest: digestHex(digest)}
 	if old != nil && !m.Legacy {
 		// Keep the single-value snapshot where the claim does not replace it.
 		if _, err := s.kv.Put(ctx, s.legacyKey(), old); err != nil {
@@ -406,7 +419,7 @@ func (s *Store) load(ctx context.Context, c *correlate.Correlator, claim bool) (
 		return 0, fmt.Errorf("checkpoint: claim %s: %w", s.key, err)
 	}
 	s.loaded, s.epoch, s.gen, s.metaRev, s.valid, s.legacy, s.metaCk = true, epoch, 0, rev, keep, old != nil, ck
-	s.items, s.refs, s.owed, s.live = sc.items, refs, nil, len(payloads)
+	s.items, s.refs, s.owed, s.live, s.digest = sc.items, refs, nil, len(payloads), digest
 	s.unsure, s.attempt = false, nil
 	s.oweGarbage(sc, ck)
 	seq, err := s.restore(c, m.Seq, old, metaState, payloads)
@@ -423,7 +436,7 @@ func (s *Store) load(ctx context.Context, c *correlate.Correlator, claim bool) (
 // assembleItems makes the items' current records of a scan current, and
 // returns their payloads by item id and the number of current records per
 // epoch; the other records are garbage.
-func (s *Store) assembleItems(sc *scanned) (map[string][]byte, map[uint64]int, error) {
+func (s *Store) assembleItems(sc *scanned) (map[string][]byte, map[uint64]int, uint64, error) {
 	type stored struct {
 		id string
 		b  []byte
@@ -431,6 +444,7 @@ func (s *Store) assembleItems(sc *scanned) (map[string][]byte, map[uint64]int, e
 	var packed []stored
 	payloads := make(map[string][]byte, len(sc.best))
 	refs := map[uint64]int{}
+	var digest uint64
 	for h, r := range sc.best {
 		it := sc.items[h]
 		it.cur = r.slot
@@ -438,11 +452,12 @@ func (s *Store) assembleItems(sc *scanned) (map[string][]byte, map[uint64]int, e
 		if r.hdr.Del {
 			continue
 		}
+		digest ^= recordDigest(r.hdr.ID, r.hdr.Epoch, r.hdr.Gen)
 		p := r.payload
 		if r.hdr.Chunks > 0 {
 			var err error
 			if p, err = assemble(sc.chunks, r.hdr.Len, r.hdr.Sum, s.itemChunkKeys(h, r.hdr)); err != nil {
-				return nil, nil, fmt.Errorf("checkpoint: item %q: %w", r.hdr.ID, err)
+				return nil, nil, 0, fmt.Errorf("checkpoint: item %q: %w", r.hdr.ID, err)
 			}
 		}
 		if r.hdr.Z {
@@ -457,11 +472,11 @@ func (s *Store) assembleItems(sc *scanned) (map[string][]byte, map[uint64]int, e
 	})
 	for i, x := range packed {
 		if errs[i] != nil {
-			return nil, nil, fmt.Errorf("checkpoint: item %q: %w", x.id, errs[i])
+			return nil, nil, 0, fmt.Errorf("checkpoint: item %q: %w", x.id, errs[i])
 		}
 		payloads[x.id] = x.b
 	}
-	return payloads, refs, nil
+	return payloads, refs, digest, nil
 }
 
 // oweGarbage schedules the clean-up after a claim (bounded by what the
@@ -965,7 +980,8 @@ func (p *Pending) Write(ctx context.Context) (SaveStats, error) {
 			return st, err
 		}
 	}
-	m := metaRecord{V: 2, Seq: a.seq, Epoch: s.epoch, Gen: a.gen, Valid: maps.Clone(s.valid), Live: s.live + liveDelta(a)}
+	dl, dd := s.liveDelta(a)
+	m := metaRecord{V: 2, Seq: a.seq, Epoch: s.epoch, Gen: a.gen, Valid: maps.Clone(s.valid), Live: s.live + dl, Digest: digestHex(s.digest ^ dd)}
 	m.Valid[s.epoch] = a.gen
 	ck, err := s.putMeta(ctx, &m, p.meta, &st)
 	if err != nil {
@@ -1104,7 +1120,9 @@ func (s *Store) resolve(ctx context.Context, c *correlate.Correlator) error {
 // committed records a stored commit in the store and cleans up what it
 // superseded; the caller tells the correlator (Committed).
 func (s *Store) committed(ctx context.Context, a *attempt, rev uint64) {
-	s.live += liveDelta(a)
+	dl, dd := s.liveDelta(a)
+	s.live += dl
+	s.digest ^= dd
 	s.gen, s.metaRev = a.gen, rev
 	s.valid[s.epoch] = a.gen
 	for _, w := range a.writes {
@@ -1166,18 +1184,38 @@ func (s *Store) Tidy(ctx context.Context, budget time.Duration) {
 
 // liveDelta is how the number of live items changes when a commits (read
 // before its writes become current).
-func liveDelta(a *attempt) int {
-	d := 0
+// liveDelta is what committing a changes in the number of live items and
+// in their digest (called before the commit changes the slots).
+func (s *Store) liveDelta(a *attempt) (int, uint64) {
+	n, d := 0, uint64(0)
 	for _, w := range a.writes {
 		if it := w.it; it.cur >= 0 && !it.slots[it.cur].del {
-			d--
+			cur := it.slots[it.cur]
+			n--
+			d ^= recordDigest(w.hdr.ID, cur.epoch, cur.gen)
 		}
 		if !w.del {
-			d++
+			n++
+			d ^= recordDigest(w.hdr.ID, s.epoch, a.gen)
 		}
 	}
-	return d
+	return n, d
 }
+
+// recordDigest stands for one record of an item in the meta record's
+// digest.
+func recordDigest(id string, epoch, gen uint64) uint64 {
+	h := fnv.New64a()
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], epoch)
+	binary.BigEndian.PutUint64(b[8:], gen)
+	h.Write([]byte(id))
+	h.Write(b[:])
+	return h.Sum64()
+}
+
+// digestHex is how the meta record holds a digest.
+func digestHex(d uint64) string { return strconv.FormatUint(d, 16) }
 
 // forget purges the records of item h below revision bound; once done,
 // the item is forgotten unless it was written again meanwhile.

@@ -760,3 +760,60 @@ func TestReadWhileCommitted(t *testing.T) {
 	}
 	sameState(t, "read during commits", c, got)
 }
+
+// TestStaleReadRefused: a read that finds every live item but one of them
+// as an older record (its newest is not where the reader looks: a replica
+// behind the leader) fails instead of restoring and claiming the older
+// state; the whole read then succeeds.
+func TestStaleReadRefused(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	s, c, _ := e.load(t, "stale", Options{})
+	for seq := 200; seq <= 600; seq += 200 {
+		feed(seq-200, seq, 20, c)
+		if _, err := s.Save(ctx, c, uint64(seq)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// An item whose other slot holds an older record of it.
+	var subject string
+	for h, it := range s.items {
+		other := it.slots[1-max(it.cur, 0)]
+		if it.cur >= 0 && !it.slots[it.cur].del && other.rev > 0 && !other.del {
+			subject = fmt.Sprintf("$KV.%s.stale.i.%s.%d", bucket, h, it.cur)
+			break
+		}
+	}
+	if subject == "" {
+		t.Fatal("no item with two records: the test proves nothing")
+	}
+	st, err := e.js.Stream(ctx, "KV_"+bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Keep its newest record aside and take it from the bucket.
+	newest, err := st.GetLastMsgForSubject(ctx, subject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Purge(ctx, jetstream.WithPurgeSubject(subject)); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := e.kv.Get(ctx, "stale")
+	_, err = e.store(t, "stale", Options{}).Load(ctx, e.correlator())
+	if err == nil || !strings.Contains(err.Error(), "stale") {
+		t.Fatalf("load of a stale read: %v; want it refused", err)
+	}
+	if after, _ := e.kv.Get(ctx, "stale"); after.Revision() != before.Revision() {
+		t.Fatal("a refused load claimed the state")
+	}
+	// The record back where the reader looks: the read is whole again.
+	if _, err := e.js.Publish(ctx, subject, newest.Data); err != nil {
+		t.Fatal(err)
+	}
+	_, c2, seq := e.load(t, "stale", Options{})
+	if seq != 600 {
+		t.Fatalf("seq %d, want 600", seq)
+	}
+	sameState(t, "whole read", c, c2)
+}

@@ -38,6 +38,9 @@ type checkpointState struct {
 	quiet bool
 	// cached are the groups holding evidence encodings (groupjson.go).
 	cached map[*group]struct{}
+	// stamp numbers the cuts (evidence encodings record the last that
+	// used them).
+	stamp uint64
 	// lastCut is the last Cut, whose evidence encodings the next one
 	// hands to the groups once it is encoded.
 	lastCut *Cut
@@ -150,10 +153,12 @@ type Cut struct {
 	clocks  []clockItem
 	deleted []string
 	meta    []byte
-	// used are the evidence encodings Encode made or reused, by live
-	// group; the next Cut hands them to the groups once done is set.
+	// used are the evidence caches Encode used, by live group; the next
+	// Cut hands them to the groups once done is set.
 	used map[*group]evidenceCache
 	done atomic.Bool
+	// stamp marks the evidence encodings this cut's encoding uses.
+	stamp uint64
 }
 
 // groupCut is a copy of a group with what its item names it by.
@@ -171,10 +176,18 @@ type groupCut struct {
 // with Checkpoint, they are given again until Committed is called. Encode
 // encodes the copy on any goroutine.
 func (c *Correlator) Cut() (*Cut, error) {
-	if last := c.ckpt.lastCut; last != nil && last.done.Load() {
-		c.ckpt.keepEncodings(last.used)
-		c.ckpt.lastCut = nil
+	// The evidence caches are updated in place by the encoding of the cut
+	// that carries them: a cut taken while the last one is still being
+	// encoded does without (none in klaxon, which writes one checkpoint
+	// at a time).
+	reuse := true
+	if last := c.ckpt.lastCut; last != nil {
+		if reuse = last.done.Load(); reuse {
+			c.ckpt.keepEncodings(last.used)
+			c.ckpt.lastCut = nil
+		}
 	}
+	c.ckpt.stamp++
 	if c.ckpt.pending == nil {
 		c.ckpt.pending = map[itemRef]struct{}{}
 	}
@@ -186,7 +199,7 @@ func (c *Correlator) Cut() (*Cut, error) {
 		c.ckpt.pending[itemRef{'c', cl.src, cl.node}] = struct{}{}
 	}
 	clear(c.clocks.dirty)
-	k := &Cut{}
+	k := &Cut{stamp: c.ckpt.stamp}
 	for ref := range c.ckpt.pending {
 		switch ref.kind {
 		case 'g':
@@ -199,7 +212,7 @@ func (c *Correlator) Cut() (*Cut, error) {
 				k.deleted = append(k.deleted, ref.ID())
 				continue
 			}
-			k.groups = append(k.groups, groupCut{id: ref.ID(), rule: rs.rule.ID, hash: rs.hash, live: g, g: g.cut(), values: g.valueMapOrEmpty(), runbook: rs.rule.Runbook})
+			k.groups = append(k.groups, groupCut{id: ref.ID(), rule: rs.rule.ID, hash: rs.hash, live: g, g: g.cut(reuse), values: g.valueMapOrEmpty(), runbook: rs.rule.Runbook})
 		case 'c':
 			cl := c.clocks.m[ref.a][ref.b]
 			if cl == nil {
@@ -240,13 +253,14 @@ func (k *Cut) EncodeWith(pack func(item []byte) []byte) (Checkpoint, error) {
 	// Each group's encoding is its own: spread over the cores.
 	parallel.For(len(k.groups), func(i int) {
 		o, gc := &out[i], &k.groups[i]
-		o.enc = groupEncoder{old: gc.g.evEnc, used: make(evidenceCache, len(gc.g.evEnc)), runbook: gc.runbook}
+		o.enc = groupEncoder{cache: gc.g.evEnc, stamp: k.stamp, runbook: gc.runbook}
 		var buf *[]byte
 		if pack != nil {
 			buf = itemBuffers.Get().(*[]byte)
 			o.enc.buf = (*buf)[:0]
 		}
 		o.b, o.err = o.enc.groupItem(gc.rule, gc.hash, gc.g, gc.values)
+		o.enc.sweep()
 		if pack != nil {
 			if o.err == nil {
 				packed := pack(o.b)
@@ -262,7 +276,9 @@ func (k *Cut) EncodeWith(pack func(item []byte) []byte) (Checkpoint, error) {
 			return Checkpoint{}, fmt.Errorf("correlator checkpoint: %w", out[i].err)
 		}
 		cp.Changed[gc.id] = out[i].b
-		used[gc.live] = out[i].enc.used
+		if gc.g.evEnc != nil {
+			used[gc.live] = gc.g.evEnc
+		}
 	}
 	for _, ci := range k.clocks {
 		b, err := json.Marshal(ci)

@@ -506,3 +506,68 @@ func TestEncodeWithPacksEachItem(t *testing.T) {
 		t.Errorf("none of the %d buffers given to pack was reused", len(given))
 	}
 }
+
+// TestOverlappingCuts: a cut taken while the one before is still being
+// encoded does without the evidence caches (which that encoding updates
+// in place); both encode what a twin's checkpoints at the same points
+// hold, also when encoded at the same time (run under -race).
+func TestOverlappingCuts(t *testing.T) {
+	set := bundledRulesT(t)
+	a, b := New(set, Options{Logger: quietLog()}), New(set, Options{Logger: quietLog()})
+	fa, fb := newScaleFeed(100), newScaleFeed(100)
+	var na, nb time.Time
+	for _, c := range []*Correlator{a, b} {
+		// Caches from a first, finished checkpoint.
+		f, n := fa, &na
+		if c == b {
+			f, n = fb, &nb
+		}
+		runFeed(c, f, 40*len(quietTemplates), n)
+		if _, err := c.Checkpoint(); err != nil {
+			t.Fatal(err)
+		}
+		c.Committed()
+		runFeed(c, f, 40*len(quietTemplates), n)
+	}
+	cutA, err := a.Cut()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantA, _ := b.Checkpoint()
+	runFeed(a, fa, 40*len(quietTemplates), &na)
+	runFeed(b, fb, 40*len(quietTemplates), &nb)
+	cutB, err := a.Cut() // cutA not encoded yet
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantB, _ := b.Checkpoint()
+	var got [2]Checkpoint
+	var wg sync.WaitGroup
+	for i, k := range []*Cut{cutA, cutB} {
+		wg.Go(func() {
+			cp, err := k.Encode()
+			if err != nil {
+				t.Error(err)
+			}
+			got[i] = cp
+		})
+	}
+	wg.Wait()
+	for i, want := range []Checkpoint{wantA, wantB} {
+		if len(got[i].Changed) < 100 || len(got[i].Changed) != len(want.Changed) {
+			t.Fatalf("cut %d: %d items, the twin's checkpoint %d", i, len(got[i].Changed), len(want.Changed))
+		}
+		for id, w := range want.Changed {
+			if !bytes.Equal(got[i].Changed[id], w) {
+				t.Fatalf("cut %d: item %q differs", i, id)
+			}
+		}
+	}
+	for _, rs := range a.rules {
+		for _, g := range rs.groups {
+			if cg := cutB.group(rs.rule.ID, g.Key); cg != nil && cg.evEnc != nil {
+				t.Fatalf("group %s/%s: the overlapping cut carries an evidence cache", rs.rule.ID, g.Key)
+			}
+		}
+	}
+}

@@ -82,7 +82,7 @@ func TestGroupItemAsReflected(t *testing.T) {
 			// The item leaves out the rule's runbook (checkpointMeta has it).
 			want := reflectedItem(t, rs.rule.ID, rs.hash, withoutRunbook(g))
 			// First without encodings to reuse, then with those it made.
-			enc := groupEncoder{used: evidenceCache{}, runbook: rs.rule.Runbook}
+			enc := groupEncoder{cache: evidenceCache{}, stamp: 1, runbook: rs.rule.Runbook}
 			for pass := range 2 {
 				got, err := enc.groupItem(rs.rule.ID, rs.hash, g, g.valueMapOrEmpty())
 				if err != nil {
@@ -92,9 +92,10 @@ func TestGroupItemAsReflected(t *testing.T) {
 					t.Fatalf("group %s/%s, pass %d:\n got %s\nwant %s", rs.rule.ID, g.Key, pass, got, want)
 				}
 				if pass == 1 {
-					reused += len(enc.used)
+					reused += enc.hits
 				}
-				enc = groupEncoder{old: enc.used, used: evidenceCache{}, runbook: rs.rule.Runbook}
+				enc.sweep()
+				enc = groupEncoder{cache: enc.cache, stamp: enc.stamp + 1, runbook: rs.rule.Runbook}
 			}
 			n++
 			if g.Incident != nil {
@@ -163,7 +164,7 @@ func TestGroupEncodingEveryField(t *testing.T) {
 	empty := &group{groupState: groupState{Key: "k2", Evidence: []Evidence{}}}
 	for _, g := range []*group{full, empty, {}} {
 		want := reflectedItem(t, "r", "h", g)
-		enc := groupEncoder{used: evidenceCache{}}
+		enc := groupEncoder{cache: evidenceCache{}, stamp: 1}
 		for pass := range 2 {
 			got, err := enc.groupItem("r", "h", g, g.valueMapOrEmpty())
 			if err != nil {
@@ -172,17 +173,19 @@ func TestGroupEncodingEveryField(t *testing.T) {
 			if !bytes.Equal(got, want) {
 				t.Fatalf("group %q, pass %d:\n got %s\nwant %s", g.Key, pass, got, want)
 			}
-			enc = groupEncoder{old: enc.used, used: evidenceCache{}}
+			enc.sweep()
+			enc = groupEncoder{cache: enc.cache, stamp: enc.stamp + 1}
 		}
 	}
 	// A record under an id already encoded, with other content: encoded anew.
-	enc := groupEncoder{used: evidenceCache{}}
+	enc := groupEncoder{cache: evidenceCache{}, stamp: 1}
 	if _, err := enc.groupItem("r", "h", full, full.valueMapOrEmpty()); err != nil {
 		t.Fatal(err)
 	}
 	full.Evidence = []Evidence{ev("e1", "changed"), ev("e2", "two")}
 	full.Evidence[1].Fields = map[string]any{"alloc_id": "other"}
-	enc = groupEncoder{old: enc.used, used: evidenceCache{}}
+	enc.sweep()
+	enc = groupEncoder{cache: enc.cache, stamp: 2}
 	got, err := enc.groupItem("r", "h", full, full.valueMapOrEmpty())
 	if err != nil {
 		t.Fatal(err)

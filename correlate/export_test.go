@@ -30,3 +30,13 @@ func ScaleMore(c *Correlator, n, from, k int, next *time.Time) {
 
 // ScaleEvents is the number of events ScaleState runs for n nodes.
 func ScaleEvents(n int) int { return 2 * len(quietTemplates) * n }
+
+// group is the copy of a group the cut holds (nil: not in it).
+func (k *Cut) group(rule, key string) *group {
+	for _, gc := range k.groups {
+		if gc.rule == rule && gc.g.Key == key {
+			return gc.g
+		}
+	}
+	return nil
+}

@@ -22,13 +22,19 @@ import (
 // The bytes are those encoding/json writes for the group's snapshot
 // struct (TestGroupItemAsReflected compares them).
 
-// evidenceCache holds encoded evidence records by Evidence.ID.
+// evidenceCache holds encoded evidence records by Evidence.ID. It is the
+// live group's and is updated in place by the encoding of the cut that
+// carries it (one at a time: see Correlator.Cut), so that a checkpoint
+// does not build a second cache for every group it encodes beside the
+// first (hundreds of megabytes at 10,000 nodes).
 type evidenceCache map[string]encodedEvidence
 
-// encodedEvidence is one evidence record with its encoding.
+// encodedEvidence is one evidence record with its encoding, and the
+// checkpoint that last used it.
 type encodedEvidence struct {
-	ev Evidence
-	b  []byte
+	ev    Evidence
+	b     []byte
+	stamp uint64
 }
 
 // same reports whether e is the record c was encoded from: evidence is
@@ -49,11 +55,14 @@ func sameMap(a, b map[string]any) bool {
 	return reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer()
 }
 
-// groupEncoder encodes groups, reusing the evidence encodings of old and
-// recording those it wrote in used (either may be nil: no reuse, no
-// record).
+// groupEncoder encodes groups, reusing the evidence encodings of cache
+// and recording those it wrote there, stamped (nil: no reuse, no record);
+// sweep then drops the entries the group no longer uses.
 type groupEncoder struct {
-	old, used evidenceCache
+	cache evidenceCache
+	stamp uint64
+	// hits counts the encodings reused.
+	hits int
 	// runbook is left out of incidents that have it (a checkpoint item's
 	// incidents leave out their rule's runbook: see checkpointMeta).
 	runbook string
@@ -68,7 +77,7 @@ type groupEncoder struct {
 // and cleared several times (5 % of the soak correlator's CPU).
 func (enc *groupEncoder) sizeHint(g *group) int {
 	n := 1024 + 48*len(g.Entries)
-	for _, c := range enc.old {
+	for _, c := range enc.cache {
 		n += len(c.b)
 	}
 	if g.Incident != nil {
@@ -86,23 +95,33 @@ func (enc *groupEncoder) appendEvidence(b []byte, list []Evidence) ([]byte, erro
 // appendRecord appends one evidence record: its encoding of the last
 // checkpoint when it is the same record, else encoding/json's.
 func (enc *groupEncoder) appendRecord(e *Evidence, b []byte) ([]byte, error) {
-	if c, ok := enc.old[e.ID]; ok && e.ID != "" && c.same(e) {
-		enc.record(c)
-		return append(b, c.b...), nil
+	caching := enc.cache != nil && e.ID != ""
+	if caching {
+		if c, ok := enc.cache[e.ID]; ok && c.same(e) {
+			if c.stamp != enc.stamp {
+				c.stamp = enc.stamp
+				enc.cache[e.ID] = c
+			}
+			enc.hits++
+			return append(b, c.b...), nil
+		}
 	}
 	eb, err := json.Marshal(e)
 	if err != nil {
 		return nil, err
 	}
-	if e.ID != "" {
-		enc.record(encodedEvidence{ev: *e, b: eb})
+	if caching {
+		enc.cache[e.ID] = encodedEvidence{ev: *e, b: eb, stamp: enc.stamp}
 	}
 	return append(b, eb...), nil
 }
 
-func (enc *groupEncoder) record(c encodedEvidence) {
-	if enc.used != nil {
-		enc.used[c.ev.ID] = c
+// sweep drops the encodings the last group encoded did not use.
+func (enc *groupEncoder) sweep() {
+	for id, c := range enc.cache {
+		if c.stamp != enc.stamp {
+			delete(enc.cache, id)
+		}
 	}
 }
 
@@ -213,9 +232,9 @@ func (g *group) reflected() ([]byte, error) {
 	}{g.groupState, g.valueMapOrEmpty()})
 }
 
-// keepEncodings makes the evidence encodings of this checkpoint's groups
-// the ones the next checkpoint reuses, and drops those of groups it did
-// not encode.
+// keepEncodings gives this checkpoint's groups the evidence caches its
+// encoding used (made for those that had none), and drops those of groups
+// it did not encode.
 func (st *checkpointState) keepEncodings(encoded map[*group]evidenceCache) {
 	for g := range st.cached {
 		if _, ok := encoded[g]; !ok {
@@ -238,7 +257,7 @@ func (st *checkpointState) keepEncodings(encoded map[*group]evidenceCache) {
 // carried values); what it only replaces whole is shared (an entry's
 // distinct values and values: observeAgain replaces them; evidence
 // records and their fields; the group's values).
-func (g *group) cut() *group {
+func (g *group) cut(reuse bool) *group {
 	s := g.groupState
 	s.Entries = slices.Clone(s.Entries)
 	s.Counts = slices.Clone(s.Counts)
@@ -262,5 +281,12 @@ func (g *group) cut() *group {
 		tl := *s.TL
 		s.TL = &tl
 	}
-	return &group{groupState: s, evEnc: g.evEnc}
+	c := &group{groupState: s}
+	if reuse {
+		c.evEnc = g.evEnc
+		if c.evEnc == nil {
+			c.evEnc = evidenceCache{} // handed to g by keepEncodings
+		}
+	}
+	return c
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/klaxon-dev/klaxon/ingest"
 	"github.com/klaxon-dev/klaxon/internal/natslayout"
 	"github.com/klaxon-dev/klaxon/internal/natstest"
+	"github.com/klaxon-dev/klaxon/internal/testkit"
 	"github.com/klaxon-dev/klaxon/rules"
 )
 
@@ -85,34 +86,22 @@ func TestAckNotHeldByTidying(t *testing.T) {
 	// it (a slow machine could otherwise checkpoint half a batch and block
 	// in its tidying before the rest).
 	first := publish(0, 1)
-	waitUntil(t, "the first checkpoint's event acked while its tidying goes on", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the first checkpoint's event acked while its tidying goes on", func() bool {
 		return ackFloor() >= first && tidying.Load() == 1
 	})
 	// While the store is tidied, events are processed but no checkpoint
 	// begins (the store is used by one goroutine at a time).
 	second := publish(1, 2)
-	waitUntil(t, "the next event processed", func() bool { return processed.Load() >= 2 })
+	testkit.WaitFor(t, 10*time.Second, "the next event processed", func() bool { return processed.Load() >= 2 })
 	time.Sleep(10 * cfg.SnapshotInterval) // ticks that must not begin a checkpoint
 	if got := ackFloor(); got >= second || tidies.Load() != 1 {
 		t.Fatalf("ack floor %d (the second event is %d), %d tidyings: a checkpoint began while the store was tidied", got, second, tidies.Load())
 	}
 	close(release)
-	waitUntil(t, "the second event acked after the tidying", func() bool { return ackFloor() >= second })
+	testkit.WaitFor(t, 10*time.Second, "the second event acked after the tidying", func() bool { return ackFloor() >= second })
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
-	}
-}
-
-// waitUntil polls cond until it holds (10 s at most).
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/klaxon-dev/klaxon/ingest"
 	"github.com/klaxon-dev/klaxon/ingest/journald/journaltest"
+	"github.com/klaxon-dev/klaxon/internal/testkit"
 )
 
 // These tests write real journal files with systemd-journal-remote and
@@ -159,13 +160,7 @@ func receive(t *testing.T, out <-chan ingest.Event, n int) []ingest.Event {
 // waitFor polls cond until it holds.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.WaitFor(t, 30*time.Second, what, cond)
 }
 
 type running struct {

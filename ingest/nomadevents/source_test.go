@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/klaxon-dev/klaxon/ingest"
+	"github.com/klaxon-dev/klaxon/internal/testkit"
 )
 
 // fakeNomad stands in for the Nomad agent's /v1/event/stream (no Nomad
@@ -283,13 +284,7 @@ func (r *run) got() []ingest.Event {
 // waitFor polls until cond holds or the deadline passes.
 func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testkit.WaitFor(t, d, what, cond)
 }
 
 func ids(evs []ingest.Event) []string {

@@ -50,13 +50,7 @@ func runApp(t *testing.T, cfg *Config, opts Options) (stop func()) {
 
 func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
+	testkit.WaitFor(t, d, what, cond)
 }
 
 const heapLines = `%[1]s [WARN]  client.driver_mgr: failed to reattach to plugin, starting new instance: driver=app_pool error="Reattachment process not found"

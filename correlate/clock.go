@@ -71,17 +71,6 @@ func (cs *clocks) observe(ev *ingest.Event, proc time.Time) {
 	}
 }
 
-// seenAt marks every clock in the heap as seen at proc (the first
-// Advance: until then event times stood in for it).
-func (cs *clocks) seenAt(proc time.Time) {
-	for _, cl := range cs.heap {
-		if cl.Seen.Before(proc) {
-			cl.Seen = proc
-			cs.touch(cl)
-		}
-	}
-}
-
 // watermark returns the watermark the clocks allow: the oldest newest
 // event time among the sources active within idle of proc, minus lateness,
 // and never after proc (when Advance was called). Without active sources

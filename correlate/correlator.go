@@ -638,13 +638,6 @@ func (c *Correlator) send(out Incident) {
 // whose quiet period has passed and whose condition no longer holds are
 // resolved. Groups with nothing left are forgotten.
 func (c *Correlator) Advance(now time.Time, emit func(Incident)) {
-	if c.proc.IsZero() && !now.IsZero() {
-		// Sources seen before the first Advance were seen now: their
-		// event times stood in, and a backlog's are old enough to make
-		// every source look idle at once (the watermark then jumped to
-		// now and the rest of the backlog was late).
-		c.clocks.seenAt(now)
-	}
 	if now.After(c.proc) {
 		c.proc = now
 	}

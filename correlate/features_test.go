@@ -321,20 +321,6 @@ func TestNoTimeBeforeTheFirstEvent(t *testing.T) {
 	}
 }
 
-// TestBacklogAcrossTheFirstAdvance: events of a backlog an hour old, some
-// processed before the first Advance and the rest after it, are all on
-// time: the sources seen before it count as seen at it (their event times
-// stood in, which made every source look idle at the first tick and the
-// watermark jump to the clock of Advance).
-func TestBacklogAcrossTheFirstAdvance(t *testing.T) {
-	set := loadFeatures(t)
-	c := New(set, Options{Logger: quietLog(), Idle: 5 * time.Second, Lateness: 5 * time.Second})
-	got := runOps(c, []op{ev(0, "n1", "c"), ev(0, "n1", "c"), adv(time.Hour), ev(0, "n1", "c"), ev(0, "n1", "c"), ev(0, "n1", "c")}, "t.count")
-	if fmt.Sprint(got) != "[t.count/n1/firing@0s]" || c.Stats().Late != 0 {
-		t.Fatalf("the backlog across the first Advance: changes %v, %d late; want it to fire, none late", got, c.Stats().Late)
-	}
-}
-
 // TestRemovedRuleResolvesItsIncidents: a rule removed while its incident
 // is open resolves it with the next emission, so no page stays open.
 func TestRemovedRuleResolvesItsIncidents(t *testing.T) {

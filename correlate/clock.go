@@ -71,6 +71,17 @@ func (cs *clocks) observe(ev *ingest.Event, proc time.Time) {
 	}
 }
 
+// seenAt counts every clock as seen at proc (see Correlator.Resume). The
+// clocks are not marked changed: a checkpoint's Seen is stamped again by
+// the Resume after its restore.
+func (cs *clocks) seenAt(proc time.Time) {
+	for _, cl := range cs.heap {
+		if cl.Seen.Before(proc) {
+			cl.Seen = proc
+		}
+	}
+}
+
 // watermark returns the watermark the clocks allow: the oldest newest
 // event time among the sources active within idle of proc, minus lateness,
 // and never after proc (when Advance was called). Without active sources

@@ -650,6 +650,21 @@ func (c *Correlator) Advance(now time.Time, emit func(Incident)) {
 	c.drain()
 }
 
+// Resume declares that processing starts, or starts again after a
+// restore, on a live clock at now: the clock of Advance is now, and every
+// source known so far counts as seen at now. Until then, event times stood
+// in for that clock (or a restored checkpoint's clock of the run before a
+// restart), and a backlog's are old enough to make every source look idle
+// at the first Advance: the watermark then jumped to its clock and the
+// rest of the backlog was late. Replays, whose clock is the events' own
+// time, do not call it.
+func (c *Correlator) Resume(now time.Time) {
+	if now.After(c.proc) {
+		c.proc = now
+	}
+	c.clocks.seenAt(c.proc)
+}
+
 // Settle declares that every source has delivered all its events up to
 // now (the end of a replay or of a test's inputs) and moves the watermark
 // there, then advances like Advance.

@@ -321,6 +321,55 @@ func TestNoTimeBeforeTheFirstEvent(t *testing.T) {
 	}
 }
 
+// TestResumeBeforeABacklog: a live correlator Resumed at the wall clock
+// and fed a backlog an hour old, part of it before its first Advance and
+// the rest after, finds every event on time: its sources count as seen
+// at the clock of Resume, not at their events' old times (which made every
+// source look idle at the first Advance, moved the watermark to its clock
+// and made the rest of the backlog late: a 1-in-27 failure of
+// TestRuleEditKeepsUnchangedRules in make test).
+func TestResumeBeforeABacklog(t *testing.T) {
+	set := loadFeatures(t)
+	c := New(set, Options{Logger: quietLog(), Idle: 5 * time.Second, Lateness: 5 * time.Second})
+	c.Resume(t0.Add(time.Hour))
+	got := runOps(c, []op{ev(0, "n1", "c"), ev(0, "n1", "c"), adv(time.Hour + time.Second), ev(0, "n1", "c"), ev(0, "n1", "c"), ev(0, "n1", "c")}, "t.count")
+	if fmt.Sprint(got) != "[t.count/n1/firing@0s]" || c.Stats().Late != 0 {
+		t.Fatalf("the backlog across the first Advance: changes %v, %d late; want it to fire, none late", got, c.Stats().Late)
+	}
+	// Once the source is quiet for Idle on the clock of Advance, time goes on.
+	runOps(c, []op{adv(time.Hour + 10*time.Second)}, "t.count")
+	if w := c.Watermark(); !w.Equal(t0.Add(time.Hour + 10*time.Second)) {
+		t.Fatalf("the source quiet past Idle: watermark %v, want the clock of Advance", w)
+	}
+}
+
+// TestResumeAfterRestore: a correlator restored an hour after its
+// snapshot's clock (a restart after an outage) and Resumed then finds the
+// events since on time, also those of a source that delivers nothing
+// before its first Advance: restored sources count as seen at the clock
+// of Resume, not at the run before's (an hour ago: n2 looked idle, the
+// watermark followed n1 alone, and n2's backlog was late).
+func TestResumeAfterRestore(t *testing.T) {
+	set := loadFeatures(t)
+	opts := Options{Logger: quietLog(), Idle: 5 * time.Second, Lateness: 5 * time.Second}
+	c := New(set, opts)
+	c.Resume(t0)
+	runOps(c, []op{ev(0, "n1", "c"), ev(0, "n2", "c"), adv(time.Second)}, "t.count")
+	snap, err := c.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2 := New(set, opts)
+	if err := c2.Restore(snap); err != nil {
+		t.Fatal(err)
+	}
+	c2.Resume(t0.Add(time.Hour))
+	got := runOps(c2, []op{ev(30*time.Second, "n1", "c"), adv(time.Hour + time.Second), ev(time.Second, "n2", "c"), ev(time.Second, "n2", "c")}, "t.count")
+	if fmt.Sprint(got) != "[t.count/n2/firing@1s]" || c2.Stats().Late != 0 {
+		t.Fatalf("the events since the snapshot: changes %v, %d late; want n2 to fire, none late", got, c2.Stats().Late)
+	}
+}
+
 // TestRemovedRuleResolvesItsIncidents: a rule removed while its incident
 // is open resolves it with the next emission, so no page stays open.
 func TestRemovedRuleResolvesItsIncidents(t *testing.T) {

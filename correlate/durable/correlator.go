@@ -302,6 +302,9 @@ func (r *correlatorRole) run(ctx context.Context) error {
 		}
 	}()
 	defer it.Stop()
+	// The backlog since the snapshot (or the stream's beginning) is
+	// processed on this run's clock, not on its events' times.
+	r.corr.Resume(r.now().Add(-r.cfg.Lateness))
 	tick := time.NewTicker(r.cfg.SnapshotInterval)
 	defer tick.Stop()
 	for {
@@ -317,6 +320,13 @@ func (r *correlatorRole) run(ctx context.Context) error {
 		case err := <-r.saved:
 			r.saveDone(err)
 		case <-r.tidied:
+			if r.saving != nil {
+				// The outcome is sent before the tidying ends, and select
+				// picks either when both are ready: taken here, or a
+				// checkpoint begun next would take this one's outcome
+				// (acking its events before they were stored).
+				r.saveDone(<-r.saved)
+			}
 			r.storeBusy = false
 		case set := <-r.setRules:
 			r.corr.SetRules(set)

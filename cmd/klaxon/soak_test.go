@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/klaxon-dev/klaxon/correlate"
 	"github.com/klaxon-dev/klaxon/internal/natslayout"
+	"github.com/klaxon-dev/klaxon/internal/testkit"
 	"github.com/klaxon-dev/klaxon/rules"
 )
 
@@ -151,23 +151,6 @@ const (
 	soakLateness = 5 * time.Second
 	soakIdle     = 1000 * time.Hour
 )
-
-// rssMB is the resident memory of a process (0 when unknown).
-func rssMB(pid int) float64 {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			kb, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
-			return float64(kb) / 1024
-		}
-	}
-	return 0
-}
 
 func TestSoak(t *testing.T) {
 	if testing.Short() {
@@ -313,7 +296,7 @@ correlator:
 				return
 			case <-tk.C:
 				memMu.Lock()
-				samples = append(samples, soakSample{time.Since(start), rssMB(ing.cmd.Process.Pid), rssMB(curPID)})
+				samples = append(samples, soakSample{time.Since(start), testkit.ResidentMB(ing.cmd.Process.Pid), testkit.ResidentMB(curPID)})
 				memMu.Unlock()
 			}
 		}

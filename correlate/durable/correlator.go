@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -214,9 +215,6 @@ func (r *correlatorRole) SetRules(set *rules.Set) {
 	r.setRules <- set
 }
 
-// pullExpiry bounds a pull request of the correlator's consumer.
-const pullExpiry = 5 * time.Second
-
 // consumerAttempts bounds the tries to make the consumer anew before the
 // partition's correlator gives up (and is started again, restoring its
 // state once more).
@@ -277,31 +275,11 @@ func (r *correlatorRole) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	// Pull requests expire after 5s with heartbeats every 2.5s: a pull
-	// parked on a server that died (its consumer leader moved) is noticed
-	// after two missed heartbeats and made again, instead of after the
-	// default 30s.
-	it, err := cons.Messages(jetstream.PullMaxMessages(512), jetstream.PullExpiry(pullExpiry))
-	if err != nil {
-		return fmt.Errorf("correlator: consume: %w", err)
-	}
-	msgs := make(chan jetstream.Msg, 512)
-	go func() {
-		defer close(msgs)
-		for {
-			m, err := it.Next()
-			if errors.Is(err, jetstream.ErrNoHeartbeat) {
-				// The iterator pulls again on the next call.
-				r.log.Debug("no heartbeat from the consumer; pulling again")
-				continue
-			}
-			if err != nil {
-				return // iterator stopped
-			}
-			msgs <- m
-		}
-	}()
-	defer it.Stop()
+	msgs := make(chan jetstream.Msg, pullBatch)
+	stop := make(chan struct{})
+	stopPull := sync.OnceFunc(func() { close(stop) })
+	go pull(cons, msgs, stop, r.log)
+	defer stopPull()
 	// The backlog since the snapshot (or the stream's beginning) is
 	// processed on this run's clock, not on its events' times.
 	r.corr.Resume(r.now().Add(-r.cfg.Lateness))
@@ -313,7 +291,7 @@ func (r *correlatorRole) run(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			it.Stop()
+			stopPull()
 			r.drain(msgs)
 			r.snapshot(context.Background(), true)
 			return nil
@@ -338,7 +316,7 @@ func (r *correlatorRole) run(ctx context.Context) error {
 			}
 			r.handle(ctx, m)
 			if r.gap {
-				it.Stop()
+				stopPull()
 				r.snapshot(ctx, true)
 				return errGap
 			}

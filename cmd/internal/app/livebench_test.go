@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"runtime"
 	"slices"
 	"strings"
@@ -288,14 +289,118 @@ func BenchmarkLiveLatency(b *testing.B) {
 	}
 }
 
+// BenchmarkLiveSustained offers 10,000 events/s for KLAXON_LIVE_SUSTAIN
+// (default 10 minutes; `make bench` runs it), filtered at the edge by the
+// rules and unfiltered (every event to the correlator), and measures,
+// besides the probes' latency, the memory of the whole rig (publishers,
+// embedded JetStream, durable correlator) every 10 s: flat means the last
+// third's peak within 1.5× (plus 64 MB) of the middle third's, the soak's
+// bound. Event times follow the clock, so windows expire and groups are
+// forgotten as in a fleet's steady state.
+func BenchmarkLiveSustained(b *testing.B) {
+	d := 10 * time.Minute
+	if v := os.Getenv("KLAXON_LIVE_SUSTAIN"); v != "" {
+		var err error
+		if d, err = time.ParseDuration(v); err != nil || d < 30*time.Second {
+			b.Fatalf("KLAXON_LIVE_SUSTAIN=%q: want a duration of at least 30s", v)
+		}
+	}
+	for _, edge := range []string{"rules", "off"} {
+		b.Run("edge="+edge, func(b *testing.B) { liveSustained(b, edge, 10_000, d) })
+	}
+}
+
+func liveSustained(b *testing.B, edge string, rate int, d time.Duration) {
+	type sample struct{ heap, rss float64 }
+	var (
+		lat     []time.Duration
+		samples []sample
+		offered int
+		took    time.Duration
+	)
+	for i := 0; b.Loop(); i++ {
+		stop := make(chan struct{})
+		sampled := make(chan []sample)
+		go func() {
+			var ss []sample
+			tick := time.NewTicker(10 * time.Second)
+			defer tick.Stop()
+			for {
+				select {
+				case <-stop:
+					sampled <- ss
+					return
+				case <-tick.C:
+					var ms runtime.MemStats
+					runtime.ReadMemStats(&ms)
+					ss = append(ss, sample{float64(ms.HeapInuse) / (1 << 20), testkit.ResidentMB(os.Getpid())})
+				}
+			}
+		}()
+		lat, offered, took = liveLatencyRun(b, edge, rate, d, fmt.Sprintf("sus%s%d", edge, i))
+		close(stop)
+		samples = <-sampled
+	}
+	if len(lat) == 0 || len(samples) < 3 {
+		b.Fatalf("%d probes came back, %d memory samples", len(lat), len(samples))
+	}
+	third := len(samples) / 3
+	peak := func(ss []sample, f func(sample) float64) float64 {
+		m := 0.0
+		for _, s := range ss {
+			m = max(m, f(s))
+		}
+		return m
+	}
+	heap := func(s sample) float64 { return s.heap }
+	rss := func(s sample) float64 { return s.rss }
+	mid, end := samples[third:2*third], samples[2*third:]
+	var series []string
+	for i := 0; i < len(samples); i += max(1, len(samples)/10) {
+		series = append(series, fmt.Sprintf("%ds: heap %.0f MB, resident %.0f MB", (i+1)*10, samples[i].heap, samples[i].rss))
+	}
+	b.Logf("memory every 10 s (of %d samples):\n  %s", len(samples), strings.Join(series, "\n  "))
+	if a, e := peak(mid, heap), peak(end, heap); e > 1.5*a+64 {
+		b.Errorf("the heap grew: peak %.0f MB in the middle third, %.0f MB in the last", a, e)
+	}
+	if a, e := peak(mid, rss), peak(end, rss); e > 1.5*a+64 {
+		b.Errorf("resident memory grew: peak %.0f MB in the middle third, %.0f MB in the last", a, e)
+	}
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+	b.ReportMetric(float64(lat[len(lat)-1].Microseconds())/1000, "max-ms")
+	b.ReportMetric(float64(offered)/took.Seconds(), "events/s")
+	b.ReportMetric(peak(mid, heap), "heap-mid-MB")
+	b.ReportMetric(peak(end, heap), "heap-end-MB")
+	b.ReportMetric(peak(mid, rss), "rss-mid-MB")
+	b.ReportMetric(peak(end, rss), "rss-end-MB")
+}
+
 // liveLatencyRun offers rate events/s for d and returns the probes'
-// latencies, the events offered and how long offering took.
+// latencies, the events offered and how long offering took. The events
+// are made a second's worth at a time (liveEvents, times following the
+// clock); a run of up to liveAhead seconds makes them all before it starts,
+// a longer one a second or two ahead while it runs (10 minutes at 10,000/s
+// made beforehand would be 6 M events in memory, measured with the rest).
 func liveLatencyRun(b *testing.B, edge string, rate int, d time.Duration, run string) ([]time.Duration, int, time.Duration) {
 	// The timer runs through the whole run (seconds): stopped, b.Loop
 	// would see no time pass and run it again without end.
 	rig := startLiveRig(b, true)
-	n := rate * int(d/time.Second)
-	evs := liveEvents(n, run)
+	secs := int(d / time.Second)
+	ahead := min(secs, liveAhead)
+	chunks := make(chan []ingest.Event, ahead)
+	go func() {
+		defer close(chunks)
+		for s := range secs {
+			chunks <- liveEvents(rate, fmt.Sprintf("%s-%d", run, s))
+		}
+	}()
+	if secs <= liveAhead {
+		for len(chunks) < secs {
+			time.Sleep(time.Millisecond)
+		}
+	}
 	keep, filter := liveKeep(b, edge)
 	var (
 		mu     sync.Mutex
@@ -335,23 +440,25 @@ func liveLatencyRun(b *testing.B, edge string, rate int, d time.Duration, run st
 	const tick = time.Millisecond
 	per := rate / int(time.Second/tick)
 	start := time.Now()
-	next, i := start, 0
-	for k := 0; i < len(evs); k++ {
-		next = next.Add(tick)
-		time.Sleep(time.Until(next))
-		for j := 0; j < per && i < len(evs); j, i = j+1, i+1 {
-			ins[i%pubs] <- evs[i]
-		}
-		if k%10 == 0 {
-			probes++
-			node := fmt.Sprintf("probe-%s-%d", run, k)
-			ev := ingest.Event{ID: node, Time: time.Now().UTC(), Node: node, Source: ingest.SourceNomadEvent,
-				Kind: "Node.NodeStreamEvent", Level: ingest.LevelWarn, Msg: "node down",
-				Fields: map[string]any{"status": "down", "prev_status": "ready"}}
-			mu.Lock()
-			sent[node] = time.Now()
-			mu.Unlock()
-			ins[k%pubs] <- ev
+	next, i, k := start, 0, 0
+	for evs := range chunks {
+		for j := 0; j < len(evs); k++ {
+			next = next.Add(tick)
+			time.Sleep(time.Until(next))
+			for m := 0; m < per && j < len(evs); m, j, i = m+1, j+1, i+1 {
+				ins[i%pubs] <- evs[j]
+			}
+			if k%10 == 0 {
+				probes++
+				node := fmt.Sprintf("probe-%s-%d", run, k)
+				ev := ingest.Event{ID: node, Time: time.Now().UTC(), Node: node, Source: ingest.SourceNomadEvent,
+					Kind: "Node.NodeStreamEvent", Level: ingest.LevelWarn, Msg: "node down",
+					Fields: map[string]any{"status": "down", "prev_status": "ready"}}
+				mu.Lock()
+				sent[node] = time.Now()
+				mu.Unlock()
+				ins[k%pubs] <- ev
+			}
 		}
 	}
 	took := time.Since(start)
@@ -359,7 +466,7 @@ func liveLatencyRun(b *testing.B, edge string, rate int, d time.Duration, run st
 		close(in)
 	}
 	wg.Wait()
-	want := uint64(len(evs) + probes)
+	want := uint64(i + probes)
 	if filter != nil {
 		k, _ := filter.Counts()
 		want = k
@@ -380,5 +487,8 @@ func liveLatencyRun(b *testing.B, edge string, rate int, d time.Duration, run st
 	if len(sent) > 0 {
 		b.Errorf("%d of %d probes paged no incident", len(sent), probes)
 	}
-	return lat, len(evs), took
+	return lat, i, took
 }
+
+// liveAhead is how many seconds of events a latency run makes beforehand.
+const liveAhead = 10

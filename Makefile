@@ -108,8 +108,10 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzReadEVTX$$' -fuzztime $(or $(FUZZ_EVTX),20000x) -fuzzminimizetime 5000x -timeout 5m ./ingest/winevt/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseLine$$' -fuzztime $(FUZZ_LINE) -fuzzminimizetime 5000x -timeout 5m ./ingest/nomadlog/
 
+# The benchmarks of the README; BenchmarkLiveSustained alone runs 2 × 10
+# minutes (KLAXON_LIVE_SUSTAIN=1m shortens it).
 bench: build
-	$(GO) test -run '^$$' -bench . -benchmem ./ingest/nomadlog/ ./ingest/nomadevents/ ./ingest/winevt/ ./rules/ ./correlate/ ./cmd/internal/replay/ ./cmd/internal/app/
+	$(GO) test -run '^$$' -bench . -benchmem -timeout 90m ./ingest/nomadlog/ ./ingest/nomadevents/ ./ingest/winevt/ ./rules/ ./correlate/ ./cmd/internal/replay/ ./cmd/internal/app/
 
 # Release archives the Nomad jobs download (deploy/nomad: artifact_url/
 # klaxon_<os>_<arch>.zip with the binary and rules.d/).

@@ -18,6 +18,7 @@ import (
 	"github.com/klaxon-dev/klaxon/correlate/checkpoint"
 	"github.com/klaxon-dev/klaxon/ingest"
 	"github.com/klaxon-dev/klaxon/internal/backoff"
+	"github.com/klaxon-dev/klaxon/internal/jspull"
 	"github.com/klaxon-dev/klaxon/internal/natslayout"
 	"github.com/klaxon-dev/klaxon/rules"
 )
@@ -215,6 +216,9 @@ func (r *correlatorRole) SetRules(set *rules.Set) {
 	r.setRules <- set
 }
 
+// pullBatch is how many events one pull request of the correlator asks for.
+const pullBatch = 512
+
 // consumerAttempts bounds the tries to make the consumer anew before the
 // partition's correlator gives up (and is started again, restoring its
 // state once more).
@@ -275,10 +279,12 @@ func (r *correlatorRole) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// One pull request at a time (internal/jspull: nats.go's iterator
+	// stalled 5 s under load).
 	msgs := make(chan jetstream.Msg, pullBatch)
 	stop := make(chan struct{})
 	stopPull := sync.OnceFunc(func() { close(stop) })
-	go pull(cons, msgs, stop, r.log)
+	go jspull.Pull(cons, pullBatch, msgs, stop, r.log)
 	defer stopPull()
 	// The backlog since the snapshot (or the stream's beginning) is
 	// processed on this run's clock, not on its events' times.

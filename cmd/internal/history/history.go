@@ -14,13 +14,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/klaxon-dev/klaxon/correlate"
+	"github.com/klaxon-dev/klaxon/internal/jspull"
 	"github.com/klaxon-dev/klaxon/internal/natslayout"
 )
 
@@ -166,6 +169,9 @@ type light struct {
 	Evidence json.RawMessage `json:"evidence"`
 }
 
+// scanBatch is how many changes one pull request of a scan asks for.
+const scanBatch = 2048
+
 // scan reads the changes of KLAXON_INCIDENTS from since (zero: the
 // start), of one rule's subjects when rule is set, and calls f with each
 // one's stream sequence and raw body, in order, up to the last message
@@ -211,20 +217,22 @@ func scan(ctx context.Context, js jetstream.JetStream, since time.Time, rule str
 		return oldest, nil
 	}
 	last := info.State.LastSeq
-	it, err := cons.Messages(jetstream.PullMaxMessages(2048), jetstream.PullExpiry(5*time.Second))
-	if err != nil {
-		return oldest, fmt.Errorf("history: reading %s: %w", natslayout.IncidentsStream, err)
-	}
-	defer it.Stop()
-	stop := context.AfterFunc(ctx, it.Stop)
-	defer stop()
+	// One pull request at a time (internal/jspull: nats.go's iterator
+	// could wait out its heartbeat timeout in the middle of a scan).
+	msgs := make(chan jetstream.Msg, scanBatch)
+	stop := make(chan struct{})
+	defer close(stop)
+	go jspull.Pull(cons, scanBatch, msgs, stop, slog.Default())
 	for {
-		m, err := it.Next()
-		if err != nil {
-			if ctx.Err() != nil {
-				return oldest, ctx.Err()
+		var m jetstream.Msg
+		select {
+		case <-ctx.Done():
+			return oldest, ctx.Err()
+		case msg, ok := <-msgs:
+			if !ok {
+				return oldest, fmt.Errorf("history: reading %s: %w", natslayout.IncidentsStream, nats.ErrConnectionClosed)
 			}
-			return oldest, fmt.Errorf("history: reading %s: %w", natslayout.IncidentsStream, err)
+			m = msg
 		}
 		md, err := m.Metadata()
 		if err != nil {

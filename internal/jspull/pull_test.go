@@ -1,4 +1,4 @@
-package durable
+package jspull
 
 import (
 	"context"
@@ -13,7 +13,7 @@ import (
 	"github.com/klaxon-dev/klaxon/internal/natstest"
 )
 
-// TestPullDeliversEveryMessageInOrder: the pull loop delivers a backlog of
+// TestPullDeliversEveryMessageInOrder: Pull delivers a backlog of
 // several batches and then a message published after its request expired
 // (an idle stream), each once and in the consumer's order, to a reader
 // slower than the stream; closing stop ends it and closes its channel at
@@ -26,7 +26,8 @@ func TestPullDeliversEveryMessageInOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const backlog = 3*pullBatch + 17
+	const batch = 512
+	const backlog = 3*batch + 17
 	for i := range backlog {
 		if _, err := js.PublishAsync(fmt.Sprintf("pulltest.%d", i%7), []byte(fmt.Sprint(i))); err != nil {
 			t.Fatal(err)
@@ -35,7 +36,7 @@ func TestPullDeliversEveryMessageInOrder(t *testing.T) {
 	<-js.PublishAsyncComplete()
 	msgs := make(chan jetstream.Msg, 8)
 	stop := make(chan struct{})
-	go pull(cons, msgs, stop, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	go Pull(cons, batch, msgs, stop, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	var want uint64 = 1
 	take := func(n int) {
 		t.Helper()
@@ -53,13 +54,13 @@ func TestPullDeliversEveryMessageInOrder(t *testing.T) {
 				if want%100 == 0 {
 					time.Sleep(time.Millisecond) // a reader slower than the stream
 				}
-			case <-time.After(pullExpiry + 5*time.Second):
+			case <-time.After(Expiry + 5*time.Second):
 				t.Fatalf("no delivery %d", want)
 			}
 		}
 	}
 	take(backlog)
-	time.Sleep(pullExpiry + time.Second) // the waiting request expires
+	time.Sleep(Expiry + time.Second) // the waiting request expires
 	if _, err := js.Publish(ctx, "pulltest.late", []byte(fmt.Sprint(backlog))); err != nil {
 		t.Fatal(err)
 	}
@@ -76,6 +77,6 @@ func TestPullDeliversEveryMessageInOrder(t *testing.T) {
 			t.Fatal("a delivery after stop")
 		}
 	case <-time.After(time.Second):
-		t.Fatal("the pull loop did not end within a second of stop")
+		t.Fatal("Pull did not end within a second of stop")
 	}
 }

@@ -461,27 +461,18 @@ func soakMemory(t *testing.T, samples []soakSample) {
 		t.Logf("memory: %d samples, too few to judge", len(samples))
 		return
 	}
-	third := len(samples) / 3
-	peak := func(ss []soakSample, f func(soakSample) float64) float64 {
-		m := 0.0
-		for _, s := range ss {
-			m = max(m, f(s))
-		}
-		return m
-	}
 	ingest := func(s soakSample) float64 { return s.ingest }
 	cor := func(s soakSample) float64 { return s.cor }
-	mid, end := samples[third:2*third], samples[2*third:]
 	var series []string
 	for i := 0; i < len(samples); i += max(1, len(samples)/12) {
 		s := samples[i]
 		series = append(series, fmt.Sprintf("%v: ingest %.0f MB, correlate %.0f MB", s.at.Round(time.Second), s.ingest, s.cor))
 	}
 	t.Logf("memory (resident):\n  %s", strings.Join(series, "\n  "))
-	if a, b := peak(mid, ingest), peak(end, ingest); b > 1.5*a+32 {
+	if a, b := testkit.MidEndPeaks(samples, ingest); testkit.Grew(a, b, 32) {
 		t.Errorf("the ingester's memory grew: peak %.0f MB in the middle third, %.0f MB in the last", a, b)
 	}
-	if a, b := peak(mid, cor), peak(end, cor); b > 1.5*a+64 {
+	if a, b := testkit.MidEndPeaks(samples, cor); testkit.Grew(a, b, 64) {
 		t.Errorf("the correlator's memory grew: peak %.0f MB in the middle third, %.0f MB in the last", a, b)
 	}
 }

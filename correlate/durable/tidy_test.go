@@ -26,26 +26,10 @@ import (
 // consumer stopped delivering at MaxAckPending); no checkpoint begins while
 // the store is being tidied.
 func TestAckNotHeldByTidying(t *testing.T) {
-	_, js := natstest.Start(t)
-	ctx, cancel := context.WithCancel(context.Background())
+	js, ctx, cancel := startRoleRig(t)
 	defer cancel()
-	natstest.CreateStreams(t, js, jetstream.StreamConfig{Storage: jetstream.MemoryStorage}, map[string]string{
-		natslayout.EventsStream: natslayout.EventsSubjects, natslayout.IncidentsStream: natslayout.IncidentsSubjects})
-	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: natslayout.StateBucket}); err != nil {
-		t.Fatal(err)
-	}
-	set, err := rules.LoadFiles("../testdata/rules.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	cfg := Config{SnapshotInterval: 20 * time.Millisecond, Lateness: time.Second, LeaseTTL: time.Second}
-	r, err := newScopedCorrelator(ctx, js, js, set, cfg, wholeStream, time.Now, quiet, NewMetrics(prometheus.NewRegistry()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var processed atomic.Uint64
-	r.processed = &processed
+	r, processed := testRole(t, ctx, js, cfg, time.Now)
 	var tidying, tidies atomic.Int32
 	release := make(chan struct{})
 	r.tidy = func(context.Context) {
@@ -130,18 +114,8 @@ func TestPace(t *testing.T) {
 // moved the watermark to the wall clock and made the rest of the backlog
 // late: a 1-in-27 failure of TestRuleEditKeepsUnchangedRules).
 func TestBacklogOnTheLiveClock(t *testing.T) {
-	_, js := natstest.Start(t)
-	ctx, cancel := context.WithCancel(context.Background())
+	js, ctx, cancel := startRoleRig(t)
 	defer cancel()
-	natstest.CreateStreams(t, js, jetstream.StreamConfig{Storage: jetstream.MemoryStorage}, map[string]string{
-		natslayout.EventsStream: natslayout.EventsSubjects, natslayout.IncidentsStream: natslayout.IncidentsSubjects})
-	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: natslayout.StateBucket}); err != nil {
-		t.Fatal(err)
-	}
-	set, err := rules.LoadFiles("../testdata/rules.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
 	const n = 3000
 	old := time.Now().Add(-time.Hour)
 	for i := range n {
@@ -157,16 +131,10 @@ func TestBacklogOnTheLiveClock(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("publishing the backlog timed out")
 	}
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	cfg := Config{SnapshotInterval: time.Millisecond, Lateness: time.Second, Idle: 5 * time.Second, LeaseTTL: time.Second}
 	var ticks atomic.Int32
 	now := func() time.Time { ticks.Add(1); return time.Now() }
-	r, err := newScopedCorrelator(ctx, js, js, set, cfg, wholeStream, now, quiet, NewMetrics(prometheus.NewRegistry()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var processed atomic.Uint64
-	r.processed = &processed
+	r, processed := testRole(t, ctx, js, cfg, now)
 	done := make(chan error, 1)
 	go func() { done <- r.run(ctx) }()
 	testkit.WaitFor(t, 20*time.Second, "the backlog processed", func() bool { return processed.Load() >= n })
@@ -189,26 +157,10 @@ func TestBacklogOnTheLiveClock(t *testing.T) {
 // before its outcome used to take that outcome — acking events not yet
 // stored — and the next outcome then found none: a nil dereference).
 func TestCheckpointOutcomesInOrder(t *testing.T) {
-	_, js := natstest.Start(t)
-	ctx, cancel := context.WithCancel(context.Background())
+	js, ctx, cancel := startRoleRig(t)
 	defer cancel()
-	natstest.CreateStreams(t, js, jetstream.StreamConfig{Storage: jetstream.MemoryStorage}, map[string]string{
-		natslayout.EventsStream: natslayout.EventsSubjects, natslayout.IncidentsStream: natslayout.IncidentsSubjects})
-	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: natslayout.StateBucket}); err != nil {
-		t.Fatal(err)
-	}
-	set, err := rules.LoadFiles("../testdata/rules.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	cfg := Config{SnapshotInterval: time.Millisecond, Lateness: time.Second, LeaseTTL: time.Second}
-	r, err := newScopedCorrelator(ctx, js, js, set, cfg, wholeStream, time.Now, quiet, NewMetrics(prometheus.NewRegistry()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var processed atomic.Uint64
-	r.processed = &processed
+	r, processed := testRole(t, ctx, js, cfg, time.Now)
 	var tidies atomic.Int32
 	r.tidy = func(context.Context) { tidies.Add(1) }
 	done := make(chan error, 1)
@@ -236,4 +188,37 @@ func TestCheckpointOutcomesInOrder(t *testing.T) {
 	if tidies.Load() < 20 {
 		t.Fatalf("%d checkpoints tidied; the test needs many", tidies.Load())
 	}
+}
+
+// startRoleRig starts an embedded JetStream with the streams and the state
+// bucket a correlator role uses.
+func startRoleRig(t *testing.T) (jetstream.JetStream, context.Context, context.CancelFunc) {
+	t.Helper()
+	_, js := natstest.Start(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	natstest.CreateStreams(t, js, jetstream.StreamConfig{Storage: jetstream.MemoryStorage}, map[string]string{
+		natslayout.EventsStream: natslayout.EventsSubjects, natslayout.IncidentsStream: natslayout.IncidentsSubjects})
+	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: natslayout.StateBucket}); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	return js, ctx, cancel
+}
+
+// testRole makes the whole stream's correlator role with the test rules,
+// cfg and the clock now; it counts what the role processes.
+func testRole(t *testing.T, ctx context.Context, js jetstream.JetStream, cfg Config, now func() time.Time) (*correlatorRole, *atomic.Uint64) {
+	t.Helper()
+	set, err := rules.LoadFiles("../testdata/rules.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	r, err := newScopedCorrelator(ctx, js, js, set, cfg, wholeStream, now, quiet, NewMetrics(prometheus.NewRegistry()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var processed atomic.Uint64
+	r.processed = &processed
+	return r, &processed
 }

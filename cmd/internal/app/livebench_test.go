@@ -378,37 +378,30 @@ func liveSustained(b *testing.B, edge string, rate int, warm, d time.Duration) {
 	if len(lat) == 0 || len(samples) < 3 {
 		b.Fatalf("%d probes came back, %d memory samples", len(lat), len(samples))
 	}
-	third := len(samples) / 3
-	peak := func(ss []sample, f func(sample) float64) float64 {
-		m := 0.0
-		for _, s := range ss {
-			m = max(m, f(s))
-		}
-		return m
-	}
 	heap := func(s sample) float64 { return s.heap }
 	rss := func(s sample) float64 { return s.rss }
-	mid, end := samples[third:2*third], samples[2*third:]
 	var series []string
 	for i := 0; i < len(samples); i += max(1, len(samples)/10) {
 		series = append(series, fmt.Sprintf("%v: heap %.0f MB, resident %.0f MB", samples[i].at.Round(time.Second), samples[i].heap, samples[i].rss))
 	}
 	b.Logf("memory every 10 s (of %d samples):\n  %s", len(samples), strings.Join(series, "\n  "))
-	if a, e := peak(mid, heap), peak(end, heap); e > 1.5*a+64 {
-		b.Errorf("the heap grew: peak %.0f MB in the middle third, %.0f MB in the last", a, e)
+	heapMid, heapEnd := testkit.MidEndPeaks(samples, heap)
+	if testkit.Grew(heapMid, heapEnd, 64) {
+		b.Errorf("the heap grew: peak %.0f MB in the middle third, %.0f MB in the last", heapMid, heapEnd)
 	}
-	if a, e := peak(mid, rss), peak(end, rss); e > 1.5*a+64 {
-		b.Errorf("resident memory grew: peak %.0f MB in the middle third, %.0f MB in the last", a, e)
+	rssMid, rssEnd := testkit.MidEndPeaks(samples, rss)
+	if testkit.Grew(rssMid, rssEnd, 64) {
+		b.Errorf("resident memory grew: peak %.0f MB in the middle third, %.0f MB in the last", rssMid, rssEnd)
 	}
 	slices.Sort(lat)
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
 	b.ReportMetric(float64(lat[len(lat)-1].Microseconds())/1000, "max-ms")
 	b.ReportMetric(float64(offered)/took.Seconds(), "events/s")
-	b.ReportMetric(peak(mid, heap), "heap-mid-MB")
-	b.ReportMetric(peak(end, heap), "heap-end-MB")
-	b.ReportMetric(peak(mid, rss), "rss-mid-MB")
-	b.ReportMetric(peak(end, rss), "rss-end-MB")
+	b.ReportMetric(heapMid, "heap-mid-MB")
+	b.ReportMetric(heapEnd, "heap-end-MB")
+	b.ReportMetric(rssMid, "rss-mid-MB")
+	b.ReportMetric(rssEnd, "rss-end-MB")
 }
 
 // writeHeapProfile writes the heap's profile to path (the rig still runs:

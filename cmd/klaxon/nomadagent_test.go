@@ -5,6 +5,7 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
 	"net/http"
@@ -67,6 +68,8 @@ type agentOptions struct {
 	// token: ACLs are enabled (acl block in extraHCL); the agent is
 	// bootstrapped with this secret (a UUID), which the helpers send.
 	token string
+	// retries counts the starts again after a port was taken.
+	retries int
 }
 
 // startNomadAgent starts an agent in a directory of its own: a dev agent
@@ -75,6 +78,12 @@ type agentOptions struct {
 // secrets mounts it leaves unmounted.
 func startNomadAgent(t *testing.T, bin, dir string, o agentOptions) *nomadAgent {
 	t.Helper()
+	orig := o
+	// Ports chosen here were free a moment before the agent binds them;
+	// another test's connection can take one meanwhile ("address already
+	// in use", a failure of make test). A new agent with fresh ports is
+	// then started in its place, when its data directory was new.
+	autoPorts := o.ports == [3]int{}
 	for i := range o.ports {
 		if o.ports[i] == 0 {
 			o.ports[i] = freePort(t)
@@ -83,6 +92,8 @@ func startNomadAgent(t *testing.T, bin, dir string, o agentOptions) *nomadAgent 
 	if o.data == "" {
 		o.data = "data"
 	}
+	_, err := os.Stat(filepath.Join(dir, o.data))
+	freshData := os.IsNotExist(err)
 	a := &nomadAgent{t: t, name: o.name, dir: dir, http: o.ports[0], rpc: o.ports[1], serf: o.ports[2], done: make(chan struct{}), https: o.https, token: o.token}
 	if err := os.MkdirAll(filepath.Join(dir, o.data), 0o755); err != nil {
 		t.Fatal(err)
@@ -140,8 +151,13 @@ plugin "raw_exec" {
 	go func() { _ = a.proc.Wait(); close(a.done) }()
 	t.Cleanup(a.stop)
 	bootstrapped := o.token == ""
+	portTaken := false
 	waitFor(t, 60*time.Second, o.name+" ready", func() bool {
 		if a.exited() {
+			if autoPorts && freshData && o.retries < 3 && strings.Contains(a.out.String(), "address already in use") {
+				portTaken = true
+				return true
+			}
 			t.Fatalf("nomad agent %s exited:\n%s", o.name, a.output())
 		}
 		if !bootstrapped {
@@ -159,6 +175,16 @@ plugin "raw_exec" {
 		}
 		return false
 	})
+	if portTaken {
+		t.Logf("nomad agent %s: a port was taken before it bound it; starting it again on others", o.name)
+		nomadtest.UnmountUnder(dir)
+		if err := os.RemoveAll(filepath.Join(dir, o.data)); err != nil {
+			t.Fatal(err)
+		}
+		_ = os.Remove(a.logPath)
+		orig.retries++
+		return startNomadAgent(t, bin, dir, orig)
+	}
 	return a
 }
 
@@ -221,7 +247,10 @@ func (a *nomadAgent) bootstrapACL(bin string) bool {
 	if err := os.WriteFile(p, []byte(a.token), 0o600); err != nil {
 		a.t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "acl", "bootstrap", p)
+	// Bounded: on a port something else holds, the CLI waits for ever.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "acl", "bootstrap", p)
 	cmd.Env = append(os.Environ(), "NOMAD_ADDR="+a.addr(), "NOMAD_TOKEN=")
 	out, err := cmd.CombinedOutput()
 	return err == nil || strings.Contains(string(out), "bootstrap already done")

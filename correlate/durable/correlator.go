@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -282,10 +281,9 @@ func (r *correlatorRole) run(ctx context.Context) error {
 	// One pull request at a time (internal/jspull: nats.go's iterator
 	// stalled 5 s under load).
 	msgs := make(chan jetstream.Msg, pullBatch)
-	stop := make(chan struct{})
-	stopPull := sync.OnceFunc(func() { close(stop) })
-	go jspull.Pull(cons, pullBatch, msgs, stop, r.log)
+	pullCtx, stopPull := context.WithCancel(ctx)
 	defer stopPull()
+	go jspull.Pull(pullCtx, cons, pullBatch, msgs, r.log)
 	// The backlog since the snapshot (or the stream's beginning) is
 	// processed on this run's clock, not on its events' times.
 	r.corr.Resume(r.now().Add(-r.cfg.Lateness))

@@ -15,12 +15,15 @@
 package jspull
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/klaxon-dev/klaxon/internal/backoff"
 )
 
 const (
@@ -30,20 +33,18 @@ const (
 	Expiry = 5 * time.Second
 	// Heartbeat is the idle heartbeat a pull request asks for.
 	Heartbeat = 2 * time.Second
+	// retryDelay is the wait before a request that could not be sent is
+	// sent again.
+	retryDelay = 100 * time.Millisecond
 )
 
 // Pull delivers cons's messages to msgs, batch messages a request at a
-// time, until stop is closed or the connection is; then it closes msgs. Messages it took after
-// stop are not delivered (not acked, they are delivered again to the next
-// reader of a durable consumer).
-func Pull(cons jetstream.Consumer, batch int, msgs chan<- jetstream.Msg, stop <-chan struct{}, log *slog.Logger) {
+// time, until ctx ends or the connection is closed; then it closes msgs.
+// Messages it took after ctx ended are not delivered (not acked, they are
+// delivered again to the next reader of a durable consumer).
+func Pull(ctx context.Context, cons jetstream.Consumer, batch int, msgs chan<- jetstream.Msg, log *slog.Logger) {
 	defer close(msgs)
-	for {
-		select {
-		case <-stop:
-			return
-		default:
-		}
+	for ctx.Err() == nil {
 		req, err := cons.Fetch(batch, jetstream.FetchMaxWait(Expiry), jetstream.FetchHeartbeat(Heartbeat))
 		if errors.Is(err, nats.ErrConnectionClosed) {
 			log.Debug("pull request not sent: the connection is closed")
@@ -53,14 +54,12 @@ func Pull(cons jetstream.Consumer, batch int, msgs chan<- jetstream.Msg, stop <-
 			// The request was not sent (the connection is reconnecting):
 			// try again shortly.
 			log.Debug("pull request not sent; trying again", "err", err)
-			select {
-			case <-stop:
+			if !backoff.Sleep(ctx, retryDelay) {
 				return
-			case <-time.After(100 * time.Millisecond):
 			}
 			continue
 		}
-		if !deliver(req.Messages(), msgs, stop) {
+		if !deliver(req.Messages(), msgs, ctx.Done()) {
 			return
 		}
 		if err := req.Error(); err != nil {

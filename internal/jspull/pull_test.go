@@ -16,7 +16,7 @@ import (
 // TestPullDeliversEveryMessageInOrder: Pull delivers a backlog of
 // several batches and then a message published after its request expired
 // (an idle stream), each once and in the consumer's order, to a reader
-// slower than the stream; closing stop ends it and closes its channel at
+// slower than the stream; ending its context ends it and closes its channel at
 // once, though its request is still waiting on the server.
 func TestPullDeliversEveryMessageInOrder(t *testing.T) {
 	_, js := natstest.Start(t)
@@ -35,8 +35,9 @@ func TestPullDeliversEveryMessageInOrder(t *testing.T) {
 	}
 	<-js.PublishAsyncComplete()
 	msgs := make(chan jetstream.Msg, 8)
-	stop := make(chan struct{})
-	go Pull(cons, batch, msgs, stop, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	pullCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	go Pull(pullCtx, cons, batch, msgs, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	var want uint64 = 1
 	take := func(n int) {
 		t.Helper()
@@ -70,13 +71,13 @@ func TestPullDeliversEveryMessageInOrder(t *testing.T) {
 		t.Fatalf("an extra delivery: %q", m.Data())
 	case <-time.After(100 * time.Millisecond):
 	}
-	close(stop)
+	stop()
 	select {
 	case _, ok := <-msgs:
 		if ok {
-			t.Fatal("a delivery after stop")
+			t.Fatal("a delivery after its context ended")
 		}
 	case <-time.After(time.Second):
-		t.Fatal("Pull did not end within a second of stop")
+		t.Fatal("Pull did not end within a second of its context")
 	}
 }

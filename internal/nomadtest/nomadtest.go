@@ -253,14 +253,8 @@ func UnmountUnder(dir string) {
 	}
 }
 
-// Poll calls cond until it holds or d passes.
+// Poll calls cond every 100 ms until it holds or d passes.
 func Poll(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	testkit.WaitEvery(t, d, 100*time.Millisecond, what, cond)
 }

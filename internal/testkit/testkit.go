@@ -45,11 +45,18 @@ func FreePort(t testing.TB) int {
 // does not within d.
 func WaitFor(tb testing.TB, d time.Duration, what string, cond func() bool) {
 	tb.Helper()
+	WaitEvery(tb, d, 10*time.Millisecond, what, cond)
+}
+
+// WaitEvery polls cond every interval until it holds, and fails the test
+// when it does not within d.
+func WaitEvery(tb testing.TB, d, every time.Duration, what string, cond func() bool) {
+	tb.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) {
 			tb.Fatalf("timed out after %v waiting for %s", d, what)
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(every)
 	}
 }

@@ -283,9 +283,7 @@ func BenchmarkLiveLatency(b *testing.B) {
 			if len(lat) == 0 {
 				b.Fatal("no probe came back")
 			}
-			slices.Sort(lat)
-			b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
-			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+			reportLatency(b, lat)
 			b.ReportMetric(offered/elapsed, "events/s")
 		})
 	}
@@ -393,15 +391,21 @@ func liveSustained(b *testing.B, edge string, rate int, warm, d time.Duration) {
 	if testkit.Grew(rssMid, rssEnd, 64) {
 		b.Errorf("resident memory grew: peak %.0f MB in the middle third, %.0f MB in the last", rssMid, rssEnd)
 	}
-	slices.Sort(lat)
-	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
-	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+	reportLatency(b, lat)
 	b.ReportMetric(float64(lat[len(lat)-1].Microseconds())/1000, "max-ms")
 	b.ReportMetric(float64(offered)/took.Seconds(), "events/s")
 	b.ReportMetric(heapMid, "heap-mid-MB")
 	b.ReportMetric(heapEnd, "heap-end-MB")
 	b.ReportMetric(rssMid, "rss-mid-MB")
 	b.ReportMetric(rssEnd, "rss-end-MB")
+}
+
+// reportLatency sorts the probes' latencies and reports their median and
+// 99th percentile.
+func reportLatency(b *testing.B, lat []time.Duration) {
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
 }
 
 // writeHeapProfile writes the heap's profile to path (the rig still runs:

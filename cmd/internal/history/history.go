@@ -220,19 +220,12 @@ func scan(ctx context.Context, js jetstream.JetStream, since time.Time, rule str
 	// One pull request at a time (internal/jspull: nats.go's iterator
 	// could wait out its heartbeat timeout in the middle of a scan).
 	msgs := make(chan jetstream.Msg, scanBatch)
-	stop := make(chan struct{})
-	defer close(stop)
-	go jspull.Pull(cons, scanBatch, msgs, stop, slog.Default())
-	for {
-		var m jetstream.Msg
-		select {
-		case <-ctx.Done():
-			return oldest, ctx.Err()
-		case msg, ok := <-msgs:
-			if !ok {
-				return oldest, fmt.Errorf("history: reading %s: %w", natslayout.IncidentsStream, nats.ErrConnectionClosed)
-			}
-			m = msg
+	pullCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	go jspull.Pull(pullCtx, cons, scanBatch, msgs, slog.Default())
+	for m := range msgs {
+		if ctx.Err() != nil {
+			break
 		}
 		md, err := m.Metadata()
 		if err != nil {
@@ -248,6 +241,10 @@ func scan(ctx context.Context, js jetstream.JetStream, since time.Time, rule str
 			return oldest, nil
 		}
 	}
+	if ctx.Err() != nil {
+		return oldest, ctx.Err()
+	}
+	return oldest, fmt.Errorf("history: reading %s: %w", natslayout.IncidentsStream, nats.ErrConnectionClosed)
 }
 
 type occKey struct {

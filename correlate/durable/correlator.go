@@ -281,7 +281,10 @@ func (r *correlatorRole) run(ctx context.Context) error {
 	// One pull request at a time (internal/jspull: nats.go's iterator
 	// stalled 5 s under load).
 	msgs := make(chan jetstream.Msg, pullBatch)
-	pullCtx, stopPull := context.WithCancel(ctx)
+	// Ended by stopPull only, not with ctx: the loop below takes ctx's end
+	// first (draining, a final checkpoint); msgs closed by ctx's end would
+	// race it and end the run with ctx's error.
+	pullCtx, stopPull := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopPull()
 	go jspull.Pull(pullCtx, cons, pullBatch, msgs, r.log)
 	// The backlog since the snapshot (or the stream's beginning) is

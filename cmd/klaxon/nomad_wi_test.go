@@ -68,7 +68,9 @@ func wiJob(klaxonBin, rulesDir, sink string) string {
 // group (nomad acl policy apply -job -group), and a crash loop in another
 // namespace fires naming its job. (klaxon-ingest.policy.hcl is applied
 // too: Nomad accepts it.)
-var status403 = regexp.MustCompile(`(^|[^0-9:])403([^0-9]|$)`)
+// Not the digits of a port (addr=127.0.0.1:40307) nor a timestamp's
+// milliseconds (time=…T12:43:51.403Z, a make test failure).
+var status403 = regexp.MustCompile(`(^|[^0-9:.])403([^0-9]|$)`)
 
 func TestLiveNomadWorkloadIdentity(t *testing.T) {
 	// It mostly waits on Nomad (restart delays, heartbeats): it runs beside

@@ -61,6 +61,11 @@ func wiJob(klaxonBin, rulesDir, sink string) string {
 `, klaxonBin, rulesDir, sink)
 }
 
+// status403 is a status 403 in klaxon's log: not the digits of a port
+// (addr=127.0.0.1:40307) nor a timestamp's milliseconds
+// (time=…T12:43:51.403Z, a make test failure).
+var status403 = regexp.MustCompile(`(^|[^0-9:.])403([^0-9]|$)`)
+
 // TestLiveNomadWorkloadIdentity runs klaxon inside a real Nomad 2.0.5 with
 // ACLs enabled, as the deploy jobs do: the event stream is read with the
 // task's workload identity through the task API socket, allowed by the
@@ -68,10 +73,6 @@ func wiJob(klaxonBin, rulesDir, sink string) string {
 // group (nomad acl policy apply -job -group), and a crash loop in another
 // namespace fires naming its job. (klaxon-ingest.policy.hcl is applied
 // too: Nomad accepts it.)
-// Not the digits of a port (addr=127.0.0.1:40307) nor a timestamp's
-// milliseconds (time=…T12:43:51.403Z, a make test failure).
-var status403 = regexp.MustCompile(`(^|[^0-9:.])403([^0-9]|$)`)
-
 func TestLiveNomadWorkloadIdentity(t *testing.T) {
 	// It mostly waits on Nomad (restart delays, heartbeats): it runs beside
 	// the other live tests.

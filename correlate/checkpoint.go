@@ -4,6 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"iter"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,15 +49,23 @@ type checkpointState struct {
 	lastCut *Cut
 }
 
-// itemRef names an item: a group (kind 'g': rule id, group key) or a source
-// clock (kind 'c': source, node).
+// itemRef names an item: a group (kind 'g': rule id, group key), a segment
+// of a group's window (kind 's': rule id, group key, segment number) or a
+// source clock (kind 'c': source, node).
 type itemRef struct {
 	kind byte
 	a, b string
+	seg  uint64
 }
 
 // ID is the item's id: unique per item and stable.
-func (r itemRef) ID() string { return string(r.kind) + "\x00" + r.a + "\x00" + r.b }
+func (r itemRef) ID() string {
+	id := string(r.kind) + "\x00" + r.a + "\x00" + r.b
+	if r.kind == 's' {
+		id += "\x00" + strconv.FormatUint(r.seg, 10)
+	}
+	return id
+}
 
 // touch records that g changed.
 func (c *Correlator) touch(g *group) {
@@ -150,6 +161,7 @@ func (c *Correlator) Checkpoint() (Checkpoint, error) {
 // every event behind them).
 type Cut struct {
 	groups  []groupCut
+	segs    []segmentCut
 	clocks  []clockItem
 	deleted []string
 	meta    []byte
@@ -169,6 +181,14 @@ type groupCut struct {
 	g          *group // the copy
 	values     map[string]string
 	runbook    string // the rule's (left out of the item's incidents)
+	// layout lists the segments holding the window (nil: inline).
+	layout *segmentsJSON
+}
+
+// segmentCut is a copy of a segment's entries with its item's id.
+type segmentCut struct {
+	id   string
+	item segmentItem
 }
 
 // Cut copies the items that changed since the last Committed call (or
@@ -192,27 +212,35 @@ func (c *Correlator) Cut() (*Cut, error) {
 		c.ckpt.pending = map[itemRef]struct{}{}
 	}
 	for g := range c.ckpt.dirty {
-		c.ckpt.pending[itemRef{'g', g.rs.rule.ID, g.Key}] = struct{}{}
+		c.ckpt.pending[itemRef{'g', g.rs.rule.ID, g.Key, 0}] = struct{}{}
+		c.segmentRefs(g)
 	}
 	clear(c.ckpt.dirty)
 	for cl := range c.clocks.dirty {
-		c.ckpt.pending[itemRef{'c', cl.src, cl.node}] = struct{}{}
+		c.ckpt.pending[itemRef{'c', cl.src, cl.node, 0}] = struct{}{}
 	}
 	clear(c.clocks.dirty)
 	k := &Cut{stamp: c.ckpt.stamp}
+	// Segments first: a group's item lists them as this cut stores them.
+	for ref := range c.ckpt.pending {
+		if ref.kind == 's' {
+			c.cutSegment(k, ref)
+		}
+	}
 	for ref := range c.ckpt.pending {
 		switch ref.kind {
+		case 's':
 		case 'g':
-			rs := c.rules[ref.a]
-			var g *group
-			if rs != nil {
-				g = rs.groups[ref.b]
-			}
+			g := c.liveGroup(ref.a, ref.b)
 			if g == nil {
 				k.deleted = append(k.deleted, ref.ID())
 				continue
 			}
-			k.groups = append(k.groups, groupCut{id: ref.ID(), rule: rs.rule.ID, hash: rs.hash, live: g, g: g.cut(reuse), values: g.valueMapOrEmpty(), runbook: rs.rule.Runbook})
+			gc := groupCut{id: ref.ID(), rule: g.rs.rule.ID, hash: g.rs.hash, live: g, g: g.cut(reuse), values: g.valueMapOrEmpty(), runbook: g.rs.rule.Runbook}
+			if g.segs != nil {
+				gc.layout = g.segs.layout()
+			}
+			k.groups = append(k.groups, gc)
 		case 'c':
 			cl := c.clocks.m[ref.a][ref.b]
 			if cl == nil {
@@ -224,13 +252,65 @@ func (c *Correlator) Cut() (*Cut, error) {
 			return nil, fmt.Errorf("correlator checkpoint: unknown item kind %q", ref.kind)
 		}
 	}
-	meta, err := json.Marshal(checkpointMeta{Version: 2, Watermark: c.watermark, Proc: c.proc, Retired: c.retired, Runbooks: c.runbooks()})
+	meta, err := json.Marshal(checkpointMeta{Version: 3, Watermark: c.watermark, Proc: c.proc, Retired: c.retired, Runbooks: c.runbooks()})
 	if err != nil {
 		return nil, fmt.Errorf("correlator checkpoint: %w", err)
 	}
 	k.meta = meta
 	c.ckpt.lastCut = k
 	return k, nil
+}
+
+// liveGroup returns the correlator's group of a rule by key, or nil.
+func (c *Correlator) liveGroup(rule, key string) *group {
+	if rs := c.rules[rule]; rs != nil {
+		return rs.groups[key]
+	}
+	return nil
+}
+
+// segmentRefs marks pending the segment items of a changed group that
+// this checkpoint writes or deletes (see segments.go): those whose
+// entries changed, those whose entries all left, and all of a group that
+// is gone. A window that outgrew segmentEntries is laid out in segments
+// here, all of them to be written.
+func (c *Correlator) segmentRefs(g *group) {
+	live := c.liveGroup(g.rs.rule.ID, g.Key) == g
+	if live && g.segs == nil && len(g.Entries) > segmentEntries {
+		g.segs = newSegments(len(g.Entries))
+	}
+	if g.segs == nil {
+		return
+	}
+	ref := itemRef{kind: 's', a: g.rs.rule.ID, b: g.Key}
+	for _, ref.seg = range g.segs.gone {
+		c.ckpt.pending[ref] = struct{}{}
+	}
+	g.segs.gone = nil
+	for _, sg := range g.segs.list {
+		if sg.dirty || !live {
+			ref.seg = sg.id
+			c.ckpt.pending[ref] = struct{}{}
+		}
+	}
+}
+
+// cutSegment adds to k a copy of the segment ref names, or its deletion
+// when it is gone, and records the entries it is stored with.
+func (c *Correlator) cutSegment(k *Cut, ref itemRef) {
+	g := c.liveGroup(ref.a, ref.b)
+	i, start := -1, 0
+	if g != nil && g.segs != nil {
+		i, start = g.segs.find(ref.seg)
+	}
+	if i < 0 {
+		k.deleted = append(k.deleted, ref.ID())
+		return
+	}
+	sg := &g.segs.list[i]
+	k.segs = append(k.segs, segmentCut{id: ref.ID(), item: segmentItem{Rule: ref.a, Key: ref.b, ID: ref.seg,
+		Entries: slices.Clone(g.Entries[start : start+sg.n])}})
+	sg.stored, sg.dirty = sg.n, false
 }
 
 // Encode encodes the cut: safe on any goroutine, once.
@@ -243,27 +323,32 @@ func (k *Cut) Encode() (Checkpoint, error) { return k.EncodeWith(nil) }
 // encoded, so that a checkpoint of 50,000 groups does not hold 50,000
 // items of JSON at once).
 func (k *Cut) EncodeWith(pack func(item []byte) []byte) (Checkpoint, error) {
-	cp := Checkpoint{Meta: k.meta, Changed: make(map[string][]byte, len(k.groups)+len(k.clocks)), Deleted: k.deleted}
+	cp := Checkpoint{Meta: k.meta, Changed: make(map[string][]byte, len(k.groups)+len(k.segs)+len(k.clocks)), Deleted: k.deleted}
 	type encoded struct {
 		b   []byte
 		err error
 		enc groupEncoder
 	}
-	out := make([]encoded, len(k.groups))
-	// Each group's encoding is its own: spread over the cores but one,
+	out := make([]encoded, len(k.groups)+len(k.segs))
+	// Each item's encoding is its own: spread over the cores but one,
 	// which the correlator's goroutine keeps (a live checkpoint's encoding
 	// on every core held its events back: p99 latency in the sustained
 	// benchmark).
-	parallel.Beside(len(k.groups), func(i int) {
-		o, gc := &out[i], &k.groups[i]
-		o.enc = groupEncoder{cache: gc.g.evEnc, stamp: k.stamp, runbook: gc.runbook}
+	parallel.Beside(len(out), func(i int) {
+		o := &out[i]
 		var buf *[]byte
 		if pack != nil {
 			buf = itemBuffers.Get().(*[]byte)
 			o.enc.buf = (*buf)[:0]
 		}
-		o.b, o.err = o.enc.groupItem(gc.rule, gc.hash, gc.g, gc.values)
-		o.enc.sweep()
+		if i < len(k.groups) {
+			gc := &k.groups[i]
+			o.enc.cache, o.enc.stamp, o.enc.runbook, o.enc.layout = gc.g.evEnc, k.stamp, gc.runbook, gc.layout
+			o.b, o.err = o.enc.groupItem(gc.rule, gc.hash, gc.g, gc.values)
+			o.enc.sweep()
+		} else {
+			o.b, o.err = k.segs[i-len(k.groups)].item.appendJSON(o.enc.buf)
+		}
 		if pack != nil {
 			if o.err == nil {
 				packed := pack(o.b)
@@ -283,6 +368,13 @@ func (k *Cut) EncodeWith(pack func(item []byte) []byte) (Checkpoint, error) {
 			used[gc.live] = gc.g.evEnc
 		}
 	}
+	for i, sc := range k.segs {
+		o := &out[len(k.groups)+i]
+		if o.err != nil {
+			return Checkpoint{}, fmt.Errorf("correlator checkpoint: %w", o.err)
+		}
+		cp.Changed[sc.id] = o.b
+	}
 	for _, ci := range k.clocks {
 		b, err := json.Marshal(ci)
 		if err != nil {
@@ -291,7 +383,7 @@ func (k *Cut) EncodeWith(pack func(item []byte) []byte) (Checkpoint, error) {
 		if pack != nil {
 			b = pack(b)
 		}
-		cp.Changed[itemRef{'c', ci.Source, ci.Node}.ID()] = b
+		cp.Changed[itemRef{'c', ci.Source, ci.Node, 0}.ID()] = b
 	}
 	k.used = used
 	k.done.Store(true)
@@ -339,7 +431,7 @@ func (c *Correlator) RestoreCheckpoint(meta []byte, items iter.Seq2[string, []by
 	if err := json.Unmarshal(meta, &m); err != nil {
 		return fmt.Errorf("correlator checkpoint: meta: %w", err)
 	}
-	if m.Version != 2 {
+	if m.Version != 2 && m.Version != 3 { // 3: windows in segments
 		return fmt.Errorf("correlator checkpoint: unknown version %d", m.Version)
 	}
 	c.watermark, c.proc, c.retired = m.Watermark, m.Proc, m.Retired
@@ -358,39 +450,64 @@ func (c *Correlator) RestoreCheckpoint(meta []byte, items iter.Seq2[string, []by
 		if len(id) == 0 {
 			return fmt.Errorf("correlator checkpoint: item without id")
 		}
-		if id[0] != 'g' && id[0] != 'c' {
-			return fmt.Errorf("correlator checkpoint: unknown item kind %q", id[0])
+		if id[0] != 'g' && id[0] != 'c' && id[0] != 's' {
+			return fmt.Errorf("correlator checkpoint: item %s: unknown item kind %q", itemName(id), id[0])
 		}
 		in = append(in, raw{id, b})
 	}
 	type decoded struct {
 		g   groupItemIn
 		c   clockItem
+		s   segmentItem
 		err error
 	}
 	out := make([]decoded, len(in))
 	// Decoding is most of a restore: spread over the cores.
 	parallel.For(len(in), func(i int) {
-		if in[i].id[0] == 'g' {
+		switch in[i].id[0] {
+		case 'g':
 			out[i].err = json.Unmarshal(in[i].b, &out[i].g)
-		} else {
+		case 's':
+			out[i].err = json.Unmarshal(in[i].b, &out[i].s)
+		default:
 			out[i].err = json.Unmarshal(in[i].b, &out[i].c)
 		}
 	})
+	segs := map[itemRef][]entry{}
+	for i := range in {
+		if d := &out[i]; d.err != nil {
+			return fmt.Errorf("correlator checkpoint: item %s: %w", itemName(in[i].id), d.err)
+		} else if in[i].id[0] == 's' {
+			segs[itemRef{'s', d.s.Rule, d.s.Key, d.s.ID}] = d.s.Entries
+		}
+	}
 	for i := range in {
 		d := &out[i]
-		if d.err != nil {
-			return fmt.Errorf("correlator checkpoint: item: %w", d.err)
-		}
 		switch {
 		case in[i].id[0] == 'c' && d.c.Clock != nil:
 			c.clocks.set(d.c.Source, d.c.Node, d.c.Clock)
 		case in[i].id[0] == 'g' && d.g.Group != nil:
-			d.g.Group.putRunbook(m.Runbooks[d.g.Hash])
-			if !c.restoreGroup(d.g.Rule, d.g.Hash, d.g.Group) {
-				c.ckpt.pending[itemRef{'g', d.g.Rule, d.g.Group.Key}] = struct{}{}
+			gj := d.g.Group
+			if err := gj.joinSegments(d.g.Rule, segs); err != nil {
+				return fmt.Errorf("correlator checkpoint: item %s: %w", itemName(in[i].id), err)
+			}
+			gj.putRunbook(m.Runbooks[d.g.Hash])
+			g := c.restoreGroup(d.g.Rule, d.g.Hash, gj)
+			if g == nil {
+				c.ckpt.pending[itemRef{'g', d.g.Rule, gj.Key, 0}] = struct{}{}
+				continue
+			}
+			if l := gj.Segments; l != nil {
+				g.segs = l.segments()
+				for _, id := range l.IDs {
+					delete(segs, itemRef{'s', d.g.Rule, gj.Key, id})
+				}
 			}
 		}
+	}
+	// Segments no kept group lists: left by a group that is gone.
+	for ref := range segs {
+		c.ckpt.pending[ref] = struct{}{}
 	}
 	c.clocks.restore()
 	clear(c.clocks.dirty)
@@ -420,20 +537,20 @@ func (gj *groupJSON) putRunbook(runbook string) {
 }
 
 // restoreGroup adds a group read from a snapshot or checkpoint to its rule
-// and reports whether it was kept. The group of a rule that is gone or
+// and returns it, or nil when it was not kept. The group of a rule that is gone or
 // changed is dropped, and its open incident retired (resolved with the
 // next emission, see SetRules).
-func (c *Correlator) restoreGroup(ruleID, hash string, gj *groupJSON) bool {
+func (c *Correlator) restoreGroup(ruleID, hash string, gj *groupJSON) *group {
 	rs, ok := c.rules[ruleID]
 	if !ok || rs.hash != hash {
 		if gj.Incident != nil {
 			c.retired = append(c.retired, *gj.Incident)
 		}
-		return false
+		return nil
 	}
 	r := rs.rule
 	if len(gj.Counts) != len(r.Selectors) {
-		return false
+		return nil
 	}
 	g := &group{groupState: gj.groupState, rs: rs, hidx: -1}
 	g.migrateStart()
@@ -448,5 +565,8 @@ func (c *Correlator) restoreGroup(ruleID, hash string, gj *groupJSON) bool {
 		g.TL = &timeline{EvalAt: c.watermark}
 	}
 	rs.groups[g.Key] = g
-	return true
+	return g
 }
+
+// itemName is an item id as an error names it.
+func itemName(id string) string { return strconv.Quote(strings.ReplaceAll(id, "\x00", "/")) }

@@ -55,7 +55,12 @@ func (k *kvSim) apply(t *testing.T, c *Correlator) Checkpoint {
 
 func (k *kvSim) restore(t *testing.T, set *rules.Set) *Correlator {
 	t.Helper()
-	c := New(set, Options{Logger: quietLog()})
+	return k.restoreWith(t, set, Options{Logger: quietLog()})
+}
+
+func (k *kvSim) restoreWith(t *testing.T, set *rules.Set, opts Options) *Correlator {
+	t.Helper()
+	c := New(set, opts)
 	if err := c.RestoreCheckpoint(k.meta, maps.All(k.items)); err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +155,7 @@ func TestCheckpointHoldsOnlyWhatChanged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	clockID := itemRef{'c', "nomad.log", "node-00007"}.ID()
+	clockID := itemRef{'c', "nomad.log", "node-00007", 0}.ID()
 	if _, ok := cp.Changed[clockID]; !ok {
 		t.Errorf("the event's clock is not in the checkpoint: %v", ids(cp.Changed))
 	}
@@ -175,7 +180,7 @@ func TestCheckpointHoldsOnlyWhatChanged(t *testing.T) {
 			t.Errorf("item %q of the checkpoint that was not stored is missing from the next", id)
 		}
 	}
-	if _, ok := cp2.Changed[itemRef{'c', "nomad.log", "node-00011"}.ID()]; !ok {
+	if _, ok := cp2.Changed[itemRef{'c', "nomad.log", "node-00011", 0}.ID()]; !ok {
 		t.Error("the second event's clock is missing")
 	}
 	// Only the groups the last encoded checkpoint (cp) encoded keep
@@ -185,7 +190,7 @@ func TestCheckpointHoldsOnlyWhatChanged(t *testing.T) {
 		for _, g := range rs.groups {
 			if g.evEnc != nil {
 				holding++
-				if _, ok := cp.Changed[itemRef{'g', rs.rule.ID, g.Key}.ID()]; !ok {
+				if _, ok := cp.Changed[itemRef{'g', rs.rule.ID, g.Key, 0}.ID()]; !ok {
 					t.Errorf("group %s/%s holds encodings the checkpoint did not make", rs.rule.ID, g.Key)
 				}
 			}

@@ -356,14 +356,7 @@ func (c *Correlator) match(rs *ruleState, ev *ingest.Event, mask uint64, late bo
 		cutoff = g.TL.EvalAt.Add(-r.Window) // the timeline still needs them
 	}
 	g.evict(cutoff)
-	if over := len(g.Entries) - c.opts.MaxEntries; over > 0 {
-		for _, e := range g.Entries[:over] {
-			g.addCounts(e.Mask, -1)
-		}
-		g.carry(g.Entries[:over])
-		clear(g.Entries[:over])
-		g.Entries = g.Entries[over:]
-	}
+	g.dropHead(len(g.Entries) - c.opts.MaxEntries)
 	if ev.Time.After(g.LastMatch) {
 		g.LastMatch = ev.Time
 		g.Node = ev.Node
@@ -421,6 +414,9 @@ func (c *Correlator) observeAgain(g *group, i int, ev *ingest.Event, mask uint64
 	g.addEvidence(ev, c.opts.MaxEvidence)
 	e := &g.Entries[i]
 	added := mask &^ e.Mask
+	if added != 0 {
+		g.segs.changed(i)
+	}
 	if added == 0 {
 		if g.Incident != nil {
 			g.Pending = true // the next update shows the evidence

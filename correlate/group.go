@@ -25,6 +25,10 @@ type group struct {
 	// evEnc holds the evidence encodings of the group's last checkpoint
 	// (groupjson.go); nil when the last checkpoint did not encode it.
 	evEnc evidenceCache
+	// segs lays the window's entries out in the checkpoint items they are
+	// stored in (segments.go); nil while the window is stored inline, in
+	// the group's own item.
+	segs *segments
 }
 
 // groupState is the serialised part of a group.
@@ -100,6 +104,9 @@ func (g *group) MarshalJSON() ([]byte, error) {
 type groupJSON struct {
 	groupState
 	Values map[string]string `json:"values"`
+	// Segments lists the segment items holding the window, in a
+	// checkpoint's item whose window is stored in segments (segments.go).
+	Segments *segmentsJSON `json:"segments,omitempty"`
 }
 
 // values returns the group's values by path.
@@ -291,6 +298,7 @@ func (g *group) insert(e entry) {
 	for i > 0 && g.Entries[i-1].T > e.T {
 		i--
 	}
+	g.segs.inserted(i, len(g.Entries))
 	g.Entries = append(g.Entries, entry{})
 	copy(g.Entries[i+1:], g.Entries[i:])
 	g.Entries[i] = e
@@ -335,19 +343,29 @@ func (g *group) evict(cutoff time.Time) {
 	c := cutoff.UnixNano()
 	n := 0
 	for n < len(g.Entries) && g.Entries[n].T < c {
-		g.addCounts(g.Entries[n].Mask, -1)
 		n++
 	}
-	if n > 0 {
-		g.carry(g.Entries[:n])
-		// Re-slice instead of copying: append reallocates (copying only the
-		// live entries) once the capacity runs out, so eviction is O(1)
-		// amortised even for windows of many thousand entries.
-		clear(g.Entries[:n])
-		g.Entries = g.Entries[n:]
-		if len(g.Entries) == 0 {
-			g.Entries = nil
-		}
+	g.dropHead(n)
+}
+
+// dropHead drops the n oldest entries: they leave the counts, and the
+// values they carry are kept (carry).
+func (g *group) dropHead(n int) {
+	if n <= 0 {
+		return
+	}
+	for i := range g.Entries[:n] {
+		g.addCounts(g.Entries[i].Mask, -1)
+	}
+	g.carry(g.Entries[:n])
+	g.segs.evicted(n)
+	// Re-slice instead of copying: append reallocates (copying only the
+	// live entries) once the capacity runs out, so eviction is O(1)
+	// amortised even for windows of many thousand entries.
+	clear(g.Entries[:n])
+	g.Entries = g.Entries[n:]
+	if len(g.Entries) == 0 {
+		g.Entries = nil
 	}
 }
 

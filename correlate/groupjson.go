@@ -69,6 +69,9 @@ type groupEncoder struct {
 	// buf, when not nil, is where groupItem writes (EncodeWith's reused
 	// buffers).
 	buf []byte
+	// layout, when not nil, lists the segments that hold the group's
+	// window (whose entries the group's copy then leaves out).
+	layout *segmentsJSON
 }
 
 // sizeHint estimates the size of g's item from its window and the
@@ -174,6 +177,9 @@ func (enc *groupEncoder) appendGroup(b []byte, g *group, values map[string]strin
 	if b, err = s.Entries.appendJSON(append(b, `,"entries":`...)); err != nil {
 		return nil, err
 	}
+	if enc.layout != nil {
+		field(`,"segments":`, enc.layout)
+	}
 	field(`,"counts":`, s.Counts)
 	field(`,"last_match":`, s.LastMatch)
 	if err == nil && s.Incident != nil {
@@ -253,13 +259,16 @@ func (st *checkpointState) keepEncodings(encoded map[*group]evidenceCache) {
 
 // cut copies g for a checkpoint that is encoded while the correlator goes
 // on: everything the correlator changes in place is copied (the window's
-// entries, counts, evidence, the incidents, absence and timeline state,
+// entries when they are stored inline, counts, evidence, the incidents, absence and timeline state,
 // carried values); what it only replaces whole is shared (an entry's
 // distinct values and values: observeAgain replaces them; evidence
 // records and their fields; the group's values).
 func (g *group) cut(reuse bool) *group {
 	s := g.groupState
-	s.Entries = slices.Clone(s.Entries)
+	s.Entries = nil // in segments: cut by Correlator.cutSegment
+	if g.segs == nil {
+		s.Entries = slices.Clone(g.Entries)
+	}
 	s.Counts = slices.Clone(s.Counts)
 	s.Evidence = slices.Clone(s.Evidence)
 	s.Carry = slices.Clone(s.Carry)

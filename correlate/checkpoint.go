@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"iter"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -236,7 +235,7 @@ func (c *Correlator) Cut() (*Cut, error) {
 				k.deleted = append(k.deleted, ref.ID())
 				continue
 			}
-			gc := groupCut{id: ref.ID(), rule: g.rs.rule.ID, hash: g.rs.hash, live: g, g: g.cut(reuse), values: g.valueMapOrEmpty(), runbook: g.rs.rule.Runbook}
+			gc := groupCut{id: ref.ID(), rule: g.rs.rule.ID, hash: g.rs.hash, live: g, g: g.cut(k, reuse), values: g.valueMapOrEmpty(), runbook: g.rs.rule.Runbook}
 			if g.segs != nil {
 				gc.layout = g.segs.layout()
 			}
@@ -272,11 +271,11 @@ func (c *Correlator) liveGroup(rule, key string) *group {
 // segmentRefs marks pending the segment items of a changed group that
 // this checkpoint writes or deletes (see segments.go): those whose
 // entries changed, those whose entries all left, and all of a group that
-// is gone. A window that outgrew segmentEntries is laid out in segments
+// is gone. A window that outgrew segmentFrom is laid out in segments
 // here, all of them to be written.
 func (c *Correlator) segmentRefs(g *group) {
 	live := c.liveGroup(g.rs.rule.ID, g.Key) == g
-	if live && g.segs == nil && len(g.Entries) > segmentEntries {
+	if live && g.segs == nil && len(g.Entries) > segmentFrom {
 		g.segs = newSegments(len(g.Entries))
 	}
 	if g.segs == nil {
@@ -309,7 +308,7 @@ func (c *Correlator) cutSegment(k *Cut, ref itemRef) {
 	}
 	sg := &g.segs.list[i]
 	k.segs = append(k.segs, segmentCut{id: ref.ID(), item: segmentItem{Rule: ref.a, Key: ref.b, ID: ref.seg,
-		Entries: slices.Clone(g.Entries[start : start+sg.n])}})
+		Entries: g.shareEntries(k, start, start+sg.n)}})
 	sg.stored, sg.dirty = sg.n, false
 }
 
@@ -323,6 +322,10 @@ func (k *Cut) Encode() (Checkpoint, error) { return k.EncodeWith(nil) }
 // encoded, so that a checkpoint of 50,000 groups does not hold 50,000
 // items of JSON at once).
 func (k *Cut) EncodeWith(pack func(item []byte) []byte) (Checkpoint, error) {
+	// Done, the correlator no longer keeps the entries the cut shares as
+	// they were (group.shareEntries), and the next cut takes the evidence
+	// encodings it made (none when it failed).
+	defer k.done.Store(true)
 	cp := Checkpoint{Meta: k.meta, Changed: make(map[string][]byte, len(k.groups)+len(k.segs)+len(k.clocks)), Deleted: k.deleted}
 	type encoded struct {
 		b   []byte
@@ -386,7 +389,6 @@ func (k *Cut) EncodeWith(pack func(item []byte) []byte) (Checkpoint, error) {
 		cp.Changed[itemRef{'c', ci.Source, ci.Node, 0}.ID()] = b
 	}
 	k.used = used
-	k.done.Store(true)
 	return cp, nil
 }
 

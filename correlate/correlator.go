@@ -416,6 +416,8 @@ func (c *Correlator) observeAgain(g *group, i int, ev *ingest.Event, mask uint64
 	added := mask &^ e.Mask
 	if added != 0 {
 		g.segs.changed(i)
+		g.ownEntries()
+		e = &g.Entries[i]
 	}
 	if added == 0 {
 		if g.Incident != nil {

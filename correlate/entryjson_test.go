@@ -194,3 +194,21 @@ func TestGroupEncodingEveryField(t *testing.T) {
 		t.Fatalf("changed evidence:\n got %s\nwant %s", got, want)
 	}
 }
+
+// FuzzJSONString: appendJSONString writes what encoding/json writes for
+// any string (the seeds: those it quotes as they are, and each kind it
+// hands to encoding/json).
+func FuzzJSONString(f *testing.F) {
+	for _, s := range []string{"", "task/64c68057-d391-9179-dc95-ef48e88f7d5d/app/Restarting", `q"`, `a\b`, "<&>", "\x00\x1f\x7f", "é", "\u2028", "\xff"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		want, err := json.Marshal(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := appendJSONString([]byte("x"), s); !bytes.Equal(got[1:], want) || got[0] != 'x' {
+			t.Errorf("%q: got %s, want %s", s, got, want)
+		}
+	})
+}

@@ -3,6 +3,7 @@ package correlate
 import (
 	"encoding/json"
 	"math/bits"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -25,6 +26,10 @@ type group struct {
 	// evEnc holds the evidence encodings of the group's last checkpoint
 	// (groupjson.go); nil when the last checkpoint did not encode it.
 	evEnc evidenceCache
+	// cutBy is the last checkpoint cut that shares the window's entries
+	// (nil: none); until it is encoded, the entries are copied before one
+	// is changed in place (ownEntries).
+	cutBy *Cut
 	// segs lays the window's entries out in the checkpoint items they are
 	// stored in (segments.go); nil while the window is stored inline, in
 	// the group's own item.
@@ -195,21 +200,44 @@ func (e *entry) appendJSON(b []byte) ([]byte, error) {
 	b = t.AppendFormat(b, time.RFC3339Nano)
 	b = append(b, `","m":`...)
 	b = strconv.AppendUint(b, e.Mask, 10)
-	for _, f := range [...]struct {
-		key string
-		v   any
-		set bool
-	}{{`,"d":`, e.Distinct, len(e.Distinct) > 0}, {`,"j":`, e.J, e.J != ""}, {`,"o":`, e.O, e.O != ""}, {`,"v":`, e.V, len(e.V) > 0}} {
-		if !f.set {
-			continue
+	if len(e.Distinct) > 0 {
+		b = append(b, `,"d":[`...)
+		for i, d := range e.Distinct {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONString(b, d)
 		}
-		v, err := json.Marshal(f.v)
+		b = append(b, ']')
+	}
+	if e.J != "" {
+		b = appendJSONString(append(b, `,"j":`...), e.J)
+	}
+	if e.O != "" {
+		b = appendJSONString(append(b, `,"o":`...), e.O)
+	}
+	if len(e.V) > 0 {
+		v, err := json.Marshal(e.V)
 		if err != nil {
 			return nil, err
 		}
-		b = append(append(b, f.key...), v...)
+		b = append(append(b, `,"v":`...), v...)
 	}
 	return append(b, '}'), nil
+}
+
+// appendJSONString appends s as encoding/json writes a string: quoted as
+// it is when it holds only printable ASCII that needs no escape (an
+// occurrence, a join key, an alloc id: nearly always), else through
+// encoding/json (whose call was most of an entry's encoding).
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s) // a string always encodes
+			return append(b, q...)
+		}
+	}
+	return append(append(append(b, '"'), s...), '"')
 }
 
 // reflected is the entry through encoding/json (the format's definition).
@@ -299,9 +327,31 @@ func (g *group) insert(e entry) {
 		i--
 	}
 	g.segs.inserted(i, len(g.Entries))
+	if i < len(g.Entries) {
+		g.ownEntries() // entries move
+	}
 	g.Entries = append(g.Entries, entry{})
 	copy(g.Entries[i+1:], g.Entries[i:])
 	g.Entries[i] = e
+}
+
+// entriesShared reports whether a checkpoint cut being encoded reads the
+// window's entries.
+func (g *group) entriesShared() bool {
+	if g.cutBy != nil && g.cutBy.done.Load() {
+		g.cutBy = nil
+	}
+	return g.cutBy != nil
+}
+
+// ownEntries copies the window's entries when a cut being encoded shares
+// them, before one is changed in place or moved (appends write past what
+// the cut reads, and need no copy).
+func (g *group) ownEntries() {
+	if g.entriesShared() {
+		g.Entries = slices.Clone(g.Entries)
+		g.cutBy = nil
+	}
 }
 
 // sameOccurrence returns the index of the entry that records occurrence o
@@ -361,8 +411,11 @@ func (g *group) dropHead(n int) {
 	g.segs.evicted(n)
 	// Re-slice instead of copying: append reallocates (copying only the
 	// live entries) once the capacity runs out, so eviction is O(1)
-	// amortised even for windows of many thousand entries.
-	clear(g.Entries[:n])
+	// amortised even for windows of many thousand entries. Cleared for
+	// the collector unless a cut still reads them.
+	if !g.entriesShared() {
+		clear(g.Entries[:n])
+	}
 	g.Entries = g.Entries[n:]
 	if len(g.Entries) == 0 {
 		g.Entries = nil

@@ -43,9 +43,12 @@ import (
 // next checkpoint.
 
 // segmentEntries is how many entries a segment is filled with before the
-// next starts (and the window length from which a group's window is
-// stored in segments).
+// next starts.
 const segmentEntries = 256
+
+// segmentFrom is the window length from which a group's window is stored
+// in segments (a variable for the benchmark that compares with inline).
+var segmentFrom = segmentEntries
 
 // segments lays a group's entries out in segments: list covers the
 // entries in order (its counts add up to len(Entries)).

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"math"
 	"math/rand/v2"
 	"reflect"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/klaxon-dev/klaxon/ingest"
+	"github.com/klaxon-dev/klaxon/rules"
 )
 
 // longWindowFeed makes events for the test rules' windows of 5 and 10
@@ -274,6 +276,149 @@ func TestRestoreNamesTheBrokenSegment(t *testing.T) {
 		group := `"g/` + it.Rule + "/" + it.Key + `"`
 		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), group) {
 			t.Errorf("%s: restore error %v; want one naming item %s and saying %q", tc.name, err, group, tc.want)
+		}
+	}
+}
+
+// BenchmarkCheckpointLongWindows: 100 nodes with full windows (6,000
+// entries each in test.pair's 10 minutes, 10 events a second a node), a
+// checkpoint after every second of events, windows inline (as before
+// segments) and in segments, side by side: the cut's time on the
+// correlator's goroutine, the encoding's, and the bytes encoded.
+func BenchmarkCheckpointLongWindows(b *testing.B) {
+	set, err := rules.LoadFiles("testdata/rules.yaml")
+	if err != nil {
+		b.Fatal(err)
+	}
+	const nodes, perSecond = 100, 10
+	for _, layout := range []string{"inline", "segments"} {
+		b.Run("layout="+layout, func(b *testing.B) {
+			if layout == "inline" {
+				defer func(v int) { segmentFrom = v }(segmentFrom)
+				segmentFrom = math.MaxInt
+			}
+			c := New(set, Options{Logger: quietLog()})
+			now := t0
+			n := 0
+			second := func() {
+				for range perSecond {
+					now = now.Add(time.Second / perSecond)
+					for k := range nodes {
+						n++
+						ev := ingest.Event{ID: fmt.Sprint(n), Time: now, Node: fmt.Sprint("n", k), Source: "nomad.log", Kind: "test", Msg: "a"}
+						c.Process(&ev, func(Incident) {})
+					}
+				}
+				c.Advance(now, func(Incident) {})
+			}
+			for range 600 { // the window fills
+				second()
+			}
+			if _, err := c.Checkpoint(); err != nil {
+				b.Fatal(err)
+			}
+			c.Committed()
+			var cut, enc time.Duration
+			var bytes int
+			for b.Loop() {
+				second()
+				start := time.Now()
+				k, err := c.Cut()
+				if err != nil {
+					b.Fatal(err)
+				}
+				mid := time.Now()
+				cp, err := k.Encode()
+				if err != nil {
+					b.Fatal(err)
+				}
+				cut, enc = cut+mid.Sub(start), enc+time.Since(mid)
+				for _, v := range cp.Changed {
+					bytes += len(v)
+				}
+				c.Committed()
+			}
+			b.ReportMetric(float64(cut.Microseconds())/1000/float64(b.N), "cut-ms/op")
+			b.ReportMetric(float64(enc.Microseconds())/1000/float64(b.N), "encode-ms/op")
+			b.ReportMetric(float64(bytes)/1024/float64(b.N), "KB/op")
+		})
+	}
+}
+
+// TestCutKeepsItsEntries: a cut shares the windows' entries rather than
+// copying them; what the correlator does before the cut is encoded — late
+// entries inserted, entries observed again, entries evicted and appended,
+// inline and in segments — does not change what it encodes (the
+// checkpoint of a twin taken at the cut). Encoded after the changes, so
+// that a change the cut would see cannot hide behind timing; and once
+// beside them, for -race.
+func TestCutKeepsItsEntries(t *testing.T) {
+	set := loadRules(t)
+	for _, concurrent := range []bool{false, true} {
+		a, b := New(set, Options{Logger: quietLog()}), New(set, Options{Logger: quietLog()})
+		fa := &longWindowFeed{r: rand.New(rand.NewPCG(4, 4)), now: t0}
+		fb := &longWindowFeed{r: rand.New(rand.NewPCG(4, 4)), now: t0}
+		feed := func(n int) {
+			for range n {
+				ea, eb := fa.next(), fb.next()
+				a.Process(&ea, func(Incident) {})
+				b.Process(&eb, func(Incident) {})
+			}
+		}
+		for round := range 6 {
+			feed(200 + 700*round) // windows inline at first, then in segments
+			cut, err := a.Cut()
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := b.Checkpoint()
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Late entries in every window, well inside what the cut holds.
+			for k := range 3 {
+				ev := ingest.Event{ID: fmt.Sprint("late", round, k), Time: fa.now.Add(-20 * time.Second), Node: fmt.Sprint("n", k), Source: "nomad.log", Kind: "test", Msg: "a"}
+				ev2 := ev
+				a.Process(&ev, func(Incident) {})
+				b.Process(&ev2, func(Incident) {})
+			}
+			var got Checkpoint
+			if concurrent {
+				done := make(chan struct{})
+				go func() {
+					defer close(done)
+					if got, err = cut.Encode(); err != nil {
+						t.Error(err)
+					}
+				}()
+				feed(3000)
+				<-done
+			} else {
+				feed(3000)
+				if got, err = cut.Encode(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if len(got.Changed) != len(want.Changed) {
+				t.Fatalf("round %d: the cut has %d items, the twin's checkpoint %d", round, len(got.Changed), len(want.Changed))
+			}
+			for id, w := range want.Changed {
+				if !bytes.Equal(got.Changed[id], w) {
+					t.Fatalf("concurrent=%v round %d: item %q changed under the cut:\n got %.300s\nwant %.300s", concurrent, round, strings.ReplaceAll(id, "\x00", "/"), got.Changed[id], w)
+				}
+			}
+			a.Committed()
+			b.Committed()
+			// b's checkpoint came after a's changes: b is a's twin again
+			// only once both take the changes since.
+			if _, err := a.Checkpoint(); err != nil {
+				t.Fatal(err)
+			}
+			a.Committed()
+			if _, err := b.Checkpoint(); err != nil {
+				t.Fatal(err)
+			}
+			b.Committed()
 		}
 	}
 }

@@ -167,7 +167,10 @@ type Cut struct {
 	// used are the evidence caches Encode used, by live group; the next
 	// Cut hands them to the groups once done is set.
 	used map[*group]evidenceCache
-	done atomic.Bool
+	// done is set once the cut is encoded; the groups whose entries it
+	// shares hold it (not the cut: a group left alone would keep a whole
+	// checkpoint's copies alive).
+	done *atomic.Bool
 	// stamp marks the evidence encodings this cut's encoding uses.
 	stamp uint64
 }
@@ -219,7 +222,7 @@ func (c *Correlator) Cut() (*Cut, error) {
 		c.ckpt.pending[itemRef{'c', cl.src, cl.node, 0}] = struct{}{}
 	}
 	clear(c.clocks.dirty)
-	k := &Cut{stamp: c.ckpt.stamp}
+	k := &Cut{stamp: c.ckpt.stamp, done: new(atomic.Bool)}
 	// Segments first: a group's item lists them as this cut stores them.
 	for ref := range c.ckpt.pending {
 		if ref.kind == 's' {

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/klaxon-dev/klaxon/ingest"
@@ -26,10 +27,10 @@ type group struct {
 	// evEnc holds the evidence encodings of the group's last checkpoint
 	// (groupjson.go); nil when the last checkpoint did not encode it.
 	evEnc evidenceCache
-	// cutBy is the last checkpoint cut that shares the window's entries
-	// (nil: none); until it is encoded, the entries are copied before one
-	// is changed in place (ownEntries).
-	cutBy *Cut
+	// cutBy is the done flag of the last checkpoint cut that shares the
+	// window's entries (nil: none); until it is set, the entries are
+	// copied before one is changed in place (ownEntries).
+	cutBy *atomic.Bool
 	// segs lays the window's entries out in the checkpoint items they are
 	// stored in (segments.go); nil while the window is stored inline, in
 	// the group's own item.
@@ -338,7 +339,7 @@ func (g *group) insert(e entry) {
 // entriesShared reports whether a checkpoint cut being encoded reads the
 // window's entries.
 func (g *group) entriesShared() bool {
-	if g.cutBy != nil && g.cutBy.done.Load() {
+	if g.cutBy != nil && g.cutBy.Load() {
 		g.cutBy = nil
 	}
 	return g.cutBy != nil

@@ -3,6 +3,7 @@ package correlate
 import (
 	"bytes"
 	"encoding/json"
+	"maps"
 	"reflect"
 	"slices"
 )
@@ -273,14 +274,7 @@ func (g *group) cut(k *Cut, reuse bool) *group {
 	s.Evidence = slices.Clone(s.Evidence)
 	s.Carry = slices.Clone(s.Carry)
 	s.Acts = slices.Clone(s.Acts)
-	if s.Incident != nil {
-		in := cloneIncident(*s.Incident)
-		s.Incident = &in
-	}
-	if s.Closed != nil {
-		in := cloneIncident(*s.Closed)
-		s.Closed = &in
-	}
+	s.Incident, s.Closed = cutIncident(s.Incident), cutIncident(s.Closed)
 	if s.Abs != nil {
 		a := *s.Abs
 		a.Await = slices.Clone(a.Await)
@@ -300,17 +294,29 @@ func (g *group) cut(k *Cut, reuse bool) *group {
 	return c
 }
 
+// cutIncident copies an incident for a cut: its maps, which the
+// correlator may change in place; not its evidence and actions, which a
+// change replaces whole (Correlator.emit) and nothing writes into.
+func cutIncident(in *Incident) *Incident {
+	if in == nil {
+		return nil
+	}
+	c := *in
+	c.Group, c.Labels, c.Counts, c.Links = maps.Clone(c.Group), maps.Clone(c.Labels), maps.Clone(c.Counts), maps.Clone(c.Links)
+	return &c
+}
+
 // shareEntries returns entries [from, to) of the window for cut k to read
 // while it is encoded, without copying them: until then the correlator
 // copies the window before it changes or moves an entry (ownEntries), and
 // eviction leaves the entries it drops as they are (see entriesShared). Copying every changed
 // window at every cut was a quarter of a busy correlator's allocations.
 func (g *group) shareEntries(k *Cut, from, to int) entryList {
-	if g.cutBy != k && g.entriesShared() {
+	if g.cutBy != k.done && g.entriesShared() {
 		// An earlier cut, not encoded yet, shares them: one cut at a
 		// time does (none in klaxon, which writes one at a time).
 		return slices.Clone(g.Entries[from:to])
 	}
-	g.cutBy = k
+	g.cutBy = k.done
 	return entryList(g.Entries[from:to:to])
 }

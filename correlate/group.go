@@ -233,13 +233,22 @@ func (e *entry) appendJSON(b []byte) ([]byte, error) {
 // encoding/json (whose call was most of an entry's encoding).
 func appendJSONString(b []byte, s string) []byte {
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+		if !jsonPlain[s[i]] {
 			q, _ := json.Marshal(s) // a string always encodes
 			return append(b, q...)
 		}
 	}
 	return append(append(append(b, '"'), s...), '"')
 }
+
+// jsonPlain holds the bytes encoding/json writes as they are in a string:
+// printable ASCII but the quote, the backslash and the HTML characters.
+var jsonPlain = func() (t [256]bool) {
+	for c := 0x20; c <= 0x7e; c++ {
+		t[c] = !strings.ContainsRune(`"\<>&`, rune(c))
+	}
+	return t
+}()
 
 // reflected is the entry through encoding/json (the format's definition).
 func (e entry) reflected() ([]byte, error) {

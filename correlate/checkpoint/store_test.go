@@ -284,23 +284,35 @@ func TestCrashBetweenWrites(t *testing.T) {
 		name  string
 		stage string
 		after int
-	}{{"before any item", "publish", 0}, {"after some items", "publish", 500}, {"before the meta record", "commit", 0}} {
+		// nodes send u events a step: 400 and 400, many small groups;
+		// 4 and 2,500, a few windows of hundreds of entries, stored in
+		// segments (correlate/segments.go).
+		nodes, u int
+	}{
+		{"before any item", "publish", 0, 400, 400}, {"after some items", "publish", 500, 400, 400}, {"before the meta record", "commit", 0, 400, 400},
+		{"long windows: after some items", "publish", 6, 4, 2500}, {"long windows: before the meta record", "commit", 0, 4, 2500},
+	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t)
 			ctx := context.Background()
-			const nodes = 400
+			nodes, u := tc.nodes, tc.u
 			s, c, _ := e.load(t, "correlator", Options{})
-			feed(0, 3*nodes, nodes, c)
-			if _, err := s.Save(ctx, c, 3*nodes); err != nil {
+			feed(0, 3*u, nodes, c)
+			st, err := s.Save(ctx, c, uint64(3*u))
+			if err != nil {
 				t.Fatal(err)
 			}
+			// 3 groups and a clock per node, and in segments more.
+			if long := nodes < u; long && st.Items < 8*nodes {
+				t.Fatalf("%d items for %d nodes: the windows are not in segments", st.Items, nodes)
+			}
 			ref := e.correlator() // the uninterrupted run
-			feed(0, 3*nodes, nodes, ref)
+			feed(0, 3*u, nodes, ref)
 			// Every group changes, then the checkpoint is cut short.
-			feed(3*nodes, 5*nodes, nodes, c, ref)
+			feed(3*u, 5*u, nodes, c, ref)
 			before := e.lastSeq(t)
 			s.hook = crashAt(tc.stage, tc.after)
-			if _, err := s.Save(ctx, c, 5*nodes); err == nil {
+			if _, err := s.Save(ctx, c, uint64(5*u)); err == nil {
 				t.Fatal("the cut checkpoint was stored")
 			}
 			written := e.lastSeq(t) - before
@@ -309,13 +321,13 @@ func TestCrashBetweenWrites(t *testing.T) {
 			}
 			// A new process: the previous checkpoint, then the events after it.
 			_, c2, seq := e.load(t, "correlator", Options{})
-			if seq != 3*nodes {
-				t.Fatalf("restored seq %d, want %d (the last stored checkpoint)", seq, 3*nodes)
+			if seq != uint64(3*u) {
+				t.Fatalf("restored seq %d, want %d (the last stored checkpoint)", seq, 3*u)
 			}
 			mid := e.correlator()
-			feed(0, 3*nodes, nodes, mid)
+			feed(0, 3*u, nodes, mid)
 			sameState(t, "restored after the crash", mid, c2)
-			feed(int(seq), 5*nodes, nodes, c2)
+			feed(int(seq), 5*u, nodes, c2)
 			sameState(t, "after the replay", ref, c2)
 			// It goes on: checkpoint, restore again.
 			s2 := e.store(t, "correlator", Options{})
@@ -323,14 +335,14 @@ func TestCrashBetweenWrites(t *testing.T) {
 			if _, err := s2.Load(ctx, c3); err != nil {
 				t.Fatal(err)
 			}
-			feed(3*nodes, 5*nodes, nodes, c3)
-			feed(5*nodes, 6*nodes, nodes, c3, ref)
-			if _, err := s2.Save(ctx, c3, 6*nodes); err != nil {
+			feed(3*u, 5*u, nodes, c3)
+			feed(5*u, 6*u, nodes, c3, ref)
+			if _, err := s2.Save(ctx, c3, uint64(6*u)); err != nil {
 				t.Fatal(err)
 			}
 			_, c4, seq := e.load(t, "correlator", Options{})
-			if seq != 6*nodes {
-				t.Errorf("seq %d, want %d", seq, 6*nodes)
+			if seq != uint64(6*u) {
+				t.Errorf("seq %d, want %d", seq, 6*u)
 			}
 			sameState(t, "after the next checkpoint", ref, c4)
 		})

@@ -66,6 +66,18 @@ func (f *longWindowFeed) next() ingest.Event {
 	return ev
 }
 
+// longWindows returns a correlator that took n events of a
+// longWindowFeed (seeded), and the feed.
+func longWindows(set *rules.Set, seed uint64, n int) (*Correlator, *longWindowFeed) {
+	c := New(set, Options{Logger: quietLog()})
+	f := &longWindowFeed{r: rand.New(rand.NewPCG(seed, seed)), now: t0}
+	for range n {
+		ev := f.next()
+		c.Process(&ev, func(Incident) {})
+	}
+	return c, f
+}
+
 // TestSegmentedWindowsAddUpToTheState: windows of thousands of entries
 // stored in segments — checkpoints taken every few hundred events, some
 // not stored (Committed not called), the run going on some times from
@@ -170,12 +182,7 @@ func TestSegmentedWindowsAddUpToTheState(t *testing.T) {
 // group lists.
 func TestSegmentsOfAGoneGroupAreDeleted(t *testing.T) {
 	set := loadRules(t)
-	c := New(set, Options{Logger: quietLog()})
-	f := &longWindowFeed{r: rand.New(rand.NewPCG(2, 2)), now: t0}
-	for range 3000 {
-		ev := f.next()
-		c.Process(&ev, func(Incident) {})
-	}
+	c, _ := longWindows(set, 2, 3000)
 	var kv kvSim
 	kv.apply(t, c)
 	segs := map[string]int{}
@@ -230,12 +237,7 @@ func TestSegmentsOfAGoneGroupAreDeleted(t *testing.T) {
 // that names the item and the segment.
 func TestRestoreNamesTheBrokenSegment(t *testing.T) {
 	set := loadRules(t)
-	c := New(set, Options{Logger: quietLog()})
-	f := &longWindowFeed{r: rand.New(rand.NewPCG(3, 3)), now: t0}
-	for range 2000 {
-		ev := f.next()
-		c.Process(&ev, func(Incident) {})
-	}
+	c, _ := longWindows(set, 3, 2000)
 	var kv kvSim
 	kv.apply(t, c)
 	var seg string
@@ -369,14 +371,7 @@ func TestCutKeepsItsEntries(t *testing.T) {
 		}
 		for round := range 6 {
 			feed(200 + 700*round) // windows inline at first, then in segments
-			cut, err := a.Cut()
-			if err != nil {
-				t.Fatal(err)
-			}
-			want, err := b.Checkpoint()
-			if err != nil {
-				t.Fatal(err)
-			}
+			cut, want := cutAndTwin(t, a, b)
 			// Late entries in every window, well inside what the cut holds.
 			for k := range 3 {
 				ev := ingest.Event{ID: fmt.Sprint("late", round, k), Time: fa.now.Add(-20 * time.Second), Node: fmt.Sprint("n", k), Source: "nomad.log", Kind: "test", Msg: "a"}
@@ -385,6 +380,7 @@ func TestCutKeepsItsEntries(t *testing.T) {
 				b.Process(&ev2, func(Incident) {})
 			}
 			var got Checkpoint
+			var err error
 			if concurrent {
 				done := make(chan struct{})
 				go func() {
@@ -401,14 +397,7 @@ func TestCutKeepsItsEntries(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			if len(got.Changed) != len(want.Changed) {
-				t.Fatalf("round %d: the cut has %d items, the twin's checkpoint %d", round, len(got.Changed), len(want.Changed))
-			}
-			for id, w := range want.Changed {
-				if !bytes.Equal(got.Changed[id], w) {
-					t.Fatalf("concurrent=%v round %d: item %q changed under the cut:\n got %.300s\nwant %.300s", concurrent, round, strings.ReplaceAll(id, "\x00", "/"), got.Changed[id], w)
-				}
-			}
+			sameCheckpoint(t, fmt.Sprintf("concurrent=%v round %d", concurrent, round), got, want)
 			a.Committed()
 			b.Committed()
 			// b's checkpoint came after a's changes: b is a's twin again
@@ -431,12 +420,7 @@ func TestCutKeepsItsEntries(t *testing.T) {
 // (9 GB of heap in the sustained benchmark).
 func TestGroupsDoNotKeepACut(t *testing.T) {
 	set := loadRules(t)
-	c := New(set, Options{Logger: quietLog()})
-	f := &longWindowFeed{r: rand.New(rand.NewPCG(5, 5)), now: t0}
-	for range 1000 {
-		ev := f.next()
-		c.Process(&ev, func(Incident) {})
-	}
+	c, f := longWindows(set, 5, 1000)
 	first, err := c.Cut()
 	if err != nil {
 		t.Fatal(err)

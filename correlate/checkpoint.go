@@ -231,7 +231,7 @@ func (c *Correlator) Cut() (*Cut, error) {
 	}
 	for ref := range c.ckpt.pending {
 		switch ref.kind {
-		case 's':
+		case 's': // cut above
 		case 'g':
 			g := c.liveGroup(ref.a, ref.b)
 			if g == nil {
@@ -405,21 +405,14 @@ func (c *Correlator) Committed() { clear(c.ckpt.pending) }
 // compacting the group's bytes again (a checkpoint's largest part): the
 // group's own encoding is already compact and escaped.
 func (enc *groupEncoder) groupItem(rule, hash string, g *group, values map[string]string) ([]byte, error) {
-	rb, err := json.Marshal(rule)
-	if err != nil {
-		return nil, err
-	}
-	hb, err := json.Marshal(hash)
-	if err != nil {
-		return nil, err
-	}
 	b := enc.buf
 	if n := enc.sizeHint(g); cap(b) < n {
 		b = make([]byte, 0, n)
 	}
-	b = append(append(append(b, `{"rule":`...), rb...), `,"hash":`...)
-	b = append(append(b, hb...), `,"group":`...)
-	if b, err = enc.appendGroup(b, g, values); err != nil {
+	b = appendJSONString(append(b, `{"rule":`...), rule)
+	b = appendJSONString(append(b, `,"hash":`...), hash)
+	b, err := enc.appendGroup(append(b, `,"group":`...), g, values)
+	if err != nil {
 		return nil, err
 	}
 	return append(b, '}'), nil
@@ -542,9 +535,9 @@ func (gj *groupJSON) putRunbook(runbook string) {
 }
 
 // restoreGroup adds a group read from a snapshot or checkpoint to its rule
-// and returns it, or nil when it was not kept. The group of a rule that is gone or
-// changed is dropped, and its open incident retired (resolved with the
-// next emission, see SetRules).
+// and returns it, or nil when it was not kept. The group of a rule that is
+// gone or changed is dropped, and its open incident retired (resolved with
+// the next emission, see SetRules).
 func (c *Correlator) restoreGroup(ruleID, hash string, gj *groupJSON) *group {
 	rs, ok := c.rules[ruleID]
 	if !ok || rs.hash != hash {

@@ -414,11 +414,6 @@ func (c *Correlator) observeAgain(g *group, i int, ev *ingest.Event, mask uint64
 	g.addEvidence(ev, c.opts.MaxEvidence)
 	e := &g.Entries[i]
 	added := mask &^ e.Mask
-	if added != 0 {
-		g.segs.changed(i)
-		g.ownEntries()
-		e = &g.Entries[i]
-	}
 	if added == 0 {
 		if g.Incident != nil {
 			g.Pending = true // the next update shows the evidence
@@ -426,6 +421,9 @@ func (c *Correlator) observeAgain(g *group, i int, ev *ingest.Event, mask uint64
 		}
 		return
 	}
+	g.segs.changed(i, len(g.Entries))
+	g.ownEntries()
+	e = &g.Entries[i]
 	e.Mask |= added
 	g.addCounts(added, 1)
 	// A checkpoint's cut shares an entry's slices: replace, not change.

@@ -259,8 +259,9 @@ func (st *checkpointState) keepEncodings(encoded map[*group]evidenceCache) {
 }
 
 // cut copies g for a checkpoint that is encoded while the correlator goes
-// on: everything the correlator changes in place is copied (counts, evidence, the incidents, absence and timeline state,
-// carried values); what it only replaces whole is shared (an entry's
+// on: everything the correlator changes in place is copied (counts,
+// evidence, the incidents' maps, absence and timeline state, carried
+// values); what it only replaces whole is shared (an entry's
 // distinct values and values: observeAgain replaces them; evidence
 // records and their fields; the group's values), and the window's entries
 // are shared until k is encoded (shareEntries).
@@ -309,8 +310,9 @@ func cutIncident(in *Incident) *Incident {
 // shareEntries returns entries [from, to) of the window for cut k to read
 // while it is encoded, without copying them: until then the correlator
 // copies the window before it changes or moves an entry (ownEntries), and
-// eviction leaves the entries it drops as they are (see entriesShared). Copying every changed
-// window at every cut was a quarter of a busy correlator's allocations.
+// eviction leaves the entries it drops as they are (see entriesShared).
+// Copying every changed window at every cut was a quarter of a busy
+// correlator's allocations.
 func (g *group) shareEntries(k *Cut, from, to int) entryList {
 	if g.cutBy != k.done && g.entriesShared() {
 		// An earlier cut, not encoded yet, shares them: one cut at a

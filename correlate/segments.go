@@ -2,7 +2,6 @@ package correlate
 
 import (
 	"cmp"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strconv"
@@ -118,14 +117,11 @@ func (s *segments) inserted(i, total int) {
 	s.list[k].dirty = true
 }
 
-// changed records that entry i changed in place.
-func (s *segments) changed(i int) {
+// changed records that entry i of a window of total entries changed in
+// place.
+func (s *segments) changed(i, total int) {
 	if s == nil {
 		return
-	}
-	total := 0
-	for _, sg := range s.list {
-		total += sg.n
 	}
 	k, _ := s.locate(i, total)
 	s.list[k].dirty = true
@@ -192,21 +188,12 @@ type segmentItem struct {
 
 // appendJSON appends the item's encoding to b, as encoding/json writes it.
 func (it *segmentItem) appendJSON(b []byte) ([]byte, error) {
-	rule, err := json.Marshal(it.Rule)
+	b = slices.Grow(b, 64+len(it.Rule)+len(it.Key)+48*len(it.Entries))
+	b = appendJSONString(append(b, `{"rule":`...), it.Rule)
+	b = appendJSONString(append(b, `,"key":`...), it.Key)
+	b = append(strconv.AppendUint(append(b, `,"id":`...), it.ID, 10), `,"entries":`...)
+	b, err := it.Entries.appendJSON(b)
 	if err != nil {
-		return nil, err
-	}
-	key, err := json.Marshal(it.Key)
-	if err != nil {
-		return nil, err
-	}
-	if n := 64 + len(rule) + len(key) + 48*len(it.Entries); cap(b)-len(b) < n {
-		b = slices.Grow(b, n)
-	}
-	b = append(append(append(b, `{"rule":`...), rule...), `,"key":`...)
-	b = append(append(b, key...), `,"id":`...)
-	b = append(strconv.AppendUint(b, it.ID, 10), `,"entries":`...)
-	if b, err = it.Entries.appendJSON(b); err != nil {
 		return nil, err
 	}
 	return append(b, '}'), nil
@@ -236,7 +223,7 @@ func (gj *groupJSON) joinSegments(rule string, segs map[itemRef][]entry) error {
 	if len(l.N) != len(l.IDs) {
 		return fmt.Errorf("group %q lists %d segments with %d counts", gj.Key, len(l.IDs), len(l.N))
 	}
-	total := 0
+	parts := make([][]entry, len(l.IDs))
 	for k, id := range l.IDs {
 		es, ok := segs[itemRef{'s', rule, gj.Key, id}]
 		if !ok {
@@ -245,15 +232,12 @@ func (gj *groupJSON) joinSegments(rule string, segs map[itemRef][]entry) error {
 		if len(es) != l.N[k] {
 			return fmt.Errorf("group %q: segment %d holds %d entries, its group lists %d", gj.Key, id, len(es), l.N[k])
 		}
-		total += len(es)
+		parts[k] = es
 	}
 	if l.Drop < 0 || (len(l.IDs) > 0 && l.Drop >= l.N[0]) || (len(l.IDs) == 0 && l.Drop != 0) {
 		return fmt.Errorf("group %q: %d entries dropped from a first segment of %v", gj.Key, l.Drop, l.N[:min(1, len(l.N))])
 	}
-	entries := make([]entry, 0, total)
-	for _, id := range l.IDs {
-		entries = append(entries, segs[itemRef{'s', rule, gj.Key, id}]...)
-	}
+	entries := slices.Concat(parts...)
 	if !slices.IsSortedFunc(entries, func(a, b entry) int { return cmp.Compare(a.T, b.T) }) {
 		return fmt.Errorf("group %q: the entries of its segments %v are out of time order", gj.Key, l.IDs)
 	}

@@ -80,7 +80,7 @@ rules-test: build
 # the durable correlator, leases, the sources' checkpoints or a test of
 # theirs, and beside `make bench` to see them under load.
 STRESS_COUNT ?= 5
-STRESS_TESTS := ^(TestRunOnExternalNATS|TestExpiredSilenceAcrossRestart|TestScaleOutFailover|TestEndToEnd.*|TestKillDuringCaptureReplay|TestLiveNomadAgent|TestOrderKeptAcrossACrash|TestDispatcherResumesDurably|TestDispatcherFetchBacksOff|TestSilenceEndToEnd|TestExternalPublisherSurvivesRestart|TestFencedWriter.*|TestCrashBetweenWrites|TestSoak|TestPublisherKeep|TestDistribution|TestIncidentAwait.*|TestLeaseHeldDuringRestore|TestCutWhileTheCorrelatorGoesOn|TestAckNotHeldByTidying|TestOverlappingCuts|TestReadWhileCommitted)$$
+STRESS_TESTS := ^(TestRunOnExternalNATS|TestExpiredSilenceAcrossRestart|TestScaleOutFailover|TestEndToEnd.*|TestKillDuringCaptureReplay|TestLiveNomadAgent|TestOrderKeptAcrossACrash|TestDispatcherResumesDurably|TestDispatcherFetchBacksOff|TestSilenceEndToEnd|TestExternalPublisherSurvivesRestart|TestFencedWriter.*|TestCrashBetweenWrites|TestSoak|TestPublisherKeep|TestDistribution|TestIncidentAwait.*|TestLeaseHeldDuringRestore|TestCutWhileTheCorrelatorGoesOn|TestAckNotHeldByTidying|TestOverlappingCuts|TestReadWhileCommitted|TestRuleEditKeepsUnchangedRules)$$
 
 stress:
 	KLAXON_REQUIRE_EXTERNAL=1 $(GO) test -race -count=$(STRESS_COUNT) -timeout 90m -run '$(STRESS_TESTS)' ./...

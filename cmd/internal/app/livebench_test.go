@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -216,10 +217,20 @@ func BenchmarkLiveCeiling(b *testing.B) {
 // edge=off publishes every event; edge=rules filters at the edge by the
 // bundled rules (cmd/internal/rulesync), as sidecars with
 // sources.edge_filter do: events/s counts the events offered.
+//
+// KLAXON_LIVE_E2E_EVENTS sets how many events a run offers (default
+// 200,000, two seconds at the target): 1,000,000 shows whether the rate
+// holds over ten seconds (the events are decoded beforehand, ~1 KB each).
 func BenchmarkLiveEndToEnd(b *testing.B) {
+	n := 200_000
+	if v := os.Getenv("KLAXON_LIVE_E2E_EVENTS"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n < 1000 {
+			b.Fatalf("KLAXON_LIVE_E2E_EVENTS=%q: want a count of at least 1000", v)
+		}
+	}
 	for _, edge := range []string{"off", "rules"} {
 		b.Run("edge="+edge, func(b *testing.B) {
-			const n = 200_000
 			var total int
 			var heap uint64
 			for i := 0; b.Loop(); i++ {

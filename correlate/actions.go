@@ -116,8 +116,15 @@ func (c *Correlator) closed(g *group) {
 // cloneIncident copies what the correlator changes in place (maps and
 // slices it writes to); the others are replaced whole when they change.
 func cloneIncident(in Incident) Incident {
-	in.Group, in.Labels, in.Counts = maps.Clone(in.Group), maps.Clone(in.Labels), maps.Clone(in.Counts)
+	in = cloneIncidentMaps(in)
 	in.Actions, in.Evidence = slices.Clone(in.Actions), slices.Clone(in.Evidence)
+	return in
+}
+
+// cloneIncidentMaps copies the incident's maps, which the correlator may
+// change in place.
+func cloneIncidentMaps(in Incident) Incident {
+	in.Group, in.Labels, in.Counts, in.Links = maps.Clone(in.Group), maps.Clone(in.Labels), maps.Clone(in.Counts), maps.Clone(in.Links)
 	return in
 }
 

@@ -55,6 +55,18 @@ func (k *kvSim) apply(t *testing.T, c *Correlator) Checkpoint {
 	return cp
 }
 
+// perRule counts the stored items of a kind ('g', 's', 'c') by their
+// rule id (a clock's: source).
+func (k *kvSim) perRule(kind byte) map[string]int {
+	n := map[string]int{}
+	for id := range k.items {
+		if id[0] == kind {
+			n[strings.Split(id, "\x00")[1]]++
+		}
+	}
+	return n
+}
+
 func (k *kvSim) restore(t *testing.T, set *rules.Set) *Correlator {
 	t.Helper()
 	return k.restoreWith(t, set, Options{Logger: quietLog()})
@@ -227,12 +239,7 @@ func TestCheckpointRuleChange(t *testing.T) {
 	}
 	var kv kvSim
 	kv.apply(t, c)
-	groups := map[string]int{}
-	for id := range kv.items {
-		if id[0] == 'g' {
-			groups[strings.Split(id, "\x00")[1]]++
-		}
-	}
+	groups := kv.perRule('g')
 	if len(groups) < 2 {
 		t.Fatalf("groups of %d rules; want two or more", len(groups))
 	}
@@ -492,14 +499,7 @@ func TestEncodeWithPacksEachItem(t *testing.T) {
 	var next, next2 time.Time
 	runFeed(a, newScaleFeed(300), 2*len(quietTemplates)*300, &next)
 	runFeed(b, newScaleFeed(300), 2*len(quietTemplates)*300, &next2)
-	want, err := a.Checkpoint()
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := b.Cut()
-	if err != nil {
-		t.Fatal(err)
-	}
+	k, want := cutAndTwin(t, b, a)
 	var given, copies [][]byte
 	var mu sync.Mutex
 	got, err := k.EncodeWith(func(item []byte) []byte {

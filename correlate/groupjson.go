@@ -3,7 +3,6 @@ package correlate
 import (
 	"bytes"
 	"encoding/json"
-	"maps"
 	"reflect"
 	"slices"
 )
@@ -302,8 +301,7 @@ func cutIncident(in *Incident) *Incident {
 	if in == nil {
 		return nil
 	}
-	c := *in
-	c.Group, c.Labels, c.Counts, c.Links = maps.Clone(c.Group), maps.Clone(c.Labels), maps.Clone(c.Counts), maps.Clone(c.Links)
+	c := cloneIncidentMaps(*in)
 	return &c
 }
 

@@ -185,12 +185,7 @@ func TestSegmentsOfAGoneGroupAreDeleted(t *testing.T) {
 	c, _ := longWindows(set, 2, 3000)
 	var kv kvSim
 	kv.apply(t, c)
-	segs := map[string]int{}
-	for id := range kv.items {
-		if id[0] == 's' {
-			segs[strings.Split(id, "\x00")[1]]++
-		}
-	}
+	segs := kv.perRule('s')
 	if segs["test.pair"] == 0 {
 		t.Fatalf("test.pair has no segments: %v", segs)
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/klaxon-dev/klaxon/correlate"
+	"github.com/klaxon-dev/klaxon/internal/testkit"
 )
 
 // ruleFile is a rule firing at three matches of msg prefix within window, per node and task.
@@ -147,13 +148,7 @@ correlator:
 	}
 	waitFor := func(what string, cond func() bool) {
 		t.Helper()
-		deadline := time.Now().Add(20 * time.Second)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s", what)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		testkit.WaitFor(t, 20*time.Second, what, cond)
 	}
 
 	stop := start()
@@ -182,11 +177,10 @@ correlator:
 	// so its changes can reach the file in another order: wait for every
 	// change the edit should bring, not for the last one published.
 	lines("KEEP/a", "KEEP/b", "CHANGE/a", "CHANGE/b", "CHANGE/c", "CHANGE/c", "CHANGE/c")
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) && (len(changes("test.change", "c")) < 1 || len(changes("test.keep", "a")) < 2 ||
-		len(changes("test.keep", "b")) < 1 || len(changes("test.change", "a")) < 2) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitFor("every change the edit brings (c fires, keep/a updated, keep/b fires, change/a resolved)", func() bool {
+		return len(changes("test.change", "c")) >= 1 && len(changes("test.keep", "a")) >= 2 &&
+			len(changes("test.keep", "b")) >= 1 && len(changes("test.change", "a")) >= 2
+	})
 	if c := changes("test.change", "c"); len(c) != 1 || c[0].Status != correlate.StatusFiring {
 		t.Fatalf("test.change task c: %+v; want one firing change", summary(c))
 	}
